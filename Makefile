@@ -1,0 +1,26 @@
+# The README's two commands: `make demo` and `make test`. Each builds the
+# virtual environment it needs (pinned by constraints.txt) on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# Train and evaluate end to end on a generated dataset, print the mAP report.
+demo: $(STAMP)
+	$(PY) tools/demo.py --out demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) demo_output

@@ -1,0 +1,136 @@
+"""The one box module of the project.
+
+Every function works on float32 ``Tensor[N, 4]`` boxes in (x1, y1, x2, y2)
+order, in continuous 0-based pixel coordinates with no "+1": a box that covers
+pixel columns 0..9 inclusive is (0, y1, 10, y2) and has width 10. Loaders
+convert their formats into this one (VOC's 1-based inclusive pixels in
+``detector.data.voc``, COCO's xywh in ``detector.data.coco``, selective search's
+(x, y, w, h) in ``proposals``). Every stage, from SVM mining to evaluation, uses
+the IoU defined here.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+import torchvision.ops
+
+# Regression deltas dw, dh are clamped before exp() so a wild prediction cannot
+# overflow (same bound as torchvision's BoxCoder: log(1000 / 16)).
+BBOX_XFORM_CLIP = math.log(1000.0 / 16)
+
+
+def as_box_tensor(boxes) -> Tensor:
+    """Return ``boxes`` (array-like, shape [N, 4]) as a float32 tensor [N, 4]."""
+    t = torch.as_tensor(np.asarray(boxes) if not isinstance(boxes, Tensor) else boxes,
+                        dtype=torch.float32)
+    return t.reshape(-1, 4)
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """Area of each box. boxes: [N, 4] -> [N]; degenerate boxes have area 0."""
+    w = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
+    h = (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    return w * h
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise intersection over union.
+
+    Args:
+        boxes1: [N, 4], boxes2: [M, 4].
+    Returns:
+        [N, M] IoU in [0, 1]; 0 where both boxes have zero area.
+    """
+    area1 = box_area(boxes1)
+    area2 = box_area(boxes2)
+    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[:, None] + area2[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+def clip_boxes(boxes: Tensor, width: float, height: float) -> Tensor:
+    """Clip boxes [N, 4] to the image [0, width] x [0, height]."""
+    out = boxes.clone()
+    out[:, 0::2] = out[:, 0::2].clamp(0, width)
+    out[:, 1::2] = out[:, 1::2].clamp(0, height)
+    return out
+
+
+def valid_boxes(boxes: Tensor, min_size: float = 0.0) -> Tensor:
+    """Boolean mask [N] of boxes whose width and height both exceed ``min_size``
+    (``>= min_size`` when min_size > 0; ``> 0`` when it is 0)."""
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    if min_size > 0:
+        return (w >= min_size) & (h >= min_size)
+    return (w > 0) & (h > 0)
+
+
+def encode_boxes(proposals: Tensor, targets: Tensor) -> Tensor:
+    """R-CNN regression targets (dx, dy, dw, dh) that move ``proposals`` onto ``targets``.
+
+    Args:
+        proposals: [N, 4] boxes with positive width and height.
+        targets: [N, 4] matched ground-truth boxes.
+    Returns:
+        [N, 4]: dx = (gx - px) / pw, dy = (gy - py) / ph, dw = log(gw / pw),
+        dh = log(gh / ph), with (px, py) the centre and pw, ph the size.
+    """
+    pw = proposals[:, 2] - proposals[:, 0]
+    ph = proposals[:, 3] - proposals[:, 1]
+    px = proposals[:, 0] + 0.5 * pw
+    py = proposals[:, 1] + 0.5 * ph
+    gw = targets[:, 2] - targets[:, 0]
+    gh = targets[:, 3] - targets[:, 1]
+    gx = targets[:, 0] + 0.5 * gw
+    gy = targets[:, 1] + 0.5 * gh
+    return torch.stack([(gx - px) / pw, (gy - py) / ph,
+                        torch.log(gw / pw), torch.log(gh / ph)], dim=1)
+
+
+def decode_boxes(proposals: Tensor, deltas: Tensor) -> Tensor:
+    """Inverse of :func:`encode_boxes`: apply deltas [N, 4] to proposals [N, 4] -> boxes [N, 4]."""
+    pw = proposals[:, 2] - proposals[:, 0]
+    ph = proposals[:, 3] - proposals[:, 1]
+    px = proposals[:, 0] + 0.5 * pw
+    py = proposals[:, 1] + 0.5 * ph
+    dw = deltas[:, 2].clamp(max=BBOX_XFORM_CLIP)
+    dh = deltas[:, 3].clamp(max=BBOX_XFORM_CLIP)
+    cx = px + deltas[:, 0] * pw
+    cy = py + deltas[:, 1] * ph
+    w = pw * torch.exp(dw)
+    h = ph * torch.exp(dh)
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=1)
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy non-maximum suppression (torchvision.ops.nms, same IoU as above).
+
+    Returns int64 indices of the kept boxes, by decreasing score.
+    """
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.int64)
+    return torchvision.ops.nms(boxes.float(), scores.float(), iou_threshold)
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
+    """NMS done independently per label. Returns kept indices by decreasing score."""
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.int64)
+    return torchvision.ops.batched_nms(boxes.float(), scores.float(), labels, iou_threshold)
+
+
+def xywh_to_xyxy(boxes: Tensor) -> Tensor:
+    """(x, y, w, h) [N, 4] -> (x1, y1, x2, y2) [N, 4]."""
+    return torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+
+
+def xyxy_to_xywh(boxes: Tensor) -> Tensor:
+    """(x1, y1, x2, y2) [N, 4] -> (x, y, w, h) [N, 4]."""
+    return torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)

@@ -1,0 +1,184 @@
+"""The detector's configuration, one dataclass per stage.
+
+Defaults follow the paper (He et al. 2014) and the official SPP-net code
+where they have one; ``configs/*.yaml`` hold only what differs. Loaded with
+:func:`load_detector_config` (unknown keys are errors).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from proposals.config import ProposalConfig
+
+from .configio import load_config
+
+BACKBONES = ("zf5", "alexnet", "vgg16", "squeezenet1_0", "mobilenet_v2", "resnet18", "resnet50", "tiny")
+SVM_FEATURES = ("pool5", "fc6", "fc7")
+
+
+@dataclass
+class DataConfig:
+    # A PASCAL VOC-layout folder (Annotations/, JPEGImages/, ImageSets/Main/).
+    root: str = ""
+    # "voc" for VOC layout; "coco" reads a COCO JSON (annotations) + image folder.
+    format: str = "voc"
+    # VOC 2007: the paper trains on trainval and tests on test.
+    train_split: str = "trainval"
+    test_split: str = "test"
+    # Empty list: class names are discovered from the annotations (sorted).
+    class_names: list[str] = field(default_factory=list)
+    # COCO format only: the JSON per split, "{split}" is replaced by the split name.
+    annotations: str = ""
+    # COCO format only: folder holding the images.
+    images: str = ""
+
+    def validate(self) -> None:
+        if self.format not in ("voc", "coco"):
+            raise ValueError(f"data.format {self.format!r} must be voc or coco")
+
+
+@dataclass
+class BackboneConfig:
+    # ZF-5 is the paper's network; the demo uses "tiny" (trainable from scratch on CPU).
+    name: str = "zf5"
+    # None: random init; "DEFAULT": torchvision's weight enum (downloads);
+    # otherwise a local state_dict path (loaded with weights_only=True).
+    weights: str | None = None
+
+    def validate(self) -> None:
+        if self.name not in BACKBONES:
+            raise ValueError(f"backbone.name {self.name!r} is not one of {', '.join(BACKBONES)}")
+
+
+@dataclass
+class FeatureConfig:
+    # Shorter-side lengths: paper 1-scale {688}; 5-scale {480, 576, 688, 864, 1200}.
+    scales: list[int] = field(default_factory=lambda: [688])
+    # Cap on the longer side after resizing (paper images are ~500x375, so 688
+    # gives ~917; the cap protects against panoramas).
+    max_size: int = 2000
+    # conv5 maps are cached as float16 on disk: half the bytes, no measurable mAP change.
+    cache_dtype: str = "float16"
+
+    def validate(self) -> None:
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError("features.scales must be a non-empty list of positive sizes")
+        if self.cache_dtype not in ("float16", "float32"):
+            raise ValueError("features.cache_dtype must be float16 or float32")
+
+
+@dataclass
+class PoolConfig:
+    # The paper's 4-level pyramid: 6x6 + 3x3 + 2x2 + 1x1 = 50 bins.
+    levels: list[int] = field(default_factory=lambda: [6, 3, 2, 1])
+    # Scale selection picks the scale where the window's area is closest to 224^2.
+    canonical_window: int = 224
+
+
+@dataclass
+class FinetuneConfig:
+    # Fine-tune fc6, fc7 and a (K+1)-way classifier on pooled conv5 features.
+    enabled: bool = True
+    # Width of fc6/fc7 (4096 in the paper; smaller nets do well with less).
+    hidden: int = 4096
+    dropout: float = 0.5
+    # R-CNN/SPP-net: positives IoU >= 0.5, negatives IoU in [0.1, 0.5).
+    fg_iou: float = 0.5
+    bg_iou_low: float = 0.1
+    # 25% positives per mini-batch of 128 windows (R-CNN / SPP-net).
+    fg_fraction: float = 0.25
+    batch_size: int = 128
+    # SPP-net fine-tunes with lr 1e-4 then 1e-5 for 250k+50k iterations on
+    # VOC; on small sets a few epochs with SGD at 1e-3 converge.
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    iterations: int = 2000
+    # Drop the learning rate by 10x after this fraction of the iterations.
+    lr_step_fraction: float = 0.8
+
+
+@dataclass
+class SVMConfig:
+    # Which features the SVMs read: fc7 (fine-tuned), or pool5/fc6 (paper's ablations).
+    feature: str = "fc7"
+    # Official SPP-net code: C = 0.001, positive weight 2, bias multiplier 10.
+    C: float = 0.001
+    pos_weight: float = 2.0
+    bias_multiplier: float = 10.0
+    # Features scaled so their mean L2 norm is 20 (R-CNN / SPP-net).
+    target_norm: float = 20.0
+    # Negatives: windows with IoU <= 0.3 with every ground-truth box of the class.
+    neg_iou: float = 0.3
+    # Drop a negative overlapping another kept negative by more than 0.7.
+    neg_nms: float = 0.7
+    # R-CNN hard-negative thresholds: mine windows scoring > -1.0001, evict
+    # cached negatives scoring < -1.2.
+    hard_threshold: float = -1.0001
+    evict_threshold: float = -1.2
+    # One pass over the training images is what the paper used.
+    mining_rounds: int = 1
+    # First batch of negatives per image before mining starts (random sample).
+    initial_negatives: int = 200
+
+    def validate(self) -> None:
+        if self.feature not in SVM_FEATURES:
+            raise ValueError(f"svm.feature {self.feature!r} must be one of {', '.join(SVM_FEATURES)}")
+
+
+@dataclass
+class BBoxConfig:
+    enabled: bool = True
+    # R-CNN trains regressors on windows with IoU >= 0.6 with a ground-truth box.
+    min_iou: float = 0.6
+    # Ridge penalty (R-CNN uses lambda = 1000 on unnormalised pool5).
+    ridge_lambda: float = 1000.0
+
+
+@dataclass
+class TestConfig:
+    # Per-class NMS at IoU 0.3 (SPP-net/R-CNN).
+    nms_iou: float = 0.3
+    # Keep the top 100 detections per image (VOC evaluation convention).
+    max_per_image: int = 100
+    # Windows scoring below this SVM score are dropped before NMS (-inf keeps all).
+    score_threshold: float = -1.5
+
+
+@dataclass
+class RCNNConfig:
+    # R-CNN mode: crops get 16 px of context before warping (Girshick et al.).
+    context_pad: int = 16
+    # Warped crop size fed to the conv layers.
+    crop_size: int = 224
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    svm: SVMConfig = field(default_factory=SVMConfig)
+    bbox: BBoxConfig = field(default_factory=BBoxConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    rcnn: RCNNConfig = field(default_factory=RCNNConfig)
+    # "spp" (this paper) or "rcnn" (per-window warped crops, for comparison).
+    mode: str = "spp"
+    # Seeds every random choice (sampling, init, mining order).
+    seed: int = 0
+    # Where caches, logs and the model file go.
+    workdir: str = "runs/default"
+
+    def validate(self) -> None:
+        if self.mode not in ("spp", "rcnn"):
+            raise ValueError(f"mode {self.mode!r} must be spp or rcnn")
+
+
+def load_detector_config(path: str | os.PathLike | None = None,
+                         overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file, then ``key=value`` overrides."""
+    return load_config(Config, path, overrides)
