@@ -1,0 +1,52 @@
+import pytest
+
+from detector.config import Config, load_detector_config
+from detector.configio import ConfigError
+
+
+def test_defaults_follow_the_paper():
+    c = load_detector_config()
+    assert c.pool.levels == [6, 3, 2, 1]
+    assert c.features.scales == [688]
+    assert c.test.nms_iou == 0.3 and c.test.max_per_image == 100
+    assert (c.svm.C, c.svm.pos_weight, c.svm.bias_multiplier, c.svm.target_norm) == (0.001, 2.0, 10.0, 20.0)
+
+
+def test_yaml_then_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("features:\n  scales: [480, 576]\nsvm:\n  C: 0.01\n")
+    c = load_detector_config(p, ["svm.C=0.1", "finetune.enabled=false", "backbone.weights=null"])
+    assert c.features.scales == [480, 576]
+    assert c.svm.C == 0.1 and c.finetune.enabled is False and c.backbone.weights is None
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("svm:\n  CC: 1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*svm.*CC"):
+        load_detector_config(p)
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_detector_config(None, ["nosuch.section=1"])
+
+
+def test_type_errors_and_validation(tmp_path):
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_detector_config(None, ["svm.C=abc"])
+    with pytest.raises(ConfigError, match="backbone.name"):
+        load_detector_config(None, ["backbone.name=lenet"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_detector_config(None, ["svm.C"])
+    p = tmp_path / "list.yaml"
+    p.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_detector_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_detector_config(tmp_path / "missing.yaml")
+
+
+def test_repo_configs_load():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.yaml"))
+    for f in files:
+        assert isinstance(load_detector_config(f), Config), f
