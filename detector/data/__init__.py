@@ -1,0 +1,51 @@
+"""Datasets: one small interface (:class:`Dataset`), VOC and COCO loaders, a synthetic VOC set.
+
+Every loader yields :class:`~detector.records.ImageRecord` with boxes already in
+the project's 0-based continuous x1, y1, x2, y2 convention.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from .base import Dataset, DatasetError, InMemoryDataset
+from .coco import COCODataset, coco_category_ids, coco_image_ids, voc_to_coco_dict
+from .synthetic import make_synthetic_voc
+from .voc import VOC_CLASSES, VOCDataset
+
+DATASET_FORMATS = ("voc", "coco")
+
+__all__ = [
+    "COCODataset", "DATASET_FORMATS", "Dataset", "DatasetError", "InMemoryDataset", "VOCDataset",
+    "VOC_CLASSES", "coco_category_ids", "coco_image_ids", "load_dataset", "make_synthetic_voc",
+    "voc_to_coco_dict",
+]
+
+
+def load_dataset(root: str | os.PathLike, split: str, format: str = "voc",
+                 class_names: Sequence[str] | None = None, annotations: str = "",
+                 images: str = "") -> Dataset:
+    """Open ``split`` of the dataset at ``root`` (the fields of ``DataConfig``).
+
+    Args:
+        root: VOC: the VOC-layout folder. COCO: the folder that relative
+            ``annotations`` and ``images`` paths are resolved against.
+        split: VOC: ImageSets/Main/<split>.txt. COCO: replaces ``{split}`` in
+            ``annotations`` and ``images``.
+        format: "voc" or "coco".
+        class_names: label order; None or empty: discovered from the data.
+        annotations: COCO only, the JSON file (may contain ``{split}``); required.
+        images: COCO only, the image folder (may contain ``{split}``); default ``root``.
+    """
+    root = Path(root)
+    names = tuple(class_names) if class_names else None
+    if format == "voc":
+        return VOCDataset(root, split=split, class_names=names)
+    if format == "coco":
+        if not annotations:
+            raise DatasetError(root, "COCO format needs the annotations JSON path (data.annotations)")
+        ann = root / annotations.replace("{split}", split)
+        img_dir = root / images.replace("{split}", split) if images else root
+        return COCODataset(ann, img_dir, class_names=names, split=split)
+    raise DatasetError(root, f"unknown dataset format {format!r}; expected one of {', '.join(DATASET_FORMATS)}")
