@@ -1,0 +1,245 @@
+"""PASCAL VOC detection average precision, vectorised.
+
+Same rules as the official VOC devkit (``VOCevaldet.m``) and py-faster-rcnn's
+``voc_eval.py`` (see ``design.md``, "Evaluation conventions"):
+
+* The detections of one class are taken in order of decreasing score. The sort
+  is stable: detections with tied scores keep their input order, which is the
+  order of ``gt_records`` (images) and, within an image, the order of its
+  ``Detections`` arrays. (MATLAB's ``sort`` is stable too; py-faster-rcnn's
+  ``np.argsort`` quicksort is not, so its result on ties is arbitrary.)
+* Each detection is compared with the ground-truth box of its class, in its
+  image, with the highest IoU, whether or not that box is already matched.
+  The IoU is ``detector.boxes.box_iou`` on continuous 0-based boxes; the VOC
+  loader's conversion (x1 = xmin - 1, x2 = xmax) makes it equal to the
+  devkit's "+1" formula on 1-based inclusive pixels.
+* IoU >= ``iou_threshold`` (the official devkit's ``ovmax >= minoverlap``;
+  py-faster-rcnn uses ``>``): a true positive if that box is unmatched (it
+  becomes matched), a false positive (duplicate) if it is already matched.
+  Below the threshold, or no ground truth of the class in the image: a false
+  positive.
+* If that best box is ``difficult`` and the IoU reaches the threshold, the
+  detection counts neither way (it still occupies its place in the ranking,
+  as in the devkit). Below the threshold it is a false positive, as in the
+  devkit, even when the best box is difficult.
+* Recall is over the non-difficult ground-truth boxes of the class.
+
+Why it is fast: whether detection d is a true positive depends only on the
+earlier detections whose best box is the same box. So, after one IoU matrix
+per image (all classes at once, masked by label), a detection is a true
+positive exactly when it is the first, in score order, of the above-threshold
+detections on a given non-difficult box: one ``np.unique`` per class instead
+of a Python loop over detections.
+
+A class with no non-difficult ground-truth object has an undefined AP: it is
+NaN in :class:`VOCResult` and left out of the mAP (the devkit would divide by
+zero). A class with ground truth but no detections has AP 0.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from detector.boxes import box_iou
+from detector.records import Detections, ImageRecord
+
+# VOC 2007 11-point AP samples recall at 0, 0.1, ..., 1.0. Built exactly as in
+# py-faster-rcnn (np.arange), so 0.3, 0.6 and 0.7 are a hair above their
+# decimal values (0.30000000000000004, ...), the same quirk its numbers have.
+VOC07_RECALL_POINTS = np.arange(0.0, 1.1, 0.1)
+
+# Precision where no detection has been counted yet (tp + fp = 0): the
+# py-faster-rcnn guard against 0/0.
+_EPS = np.finfo(np.float64).eps
+
+
+class EvaluationInputError(ValueError):
+    """Ground truth and detections that cannot be evaluated together."""
+
+
+@dataclass(frozen=True)
+class VOCResult:
+    """Result of :func:`evaluate_voc`.
+
+    Per-class dicts are keyed by class name, in ``class_names`` order.
+    ``precision``/``recall`` are float64 arrays with one entry per detection of
+    the class, in ranking order (the devkit's curve); for a class with no
+    non-difficult ground truth both are empty and its AP is NaN.
+    """
+
+    metric: str  # "voc07" (11-point) or "voc12" (area under the curve)
+    iou_threshold: float
+    class_names: tuple[str, ...]
+    ap: dict[str, float]
+    precision: dict[str, np.ndarray]
+    recall: dict[str, np.ndarray]
+    n_gt: dict[str, int]  # non-difficult ground-truth boxes
+    n_det: dict[str, int]  # detections, including those counted neither way
+    mAP: float  # mean AP over classes with ground truth; NaN if none has any
+
+    def summary(self) -> dict[str, float]:
+        """Headline numbers: {"mAP": ...}."""
+        return {"mAP": self.mAP}
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:
+    """Average precision from a ranked precision/recall curve.
+
+    Args:
+        recall, precision: [D] arrays in ranking order (recall non-decreasing).
+        use_07_metric: True for VOC2007's 11-point interpolated AP (mean over
+            recall thresholds t = 0, 0.1, ..., 1 of the highest precision at
+            recall >= t, 0 where none); False for VOC2010+'s area under the
+            interpolated (monotone non-increasing) precision/recall curve.
+    Returns:
+        AP in [0, 1] as a Python float; 0 for empty input.
+    """
+    recall = np.asarray(recall, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    if use_07_metric:
+        ap = 0.0
+        for t in VOC07_RECALL_POINTS:
+            reached = recall >= t
+            p = precision[reached].max() if reached.any() else 0.0
+            ap += p / 11.0
+        return float(ap)
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    # Interpolate: precision at recall r is the best precision at recall >= r.
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    steps = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
+
+
+def _flatten_ground_truth(gt_records: Sequence[ImageRecord], n_classes: int):
+    """Concatenate all gt boxes: per-image offsets plus flat labels/difficult."""
+    index = {}
+    counts = np.zeros(len(gt_records), dtype=np.int64)
+    for i, rec in enumerate(gt_records):
+        if rec.image_id in index:
+            raise EvaluationInputError(f"image id {rec.image_id!r} appears twice in the ground truth")
+        index[rec.image_id] = i
+        counts[i] = len(rec.labels)
+        if len(rec.labels) and (rec.labels.min() < 0 or rec.labels.max() >= n_classes):
+            raise EvaluationInputError(f"image {rec.image_id!r}: ground-truth label out of range "
+                                       f"[0, {n_classes})")
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    labels = np.concatenate([r.labels for r in gt_records] + [np.zeros(0, np.int64)]).astype(np.int64)
+    difficult = np.concatenate([r.difficult for r in gt_records] + [np.zeros(0, bool)]).astype(bool)
+    return index, offsets, labels, difficult
+
+
+def _match_detections(gt_records, detections, index, offsets, n_classes):
+    """Best same-class gt box for every detection.
+
+    Returns flat arrays over all detections, in image order (gt_records) then
+    input order: labels, scores (float64), best_iou (-inf where the image has no
+    gt box of that class) and best_gt (flat gt index, -1 where none).
+    """
+    unknown = [k for k in detections if k not in index]
+    if unknown:
+        raise EvaluationInputError(f"{len(unknown)} detected image id(s) are not in the ground truth, "
+                                   f"e.g. {unknown[:3]}")
+    labels, scores, best_iou, best_gt = [], [], [], []
+    for i, rec in enumerate(gt_records):
+        det = detections.get(rec.image_id)
+        if det is None or len(det) == 0:
+            continue
+        if det.labels.min() < 0 or det.labels.max() >= n_classes:
+            raise EvaluationInputError(f"image {rec.image_id!r}: detection label out of range "
+                                       f"[0, {n_classes})")
+        n = len(det)
+        iou_best = np.full(n, -np.inf)
+        gt_best = np.full(n, -1, dtype=np.int64)
+        if len(rec.labels):
+            iou = box_iou(torch.from_numpy(np.ascontiguousarray(det.boxes, dtype=np.float32)),
+                          torch.from_numpy(np.ascontiguousarray(rec.boxes, dtype=np.float32)))
+            iou = iou.numpy().astype(np.float64)
+            same = det.labels[:, None] == rec.labels[None, :]
+            iou[~same] = -np.inf  # only boxes of the detection's class compete
+            j = iou.argmax(axis=1)  # first of equal maxima, like the devkit's strict ">"
+            iou_best = iou[np.arange(n), j]
+            gt_best = np.where(np.isfinite(iou_best), offsets[i] + j, -1)
+        labels.append(det.labels.astype(np.int64))
+        scores.append(det.scores.astype(np.float64))
+        best_iou.append(iou_best)
+        best_gt.append(gt_best)
+    if not labels:
+        empty = np.zeros(0)
+        return np.zeros(0, np.int64), empty, empty, np.zeros(0, np.int64)
+    return (np.concatenate(labels), np.concatenate(scores),
+            np.concatenate(best_iou), np.concatenate(best_gt))
+
+
+def count_true_positives(best_iou: np.ndarray, best_gt: np.ndarray, gt_difficult: np.ndarray,
+                         iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """TP/FP flags of ranked detections of one class.
+
+    Args:
+        best_iou: [D] IoU with the best same-class gt box (-inf if none), ranked.
+        best_gt: [D] flat index of that box (-1 if none).
+        gt_difficult: bool array indexed by flat gt index.
+        iou_threshold: IoU that counts as a match (inclusive).
+    Returns:
+        (tp, fp): float64 [D] arrays of 0/1; both 0 for an ignored detection.
+    """
+    hit = best_iou >= iou_threshold
+    ignored = np.zeros_like(hit)
+    ignored[hit] = gt_difficult[best_gt[hit]]
+    candidates = np.flatnonzero(hit & ~ignored)
+    # The first candidate on each gt box (in ranking order) claims it; later
+    # ones on the same box are duplicates.
+    _, first = np.unique(best_gt[candidates], return_index=True)
+    tp = np.zeros(len(hit))
+    tp[candidates[first]] = 1.0
+    fp = (~ignored).astype(np.float64) - tp
+    return tp, fp
+
+
+def evaluate_voc(gt_records: Sequence[ImageRecord], detections: Mapping[str, Detections],
+                 class_names: Sequence[str], iou_threshold: float = 0.5,
+                 use_07_metric: bool = True) -> VOCResult:
+    """PASCAL VOC per-class AP and mAP (rules in the module docstring).
+
+    Args:
+        gt_records: annotated images; labels index ``class_names``.
+        detections: image_id -> Detections; images missing from it have none.
+            An image id that is not in ``gt_records`` is an error.
+        class_names: the class names, in label order.
+        iou_threshold: minimum IoU (inclusive) for a match.
+        use_07_metric: VOC2007 11-point AP if True, else VOC2010+ area.
+    Returns:
+        VOCResult; classes without non-difficult ground truth have AP NaN and
+        are excluded from the mAP.
+    Raises:
+        EvaluationInputError: duplicate or unknown image ids, labels out of range.
+    """
+    class_names = tuple(class_names)
+    n_classes = len(class_names)
+    index, offsets, gt_labels, gt_difficult = _flatten_ground_truth(gt_records, n_classes)
+    labels, scores, best_iou, best_gt = _match_detections(gt_records, detections, index, offsets,
+                                                          n_classes)
+    n_pos = np.bincount(gt_labels[~gt_difficult], minlength=n_classes)
+
+    ap, precision, recall, n_gt, n_det = {}, {}, {}, {}, {}
+    for c, name in enumerate(class_names):
+        mine = np.flatnonzero(labels == c)
+        order = mine[np.argsort(-scores[mine], kind="stable")]
+        tp, fp = count_true_positives(best_iou[order], best_gt[order], gt_difficult, iou_threshold)
+        n_gt[name], n_det[name] = int(n_pos[c]), int(len(order))
+        if n_pos[c] == 0:
+            ap[name], precision[name], recall[name] = math.nan, np.zeros(0), np.zeros(0)
+            continue
+        tp, fp = np.cumsum(tp), np.cumsum(fp)
+        recall[name] = tp / n_pos[c]
+        precision[name] = tp / np.maximum(tp + fp, _EPS)
+        ap[name] = voc_ap(recall[name], precision[name], use_07_metric)
+    defined = [v for v in ap.values() if not math.isnan(v)]
+    return VOCResult(metric="voc07" if use_07_metric else "voc12", iou_threshold=float(iou_threshold),
+                     class_names=class_names, ap=ap, precision=precision, recall=recall,
+                     n_gt=n_gt, n_det=n_det,
+                     mAP=float(np.mean(defined)) if defined else math.nan)
