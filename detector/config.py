@@ -45,6 +45,11 @@ class BackboneConfig:
     # None: random init; "DEFAULT": torchvision's weight enum (downloads);
     # otherwise a local state_dict path (loaded with weights_only=True).
     weights: str | None = None
+    # Input normalisation the weights expect: None picks the backbone's own
+    # (torchvision ImageNet mean/std); "caffe" (BGR, 0-255, mean subtracted) for
+    # Caffe-converted weights; "inception" ([-1, 1]) for TF/TFLite weights;
+    # "imagenet" to force torchvision's. See ../shared/weights/README.md.
+    preprocess: str | None = None
 
     def validate(self) -> None:
         if self.name not in BACKBONES:
@@ -89,6 +94,10 @@ class FinetuneConfig:
     # 25% positives per mini-batch of 128 windows (R-CNN / SPP-net).
     fg_fraction: float = 0.25
     batch_size: int = 128
+    # Windows kept per training image for the in-memory pool5 bank (sampled
+    # uniformly): bounds memory at (fg + bg) x images x 50C x 2 bytes.
+    bank_fg_per_image: int = 64
+    bank_bg_per_image: int = 192
     # SPP-net fine-tunes with lr 1e-4 then 1e-5 for 250k+50k iterations on
     # VOC; on small sets a few epochs with SGD at 1e-3 converge.
     lr: float = 0.001
@@ -134,6 +143,8 @@ class BBoxConfig:
     min_iou: float = 0.6
     # Ridge penalty (R-CNN uses lambda = 1000 on unnormalised pool5).
     ridge_lambda: float = 1000.0
+    # At most this many training windows per image (sampled), bounding memory.
+    max_per_image: int = 64
 
 
 @dataclass

@@ -1,0 +1,109 @@
+"""The trained detector: the whole test-time pipeline reads in one place.
+
+``windows -> conv5 maps -> pool -> fc -> SVM scores -> box regression -> NMS``
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .backbones import Backbone
+from .bbox_regression import BoxRegressors
+from .boxes import as_box_tensor, batched_nms, clip_boxes
+from .config import Config
+from .features import compute_feature_maps
+from .heads import FCHead
+from .pooling import SpatialPyramidPool
+from .records import Detections
+from .svm import LinearSVMs
+from .window_features import pool_windows
+
+
+@contextmanager
+def _timed(timings: dict | None, stage: str):
+    start = time.perf_counter()
+    yield
+    if timings is not None:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+class Detector:
+    """An SPP-net detector (or its R-CNN twin when ``cfg.mode == "rcnn"``).
+
+    Build one with :func:`detector.model.load_model`, or from the parts that
+    :func:`detector.training.train` produces.
+    """
+
+    def __init__(self, cfg: Config, class_names: Sequence[str], backbone: Backbone, head: FCHead,
+                 svms: LinearSVMs, regressors: BoxRegressors | None = None):
+        self.cfg = cfg
+        self.class_names = tuple(class_names)
+        self.backbone = backbone.eval()
+        self.head = head.eval()
+        self.svms = svms
+        self.regressors = regressors if cfg.bbox.enabled else None
+        self.pool = SpatialPyramidPool(cfg.pool.levels)
+
+    def propose(self, image: np.ndarray) -> np.ndarray:
+        """Selective-search windows of an RGB uint8 image, float32 [N, 4]."""
+        from proposals import propose_with_config
+        return propose_with_config(image, self.cfg.proposals)
+
+    def pool5(self, image: np.ndarray, windows, name: str = "image", timings: dict | None = None
+              ) -> torch.Tensor:
+        """pool5 vectors [N, D] of ``windows`` (original image coordinates)."""
+        if self.cfg.mode == "rcnn":
+            from .rcnn import rcnn_pool5
+            with _timed(timings, "conv"):
+                return rcnn_pool5(self.backbone, image, windows, self.pool, self.cfg.rcnn)
+        with _timed(timings, "conv"):
+            maps = compute_feature_maps(self.backbone, image, self.cfg.features.scales,
+                                        self.cfg.features.max_size, name)
+        with _timed(timings, "pool"):
+            return pool_windows(maps, windows, self.pool, self.backbone.stride, self.cfg.pool.canonical_window)
+
+    @torch.inference_mode()
+    def detect(self, image: np.ndarray, windows=None, name: str = "image",
+               timings: dict | None = None) -> Detections:
+        """Detect objects in an RGB uint8 image [H, W, 3].
+
+        Args:
+            windows: [N, 4] proposals in image coordinates; computed with the
+                configured selective search when None.
+            timings: if given, seconds per stage are added to it (proposals,
+                conv, pool, fc, svm, bbox, nms).
+        Returns:
+            at most ``cfg.test.max_per_image`` detections after per-class NMS.
+        """
+        if windows is None:
+            with _timed(timings, "proposals"):
+                windows = self.propose(image)
+        windows = as_box_tensor(windows)
+        pooled = self.pool5(image, windows, name, timings)
+        with _timed(timings, "fc"):
+            feats = self.head.features(pooled, self.cfg.svm.feature)
+        with _timed(timings, "svm"):
+            scores = torch.from_numpy(self.svms.score(feats.numpy()))
+        return self.postprocess(windows, pooled, scores, image.shape[1], image.shape[0], timings)
+
+    def postprocess(self, windows: torch.Tensor, pooled: torch.Tensor, scores: torch.Tensor,
+                    width: int, height: int, timings: dict | None = None) -> Detections:
+        """Threshold, regress, clip and NMS the scored windows [N, 4] x scores [N, K]."""
+        test = self.cfg.test
+        with _timed(timings, "bbox"):
+            win_idx, labels = torch.nonzero(scores > test.score_threshold, as_tuple=True)
+            boxes = windows[win_idx]
+            if self.regressors is not None and len(win_idx):
+                boxes = torch.from_numpy(self.regressors.apply(
+                    pooled[win_idx].numpy(), boxes.numpy(), labels.numpy())).float()
+            boxes = clip_boxes(boxes, width, height)
+            det_scores = scores[win_idx, labels]
+        with _timed(timings, "nms"):
+            keep = batched_nms(boxes, det_scores, labels, test.nms_iou)[: test.max_per_image]
+        return Detections(boxes[keep].numpy().astype(np.float32),
+                          det_scores[keep].numpy().astype(np.float32),
+                          labels[keep].numpy().astype(np.int64))

@@ -1,0 +1,160 @@
+"""Multi-scale conv5 feature maps: computed once per image per scale, cached on disk.
+
+This is what makes SPP-net cheap: the convolutional layers run once per image
+and scale (R-CNN runs them once per window), and the cache holds conv5 maps
+(float16, a few MB per image) rather than per-window feature vectors.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from .fileio import file_digest, params_digest, save_npz_atomic
+
+logger = logging.getLogger(__name__)
+
+
+class ImageTooSmallError(ValueError):
+    """The image is smaller than the backbone can produce a feature map for."""
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """conv5 features of one image at one scale.
+
+    features: float32 [C, h, w]; factor: resized size / original size (the
+    same along both axes); ``image_size`` (height, width) of the resized image.
+    """
+
+    features: Tensor
+    factor: float
+    image_size: tuple[int, int]
+
+
+def scale_factor(height: int, width: int, scale: int, max_size: int) -> float:
+    """Factor that makes the shorter side ``scale`` px, the longer at most ``max_size``."""
+    factor = scale / min(height, width)
+    if max(height, width) * factor > max_size:
+        factor = max_size / max(height, width)
+    return factor
+
+
+def resize_image(image: np.ndarray, factor: float) -> np.ndarray:
+    """Resize an RGB uint8 image [H, W, 3] by ``factor`` (bilinear; area when shrinking)."""
+    h, w = image.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interp)
+
+
+def check_image_size(image: np.ndarray, min_side: int, name: str = "image") -> None:
+    """Raise ImageTooSmallError if the image's shorter side is under ``min_side`` px."""
+    h, w = image.shape[:2]
+    if min(h, w) < min_side:
+        raise ImageTooSmallError(
+            f"{name}: {w}x{h} px is smaller than the network's minimum input side of {min_side} px")
+
+
+@torch.inference_mode()
+def compute_feature_maps(backbone, image: np.ndarray, scales: Sequence[int], max_size: int,
+                         name: str = "image") -> list[FeatureMap]:
+    """Run the backbone's conv layers once per scale.
+
+    Args:
+        backbone: a ``detector.backbones.Backbone`` (frozen, eval mode).
+        image: RGB uint8 [H, W, 3].
+        scales: shorter-side lengths (paper: {688} or {480, 576, 688, 864, 1200}).
+        max_size: cap on the longer side after resizing.
+    Returns:
+        one FeatureMap per scale, in the order of ``scales``.
+    """
+    # Images are resized to each scale, but one smaller than a single conv5
+    # cell (stride px) at its own resolution holds nothing to detect.
+    check_image_size(image, max(backbone.min_input_size, backbone.stride), name)
+    h, w = image.shape[:2]
+    maps = []
+    for s in scales:
+        factor = scale_factor(h, w, s, max_size)
+        resized = resize_image(image, factor)
+        x = backbone.preprocess.apply(resized)[None].contiguous(memory_format=torch.channels_last)
+        fmap = backbone(x)[0].float().contiguous()
+        maps.append(FeatureMap(fmap, factor, resized.shape[:2]))
+    return maps
+
+
+def feature_cache_key(backbone_name: str, weights_digest: str, preprocess: str,
+                      scales: Sequence[int], max_size: int, dtype: str) -> str:
+    """Digest naming a conv5 cache: changes whenever the maps would change."""
+    return params_digest({"backbone": backbone_name, "weights": weights_digest,
+                          "preprocess": preprocess, "scales": list(scales),
+                          "max_size": max_size, "dtype": dtype, "version": 1})
+
+
+class FeatureCache:
+    """conv5 maps on disk: one ``<image_id>.npz`` per image in ``root/<key>/``.
+
+    Each file stores the maps of every scale (float16 by default), their
+    factors, and the digest of the image file they came from: an entry whose
+    image changed is stale and recomputed. Files are written atomically, so a
+    killed run resumes where it stopped.
+    """
+
+    def __init__(self, root: str | os.PathLike, key: str, dtype: str = "float16"):
+        self.dir = Path(root) / key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dtype = np.float16 if dtype == "float16" else np.float32
+        self.torch_dtype = torch.float16 if dtype == "float16" else torch.float32
+
+    def _path(self, image_id: str) -> Path:
+        return self.dir / f"{image_id.replace('/', '__')}.npz"
+
+    def load(self, image_id: str, image_digest: str | None = None) -> list[FeatureMap] | None:
+        """The cached maps, or None when absent, unreadable or stale."""
+        path = self._path(image_id)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if image_digest is not None and str(z["digest"]) != image_digest:
+                    logger.info("%s: image changed since its conv5 maps were cached; recomputing", image_id)
+                    return None
+                factors = z["factors"].tolist()
+                sizes = z["sizes"].tolist()
+                return [FeatureMap(torch.from_numpy(z[f"map{i}"].astype(np.float32)), factors[i],
+                                   tuple(sizes[i])) for i in range(len(factors))]
+        except (OSError, ValueError, KeyError) as e:
+            logger.warning("%s: unreadable cache entry %s (%s); recomputing", image_id, path, e)
+            return None
+
+    def save(self, image_id: str, maps: list[FeatureMap], image_digest: str) -> None:
+        arrays = {f"map{i}": m.features.numpy().astype(self.dtype) for i, m in enumerate(maps)}
+        save_npz_atomic(self._path(image_id), factors=np.array([m.factor for m in maps]),
+                        sizes=np.array([m.image_size for m in maps]), digest=np.array(image_digest),
+                        **arrays)
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.dir.glob("*.npz"))
+
+
+def cached_feature_maps(cache: FeatureCache | None, backbone, record, scales: Sequence[int],
+                        max_size: int, read_image) -> list[FeatureMap]:
+    """Maps of ``record``'s image from the cache, computing and storing them if needed."""
+    if cache is None:
+        return compute_feature_maps(backbone, read_image(record.path), scales, max_size, str(record.path))
+    digest = file_digest(record.path)
+    maps = cache.load(record.image_id, digest)
+    if maps is None:
+        maps = compute_feature_maps(backbone, read_image(record.path), scales, max_size, str(record.path))
+        cache.save(record.image_id, maps, digest)
+        # Round through the cache's dtype so a first run sees what a resumed run reads.
+        maps = [FeatureMap(m.features.to(cache.torch_dtype).float(), m.factor, m.image_size)
+                for m in maps]
+    return maps

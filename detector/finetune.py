@@ -1,0 +1,121 @@
+"""Fine-tuning fc6, fc7 and the (K+1)-way classifier on pooled conv5 features.
+
+SPP-net fine-tunes only the fully connected layers: the conv layers stay
+fixed, so pooled features can be computed once from the conv5 cache. Windows
+with IoU >= 0.5 with a ground-truth box are positives (labelled with its
+class), windows with IoU in [0.1, 0.5) are background, and every mini-batch
+holds 25% positives (R-CNN, SPP-net).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .config import FinetuneConfig
+from .heads import FCHead
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WindowLabels:
+    """Fine-tuning labels of an image's windows: indices into its windows, label 0 = background."""
+
+    fg_index: np.ndarray  # int64 [P]
+    fg_labels: np.ndarray  # int64 [P], class index + 1
+    bg_index: np.ndarray  # int64 [Q]
+
+
+def label_windows(max_iou: np.ndarray, gt_label_of_best: np.ndarray, cfg: FinetuneConfig,
+                  max_fg: int, max_bg: int, rng: np.random.Generator) -> WindowLabels:
+    """Choose fine-tuning windows of one image.
+
+    Args:
+        max_iou: [N] each window's best IoU with a ground-truth box.
+        gt_label_of_best: [N] class index (0-based) of that box.
+        max_fg, max_bg: at most this many positives / background windows are
+            kept per image (sampled uniformly), bounding the in-memory bank.
+    """
+    fg = np.flatnonzero(max_iou >= cfg.fg_iou)
+    bg = np.flatnonzero((max_iou >= cfg.bg_iou_low) & (max_iou < cfg.fg_iou))
+    if len(fg) > max_fg:
+        fg = np.sort(rng.choice(fg, max_fg, replace=False))
+    if len(bg) > max_bg:
+        bg = np.sort(rng.choice(bg, max_bg, replace=False))
+    return WindowLabels(fg.astype(np.int64), gt_label_of_best[fg].astype(np.int64) + 1, bg.astype(np.int64))
+
+
+def feature_std(features: torch.Tensor) -> float:
+    """Standard deviation of all values (for ``FCHead.input_scale``); 1 if degenerate."""
+    std = float(features.float().std()) if features.numel() > 1 else 1.0
+    return std if std > 1e-8 else 1.0
+
+
+def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tensor,
+                  bg_features: torch.Tensor, cfg: FinetuneConfig, seed: int = 0,
+                  log_path: Path | None = None, progress: bool = True) -> dict:
+    """SGD on mini-batches of ``cfg.batch_size`` windows, ``cfg.fg_fraction`` of them positive.
+
+    Args:
+        fg_features: [P, D] pool5 of positive windows; fg_labels: [P] in 1..K.
+        bg_features: [Q, D] pool5 of background windows.
+    Returns:
+        statistics: iterations, final loss and accuracy (moving averages), seconds.
+    """
+    if len(fg_features) == 0 or len(bg_features) == 0:
+        raise ValueError(f"fine-tuning needs positive and background windows; got {len(fg_features)} "
+                         f"positives and {len(bg_features)} background windows (check proposals and IoU thresholds)")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout masks
+    head.input_scale.fill_(1.0 / feature_std(torch.cat([fg_features[:5000], bg_features[:5000]])))
+    n_fg = max(1, round(cfg.batch_size * cfg.fg_fraction))
+    n_bg = cfg.batch_size - n_fg
+    params = [{"params": [p for n, p in head.named_parameters() if n.endswith("weight")],
+               "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in head.named_parameters() if n.endswith("bias")],
+               "weight_decay": 0.0, "lr": 2 * cfg.lr}]  # Caffe convention: biases learn 2x
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    step_at = int(cfg.iterations * cfg.lr_step_fraction)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[step_at], gamma=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    head.train()
+    start = time.perf_counter()
+    avg_loss, avg_acc = None, None
+    log = open(log_path, "w") if log_path else None
+    bar = tqdm(range(cfg.iterations), desc="fine-tune fc", disable=not progress, unit="it")
+    try:
+        for it in bar:
+            fi = torch.randint(len(fg_features), (n_fg,), generator=gen)
+            bi = torch.randint(len(bg_features), (n_bg,), generator=gen)
+            x = torch.cat([fg_features[fi], bg_features[bi]]).float()
+            y = torch.cat([fg_labels[fi], torch.zeros(n_bg, dtype=torch.int64)])
+            logits = head(x)
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            acc = float((logits.argmax(1) == y).float().mean())
+            loss_value = loss.item()
+            avg_loss = loss_value if avg_loss is None else 0.98 * avg_loss + 0.02 * loss_value
+            avg_acc = acc if avg_acc is None else 0.98 * avg_acc + 0.02 * acc
+            if it % 20 == 0 or it == cfg.iterations - 1:
+                bar.set_postfix(loss=f"{avg_loss:.3f}", acc=f"{avg_acc:.3f}")
+                if log:
+                    log.write(json.dumps({"iter": it, "loss": round(avg_loss, 5), "acc": round(avg_acc, 4),
+                                          "lr": sched.get_last_lr()[0]}) + "\n")
+    finally:
+        if log:
+            log.close()
+    head.eval()
+    return {"iterations": cfg.iterations, "loss": avg_loss, "accuracy": avg_acc,
+            "positives": len(fg_features), "background": len(bg_features),
+            "seconds": time.perf_counter() - start}

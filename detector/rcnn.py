@@ -1,0 +1,75 @@
+"""R-CNN mode: features from warped per-window crops, for measuring SPP-net against.
+
+Each window is enlarged so that, once warped to ``crop_size`` x ``crop_size``,
+it has ``context_pad`` pixels of image context on every side (Girshick et al.
+2014, "padding p = 16"); the part outside the image is left at the mean
+pixel, i.e. zero after preprocessing. The crops go through the same conv layers
+and the same pyramid (over the whole crop's map), so every later stage (fc,
+SVM, box regression) is shared with SPP-net. The only difference is where the
+features come from: N conv passes per image instead of one per scale.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .boxes import as_box_tensor
+from .config import RCNNConfig
+from .pooling import SpatialPyramidPool
+
+# Crops per forward pass: large enough to keep the BLAS busy, small enough
+# for memory (64 x 3 x 224 x 224 floats = 38 MB).
+CROP_BATCH = 64
+
+
+def context_window(box: np.ndarray, crop_size: int, context_pad: int) -> np.ndarray:
+    """The box enlarged so ``context_pad`` of the ``crop_size`` output pixels are context.
+
+    Returns (x1, y1, x2, y2) in image coordinates; it may extend beyond the image.
+    """
+    scale = crop_size / (crop_size - 2 * context_pad)
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    hw, hh = (box[2] - box[0]) / 2 * scale, (box[3] - box[1]) / 2 * scale
+    return np.array([cx - hw, cy - hh, cx + hw, cy + hh], np.float64)
+
+
+def warp_crop(image: np.ndarray, box: np.ndarray, preprocess, crop_size: int, context_pad: int) -> Tensor:
+    """One warped, preprocessed crop [3, crop_size, crop_size] of RGB uint8 ``image``."""
+    import cv2
+
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = context_window(box, crop_size, context_pad)
+    sx, sy = crop_size / max(x2 - x1, 1e-6), crop_size / max(y2 - y1, 1e-6)
+    # The part of the enlarged window inside the image, in whole pixels.
+    cx1, cy1 = max(0, int(np.floor(x1))), max(0, int(np.floor(y1)))
+    cx2, cy2 = min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2)))
+    out = torch.zeros(3, crop_size, crop_size)
+    if cx2 <= cx1 or cy2 <= cy1:
+        return out
+    # Where that part lands in the output square.
+    ox1, oy1 = int(round((cx1 - x1) * sx)), int(round((cy1 - y1) * sy))
+    ox2, oy2 = int(round((cx2 - x1) * sx)), int(round((cy2 - y1) * sy))
+    ox1, oy1 = min(max(ox1, 0), crop_size - 1), min(max(oy1, 0), crop_size - 1)
+    ox2, oy2 = max(min(ox2, crop_size), ox1 + 1), max(min(oy2, crop_size), oy1 + 1)
+    patch = cv2.resize(image[cy1:cy2, cx1:cx2], (ox2 - ox1, oy2 - oy1), interpolation=cv2.INTER_LINEAR)
+    out[:, oy1:oy2, ox1:ox2] = preprocess.apply(patch)
+    return out
+
+
+@torch.inference_mode()
+def rcnn_pool5(backbone, image: np.ndarray, windows, pool: SpatialPyramidPool, cfg: RCNNConfig) -> Tensor:
+    """pool5 vectors [N, D] of ``windows`` from warped crops (one conv pass per window)."""
+    windows = as_box_tensor(windows).numpy()
+    dim = pool.output_dim(backbone.out_channels)
+    out = torch.zeros(len(windows), dim)
+    for start in range(0, len(windows), CROP_BATCH):
+        batch = windows[start:start + CROP_BATCH]
+        crops = torch.stack([warp_crop(image, b, backbone.preprocess, cfg.crop_size, cfg.context_pad)
+                             for b in batch]).contiguous(memory_format=torch.channels_last)
+        maps = backbone(crops).float()
+        _, _, mh, mw = maps.shape
+        whole = torch.tensor([[0, 0, mw, mh]])
+        for i in range(len(batch)):
+            out[start + i] = pool(maps[i].contiguous(), whole)[0]
+    return out

@@ -1,0 +1,37 @@
+import numpy as np
+import torch
+
+from detector.config import FinetuneConfig
+from detector.finetune import finetune_head, label_windows
+from detector.heads import FCHead
+
+
+def test_label_windows_thresholds_and_caps():
+    cfg = FinetuneConfig()
+    iou = np.array([0.95, 0.5, 0.49, 0.1, 0.09, 0.0, 0.7], np.float32)
+    cls = np.array([2, 1, 0, 0, 0, 0, 1])
+    lab = label_windows(iou, cls, cfg, max_fg=10, max_bg=10, rng=np.random.default_rng(0))
+    assert lab.fg_index.tolist() == [0, 1, 6]          # IoU >= 0.5
+    assert lab.fg_labels.tolist() == [3, 2, 2]         # class + 1 (0 = background)
+    assert lab.bg_index.tolist() == [2, 3]             # IoU in [0.1, 0.5)
+    capped = label_windows(iou, cls, cfg, max_fg=2, max_bg=1, rng=np.random.default_rng(0))
+    assert len(capped.fg_index) == 2 and set(capped.fg_index) <= {0, 1, 6}
+    assert len(capped.bg_index) == 1
+
+
+def test_finetune_learns_separable_classes():
+    gen = torch.Generator().manual_seed(0)
+    dim, k = 40, 3
+    centres = torch.randn(k + 1, dim, generator=gen) * 3
+    labels = torch.randint(1, k + 1, (600,), generator=gen)
+    fg = centres[labels] + torch.randn(600, dim, generator=gen)
+    bg = centres[0] + torch.randn(900, dim, generator=gen)
+    head = FCHead(dim, 64, k, dropout=0.0)
+    cfg = FinetuneConfig(iterations=300, lr=0.01)
+    stats = finetune_head(head, fg.half(), labels, bg.half(), cfg, seed=0, progress=False)
+    assert stats["accuracy"] > 0.95
+    with torch.no_grad():
+        pred = head(centres[labels[:50]] + torch.randn(50, dim, generator=gen)).argmax(1)
+    assert (pred == labels[:50]).float().mean() > 0.9
+    assert head.features(fg[:5], "fc7").shape == (5, 64)
+    assert torch.equal(head.features(fg[:5], "pool5"), fg[:5])

@@ -1,0 +1,82 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from detector.bbox_regression import BoxRegressors
+from detector.config import load_detector_config
+from detector.detector import Detector
+from detector.heads import FCHead
+from detector.model import ModelFileError, load_model, save_model
+from detector.pooling import SpatialPyramidPool
+from detector.svm import LinearSVMs
+from detector.training import build_seeded_backbone
+
+
+def small_detector(with_regressors=True):
+    cfg = load_detector_config(None, ["backbone.name=tiny", "features.scales=[96]", "finetune.hidden=32"])
+    backbone = build_seeded_backbone(cfg)
+    dim = SpatialPyramidPool(cfg.pool.levels).output_dim(backbone.out_channels)
+    head = FCHead(dim, 32, 2)
+    rng = np.random.default_rng(0)
+    svms = LinearSVMs(rng.normal(size=(2, 32)).astype(np.float32), rng.normal(size=2).astype(np.float32), 0.5)
+    regs = None
+    if with_regressors:
+        n = 200
+        feats = rng.normal(size=(n, dim)).astype(np.float32)
+        boxes = np.tile(np.array([[10, 10, 50, 60]], np.float32), (n, 1))
+        gt = boxes + rng.normal(size=(n, 4)).astype(np.float32)
+        from detector.bbox_regression import train_box_regressors
+        regs = train_box_regressors(feats, boxes, gt, rng.integers(0, 2, n), np.full(n, 0.8, np.float32),
+                                    2, cfg.bbox)
+    return Detector(cfg, ["a", "b"], backbone, head, svms, regs)
+
+
+def test_save_load_round_trip_gives_same_detections(tmp_path):
+    det = small_detector()
+    path = tmp_path / "m.pt"
+    save_model(path, det, extra={"note": "x"})
+    det2 = load_model(path)
+    image = np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    windows = np.array([[0, 0, 50, 50], [20, 10, 90, 80], [5, 5, 120, 90]], np.float32)
+    det.cfg.test.score_threshold = -1e9
+    det2.cfg.test.score_threshold = -1e9
+    a, b = det.detect(image, windows), det2.detect(image, windows)
+    assert len(a) > 0
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+    np.testing.assert_allclose(a.boxes, b.boxes, rtol=1e-5)
+    assert det2.class_names == ("a", "b")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # atomic: no temp file left
+
+
+def test_model_without_regressors_round_trips(tmp_path):
+    det = small_detector(with_regressors=False)
+    save_model(tmp_path / "m.pt", det)
+    assert load_model(tmp_path / "m.pt").regressors is None
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="bad.pt"):
+        load_model(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(ModelFileError, match="not an SPP-net model"):
+        load_model(other)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_load_refuses_pickled_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"format": "sppnet-detector", "x": Evil()}, f)
+    with pytest.raises(ModelFileError):
+        load_model(path)
