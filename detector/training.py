@@ -69,8 +69,9 @@ def weights_identity(cfg: Config) -> str:
 
 
 def build_seeded_backbone(cfg: Config) -> Backbone:
-    torch.manual_seed(cfg.seed)  # random init (no weights) must be reproducible
-    return build_backbone(cfg.backbone.name, cfg.backbone.weights, preprocess=cfg.backbone.preprocess)
+    """The configured backbone; a random init (no weights) is seeded by ``cfg.seed``."""
+    return build_backbone(cfg.backbone.name, cfg.backbone.weights, preprocess=cfg.backbone.preprocess,
+                          seed=cfg.seed)
 
 
 def training_gt(record) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,320 @@
+"""Frozen convolutional trunks ("conv5") for SPP-net, and their preprocessing.
+
+SPP-net runs the conv layers once per image and scale and never trains them
+(fine-tuning touches only fc layers), so every :class:`Backbone` is frozen:
+parameters have ``requires_grad=False``, batch norm is replaced by
+``torchvision.ops.FrozenBatchNorm2d`` and the module stays in eval mode even
+when ``.train()`` is called.
+
+Each trunk ends at total stride 16, the paper's conv5 stride:
+
+=============  =====  ==========================================  =========
+name           C      trunk                                        default
+                                                                   weights
+=============  =====  ==========================================  =========
+zf5            256    the paper's ZF-5 (design.md), pads floor(p/2) random
+alexnet        256    features without the last max-pool           random
+vgg16          512    conv5_3 + ReLU (features without last pool)  random
+squeezenet1_0  512    features (ends at fire9)                     random
+mobilenet_v2   96     features[:14]                                random
+resnet18       256    conv1 .. layer3 (C4)                         random
+resnet50       1024   conv1 .. layer3 (C4)                         random
+tiny           128    5 small convs, for the demo on CPU           random
+=============  =====  ==========================================  =========
+
+Preprocessing is a :class:`Preprocess` record, chosen by name
+(:data:`PREPROCESS_PRESETS`): the weights decide it, not the architecture.
+torchvision's ImageNet weights want "imagenet"; the shared development files
+want "inception" (mobilenet_v2_imagenet.pth, pixels in [-1, 1]) and "caffe"
+(squeezenet1_0_imagenet_caffe.pth, BGR 0-255 minus the mean);
+:data:`KNOWN_WEIGHT_FILES` records those two by file name.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.ops import FrozenBatchNorm2d
+
+# SPP-net's conv5 stride; every trunk here is cut to end there.
+FEATURE_STRIDE = 16
+# Random init is seeded so that a random backbone (zf5/tiny in the demo) gives
+# the same features in every process: cached maps stay valid.
+DEFAULT_INIT_SEED = 0
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, unreadable or does not fit the architecture."""
+
+
+class InputTooSmallError(ValueError):
+    """An image is smaller than the backbone's ``min_input_size``."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How to turn an RGB uint8 image into the network's input.
+
+    ``out[c] = (image[channel_order][c] * scale - mean[c]) / std[c]``; ``mean``
+    and ``std`` are in the output channel order and in scaled units.
+    """
+    channel_order: str  # "RGB" or "BGR"
+    scale: float  # 1/255 (values in [0, 1]) or 1.0 (values 0-255)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __post_init__(self):
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"Preprocess.channel_order must be RGB or BGR, got {self.channel_order!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+            raise ValueError("Preprocess: mean and std need 3 values, std positive")
+
+    def apply(self, image_rgb: np.ndarray) -> Tensor:
+        """RGB uint8 array [H, W, 3] -> float32 Tensor [3, H, W]."""
+        if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+            shape = getattr(image_rgb, "shape", None)
+            raise ValueError(f"Preprocess.apply expects an RGB array [H, W, 3], got shape {shape}")
+        if image_rgb.dtype != np.uint8:
+            raise ValueError(f"Preprocess.apply expects uint8 pixels, got {image_rgb.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(image_rgb)).permute(2, 0, 1).to(torch.float32)
+        if self.channel_order == "BGR":
+            x = x.flip(0)
+        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
+        return ((x * self.scale - mean) / std).contiguous()
+
+
+PREPROCESS_PRESETS: dict[str, Preprocess] = {
+    # torchvision ImageNet weights (torchvision.models docs).
+    "imagenet": Preprocess("RGB", 1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # Caffe models: BGR 0-255 minus the ImageNet mean pixel (104, 117, 123), no std.
+    "caffe": Preprocess("BGR", 1.0, (104.0, 117.0, 123.0), (1.0, 1.0, 1.0)),
+    # TF/Inception-style: x / 127.5 - 1, i.e. [-1, 1].
+    "inception": Preprocess("RGB", 1 / 255, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+# Local weight files whose preprocessing is not torchvision's (see
+# /work/shared/weights/README.md), keyed by file name.
+KNOWN_WEIGHT_FILES: dict[str, str] = {
+    "mobilenet_v2_imagenet.pth": "inception",
+    "squeezenet1_0_imagenet_caffe.pth": "caffe",
+}
+
+
+def default_preprocess(weights: str | None) -> str:
+    """Preset name for ``weights``: the table above for known files, else
+    "imagenet" (torchvision's convention, also used for random init)."""
+    if weights and weights != "DEFAULT":
+        return KNOWN_WEIGHT_FILES.get(os.path.basename(weights), "imagenet")
+    return "imagenet"
+
+
+class Backbone(nn.Module):
+    """A frozen conv trunk: images [B, 3, H, W] -> conv5 maps [B, C, h, w].
+
+    Attributes:
+        name: architecture name (a key of :data:`BACKBONE_BUILDERS`).
+        stride: total stride S (16): a map cell covers S x S image pixels.
+        out_channels: C.
+        preprocess: the input convention of the loaded weights.
+        min_input_size: smallest image side (pixels) that still gives a map of
+            at least 1 x 1 cells; smaller inputs raise InputTooSmallError.
+    """
+
+    def __init__(self, name: str, trunk: nn.Module, stride: int, out_channels: int,
+                 preprocess: Preprocess):
+        super().__init__()
+        self.name = name
+        self.trunk = freeze_batch_norm(trunk)
+        self.stride = stride
+        self.out_channels = out_channels
+        self.preprocess = preprocess
+        for p in self.trunk.parameters():
+            p.requires_grad_(False)
+        super().train(False)
+        self.min_input_size = _find_min_input_size(self.trunk)
+
+    def train(self, mode: bool = True) -> "Backbone":
+        """Stays in eval mode: the conv layers are fixed in SPP-net and the
+        folded batch norm of some weights breaks with batch statistics."""
+        return super().train(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, 3, H, W] preprocessed images -> [B, C, h, w] with h ~ H / stride."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"{self.name}: expected input [B, 3, H, W], got {tuple(x.shape)}")
+        if min(x.shape[2], x.shape[3]) < self.min_input_size:
+            raise InputTooSmallError(
+                f"{self.name}: input {x.shape[2]}x{x.shape[3]} is smaller than the minimum side "
+                f"{self.min_input_size} px that gives a 1x1 feature map; upscale the image")
+        return self.trunk(x)
+
+
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d in ``module`` by a FrozenBatchNorm2d with the
+    same statistics, affine parameters and eps (in place; returns module)."""
+    if isinstance(module, nn.BatchNorm2d):
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        frozen.weight.copy_(module.weight.detach())
+        frozen.bias.copy_(module.bias.detach())
+        frozen.running_mean.copy_(module.running_mean)
+        frozen.running_var.copy_(module.running_var)
+        return frozen
+    for child_name, child in module.named_children():
+        replaced = freeze_batch_norm(child)
+        if replaced is not child:
+            setattr(module, child_name, replaced)
+    return module
+
+
+def _find_min_input_size(trunk: nn.Module, limit: int = 4096) -> int:
+    """Smallest square input side that gives a non-empty output (probed with
+    zeros: exact for any trunk, however its padding and ceil modes combine)."""
+    def works(side: int) -> bool:
+        try:
+            with torch.no_grad():
+                out = trunk(torch.zeros(1, 3, side, side))
+        except RuntimeError:  # "Output size is too small" from a conv/pool
+            return False
+        return out.shape[-1] >= 1 and out.shape[-2] >= 1
+
+    hi = 1
+    while not works(hi):
+        hi *= 2
+        if hi > limit:
+            raise ValueError(f"backbone gives no output even for {limit}x{limit} inputs")
+    lo = hi // 2  # fails (or 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if works(mid) else (mid, hi)
+    return hi
+
+
+# --- architectures -----------------------------------------------------------
+
+def _zf5() -> nn.Module:
+    """ZF-5 as in the SPP-net paper: every conv and pool pads floor(p/2), the
+    padding Appendix A's window mapping assumes; LRN as in AlexNet/ZF-net
+    (size 5, alpha 1e-4, beta 0.75, k 2)."""
+    def lrn() -> nn.Module:
+        return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(3, 96, 7, stride=2, padding=3)), ("relu1", nn.ReLU(inplace=True)),
+        ("norm1", lrn()), ("pool1", nn.MaxPool2d(3, stride=2, padding=1)),
+        ("conv2", nn.Conv2d(96, 256, 5, stride=2, padding=2)), ("relu2", nn.ReLU(inplace=True)),
+        ("norm2", lrn()), ("pool2", nn.MaxPool2d(3, stride=2, padding=1)),
+        ("conv3", nn.Conv2d(256, 384, 3, padding=1)), ("relu3", nn.ReLU(inplace=True)),
+        ("conv4", nn.Conv2d(384, 384, 3, padding=1)), ("relu4", nn.ReLU(inplace=True)),
+        ("conv5", nn.Conv2d(384, 256, 3, padding=1)), ("relu5", nn.ReLU(inplace=True)),
+    ]))
+
+
+def _tiny() -> nn.Module:
+    """Five 3x3/5x5 convs, stride 16, 64-128 channels: fast on the CPU.
+
+    Downsampling is by strided convs, not max-pools, so colour survives the
+    early layers; Kaiming init keeps random-feature activations at a useful
+    scale, so random features already separate simple coloured shapes."""
+    layers: list[tuple[str, nn.Module]] = []
+    specs = [(3, 64, 5, 2), (64, 64, 3, 2), (64, 128, 3, 2), (128, 128, 3, 2), (128, 128, 3, 1)]
+    for i, (cin, cout, k, s) in enumerate(specs, start=1):
+        conv = nn.Conv2d(cin, cout, k, stride=s, padding=k // 2)
+        nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        nn.init.zeros_(conv.bias)
+        layers += [(f"conv{i}", conv), (f"relu{i}", nn.ReLU(inplace=True))]
+    return nn.Sequential(OrderedDict(layers))
+
+
+def _cut_resnet(model: nn.Module) -> nn.Module:
+    return nn.Sequential(OrderedDict(
+        (n, getattr(model, n)) for n in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")))
+
+
+# name -> (full torchvision model constructor or None for our own trunks,
+#          cut: full model -> stride-16 trunk, out_channels).
+_TorchvisionSpec = tuple[Callable[..., nn.Module] | None, Callable[[nn.Module], nn.Module], int]
+BACKBONE_BUILDERS: dict[str, _TorchvisionSpec] = {
+    "zf5": (None, lambda m: m, 256),
+    "tiny": (None, lambda m: m, 128),
+    # features[:12] drops the last max-pool: stride 4*2*2 = 16.
+    "alexnet": (torchvision.models.alexnet, lambda m: m.features[:12], 256),
+    # features[:30] ends at conv5_3's ReLU, before pool5: stride 16.
+    "vgg16": (torchvision.models.vgg16, lambda m: m.features[:30], 512),
+    # Its features already end at fire9 with stride 2*2*2*2 = 16 (ceil-mode pools).
+    "squeezenet1_0": (torchvision.models.squeezenet1_0, lambda m: m.features, 512),
+    "mobilenet_v2": (torchvision.models.mobilenet_v2, lambda m: m.features[:14], 96),
+    "resnet18": (torchvision.models.resnet18, _cut_resnet, 256),
+    "resnet50": (torchvision.models.resnet50, _cut_resnet, 1024),
+}
+_OWN_TRUNKS: dict[str, Callable[[], nn.Module]] = {"zf5": _zf5, "tiny": _tiny}
+
+
+def build_backbone(name: str, weights: str | None = None, preprocess: str | None = None,
+                   seed: int = DEFAULT_INIT_SEED) -> Backbone:
+    """Build a frozen stride-16 trunk.
+
+    Args:
+        name: one of :data:`BACKBONE_BUILDERS`.
+        weights: None: random init (seeded by ``seed``, same in every
+            process); "DEFAULT": torchvision's ImageNet weights (downloads;
+            not for zf5/tiny); otherwise a local state_dict file of the FULL
+            torchvision model (for zf5/tiny: of the trunk,
+            ``backbone.trunk.state_dict()``).
+        preprocess: a :data:`PREPROCESS_PRESETS` name ("imagenet", "caffe",
+            "inception"), or None for :func:`default_preprocess` of the weights.
+        seed: seed of the random init (ignored when weights are loaded).
+    Raises:
+        ValueError: unknown name or preset; WeightsError for weight problems.
+    """
+    if name not in BACKBONE_BUILDERS:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONE_BUILDERS)}")
+    preset = preprocess if preprocess is not None else default_preprocess(weights)
+    if preset not in PREPROCESS_PRESETS:
+        raise ValueError(f"unknown preprocess {preset!r}; choose one of {', '.join(PREPROCESS_PRESETS)}")
+    constructor, cut, channels = BACKBONE_BUILDERS[name]
+    if weights == "DEFAULT":
+        if constructor is None:
+            raise WeightsError(f"{name}: there are no torchvision weights; pass None or a file")
+        model = constructor(weights="DEFAULT")
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _OWN_TRUNKS[name]() if constructor is None else constructor(weights=None)
+        if weights is not None:
+            load_weights_file(model, weights, name)
+    return Backbone(name, cut(model), FEATURE_STRIDE, channels, PREPROCESS_PRESETS[preset])
+
+
+def load_weights_file(model: nn.Module, path: str | os.PathLike, name: str = "model") -> None:
+    """Load a state_dict file into ``model`` with exactly matching keys.
+
+    Raises:
+        WeightsError naming the file: missing/unreadable file, not a
+        state_dict, mismatched keys (a few listed) or tensor shapes.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # pickle/zip errors come in many types
+        raise WeightsError(f"{path}: cannot read a state_dict ({type(err).__name__}: {err})") from err
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: expected a state_dict (name -> tensor), got {type(state).__name__}")
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise WeightsError(
+            f"{path}: keys do not match the full {name} model: "
+            f"{len(missing)} missing (e.g. {missing[:4]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:4]})")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # size mismatches
+        raise WeightsError(f"{path}: tensors do not fit {name}: {err}") from err

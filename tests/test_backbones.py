@@ -1,0 +1,163 @@
+"""Tests for detector/backbones.py: shapes, strides, freezing, weights, preprocessing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from detector.backbones import (BACKBONE_BUILDERS, PREPROCESS_PRESETS, InputTooSmallError,
+                                Preprocess, WeightsError, build_backbone, default_preprocess)
+
+EXPECTED_CHANNELS = {"zf5": 256, "tiny": 128, "alexnet": 256, "vgg16": 512, "squeezenet1_0": 512,
+                     "mobilenet_v2": 96, "resnet18": 256, "resnet50": 1024}
+
+
+@pytest.mark.parametrize("name", list(BACKBONE_BUILDERS))
+def test_backbone_shapes_stride_and_freezing(name):
+    backbone = build_backbone(name)
+    assert backbone.out_channels == EXPECTED_CHANNELS[name] and backbone.stride == 16
+    with torch.no_grad():
+        small = backbone(torch.zeros(1, 3, 64, 80))
+        large = backbone(torch.zeros(1, 3, 64 + 32, 80 + 64))  # + 2 and + 4 strides
+    assert small.shape[:2] == (1, EXPECTED_CHANNELS[name])
+    # Total stride 16: 32 more pixels -> exactly 2 more cells, 64 -> 4.
+    assert large.shape[2] - small.shape[2] == 2 and large.shape[3] - small.shape[3] == 4
+    assert abs(small.shape[2] - 64 / 16) <= 2 and abs(small.shape[3] - 80 / 16) <= 2
+    assert not any(p.requires_grad for p in backbone.parameters())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
+    backbone.train()
+    assert not backbone.training and not any(m.training for m in backbone.modules())
+
+
+@pytest.mark.parametrize("name", ["alexnet", "squeezenet1_0", "zf5"])
+def test_min_input_size_is_the_smallest_working_side(name):
+    backbone = build_backbone(name)
+    side = backbone.min_input_size
+    with torch.no_grad():
+        out = backbone(torch.zeros(1, 3, side, side + 5))
+        assert out.shape[2] >= 1 and out.shape[3] >= 1
+        if side > 1:
+            # The trunk itself fails (or gives an empty map) one pixel below.
+            try:
+                below = backbone.trunk(torch.zeros(1, 3, side - 1, side - 1))
+                assert min(below.shape[2:]) == 0
+            except RuntimeError:
+                pass
+            with pytest.raises(InputTooSmallError, match="upscale"):
+                backbone(torch.zeros(1, 3, side - 1, 100))
+
+
+def test_zf5_architecture_matches_design():
+    convs = [m for m in build_backbone("zf5").modules() if isinstance(m, nn.Conv2d)]
+    spec = [(c.out_channels, c.kernel_size[0], c.stride[0], c.padding[0]) for c in convs]
+    assert spec == [(96, 7, 2, 3), (256, 5, 2, 2), (384, 3, 1, 1), (384, 3, 1, 1), (256, 3, 1, 1)]
+    pools = [m for m in build_backbone("zf5").modules() if isinstance(m, nn.MaxPool2d)]
+    assert [(p.kernel_size, p.stride, p.padding) for p in pools] == [(3, 2, 1), (3, 2, 1)]
+    assert sum(isinstance(m, nn.LocalResponseNorm) for m in build_backbone("zf5").modules()) == 2
+
+
+def test_random_init_is_seeded_and_leaves_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a, b, c = build_backbone("tiny"), build_backbone("tiny"), build_backbone("tiny", seed=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb)
+    assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+def test_weights_round_trip_full_torchvision_model(tmp_path):
+    torch.manual_seed(123)
+    full = torchvision.models.resnet18(weights=None)
+    # Non-trivial batch-norm statistics, so the frozen-BN conversion is exercised.
+    for m in full.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    full.eval()
+    path = tmp_path / "r18.pth"
+    torch.save(full.state_dict(), path)
+    backbone = build_backbone("resnet18", str(path))
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+    x = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        ref = full.layer3(full.layer2(full.layer1(full.maxpool(full.relu(full.bn1(full.conv1(x)))))))
+        assert torch.allclose(backbone(x), ref, atol=1e-5)
+
+
+def test_weights_round_trip_own_trunk(tmp_path):
+    source = build_backbone("zf5", seed=5)
+    path = tmp_path / "zf5.pth"
+    torch.save(source.trunk.state_dict(), path)
+    loaded = build_backbone("zf5", str(path))  # default seed 0 differs; file wins
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+
+
+def test_weights_errors_name_the_file(tmp_path):
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(WeightsError, match="nope.pth.*not found"):
+        build_backbone("alexnet", str(missing))
+    wrong = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), wrong)
+    with pytest.raises(WeightsError, match=r"alexnet\.pth: keys do not match.*missing"):
+        build_backbone("squeezenet1_0", str(wrong))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="garbage.pth"):
+        build_backbone("tiny", str(garbage))
+    not_a_dict = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], not_a_dict)
+    with pytest.raises(WeightsError, match="list.pth: expected a state_dict"):
+        build_backbone("tiny", str(not_a_dict))
+    shapes = tmp_path / "shapes.pth"
+    state = build_backbone("tiny").trunk.state_dict()
+    state["conv1.weight"] = torch.zeros(1)
+    torch.save(state, shapes)
+    with pytest.raises(WeightsError, match="shapes.pth"):
+        build_backbone("tiny", str(shapes))
+    with pytest.raises(WeightsError, match="no torchvision weights"):
+        build_backbone("zf5", "DEFAULT")
+
+
+def test_bad_names():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("resnet101")
+    with pytest.raises(ValueError, match="unknown preprocess"):
+        build_backbone("tiny", preprocess="bgr")
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        build_backbone("tiny")(torch.zeros(3, 32, 32))
+
+
+def test_preprocess_presets_by_hand():
+    image = np.array([[[10, 20, 30], [0, 128, 255]]], dtype=np.uint8)  # 1 x 2, RGB
+    caffe = PREPROCESS_PRESETS["caffe"].apply(image)
+    assert caffe.shape == (3, 1, 2) and caffe.dtype == torch.float32
+    # BGR order, 0-255, minus (104, 117, 123) in B, G, R order.
+    assert caffe[:, 0, 0].tolist() == [30 - 104, 20 - 117, 10 - 123]
+    assert caffe[:, 0, 1].tolist() == [255 - 104, 128 - 117, 0 - 123]
+    inception = PREPROCESS_PRESETS["inception"].apply(image)
+    assert torch.allclose(inception[:, 0, 1], torch.tensor([-1.0, 128 / 127.5 - 1, 1.0]), atol=1e-6)
+    imagenet = PREPROCESS_PRESETS["imagenet"].apply(image)
+    expected = (torch.tensor([10, 20, 30]) / 255 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor(
+        [0.229, 0.224, 0.225])
+    assert torch.allclose(imagenet[:, 0, 0], expected)
+
+
+def test_preprocess_validation_and_defaults():
+    with pytest.raises(ValueError, match="uint8"):
+        PREPROCESS_PRESETS["imagenet"].apply(np.zeros((2, 2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        PREPROCESS_PRESETS["imagenet"].apply(np.zeros((2, 2), dtype=np.uint8))
+    with pytest.raises(ValueError):
+        Preprocess("RBG", 1.0, (0, 0, 0), (1, 1, 1))
+    assert default_preprocess(None) == default_preprocess("DEFAULT") == "imagenet"
+    assert default_preprocess("/x/mobilenet_v2_imagenet.pth") == "inception"
+    assert default_preprocess("/x/squeezenet1_0_imagenet_caffe.pth") == "caffe"
+    assert default_preprocess("/x/my_resnet.pth") == "imagenet"
+    assert build_backbone("tiny", preprocess="caffe").preprocess == PREPROCESS_PRESETS["caffe"]

@@ -1,0 +1,221 @@
+"""Tests for detector/pooling.py: scale selection, window mapping, pyramid pooling."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+
+from detector import pooling
+from detector.pooling import (SpatialPyramidPool, map_windows_to_features, select_scales,
+                              to_channel_major)
+
+
+# --- references -----------------------------------------------------------------
+
+def brute_force_pool(fmap: torch.Tensor, cells: torch.Tensor, levels) -> torch.Tensor:
+    """Per-window, per-bin loop; output in the module's layout (per level [n, n, C])."""
+    rows = []
+    for x0, y0, x1, y1 in cells.tolist():
+        w, h, parts = x1 - x0, y1 - y0, []
+        for n in levels:
+            level = torch.empty(n, n, fmap.shape[0])
+            for i in range(n):
+                ya, yb = y0 + math.floor(i * h / n), y0 + math.ceil((i + 1) * h / n)
+                for j in range(n):
+                    xa, xb = x0 + math.floor(j * w / n), x0 + math.ceil((j + 1) * w / n)
+                    level[i, j] = fmap[:, ya:yb, xa:xb].amax(dim=(1, 2))
+            parts.append(level.flatten())
+        rows.append(torch.cat(parts))
+    return torch.stack(rows) if rows else torch.zeros(0, fmap.shape[0] * sum(n * n for n in levels))
+
+
+def paper_mapping_1based(box, stride, height, width):
+    """Appendix A on 1-based pixels, then to 0-based half-open cells, clamp, fallback."""
+    out = []
+    for lo, hi, size in ((box[0], box[2], width), (box[1], box[3], height)):
+        first_pixel = math.floor(lo) + 1  # 1-based pixel holding the left edge
+        last_pixel = math.ceil(hi)  # 1-based pixel holding the right edge
+        left = math.floor(first_pixel / stride) + 1  # 1-based cell
+        right = math.ceil(last_pixel / stride) - 1  # 1-based cell, inclusive
+        c0, c1 = min(max(left - 1, 0), size - 1), min(max(right, 1), size)
+        if c1 <= c0:
+            centre = (lo + hi) / 2
+            c0 = min(max(math.floor((centre - 0.5) / stride + 0.5), 0), size - 1)
+            c1 = c0 + 1
+        out.append((c0, c1))
+    (x0, x1), (y0, y1) = out
+    return [x0, y0, x1, y1]
+
+
+def random_cells(gen, n, height, width):
+    w = torch.randint(1, width + 1, (n,), generator=gen)
+    h = torch.randint(1, height + 1, (n,), generator=gen)
+    x0 = (torch.rand(n, generator=gen) * (width - w + 1)).floor().long()
+    y0 = (torch.rand(n, generator=gen) * (height - h + 1)).floor().long()
+    return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
+
+
+# --- select_scales ------------------------------------------------------------------
+
+def test_select_scales_hand_examples():
+    boxes = torch.tensor([[0, 0, 224, 224], [10, 10, 122, 122], [0, 0, 448, 448],
+                          [0, 0, 300, 100]], dtype=torch.float32)
+    # 300x100: areas 7500, 30000, 120000 vs 50176 -> factor 1.0 (diff 20176) beats 2.0 (69824).
+    assert select_scales(boxes, [0.5, 1.0, 2.0]).tolist() == [1, 2, 0, 1]
+    # Same answer when the factors come in another order (indices follow the input).
+    assert select_scales(boxes, [2.0, 0.5, 1.0]).tolist() == [2, 0, 1, 2]
+
+
+def test_select_scales_tie_goes_to_smaller_factor():
+    # Area 5, canonical 5: factor 1 -> |5 - 25| = 20; factor 3 -> |45 - 25| = 20.
+    box = torch.tensor([[0.0, 0.0, 5.0, 1.0]])
+    assert select_scales(box, [1.0, 3.0], canonical=5).tolist() == [0]
+    assert select_scales(box, [3.0, 1.0], canonical=5).tolist() == [1]
+
+
+def test_select_scales_empty_and_errors():
+    assert select_scales(torch.zeros(0, 4), [1.0, 2.0]).shape == (0,)
+    with pytest.raises(ValueError):
+        select_scales(torch.zeros(1, 4), [])
+    with pytest.raises(ValueError):
+        select_scales(torch.zeros(1, 4), [1.0, 0.0])
+
+
+# --- map_windows_to_features ---------------------------------------------------------
+
+def test_mapping_hand_examples():
+    boxes = torch.tensor([
+        [0, 0, 224, 224],      # 14 strides: [0, 13) (the paper's right edge drops a cell)
+        [32, 48, 100, 130],    # x: floor(33/16)=2, ceil(100/16)-1=6; y: 3, ceil(130/16)-1=8
+        [31.5, 0, 64, 64],     # 31.5 is in 1-based pixel 32 -> 1-based cell 3 -> 0-based 2
+        [33, 33, 40, 40],      # < 1 cell: empty -> nearest centre (36.5 -> cell 2)
+        [20, 20, 30, 30],      # empty -> centre 25 is nearer cell 2 (32.5) than 1 (16.5)
+    ], dtype=torch.float32)
+    cells = map_windows_to_features(boxes, 16, 20, 20)
+    assert cells.dtype == torch.long
+    assert cells.tolist() == [[0, 0, 13, 13], [2, 3, 6, 8], [2, 0, 3, 3], [2, 2, 3, 3],
+                              [2, 2, 3, 3]]
+
+
+def test_mapping_borders_and_large_windows():
+    # Map 10 rows x 12 columns (a 160 x 192 image at stride 16).
+    boxes = torch.tensor([
+        [150, 0, 192, 16],       # right border: x [9, 11); y: 16 px -> empty -> cell 0
+        [-50, -50, 2000, 2000],  # larger than the map: whole map
+        [1000, 0, 1100, 50],     # right of the map: last column
+        [0, 150, 192, 160],      # bottom border sliver: nearest centre row 9
+    ], dtype=torch.float32)
+    cells = map_windows_to_features(boxes, 16, 10, 12)
+    assert cells.tolist() == [[9, 0, 11, 1], [0, 0, 12, 10], [11, 0, 12, 3], [0, 9, 11, 10]]
+
+
+def test_mapping_matches_paper_formula_on_1based_pixels():
+    gen = torch.Generator().manual_seed(1)
+    height, width, stride = 9, 13, 16
+    xy = torch.rand(300, 2, generator=gen) * torch.tensor([width * 16 + 40, height * 16 + 40]) - 20
+    wh = torch.rand(300, 2, generator=gen) ** 2 * 200
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    boxes[:100] = boxes[:100].round()  # integer edges too
+    cells = map_windows_to_features(boxes, stride, height, width)
+    expected = [paper_mapping_1based(b, stride, height, width) for b in boxes.double().tolist()]
+    assert cells.tolist() == expected
+    x0, y0, x1, y1 = cells.unbind(1)
+    assert bool(((x0 >= 0) & (x1 > x0) & (x1 <= width) & (y0 >= 0) & (y1 > y0) & (y1 <= height)).all())
+
+
+def test_mapping_errors_and_empty():
+    assert map_windows_to_features(torch.zeros(0, 4), 16, 4, 4).shape == (0, 4)
+    with pytest.raises(ValueError):
+        map_windows_to_features(torch.zeros(1, 4), 16, 0, 4)
+    with pytest.raises(ValueError):
+        map_windows_to_features(torch.tensor([[0.0, 0.0, float("nan"), 4.0]]), 16, 4, 4)
+
+
+# --- SpatialPyramidPool ----------------------------------------------------------------
+
+@pytest.mark.parametrize("levels", [(6, 3, 2, 1), (4, 2, 1), (5, 3, 1), (1,), (3, 6)])
+def test_pool_matches_brute_force(levels):
+    gen = torch.Generator().manual_seed(sum(levels))
+    fmap = torch.randn(5, 11, 17, generator=gen)  # non-square
+    cells = torch.cat([
+        random_cells(gen, 60, 11, 17),
+        torch.tensor([[0, 0, 17, 11],            # full map
+                      [16, 10, 17, 11],          # one cell, corner
+                      [3, 4, 4, 5],              # one cell
+                      [2, 1, 5, 3],              # smaller than 6 cells: repeated cells
+                      [0, 0, 17, 1], [7, 0, 8, 11]]),  # 1-cell-thick strips
+    ])
+    spp = SpatialPyramidPool(levels)
+    out = spp(fmap, cells)
+    assert out.shape == (len(cells), spp.output_dim(5))
+    assert torch.equal(out, brute_force_pool(fmap, cells, levels))
+
+
+def test_pool_many_windows_crosses_chunks_and_big_map():
+    gen = torch.Generator().manual_seed(7)
+    fmap = torch.rand(8, 38, 50, generator=gen)
+    cells = random_cells(gen, 3 * pooling.CHUNK_WINDOWS + 5, 38, 50)
+    out = SpatialPyramidPool()(fmap, cells)
+    assert torch.equal(out, brute_force_pool(fmap, cells, (6, 3, 2, 1)))
+
+
+def test_pool_equals_torchvision_roi_pool_after_reordering():
+    gen = torch.Generator().manual_seed(3)
+    fmap = torch.randn(4, 9, 14, generator=gen)
+    cells = random_cells(gen, 40, 9, 14)
+    spp = SpatialPyramidPool((6, 3, 2, 1))
+    ours = to_channel_major(spp(fmap, cells), 4, spp.levels)
+    # roi_pool's bins are [floor(i*w/n), ceil((i+1)*w/n)) for inclusive boxes of w cells.
+    rois = torch.cat([torch.zeros(40, 1), cells[:, :2].float(), (cells[:, 2:] - 1).float()], dim=1)
+    theirs = torch.cat([torchvision.ops.roi_pool(fmap[None], rois, (n, n), 1.0).flatten(1)
+                        for n in spp.levels], dim=1)
+    assert torch.equal(ours, theirs)
+
+
+def test_pool_layout_and_output_dim():
+    # One window over a 2x2 map, level 2: each bin is one cell, bins-major then channel.
+    fmap = torch.arange(2 * 2 * 2, dtype=torch.float32).reshape(2, 2, 2)  # [C=2, H=2, W=2]
+    spp = SpatialPyramidPool((2, 1))
+    out = spp(fmap, torch.tensor([[0, 0, 2, 2]]))
+    assert spp.output_dim(2) == 10
+    # level 2: bins (0,0),(0,1),(1,0),(1,1) x channels (c0, c1); level 1: max per channel.
+    assert out.tolist() == [[0, 4, 1, 5, 2, 6, 3, 7, 3, 7]]
+
+
+def test_pool_grad_modes_and_dtype():
+    fmap = torch.rand(3, 6, 6, requires_grad=True)
+    cells = torch.tensor([[0, 0, 6, 6], [1, 2, 3, 5]])
+    spp = SpatialPyramidPool()
+    plain = spp(fmap, cells)
+    with torch.no_grad():
+        assert torch.equal(spp(fmap, cells), plain)
+    with torch.inference_mode():
+        assert torch.equal(spp(fmap, cells), plain)
+    wide = spp(fmap.detach().double(), cells)
+    assert wide.dtype == torch.float64 and torch.equal(wide.float(), plain)
+
+
+def test_pool_empty_and_invalid_cells():
+    spp = SpatialPyramidPool()
+    fmap = torch.rand(3, 4, 5)
+    assert spp(fmap, torch.zeros(0, 4, dtype=torch.long)).shape == (0, 150)
+    for bad in ([0, 0, 0, 2], [0, 0, 6, 2], [-1, 0, 2, 2], [0, 3, 2, 3]):
+        with pytest.raises(ValueError, match="cell range"):
+            spp(fmap, torch.tensor([bad]))
+    with pytest.raises(ValueError, match="integer"):
+        spp(fmap, torch.zeros(1, 4))
+    with pytest.raises(ValueError):
+        spp(torch.rand(1, 3, 4, 5), torch.tensor([[0, 0, 1, 1]]))
+    with pytest.raises(ValueError):
+        SpatialPyramidPool((6, 0))
+
+
+def test_map_then_pool_end_to_end():
+    # A window on a 64x96 image (stride 16 -> 4x6 map) pools the cells the mapping names.
+    fmap = torch.rand(2, 4, 6)
+    cells = map_windows_to_features(torch.tensor([[16.0, 0.0, 80.0, 64.0]]), 16, 4, 6)
+    assert cells.tolist() == [[1, 0, 4, 3]]
+    out = SpatialPyramidPool((1,))(fmap, cells)
+    assert torch.equal(out[0], fmap[:, 0:3, 1:4].amax(dim=(1, 2)))
