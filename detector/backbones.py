@@ -38,6 +38,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 import torch
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 import torchvision
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
@@ -131,7 +132,7 @@ class Backbone(nn.Module):
                  preprocess: Preprocess):
         super().__init__()
         self.name = name
-        self.trunk = freeze_batch_norm(trunk)
+        self.trunk = fold_batch_norm(freeze_batch_norm(trunk))
         self.stride = stride
         self.out_channels = out_channels
         self.preprocess = preprocess
@@ -170,6 +171,43 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
         replaced = freeze_batch_norm(child)
         if replaced is not child:
             setattr(module, child_name, replaced)
+    return module
+
+
+def _fold_pair(conv: nn.Module, bn: nn.Module) -> nn.Conv2d | None:
+    """A Conv2d equal to ``bn(conv(x))`` for a frozen batch norm, or None if not foldable."""
+    if not isinstance(conv, nn.Conv2d) or not isinstance(bn, (FrozenBatchNorm2d, nn.BatchNorm2d)):
+        return None
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                bn.weight, bn.bias)
+    fused.weight.data.copy_(w.detach())
+    fused.bias.data.copy_(b.detach())
+    return fused
+
+
+def fold_batch_norm(module: nn.Module) -> nn.Module:
+    """Fold every frozen batch norm that directly follows a conv into the conv (in place).
+
+    Inference-only and exact up to float rounding: it removes one pass over
+    each activation map, which on the CPU makes MobileNetV2 and ResNet trunks
+    markedly faster. Pairs are found as consecutive children of a Sequential
+    and as ``convN``/``bnN`` attributes (torchvision's ResNet blocks).
+    """
+    if isinstance(module, nn.Sequential):
+        names = list(module._modules)
+        for a, b in zip(names, names[1:]):
+            fused = _fold_pair(module._modules[a], module._modules[b])
+            if fused is not None:
+                module._modules[a], module._modules[b] = fused, nn.Identity()
+    for name in list(module._modules):
+        if name.startswith("conv") and f"bn{name[4:]}" in module._modules:
+            fused = _fold_pair(module._modules[name], module._modules[f"bn{name[4:]}"])
+            if fused is not None:
+                module._modules[name], module._modules[f"bn{name[4:]}"] = fused, nn.Identity()
+    for child in module.children():
+        fold_batch_norm(child)
     return module
 
 

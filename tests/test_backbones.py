@@ -82,7 +82,8 @@ def test_weights_round_trip_full_torchvision_model(tmp_path):
     path = tmp_path / "r18.pth"
     torch.save(full.state_dict(), path)
     backbone = build_backbone("resnet18", str(path))
-    assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+    # Every batch norm is frozen, then folded into its conv: none runs with batch statistics.
+    assert not any(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in backbone.modules())
     x = torch.randn(2, 3, 48, 64)
     with torch.no_grad():
         ref = full.layer3(full.layer2(full.layer1(full.maxpool(full.relu(full.bn1(full.conv1(x)))))))
@@ -161,3 +162,24 @@ def test_preprocess_validation_and_defaults():
     assert default_preprocess("/x/squeezenet1_0_imagenet_caffe.pth") == "caffe"
     assert default_preprocess("/x/my_resnet.pth") == "imagenet"
     assert build_backbone("tiny", preprocess="caffe").preprocess == PREPROCESS_PRESETS["caffe"]
+
+
+def test_batch_norm_folding_is_exact():
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from detector.backbones import fold_batch_norm, freeze_batch_norm
+
+    torch.manual_seed(0)
+    trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 4, 1, bias=False), torch.nn.BatchNorm2d(4))
+    for bn in (trunk[1], trunk[4]):  # non-trivial statistics
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-1, 1)
+    trunk.eval()
+    x = torch.randn(2, 3, 16, 16)
+    expected = trunk(x)
+    folded = fold_batch_norm(freeze_batch_norm(trunk))
+    assert not any(isinstance(m, (FrozenBatchNorm2d, torch.nn.BatchNorm2d)) for m in folded.modules())
+    torch.testing.assert_close(folded(x), expected, rtol=1e-5, atol=1e-5)
