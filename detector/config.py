@@ -7,6 +7,7 @@ where they have one; ``configs/*.yaml`` hold only what differs. Loaded with
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from proposals.config import ProposalConfig
@@ -181,8 +182,14 @@ class Config:
     mode: str = "spp"
     # Seeds every random choice (sampling, init, mining order).
     seed: int = 0
-    # Where caches, logs and the model file go.
+    # Where logs, stage checkpoints and the model file go.
     workdir: str = "runs/default"
+    # Where proposal and feature caches go ("" = <workdir>/cache). Runs that
+    # share it share proposals and conv5 maps (entries are keyed by parameters).
+    cache_dir: str = ""
+
+    def cache_root(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(self.workdir) / "cache"
 
     def validate(self) -> None:
         if self.mode not in ("spp", "rcnn"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -67,6 +68,21 @@ class Detector:
             return pool_windows(maps, windows, self.pool, self.backbone.stride, self.cfg.pool.canonical_window)
 
     @torch.inference_mode()
+    def score_windows(self, image: np.ndarray, windows=None, name: str = "image",
+                      timings: dict | None = None) -> "ScoredWindows":
+        """SVM scores [N, K] of the windows (computed with selective search when None)."""
+        if windows is None:
+            with _timed(timings, "proposals"):
+                windows = self.propose(image)
+        windows = as_box_tensor(windows)
+        pooled = self.pool5(image, windows, name, timings)
+        with _timed(timings, "fc"):
+            feats = self.head.features(pooled, self.cfg.svm.feature)
+        with _timed(timings, "svm"):
+            scores = torch.from_numpy(self.svms.score(feats.numpy()))
+        return ScoredWindows(windows, pooled, scores, image.shape[1], image.shape[0])
+
+    @torch.inference_mode()
     def detect(self, image: np.ndarray, windows=None, name: str = "image",
                timings: dict | None = None) -> Detections:
         """Detect objects in an RGB uint8 image [H, W, 3].
@@ -79,31 +95,33 @@ class Detector:
         Returns:
             at most ``cfg.test.max_per_image`` detections after per-class NMS.
         """
-        if windows is None:
-            with _timed(timings, "proposals"):
-                windows = self.propose(image)
-        windows = as_box_tensor(windows)
-        pooled = self.pool5(image, windows, name, timings)
-        with _timed(timings, "fc"):
-            feats = self.head.features(pooled, self.cfg.svm.feature)
-        with _timed(timings, "svm"):
-            scores = torch.from_numpy(self.svms.score(feats.numpy()))
-        return self.postprocess(windows, pooled, scores, image.shape[1], image.shape[0], timings)
+        return self.postprocess(self.score_windows(image, windows, name, timings), timings)
 
-    def postprocess(self, windows: torch.Tensor, pooled: torch.Tensor, scores: torch.Tensor,
-                    width: int, height: int, timings: dict | None = None) -> Detections:
-        """Threshold, regress, clip and NMS the scored windows [N, 4] x scores [N, K]."""
+    def postprocess(self, scored: "ScoredWindows", timings: dict | None = None,
+                    regress: bool = True) -> Detections:
+        """Threshold, regress (unless ``regress`` is False), clip and NMS the scored windows."""
         test = self.cfg.test
         with _timed(timings, "bbox"):
-            win_idx, labels = torch.nonzero(scores > test.score_threshold, as_tuple=True)
-            boxes = windows[win_idx]
-            if self.regressors is not None and len(win_idx):
+            win_idx, labels = torch.nonzero(scored.scores > test.score_threshold, as_tuple=True)
+            boxes = scored.windows[win_idx]
+            if regress and self.regressors is not None and len(win_idx):
                 boxes = torch.from_numpy(self.regressors.apply(
-                    pooled[win_idx].numpy(), boxes.numpy(), labels.numpy())).float()
-            boxes = clip_boxes(boxes, width, height)
-            det_scores = scores[win_idx, labels]
+                    scored.pooled[win_idx].numpy(), boxes.numpy(), labels.numpy())).float()
+            boxes = clip_boxes(boxes, scored.width, scored.height)
+            det_scores = scored.scores[win_idx, labels]
         with _timed(timings, "nms"):
             keep = batched_nms(boxes, det_scores, labels, test.nms_iou)[: test.max_per_image]
         return Detections(boxes[keep].numpy().astype(np.float32),
                           det_scores[keep].numpy().astype(np.float32),
                           labels[keep].numpy().astype(np.int64))
+
+
+@dataclass(frozen=True)
+class ScoredWindows:
+    """An image's windows [N, 4], their pool5 vectors [N, D] and SVM scores [N, K]."""
+
+    windows: torch.Tensor
+    pooled: torch.Tensor
+    scores: torch.Tensor
+    width: int
+    height: int

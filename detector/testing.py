@@ -35,19 +35,25 @@ class EvaluationRun:
 
 
 def detect_records(detector: Detector, records, windows: dict[str, np.ndarray] | None,
-                   progress: bool = True) -> tuple[dict[str, Detections], dict[str, float]]:
-    """Detections of every record, and total seconds per stage.
+                   progress: bool = True, without_bbox: bool = False
+                   ) -> tuple[dict[str, Detections], dict[str, float], dict[str, Detections] | None]:
+    """Detections of every record, total seconds per stage, and (if ``without_bbox``)
+    the same detections without box regression, from the same scores.
 
     ``windows`` maps image ids to cached proposals; None computes them per image
     (their time is then counted under "proposals").
     """
     detections: dict[str, Detections] = {}
+    unregressed: dict[str, Detections] | None = {} if without_bbox else None
     timings: dict[str, float] = {}
     for r in tqdm(records, desc="test", disable=not progress, unit="img"):
         image = read_image(r.path)
         w = None if windows is None else windows[r.image_id]
-        detections[r.image_id] = detector.detect(image, w, name=str(r.path), timings=timings)
-    return detections, timings
+        scored = detector.score_windows(image, w, name=str(r.path), timings=timings)
+        detections[r.image_id] = detector.postprocess(scored, timings)
+        if unregressed is not None:
+            unregressed[r.image_id] = detector.postprocess(scored, regress=False)
+    return detections, timings, unregressed
 
 
 def evaluate_detections(records, detections, class_names, metric: str, iou: float = 0.5,
@@ -61,13 +67,13 @@ def evaluate_detections(records, detections, class_names, metric: str, iou: floa
 
 
 def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric: str = "voc07",
-                  data_root: str | None = None, cache_dir: str | os.PathLike | None = None,
-                  progress: bool = True, extra: dict | None = None) -> EvaluationRun:
+                  data_root: str | None = None, progress: bool = True,
+                  extra: dict | None = None) -> EvaluationRun:
     """Run ``detector`` on ``split`` of its dataset (or ``data_root``), evaluate, write a report.
 
     Writes to ``out_dir``: ``detections.json`` (COCO results), ``voc/comp4_det_<split>_<class>.txt``,
     ``metrics.json``, ``report.md`` and PR-curve PNGs. Proposals are computed
-    (and cached under ``cache_dir``, default ``<workdir>/cache/proposals``) first,
+    (and cached under the config's cache root) first,
     so their time is reported separately from the detector's.
     """
     from proposals import compute_split
@@ -80,16 +86,17 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     dataset = build_dataset(cfg, split, class_names=detector.class_names)
     records = list(dataset)
     out_dir = Path(out_dir)
-    cache_dir = Path(cache_dir) if cache_dir else Path(cfg.workdir) / "cache" / "proposals"
 
     t = time.perf_counter()
-    store = compute_split(records, cfg.proposals, cache_dir, dataset.name, split,
+    store = compute_split(records, cfg.proposals, cfg.cache_root() / "proposals", dataset.name, split,
                           workers=cfg.proposals.workers or None, progress=progress)
     windows = {r.image_id: store.load(r.image_id) for r in records}
     proposal_seconds = time.perf_counter() - t
 
     t = time.perf_counter()
-    detections, stage_seconds = detect_records(detector, records, windows, progress)
+    compare = detector.regressors is not None
+    detections, stage_seconds, unregressed = detect_records(detector, records, windows, progress,
+                                                            without_bbox=compare)
     detect_seconds = time.perf_counter() - t
 
     n = max(len(records), 1)
@@ -105,10 +112,16 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     result = evaluate_detections(records, detections, detector.class_names, metric,
                                  category_ids=category_ids)
     eval_seconds = time.perf_counter() - t
+    extra = dict(extra or {})
+    if compare:  # the paper's ablation: the same model without box regression
+        plain = evaluate_detections(records, unregressed, detector.class_names, metric,
+                                    category_ids=category_ids)
+        extra["without_bbox_regression"] = {"mAP": plain.mAP,
+                                            "AP": dict(plain.ap)}
     write_report(out_dir, result, config=cfg,
                  timings={"seconds_per_image": per_image, "evaluate_s": eval_seconds,
                           "images": len(records)},
-                 extra={"split": split, "data_root": cfg.data.root, **(extra or {})})
+                 extra={"split": split, "data_root": cfg.data.root, **extra})
     return EvaluationRun(result, detections, per_image, out_dir)
 
 

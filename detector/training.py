@@ -38,7 +38,7 @@ from .heads import FCHead
 from .images import read_image
 from .model import save_model
 from .pooling import SpatialPyramidPool
-from .rcnn import rcnn_pool5
+from .rcnn import WindowFeatureCache
 from .svm import LinearSVMs, TrainImage, train_svms
 from .window_features import match_windows, pool_windows
 
@@ -99,7 +99,7 @@ class TrainingContext:
         self.timings["load_dataset"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        self.proposals = compute_split(self.records, cfg.proposals, self.workdir / "cache" / "proposals",
+        self.proposals = compute_split(self.records, cfg.proposals, cfg.cache_root() / "proposals",
                                        self.dataset.name, cfg.data.train_split,
                                        workers=cfg.proposals.workers or None, progress=progress)
         self.timings["proposals"] = time.perf_counter() - t
@@ -109,7 +109,10 @@ class TrainingContext:
         self.weights_id = weights_identity(cfg)
         key = feature_cache_key(cfg.backbone.name, self.weights_id, str(cfg.backbone.preprocess),
                                 cfg.features.scales, cfg.features.max_size, cfg.features.cache_dtype)
-        self.cache = FeatureCache(self.workdir / "cache" / "conv5", key, cfg.features.cache_dtype)
+        self.cache = FeatureCache(cfg.cache_root() / "conv5", key, cfg.features.cache_dtype)
+        self.window_cache = (WindowFeatureCache(cfg.cache_root() / "rcnn_pool5",
+                                                params_digest([key, asdict(cfg.rcnn)]))
+                             if cfg.mode == "rcnn" else None)
         self.data_key = params_digest([r.image_id for r in self.records] + [self.class_names])
 
         t = time.perf_counter()
@@ -124,11 +127,15 @@ class TrainingContext:
 
     def pool5(self, record, boxes: np.ndarray) -> torch.Tensor:
         """pool5 vectors [N, D] of ``boxes`` in ``record``'s image (SPP: from the conv5 cache)."""
-        if self.cfg.mode == "rcnn":
-            return rcnn_pool5(self.backbone, read_image(record.path), boxes, self.pool, self.cfg.rcnn)
+        if self.window_cache is not None:
+            return self.window_cache.pool5(self.backbone, record, boxes, self.pool, self.cfg.rcnn, read_image)
         maps = cached_feature_maps(self.cache, self.backbone, record, self.cfg.features.scales,
                                    self.cfg.features.max_size, read_image)
         return pool_windows(maps, boxes, self.pool, self.backbone.stride, self.cfg.pool.canonical_window)
+
+    def feature_cache_bytes(self) -> int:
+        """Disk used by this run's features: conv5 maps (SPP) or per-window pool5 (R-CNN)."""
+        return (self.window_cache or self.cache).size_bytes()
 
     def stage_path(self, name: str, *sections) -> Path:
         """Checkpoint path of a stage, keyed by the config sections it depends on."""
@@ -291,7 +298,7 @@ def train(cfg: Config, progress: bool = True) -> Path:
     detector = Detector(cfg, ctx.class_names, ctx.backbone, head, svms, regressors)
     model_path = ctx.workdir / "model.pt"
     extra = {"timings": ctx.timings, "stats": _plain(stats), "versions": collect_versions(),
-             "conv5_cache_bytes": ctx.cache.size_bytes(), "train_images": len(ctx.records)}
+             "feature_cache_bytes": ctx.feature_cache_bytes(), "train_images": len(ctx.records)}
     save_model(model_path, detector, extra=extra)
     with atomic_path(ctx.workdir / "train_report.json") as tmp:
         tmp.write_text(json.dumps({"config": to_dict(cfg), **extra}, indent=2, default=str))

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import detector.rcnn as rcnn
+from detector.backbones import PREPROCESS_PRESETS
+from detector.config import RCNNConfig, load_detector_config
+from detector.images import read_image
+from detector.pooling import SpatialPyramidPool
+from detector.records import ImageRecord
+from detector.training import build_seeded_backbone
+
+
+def test_context_window_leaves_pad_pixels_of_context():
+    box = np.array([100.0, 50.0, 292.0, 242.0])  # 192 x 192
+    x1, y1, x2, y2 = rcnn.context_window(box, crop_size=224, context_pad=16)
+    # 192 px of box + 16 px each side at the warped scale: the window grows to 224 px.
+    assert (x2 - x1, y2 - y1) == pytest.approx((224.0, 224.0))
+    assert ((x1 + x2) / 2, (y1 + y2) / 2) == pytest.approx((196.0, 146.0))
+
+
+def test_warp_crop_places_image_and_zero_padding():
+    identity = PREPROCESS_PRESETS["imagenet"].__class__("RGB", 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    image = np.full((100, 100, 3), 200, np.uint8)
+    # A box at the top-left corner: its context window sticks out left and top.
+    crop = rcnn.warp_crop(image, np.array([0.0, 0.0, 48.0, 48.0]), identity, crop_size=64, context_pad=8)
+    assert crop.shape == (3, 64, 64)
+    assert crop[:, :6, :].abs().max() == 0      # outside the image: mean pixel (zero)
+    assert crop[:, :, :6].abs().max() == 0
+    assert torch.all(crop[:, 10:, 10:] == 200)  # inside: the image
+    # A box well inside: no padding at all.
+    inner = rcnn.warp_crop(image, np.array([30.0, 30.0, 60.0, 60.0]), identity, 64, 8)
+    assert torch.all(inner == 200)
+
+
+def test_rcnn_pool5_and_window_cache(tmp_path, monkeypatch):
+    cfg = load_detector_config(None, ["backbone.name=tiny", "rcnn.crop_size=64"])
+    backbone = build_seeded_backbone(cfg)
+    pool = SpatialPyramidPool(cfg.pool.levels)
+    arr = np.random.default_rng(0).integers(0, 255, (80, 120, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    record = ImageRecord("a", tmp_path / "a.png", 120, 80)
+    boxes = np.array([[0, 0, 40, 40], [30, 20, 110, 75], [5, 5, 60, 70]], np.float32)
+    direct = rcnn.rcnn_pool5(backbone, arr, boxes, pool, cfg.rcnn)
+    assert direct.shape == (3, pool.output_dim(backbone.out_channels))
+    # One crop alone gives the same vector as in a batch.
+    torch.testing.assert_close(rcnn.rcnn_pool5(backbone, arr, boxes[1:2], pool, cfg.rcnn), direct[1:2],
+                               rtol=1e-4, atol=1e-5)
+    cache = rcnn.WindowFeatureCache(tmp_path / "cache", "k")
+    first = cache.pool5(backbone, record, boxes, pool, cfg.rcnn, read_image)
+    torch.testing.assert_close(first, direct, rtol=1e-2, atol=1e-2)  # float16 on disk
+    calls = []
+    real = rcnn.rcnn_pool5
+    monkeypatch.setattr(rcnn, "rcnn_pool5", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    again = cache.pool5(backbone, record, boxes[[2, 0]], pool, cfg.rcnn, read_image)
+    assert calls == []  # every window was cached
+    torch.testing.assert_close(again, first[[2, 0]])
+    cache.pool5(backbone, record, np.concatenate([boxes, [[1, 1, 30, 30]]]), pool, cfg.rcnn, read_image)
+    assert calls == [1]  # only the new window is computed
+
+
+def test_rcnn_mode_trains_and_detects(tmp_path):
+    """The same stages on warped-crop features: trains, saves, detects, scores well."""
+    from detector.data import make_synthetic_voc
+    from detector.model import load_model
+    from detector.testing import run_test
+    from detector.training import train
+
+    data = make_synthetic_voc(tmp_path / "data", num_train=16, num_test=8, seed=5)
+    cfg = load_detector_config(None, [
+        f"data.root={data}", f"workdir={tmp_path / 'run'}", "mode=rcnn", "backbone.name=tiny",
+        "rcnn.crop_size=96", "proposals.max_windows=40", "proposals.workers=1",
+        "finetune.hidden=128", "finetune.iterations=200", "finetune.bank_bg_per_image=32"])
+    model = load_model(train(cfg, progress=False))
+    assert model.cfg.mode == "rcnn"
+    assert any((tmp_path / "run" / "cache" / "rcnn_pool5").rglob("*.npz"))
+    assert not any((tmp_path / "run" / "cache" / "conv5").rglob("*.npz"))  # no conv5 maps in R-CNN mode
+    run = run_test(model, "test", tmp_path / "test", progress=False)
+    assert run.result.mAP > 0.6, run.result.ap
