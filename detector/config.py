@@ -33,6 +33,9 @@ class DataConfig:
     annotations: str = ""
     # COCO format only: folder holding the images.
     images: str = ""
+    # Train on the first N images of the training split only (0 = all): for
+    # quick experiments and the reduced R-CNN comparison protocol.
+    max_train_images: int = 0
 
     def validate(self) -> None:
         if self.format not in ("voc", "coco"):

@@ -93,6 +93,8 @@ class TrainingContext:
         t = time.perf_counter()
         self.dataset = build_dataset(cfg, cfg.data.train_split)
         self.records = list(self.dataset)
+        if cfg.data.max_train_images > 0:
+            self.records = self.records[: cfg.data.max_train_images]
         if not self.records:
             raise ValueError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no images")
         self.class_names = tuple(self.dataset.class_names)
