@@ -24,3 +24,9 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo_output
+
+# Benchmarks (need ../shared; tens of minutes on 2 cores): see docs/benchmarks.md.
+bench: $(STAMP)
+	$(PY) bench/bench_voc_eval.py --runs 5
+	OMP_NUM_THREADS=1 $(PY) bench/bench_pooling.py --runs 7
+	$(PY) bench/bench_detection.py all

@@ -146,9 +146,10 @@ def main(argv=None) -> int:
         for dataset in args.datasets:
             print(json.dumps(speed(dataset, args.images), indent=1), flush=True)
     if args.command in ("report", "all"):
-        from bench_detection_report import write_detection_report
+        from bench_detection_report import assemble_benchmarks_doc, write_detection_report
         write_detection_report(RESULTS, REPO / "docs" / "benchmarks_detection.md",
                                {"python": platform.python_version(), **collect_versions()})
+        print(f"wrote {assemble_benchmarks_doc(REPO / 'docs')}")
     return 0
 
 

@@ -101,3 +101,27 @@ def write_detection_report(results: Path, out_md: Path, versions: dict) -> None:
         f"against {PAPER['cache_gb']['R-CNN']} GB (R-CNN); mAP {PAPER['map']}.", "",
     ]
     write_text_atomic(out_md, "\n".join(body) + "\n")
+
+
+# Order of the sections in docs/benchmarks.md; each file is written by its benchmark (or by hand
+# from its output) and keeps the command that produced its figures.
+SECTIONS = ("benchmarks_detection.md", "benchmarks_pooling.md", "benchmarks_proposals.md",
+            "benchmarks_eval.md")
+
+
+def assemble_benchmarks_doc(docs: Path) -> Path:
+    """docs/benchmarks.md: every benchmark section in one page (headings shifted one level down)."""
+    parts = ["# Benchmarks", "",
+             "All figures measured on the development machine: 2 CPU cores (virtualised AMD EPYC), "
+             "no GPU, 24 GB RAM. Each section names the command that produced it. "
+             "This page is assembled by `bench/bench_detection.py report` from the sections below.", ""]
+    for name in SECTIONS:
+        path = docs / name
+        if not path.exists():
+            continue
+        text = path.read_text().rstrip("\n").splitlines()
+        parts += [("#" + line) if line.startswith("#") else line for line in text]
+        parts += ["", f"(Section file: `docs/{name}`.)", ""]
+    out = docs / "benchmarks.md"
+    write_text_atomic(out, "\n".join(parts) + "\n")
+    return out

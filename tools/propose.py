@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from detector.cli import run_cli
+from detector.config import load_detector_config
 from detector.configio import from_dict, parse_overrides
 from detector.data import load_dataset
 from detector.fileio import params_digest
@@ -27,10 +28,13 @@ from proposals.store import cache_params
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="dataset root (PASCAL VOC layout)")
+    p.add_argument("--config", help="detector config: take its proposals section, data root and cache "
+                                    "folder, so that tools/train.py and tools/test.py reuse these windows")
+    p.add_argument("--data", help="dataset root (PASCAL VOC layout; default: the config's data.root)")
     p.add_argument("--split", required=True, help="ImageSets/Main/<split>.txt")
     p.add_argument("--method", help="shorthand for proposals.method=...")
-    p.add_argument("--cache", default="cache/proposals", help="cache root (default: %(default)s)")
+    p.add_argument("--cache", help="cache root (default: the config's <cache root>/proposals, "
+                                   "else cache/proposals)")
     p.add_argument("--workers", type=int, help="processes (default: proposals.workers; 0 = all cores)")
     p.add_argument("--limit", type=int, default=0, help="only the first N images of the split (0 = all)")
     p.add_argument("--report", help="write recall report (md, json, png) into this folder")
@@ -39,12 +43,19 @@ def main(argv=None) -> int:
                    help="proposals.key=value (or key=value), e.g. proposals.max_side=0")
     args = p.parse_args(argv)
 
-    tree = parse_overrides([o if o.startswith("proposals.") else f"proposals.{o}"
-                            for o in args.overrides])
-    section = tree.get("proposals", {})
+    overrides = [o if o.startswith("proposals.") else f"proposals.{o}" for o in args.overrides]
     if args.method:
-        section["method"] = args.method
-    cfg = from_dict(ProposalConfig, section, "proposals")
+        overrides.append(f"proposals.method={args.method}")
+    if args.config:
+        detector_cfg = load_detector_config(args.config, overrides)
+        cfg = detector_cfg.proposals
+        args.data = args.data or detector_cfg.data.root
+        args.cache = args.cache or str(detector_cfg.cache_root() / "proposals")
+    else:
+        cfg = from_dict(ProposalConfig, parse_overrides(overrides).get("proposals", {}), "proposals")
+        args.cache = args.cache or "cache/proposals"
+    if not args.data:
+        p.error("--data is required without --config")
 
     dataset = load_dataset(args.data, args.split)
     records = [dataset[i] for i in range(len(dataset))]
