@@ -61,3 +61,30 @@ def test_detect_folder_skips_non_images(trained, tmp_path):
     assert {s["file"].split("/")[-1] for s in summary["skipped"]} == {"notes.txt", "broken.jpg"}
     assert summary["images"][0]["detections"], "no detections on a training-like image"
     assert (tmp_path / "out" / "a_jpg_det.jpg").exists()
+
+
+def load_tool(name):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_test_and_detect_tools(trained, tmp_path, capsys):
+    root, cfg, model_path = trained
+    assert load_tool("test").main(["--model", str(model_path), "--split", "test", "--out", str(tmp_path / "t"),
+                                   "--metric", "voc12", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "mean" in out and "seconds per image" in out
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert metrics["metric"] == "voc12" and metrics["mAP"] > 0.8
+    assert set(metrics["timings"]["seconds_per_image"]) >= {"conv", "pool", "fc", "svm", "bbox", "nms"}
+    assert "without_bbox_regression" in metrics and metrics["versions"]["torch"]
+    image = sorted((root / "data" / "JPEGImages").iterdir())[0]
+    assert load_tool("detect").main(["--model", str(model_path), "--input", str(image),
+                                     "--output", str(tmp_path / "d"), "--no-progress"]) == 0
+    results = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert len(results["images"]) == 1 and results["images"][0]["detections"]
