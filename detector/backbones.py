@@ -141,6 +141,11 @@ class Backbone(nn.Module):
         super().train(False)
         self.min_input_size = _find_min_input_size(self.trunk)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the conv layers run (inputs are moved there; maps come back to the CPU)."""
+        return next(self.trunk.parameters()).device
+
     def train(self, mode: bool = True) -> "Backbone":
         """Stays in eval mode: the conv layers are fixed in SPP-net and the
         folded batch norm of some weights breaks with batch statistics."""

@@ -185,6 +185,9 @@ class Config:
     mode: str = "spp"
     # Seeds every random choice (sampling, init, mining order).
     seed: int = 0
+    # Where the conv layers and fine-tuning run: "auto" (CUDA when available),
+    # "cpu" or "cuda[:N]". Pooling, SVMs and box regression stay on the CPU.
+    device: str = "auto"
     # Where logs, stage checkpoints and the model file go.
     workdir: str = "runs/default"
     # Where proposal and feature caches go ("" = <workdir>/cache). Runs that
@@ -197,6 +200,15 @@ class Config:
     def validate(self) -> None:
         if self.mode not in ("spp", "rcnn"):
             raise ValueError(f"mode {self.mode!r} must be spp or rcnn")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ValueError(f"device {self.device!r} must be auto, cpu or cuda[:N]")
+
+    def torch_device(self):
+        """The torch.device that ``device`` names ("auto": CUDA if available)."""
+        import torch
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
 
 
 def load_detector_config(path: str | os.PathLike | None = None,

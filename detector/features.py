@@ -84,8 +84,10 @@ def compute_feature_maps(backbone, image: np.ndarray, scales: Sequence[int], max
     for s in scales:
         factor = scale_factor(h, w, s, max_size)
         resized = resize_image(image, factor)
-        x = backbone.preprocess.apply(resized)[None].contiguous(memory_format=torch.channels_last)
-        fmap = backbone(x)[0].float().contiguous()
+        x = backbone.preprocess.apply(resized)[None].to(backbone.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        # Pooling, fc and SVMs run on the CPU: the map comes back once per scale.
+        fmap = backbone(x)[0].float().cpu().contiguous()
         maps.append(FeatureMap(fmap, factor, resized.shape[:2]))
     return maps
 

@@ -61,12 +61,14 @@ def feature_std(features: torch.Tensor) -> float:
 
 def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tensor,
                   bg_features: torch.Tensor, cfg: FinetuneConfig, seed: int = 0,
-                  log_path: Path | None = None, progress: bool = True) -> dict:
+                  log_path: Path | None = None, progress: bool = True,
+                  device: torch.device | str = "cpu") -> dict:
     """SGD on mini-batches of ``cfg.batch_size`` windows, ``cfg.fg_fraction`` of them positive.
 
     Args:
         fg_features: [P, D] pool5 of positive windows; fg_labels: [P] in 1..K.
         bg_features: [Q, D] pool5 of background windows.
+        device: where the SGD runs; the head is back on the CPU afterwards.
     Returns:
         statistics: iterations, final loss and accuracy (moving averages), seconds.
     """
@@ -76,6 +78,7 @@ def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tens
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout masks
     head.input_scale.fill_(1.0 / feature_std(torch.cat([fg_features[:5000], bg_features[:5000]])))
+    head.to(device)
     n_fg = max(1, round(cfg.batch_size * cfg.fg_fraction))
     n_bg = cfg.batch_size - n_fg
     params = [{"params": [p for n, p in head.named_parameters() if n.endswith("weight")],
@@ -95,8 +98,8 @@ def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tens
         for it in bar:
             fi = torch.randint(len(fg_features), (n_fg,), generator=gen)
             bi = torch.randint(len(bg_features), (n_bg,), generator=gen)
-            x = torch.cat([fg_features[fi], bg_features[bi]]).float()
-            y = torch.cat([fg_labels[fi], torch.zeros(n_bg, dtype=torch.int64)])
+            x = torch.cat([fg_features[fi], bg_features[bi]]).to(device).float()
+            y = torch.cat([fg_labels[fi], torch.zeros(n_bg, dtype=torch.int64)]).to(device)
             logits = head(x)
             loss = loss_fn(logits, y)
             opt.zero_grad(set_to_none=True)
@@ -115,7 +118,7 @@ def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tens
     finally:
         if log:
             log.close()
-    head.eval()
+    head.cpu().eval()
     return {"iterations": cfg.iterations, "loss": avg_loss, "accuracy": avg_acc,
             "positives": len(fg_features), "background": len(bg_features),
             "seconds": time.perf_counter() - start}

@@ -72,6 +72,7 @@ def load_model(path: str | os.PathLike) -> Detector:
     # The backbone's weights are inside the file: build it without loading any other weights.
     backbone = build_backbone(cfg.backbone.name, None, preprocess=cfg.backbone.preprocess)
     backbone.load_state_dict(state["backbone"])
+    backbone.to(cfg.torch_device())
     pool = SpatialPyramidPool(cfg.pool.levels)
     in_dim, hidden = state["head_shape"]
     if in_dim != pool.output_dim(backbone.out_channels):

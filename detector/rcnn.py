@@ -70,8 +70,8 @@ def rcnn_pool5(backbone, image: np.ndarray, windows, pool: SpatialPyramidPool, c
     for start in range(0, len(windows), CROP_BATCH):
         batch = windows[start:start + CROP_BATCH]
         crops = torch.stack([warp_crop(image, b, backbone.preprocess, cfg.crop_size, cfg.context_pad)
-                             for b in batch]).contiguous(memory_format=torch.channels_last)
-        maps = backbone(crops).float()
+                             for b in batch]).to(backbone.device)
+        maps = backbone(crops.contiguous(memory_format=torch.channels_last)).float().cpu()
         _, _, mh, mw = maps.shape
         whole = torch.tensor([[0, 0, mw, mh]])
         for i in range(len(batch)):

@@ -71,7 +71,7 @@ def weights_identity(cfg: Config) -> str:
 def build_seeded_backbone(cfg: Config) -> Backbone:
     """The configured backbone; a random init (no weights) is seeded by ``cfg.seed``."""
     return build_backbone(cfg.backbone.name, cfg.backbone.weights, preprocess=cfg.backbone.preprocess,
-                          seed=cfg.seed)
+                          seed=cfg.seed).to(cfg.torch_device())
 
 
 def training_gt(record) -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +261,8 @@ def train(cfg: Config, progress: bool = True) -> Path:
         if state is None:
             ctx.workdir.mkdir(parents=True, exist_ok=True)
             stats["finetune"] = finetune_head(head, bank["fg"], bank["fg_labels"], bank["bg"], cfg.finetune,
-                                              cfg.seed, ctx.workdir / "finetune_loss.jsonl", progress)
+                                              cfg.seed, ctx.workdir / "finetune_loss.jsonl", progress,
+                                              device=cfg.torch_device())
             _save_stage(ft_path, {"head": head.state_dict(), "stats": stats["finetune"]})
         else:
             head.load_state_dict(state["head"])

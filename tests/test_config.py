@@ -50,3 +50,13 @@ def test_repo_configs_load():
     files = sorted(root.glob("*.yaml"))
     for f in files:
         assert isinstance(load_detector_config(f), Config), f
+
+
+def test_device_choice():
+    import torch
+
+    assert load_detector_config(None, ["device=cpu"]).torch_device() == torch.device("cpu")
+    auto = load_detector_config().torch_device()
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="device"):
+        load_detector_config(None, ["device=tpu"])
