@@ -9,19 +9,26 @@ same numbers (checked below, and against the brute-force loop on a subset),
 ours per level [n, n, C], roi_pool's [C, n, n] (reordered, untimed, for the
 check; the order is a convention the fc layers do not care about).
 
-Run: .venv/bin/python bench/bench_pooling.py [--runs 7] [--windows 2000]
+Run: OMP_NUM_THREADS=1 .venv/bin/python bench/bench_pooling.py [--runs 7]
+     [--windows 2000] [--chunk 48]
+(THP_MEM_ALLOC_ENABLE=0 in front measures without transparent huge pages,
+which importing detector otherwise turns on; see detector/__init__.py.)
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 
-import torch
-import torchvision
-
+# detector before torch: it sets THP_MEM_ALLOC_ENABLE, which torch reads on import.
+import detector  # noqa: F401  (isort: skip)
+from detector import range_max
 from detector.pooling import SpatialPyramidPool, to_channel_major
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
 
 CHANNELS, HEIGHT, WIDTH = 256, 38, 50
 
@@ -64,20 +71,26 @@ def brute_force(fmap: torch.Tensor, cells: torch.Tensor, levels) -> torch.Tensor
     return torch.stack(rows)
 
 
-def median_time(fn, runs: int) -> float:
-    times = []
+def median_times(fns, runs: int) -> list[float]:
+    """Median wall time of each function, run alternately (one run of each
+    per round) so that both see the same background load."""
+    times = [[] for _ in fns]
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, spent in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - t0)
+    return [statistics.median(spent) for spent in times]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--windows", type=int, default=2000)
+    parser.add_argument("--chunk", type=int, default=range_max.CHUNK_WINDOWS,
+                        help="windows pooled per chunk (range_max.CHUNK_WINDOWS)")
     args = parser.parse_args()
+    range_max.CHUNK_WINDOWS = args.chunk
 
     gen = torch.Generator().manual_seed(0)
     fmap = torch.rand(CHANNELS, HEIGHT, WIDTH, generator=gen)
@@ -91,13 +104,14 @@ def main() -> None:
         assert torch.equal(ours, theirs), "ours and roi_pool disagree"
         assert torch.equal(ours[:50], brute_force(fmap, cells[:50], spp.levels)), "brute force disagrees"
         spp(fmap, cells)  # warm-up
-        t_ours = median_time(lambda: spp(fmap, cells), args.runs)
-        t_roi = median_time(lambda: pool_with_roi_pool(fmap, cells, spp.levels), args.runs)
+        t_ours, t_roi = median_times([lambda: spp(fmap, cells),
+                                      lambda: pool_with_roi_pool(fmap, cells, spp.levels)], args.runs)
 
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
-          f"threads {torch.get_num_threads()}")
+          f"threads {torch.get_num_threads()}, chunk {args.chunk}, "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}")
     print(f"map {CHANNELS}x{HEIGHT}x{WIDTH}, {args.windows} windows, levels {spp.levels}, "
-          f"median of {args.runs} runs; outputs identical (and = brute force on 50 windows)")
+          f"median of {args.runs} alternating runs; outputs identical (and = brute force on 50 windows)")
     print(f"roi_pool : {t_roi * 1000:8.1f} ms")
     print(f"ours     : {t_ours * 1000:8.1f} ms")
     print(f"speed-up : {t_roi / t_ours:8.1f}x")

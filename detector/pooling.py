@@ -14,8 +14,10 @@ Appendix A):
 
 Pooling is exact (same bins and maxima as the brute-force definition) and
 fast on the CPU: bins are answered by a 2-D sparse table (range-maximum
-query: four overlapping power-of-two blocks per bin), and coarser levels that
-divide a finer one are reduced from the finer level's bins.
+query: at most four overlapping power-of-two blocks per bin, one or two
+when a side is a power of two), and coarser levels that divide a finer one
+are reduced from the finer level's bins. docs/benchmarks_pooling.md has the
+figures.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .range_max import pool_into
 
 # SPP-net scale selection: the scale whose scaled window area is closest to
 # 224 x 224, the crop size the network was pre-trained on (paper, Sec. 4.1).
@@ -113,11 +117,6 @@ def _map_axis(lo: Tensor, hi: Tensor, stride: int, size: int) -> tuple[Tensor, T
     return c0, c1
 
 
-# Windows pooled per chunk: the chunk's scratch (4 corner gathers of 36 bins x
-# C channels: 9.4 MB for 64 windows at C = 256) stays in the L3 cache and is
-# reused, instead of materialising window-count-sized temporaries; larger
-# chunks mean fewer, larger ops (16-128 measured within noise of each other).
-CHUNK_WINDOWS = 64
 
 
 class SpatialPyramidPool(nn.Module):
@@ -174,7 +173,7 @@ class SpatialPyramidPool(nn.Module):
         if n_win == 0:
             return out
         with torch.no_grad():
-            _pool_into(out, feature_map.detach(), cells, self.levels)
+            pool_into(out, feature_map.detach(), cells, self.levels)
         return out
 
 
@@ -217,147 +216,3 @@ def _check_cells(cells: Tensor, height: int, width: int) -> Tensor:
         raise ValueError(f"SpatialPyramidPool: cell range {bad} is empty or outside the "
                          f"{height}x{width} map ({int((~ok).sum())} bad windows)")
     return cells
-
-
-def _plan_levels(levels: tuple[int, ...]) -> tuple[list[int], dict[int, int]]:
-    """Split levels into those pooled from the map and those reduced from a
-    finer level: {n: m} with m the smallest other level that n divides.
-
-    Bin i of level n is exactly the union of bins k*i .. k*i + k - 1 of level
-    m = k*n: the first starts at floor(k*i*w/m) = floor(i*w/n), the last ends
-    at ceil(k*(i+1)*w/m) = ceil((i+1)*w/n), and consecutive bins touch or
-    overlap. So the max over those k x k bins is the bin's max.
-    """
-    distinct = sorted(set(levels), reverse=True)
-    direct, derived = [], {}
-    for n in distinct:
-        finer = [m for m in distinct if m != n and m % n == 0]
-        if finer:
-            derived[n] = min(finer)
-        else:
-            direct.append(n)
-    return direct, derived
-
-
-def _pool_into(out: Tensor, feature_map: Tensor, cells: Tensor, levels: tuple[int, ...]) -> None:
-    """Fill ``out`` [N, C * sum(n*n)] with the pyramid of every window.
-
-    All scratch is allocated once, before the chunk loop: a fresh
-    megabyte-sized temporary per chunk costs a page-fault storm (the CPU
-    allocator returns large blocks to the OS), which measured slower than
-    the arithmetic itself.
-    """
-    channels = feature_map.shape[0]
-    direct, derived = _plan_levels(levels)
-    table = _SparseTable(feature_map.permute(1, 2, 0), cells, min(direct))
-    corners = {n: table.corner_rows(cells, n) for n in direct}  # [4, N, n*n]
-    starts, start = {}, 0
-    for n in levels:
-        starts.setdefault(n, start)
-        start += channels * n * n
-    chunk = min(CHUNK_WINDOWS, cells.shape[0])
-    gathered = {n: feature_map.new_empty((4 * chunk * n * n, channels)) for n in direct}
-    partial = {n: feature_map.new_empty((chunk * n * n, channels)) for n in direct}
-    folded = {n: feature_map.new_empty((chunk * n * n * (m // n), channels)) for n, m in derived.items()}
-    for lo in range(0, cells.shape[0], chunk):
-        hi = min(lo + chunk, cells.shape[0])
-        k = hi - lo
-        # Each level's slot of the output rows, as [k, n, n, C] (bins-major).
-        slot = {n: out[lo:hi, starts[n]:starts[n] + channels * n * n].view(k, n, n, channels)
-                for n in set(levels)}
-        for n in direct:
-            rows = corners[n][:, lo:hi].reshape(-1)
-            g = torch.index_select(table.buffer, 0, rows, out=gathered[n][:rows.numel()])
-            g = g.view(4, k, n, n, channels)
-            best = partial[n][:k * n * n].view(k, n, n, channels)
-            torch.maximum(g[0], g[1], out=best)
-            torch.maximum(best, g[2], out=best)
-            torch.maximum(best, g[3], out=slot[n])
-        for n, m in derived.items():  # coarse from fine, finest first
-            scratch = folded[n][:k * n * n * (m // n)].view(k, n, n, m // n, channels)
-            _reduce_bins(slot[m], slot[n], scratch)
-
-
-def _reduce_bins(fine: Tensor, coarse: Tensor, scratch: Tensor) -> None:
-    """Max over k x k groups of bins: fine [K, m, m, C] -> coarse [K, n, n, C],
-    m = k*n, through ``scratch`` [K, n, n, k, C] (the row-group maxima)."""
-    windows, m, _, channels = fine.shape
-    n = coarse.shape[1]
-    k = m // n
-    grouped = fine.view(windows, n, k, n, k, channels)  # a view: no copy
-    torch.maximum(grouped[:, :, 0], grouped[:, :, 1], out=scratch)
-    for r in range(2, k):
-        torch.maximum(scratch, grouped[:, :, r], out=scratch)
-    torch.maximum(scratch[:, :, :, 0], scratch[:, :, :, 1], out=coarse)
-    for c in range(2, k):
-        torch.maximum(coarse, scratch[:, :, :, c], out=coarse)
-
-
-def _bin_edges(start: Tensor, size: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Bin ranges [lo, hi) per window along one axis: [N] -> two [N, n]."""
-    i = torch.arange(n, dtype=torch.long)
-    lo = start[:, None] + torch.div(i[None, :] * size[:, None], n, rounding_mode="floor")
-    # ceil(a / n) = -floor(-a / n) for integers.
-    hi = start[:, None] - torch.div(-(i[None, :] + 1) * size[:, None], n, rounding_mode="floor")
-    return lo, hi
-
-
-class _SparseTable:
-    """2-D range-maximum table over a channels-last map [H, W, C].
-
-    Block (a, b) holds, for every top-left cell (y, x), the max over cells
-    [y, y + 2^a) x [x, x + 2^b): an array [H - 2^a + 1, W - 2^b + 1, C]. All
-    blocks live in one flat buffer [rows, C], so a query is a row gather of
-    one contiguous C-vector. A bin of h x w cells is the max of the four
-    blocks of 2^floor(log2 h) x 2^floor(log2 w) cells anchored at its
-    corners (they overlap and cover it exactly). Only the block sizes that
-    the coarsest directly pooled level can need are built.
-    """
-
-    def __init__(self, hwc: Tensor, cells: Tensor, coarsest_level: int):
-        height, width, channels = hwc.shape
-        # A bin of level n in a window w cells wide is at most ceil(w/n) + 1 cells.
-        h_max = min(height, -(-int((cells[:, 3] - cells[:, 1]).max()) // coarsest_level) + 1)
-        w_max = min(width, -(-int((cells[:, 2] - cells[:, 0]).max()) // coarsest_level) + 1)
-        a_max, b_max = _floor_log2(h_max), _floor_log2(w_max)
-        # floor(log2(k)) for k = 0 .. max(H, W) (index 0 unused).
-        self.log2 = torch.tensor([0] + [_floor_log2(k) for k in range(1, max(height, width) + 1)])
-        self.row_width = torch.tensor([width - (1 << b) + 1 for b in range(b_max + 1)])
-        shapes = [[(height - (1 << a) + 1, width - (1 << b) + 1) for b in range(b_max + 1)]
-                  for a in range(a_max + 1)]
-        sizes = torch.tensor([[h * w for h, w in row] for row in shapes])
-        self.offset = (sizes.flatten().cumsum(0) - sizes.flatten()).reshape(sizes.shape)
-        self.buffer = hwc.new_empty((int(sizes.sum()), channels))
-        blocks = [[self.buffer[int(self.offset[a, b]):int(self.offset[a, b]) + h * w].view(h, w, channels)
-                   for b, (h, w) in enumerate(row)] for a, row in enumerate(shapes)]
-        for a in range(a_max + 1):
-            for b in range(b_max + 1):
-                if a == 0 and b == 0:
-                    blocks[0][0].copy_(hwc)
-                elif b == 0:  # 2^a rows = two overlapping blocks of 2^(a-1) rows
-                    src, half = blocks[a - 1][0], 1 << (a - 1)
-                    torch.maximum(src[:-half], src[half:], out=blocks[a][0])
-                else:  # 2^b columns from two blocks of 2^(b-1) columns
-                    src, half = blocks[a][b - 1], 1 << (b - 1)
-                    torch.maximum(src[:, :-half], src[:, half:], out=blocks[a][b])
-
-    def corner_rows(self, cells: Tensor, n: int) -> Tensor:
-        """Buffer rows of the four corner blocks of every level-n bin:
-        cells [N, 4] -> LongTensor [4, N, n*n] (bins row-major)."""
-        ylo, yhi = _bin_edges(cells[:, 1], cells[:, 3] - cells[:, 1], n)
-        xlo, xhi = _bin_edges(cells[:, 0], cells[:, 2] - cells[:, 0], n)
-        a = self.log2[yhi - ylo]  # [N, n]
-        b = self.log2[xhi - xlo]
-        y_far = (yhi - (1 << a))[:, :, None]  # top row of the lower blocks
-        x_far = (xhi - (1 << b))[:, None, :]
-        y_near, x_near = ylo[:, :, None], xlo[:, None, :]
-        base = self.offset[a[:, :, None], b[:, None, :]]  # [N, n, n]
-        width = self.row_width[b][:, None, :]
-        rows = torch.stack([base + y_near * width + x_near, base + y_near * width + x_far,
-                            base + y_far * width + x_near, base + y_far * width + x_far])
-        return rows.reshape(4, cells.shape[0], n * n)
-
-
-def _floor_log2(k: int) -> int:
-    """floor(log2(k)) for an integer k >= 1."""
-    return int(k).bit_length() - 1

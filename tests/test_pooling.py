@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torchvision
 
-from detector import pooling
+from detector import pooling, range_max
 from detector.pooling import (SpatialPyramidPool, map_windows_to_features, select_scales,
                               to_channel_major)
 
@@ -156,7 +159,7 @@ def test_pool_matches_brute_force(levels):
 def test_pool_many_windows_crosses_chunks_and_big_map():
     gen = torch.Generator().manual_seed(7)
     fmap = torch.rand(8, 38, 50, generator=gen)
-    cells = random_cells(gen, 3 * pooling.CHUNK_WINDOWS + 5, 38, 50)
+    cells = random_cells(gen, 3 * range_max.CHUNK_WINDOWS + 5, 38, 50)
     out = SpatialPyramidPool()(fmap, cells)
     assert torch.equal(out, brute_force_pool(fmap, cells, (6, 3, 2, 1)))
 
@@ -219,3 +222,98 @@ def test_map_then_pool_end_to_end():
     assert cells.tolist() == [[1, 0, 4, 3]]
     out = SpatialPyramidPool((1,))(fmap, cells)
     assert torch.equal(out[0], fmap[:, 0:3, 1:4].amax(dim=(1, 2)))
+
+
+# --- lookup plan: 1, 2 or 4 table lookups per bin ----------------------------------------
+
+def _level6_lookups(cells, height, width):
+    """Rows and lookup counts of the level-6 bins of ``cells``, as pooling plans them."""
+    y_edges = range_max._bin_edges(cells[:, 1], cells[:, 3] - cells[:, 1], 6)
+    x_edges = range_max._bin_edges(cells[:, 0], cells[:, 2] - cells[:, 0], 6)
+    tallest = int((y_edges[1] - y_edges[0]).max())
+    widest = int((x_edges[1] - x_edges[0]).max())
+    table = range_max._SparseTable(torch.rand(height, width, 2), tallest, widest)
+    return table.lookup_rows(y_edges, x_edges)
+
+
+def test_lookup_count_is_number_of_distinct_corner_blocks():
+    gen = torch.Generator().manual_seed(11)
+    cells = random_cells(gen, 200, 23, 37)
+    rows, lookups = _level6_lookups(cells, 23, 37)
+    for win in range(len(cells)):
+        for b in range(36):
+            corners = rows[:, win, b].tolist()
+            count = int(lookups[win, b])
+            # The first `count` rows are distinct and are all the corner blocks there are.
+            assert len(set(corners[:count])) == count
+            assert set(corners) == set(corners[:count]) or count == 4
+    assert set(lookups.unique().tolist()) == {1, 2, 4}
+
+
+def test_lookup_counts_by_hand():
+    # 12x6 window: bins 2 cells wide (power of two), 1 cell tall -> 1 lookup;
+    # 18x9 window: bins 3 wide and 1 or 2 (9/6) tall -> 2 lookups; 18x18: 3x3 -> 4.
+    cells = torch.tensor([[0, 0, 12, 6], [0, 0, 18, 9], [0, 0, 18, 18], [5, 5, 6, 6]])
+    _, lookups = _level6_lookups(cells, 20, 20)
+    assert lookups[0].tolist() == [1] * 36
+    assert lookups[1].tolist() == [2] * 36
+    assert lookups[2].tolist() == [4] * 36
+    assert lookups[3].tolist() == [1] * 36  # one cell repeated in every bin
+
+
+def test_pool_power_of_two_one_cell_and_mixed_bins():
+    gen = torch.Generator().manual_seed(5)
+    fmap = torch.randn(6, 40, 52, generator=gen)
+    cells = torch.tensor([
+        [0, 0, 48, 48 - 8], [2, 1, 26, 25], [3, 3, 15, 15], [4, 2, 10, 8],  # bins 8, 4, 2, 1 wide
+        [0, 0, 1, 1], [51, 39, 52, 40], [7, 9, 8, 10],                      # 1-cell windows
+        [0, 0, 24, 18], [1, 1, 19, 13], [0, 0, 52, 40], [5, 0, 23, 40],    # mixed per axis
+        [10, 10, 13, 11], [0, 30, 52, 33],                                  # thin, repeated cells
+    ])
+    cells = torch.cat([cells, random_cells(gen, 40, 40, 52)])
+    _, lookups = _level6_lookups(cells, 40, 52)
+    assert {1, 2, 4} <= set(lookups.unique().tolist())
+    for levels in [(6, 3, 2, 1), (4, 2, 1), (6,)]:
+        out = SpatialPyramidPool(levels)(fmap, cells)
+        assert torch.equal(out, brute_force_pool(fmap, cells, levels))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 31, 500])
+def test_pool_identical_for_any_chunk_size(chunk):
+    gen = torch.Generator().manual_seed(chunk)
+    fmap = torch.randn(4, 13, 21, generator=gen)
+    cells = random_cells(gen, 45, 13, 21)
+    expected = brute_force_pool(fmap, cells, (6, 3, 2, 1))
+    out = torch.empty(45, 4 * 50)
+    range_max.pool_into(out, fmap, cells, (6, 3, 2, 1), chunk_windows=chunk)
+    assert torch.equal(out, expected)
+
+
+def test_pool_repeated_levels_fill_every_slot():
+    gen = torch.Generator().manual_seed(9)
+    fmap = torch.randn(3, 10, 12, generator=gen)
+    cells = random_cells(gen, 20, 10, 12)
+    levels = (6, 3, 6, 1, 3)
+    out = SpatialPyramidPool(levels)(fmap, cells)
+    assert torch.equal(out, brute_force_pool(fmap, cells, levels))
+
+
+def test_pool_when_no_bin_needs_more_than_one_lookup():
+    # 12x12 and 6x6 windows and one cell: every level-6 bin is 2x2 or 1x1 cells.
+    fmap = torch.randn(3, 12, 12, generator=torch.Generator().manual_seed(2))
+    cells = torch.tensor([[0, 0, 12, 12], [0, 0, 6, 6], [3, 3, 4, 4]])
+    _, lookups = _level6_lookups(cells, 12, 12)
+    assert lookups.eq(1).all()
+    for levels in [(6, 3, 2, 1), (6,)]:
+        out = SpatialPyramidPool(levels)(fmap, cells)
+        assert torch.equal(out, brute_force_pool(fmap, cells, levels))
+
+
+def test_importing_detector_enables_huge_pages_unless_set():
+    code = "import os, detector; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "1", run.stderr
+    run = subprocess.run([sys.executable, "-c", code], env={**env, "THP_MEM_ALLOC_ENABLE": "0"},
+                         capture_output=True, text=True)
+    assert run.stdout.strip() == "0", run.stderr
