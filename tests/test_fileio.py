@@ -25,3 +25,12 @@ def test_npz_round_trip_and_digests(tmp_path):
     assert fileio.file_digest(p) != d1
     assert fileio.params_digest({"a": 1, "b": 2}) == fileio.params_digest({"b": 2, "a": 1})
     assert fileio.params_digest({"a": 1}) != fileio.params_digest({"a": 2})
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+    p = tmp_path / "m.json"
+    fileio.write_json_atomic(p, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask
