@@ -67,14 +67,15 @@ def evaluate_detections(records, detections, class_names, metric: str, iou: floa
 
 
 def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric: str = "voc07",
-                  data_root: str | None = None, progress: bool = True,
-                  extra: dict | None = None) -> EvaluationRun:
+             data_root: str | None = None, progress: bool = True,
+             extra: dict | None = None) -> EvaluationRun:
     """Run ``detector`` on ``split`` of its dataset (or ``data_root``), evaluate, write a report.
 
     Writes to ``out_dir``: ``detections.json`` (COCO results), ``voc/comp4_det_<split>_<class>.txt``,
     ``metrics.json``, ``report.md`` and PR-curve PNGs. Proposals are computed
-    (and cached under the config's cache root) first,
-    so their time is reported separately from the detector's.
+    (and cached under the config's cache root) first, so their time is
+    reported separately; "total_excluding_proposals" is the wall time of the
+    detection loop per image (image decoding included).
     """
     from proposals import compute_split
 
@@ -116,8 +117,7 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     if compare:  # the paper's ablation: the same model without box regression
         plain = evaluate_detections(records, unregressed, detector.class_names, metric,
                                     category_ids=category_ids)
-        extra["without_bbox_regression"] = {"mAP": plain.mAP,
-                                            "AP": dict(plain.ap)}
+        extra["without_bbox_regression"] = {"mAP": plain.mAP, "AP": dict(plain.ap)}
     write_report(out_dir, result, config=cfg,
                  timings={"seconds_per_image": per_image, "evaluate_s": eval_seconds,
                           "images": len(records)},
