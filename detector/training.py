@@ -247,8 +247,11 @@ def train(cfg: Config, progress: bool = True) -> Path:
 
     ft_path = ctx.stage_path("finetune", cfg.finetune)
     bb_path = ctx.stage_path("bbox", cfg.bbox)
-    need_windows = ((cfg.finetune.enabled and _load_stage(ft_path) is None)
-                    or (cfg.bbox.enabled and _load_stage(bb_path) is None))
+    # Each checkpoint is read once; the pooling pass runs only for a stage that must be computed.
+    ft_state = _load_stage(ft_path) if cfg.finetune.enabled else None
+    bb_state = _load_stage(bb_path) if cfg.bbox.enabled else None
+    need_windows = ((cfg.finetune.enabled and ft_state is None)
+                    or (cfg.bbox.enabled and bb_state is None))
     bank = None
     if need_windows:
         t = time.perf_counter()
@@ -257,7 +260,7 @@ def train(cfg: Config, progress: bool = True) -> Path:
 
     t = time.perf_counter()
     if cfg.finetune.enabled:
-        state = _load_stage(ft_path)
+        state = ft_state
         if state is None:
             ctx.workdir.mkdir(parents=True, exist_ok=True)
             stats["finetune"] = finetune_head(head, bank["fg"], bank["fg_labels"], bank["bg"], cfg.finetune,
@@ -288,7 +291,7 @@ def train(cfg: Config, progress: bool = True) -> Path:
     t = time.perf_counter()
     regressors = None
     if cfg.bbox.enabled:
-        state = _load_stage(bb_path)
+        state = bb_state
         if state is None:
             feats, boxes, gt, labels, ious = bank["bbox"]
             regressors = train_box_regressors(feats, boxes, gt, labels, ious, num_classes, cfg.bbox)
