@@ -69,13 +69,20 @@ class Detector:
 
     @torch.inference_mode()
     def score_windows(self, image: np.ndarray, windows=None, name: str = "image",
-                      timings: dict | None = None) -> "ScoredWindows":
-        """SVM scores [N, K] of the windows (computed with selective search when None)."""
+                      timings: dict | None = None, pooled: torch.Tensor | None = None) -> "ScoredWindows":
+        """SVM scores [N, K] of the windows (computed with selective search when None).
+
+        ``pooled``, if given, is the windows' pool5 [N, D] from a feature cache
+        (R-CNN's test-set cache); the conv layers are then not run.
+        """
         if windows is None:
             with _timed(timings, "proposals"):
                 windows = self.propose(image)
         windows = as_box_tensor(windows)
-        pooled = self.pool5(image, windows, name, timings)
+        if pooled is None:
+            pooled = self.pool5(image, windows, name, timings)
+        elif len(pooled) != len(windows):
+            raise ValueError(f"{name}: {len(pooled)} cached pool5 vectors for {len(windows)} windows")
         with _timed(timings, "fc"):
             feats = self.head.features(pooled, self.cfg.svm.feature)
         with _timed(timings, "svm"):

@@ -10,7 +10,9 @@ features come from: N conv passes per image instead of one per scale.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from torch import Tensor
 
 from .boxes import as_box_tensor
 from .config import RCNNConfig
-from .fileio import file_digest, save_npz_atomic
+from .fileio import file_digest, params_digest, save_npz_atomic
 from .pooling import SpatialPyramidPool
 
 # Crops per forward pass: large enough to keep the BLAS busy, small enough
@@ -121,3 +123,25 @@ class WindowFeatureCache:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.dir.glob("*.npz"))
+
+
+def backbone_digest(backbone) -> str:
+    """Digest of a backbone's name, preprocessing and weights (keys caches of a loaded model)."""
+    h = hashlib.sha1(f"{type(backbone).__name__}|{backbone.preprocess}".encode())
+    for name, tensor in sorted(backbone.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_window_cache(detector, cache_root: str | os.PathLike) -> WindowFeatureCache:
+    """The per-window pool5 cache of an R-CNN detector's test images.
+
+    R-CNN's own pipeline cached the test set's features as well as the
+    training set's; re-testing a model that differs only after pool5 (another
+    fine-tuning seed, other SVMs) then skips the conv passes. Keyed by the
+    backbone's weights, the crop geometry and the pyramid.
+    """
+    key = params_digest([backbone_digest(detector.backbone), asdict(detector.cfg.rcnn),
+                         list(detector.cfg.pool.levels)])
+    return WindowFeatureCache(Path(cache_root) / "rcnn_pool5_test", key)

@@ -35,13 +35,15 @@ class EvaluationRun:
 
 
 def detect_records(detector: Detector, records, windows: dict[str, np.ndarray] | None,
-                   progress: bool = True, without_bbox: bool = False
+                   progress: bool = True, without_bbox: bool = False, window_cache=None
                    ) -> tuple[dict[str, Detections], dict[str, float], dict[str, Detections] | None]:
     """Detections of every record, total seconds per stage, and (if ``without_bbox``)
     the same detections without box regression, from the same scores.
 
     ``windows`` maps image ids to cached proposals; None computes them per image
-    (their time is then counted under "proposals").
+    (their time is then counted under "proposals"). ``window_cache`` (R-CNN
+    mode, with ``windows``) reads and fills a per-window pool5 cache; its time
+    is counted under "conv".
     """
     detections: dict[str, Detections] = {}
     unregressed: dict[str, Detections] | None = {} if without_bbox else None
@@ -49,7 +51,12 @@ def detect_records(detector: Detector, records, windows: dict[str, np.ndarray] |
     for r in tqdm(records, desc="test", disable=not progress, unit="img"):
         image = read_image(r.path)
         w = None if windows is None else windows[r.image_id]
-        scored = detector.score_windows(image, w, name=str(r.path), timings=timings)
+        pooled = None
+        if window_cache is not None and w is not None:
+            start = time.perf_counter()
+            pooled = window_cache.pool5(detector.backbone, r, w, detector.pool, detector.cfg.rcnn, read_image)
+            timings["conv"] = timings.get("conv", 0.0) + time.perf_counter() - start
+        scored = detector.score_windows(image, w, name=str(r.path), timings=timings, pooled=pooled)
         detections[r.image_id] = detector.postprocess(scored, timings)
         if unregressed is not None:
             unregressed[r.image_id] = detector.postprocess(scored, regress=False)
@@ -68,7 +75,7 @@ def evaluate_detections(records, detections, class_names, metric: str, iou: floa
 
 def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric: str = "voc07",
              data_root: str | None = None, progress: bool = True,
-             extra: dict | None = None) -> EvaluationRun:
+             extra: dict | None = None, cache_rcnn_features: bool = False) -> EvaluationRun:
     """Run ``detector`` on ``split`` of its dataset (or ``data_root``), evaluate, write a report.
 
     Writes to ``out_dir``: ``detections.json`` (COCO results), ``voc/comp4_det_<split>_<class>.txt``,
@@ -76,10 +83,17 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     (and cached under the config's cache root) first, so their time is
     reported separately; "total_excluding_proposals" is the wall time of the
     detection loop per image (image decoding included).
+
+    ``cache_rcnn_features`` (R-CNN mode only) keeps the test windows' pool5 in
+    R-CNN's per-window cache under the config's cache root, as R-CNN's own
+    pipeline did: a second model on the same backbone then tests without conv
+    passes (the times reported are then cache reads, and the report says so).
     """
     from proposals import compute_split
 
     cfg = detector.cfg
+    if cache_rcnn_features and cfg.mode != "rcnn":
+        raise ValueError("cache_rcnn_features is for R-CNN models (SPP-net tests from conv5 maps)")
     if data_root:
         cfg.data.root = data_root
     # The model's class order: labels must index its classes, and an object of
@@ -96,8 +110,12 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
 
     t = time.perf_counter()
     compare = detector.regressors is not None
+    window_cache = None
+    if cache_rcnn_features:
+        from .rcnn import test_window_cache
+        window_cache = test_window_cache(detector, cfg.cache_root())
     detections, stage_seconds, unregressed = detect_records(detector, records, windows, progress,
-                                                            without_bbox=compare)
+                                                            without_bbox=compare, window_cache=window_cache)
     detect_seconds = time.perf_counter() - t
 
     n = max(len(records), 1)
@@ -114,6 +132,8 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
                                  category_ids=category_ids)
     eval_seconds = time.perf_counter() - t
     extra = dict(extra or {})
+    if window_cache is not None:
+        extra["rcnn_test_features"] = f"per-window pool5 cache {window_cache.dir}"
     if compare:  # the paper's ablation: the same model without box regression
         plain = evaluate_detections(records, unregressed, detector.class_names, metric,
                                     category_ids=category_ids)

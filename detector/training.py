@@ -304,7 +304,8 @@ def train(cfg: Config, progress: bool = True) -> Path:
     detector = Detector(cfg, ctx.class_names, ctx.backbone, head, svms, regressors)
     model_path = ctx.workdir / "model.pt"
     extra = {"timings": ctx.timings, "stats": _plain(stats), "versions": collect_versions(),
-             "feature_cache_bytes": ctx.feature_cache_bytes(), "train_images": len(ctx.records)}
+             "feature_cache_bytes": ctx.feature_cache_bytes(), "train_images": len(ctx.records),
+             "windows_per_train_image": float(np.mean([len(ctx.windows(r)) for r in ctx.records]))}
     save_model(model_path, detector, extra=extra)
     with atomic_path(ctx.workdir / "train_report.json") as tmp:
         tmp.write_text(json.dumps({"config": to_dict(cfg), **extra}, indent=2, default=str))

@@ -72,9 +72,47 @@ def test_rcnn_mode_trains_and_detects(tmp_path):
         f"data.root={data}", f"workdir={tmp_path / 'run'}", "mode=rcnn", "backbone.name=tiny",
         "rcnn.crop_size=96", "proposals.max_windows=40", "proposals.workers=1",
         "finetune.hidden=128", "finetune.iterations=200", "finetune.bank_bg_per_image=32"])
-    model = load_model(train(cfg, progress=False))
+    from detector.model import read_model_extra
+
+    model_path = train(cfg, progress=False)
+    model = load_model(model_path)
     assert model.cfg.mode == "rcnn"
+    assert 0 < read_model_extra(model_path)["windows_per_train_image"] <= 40  # the max_windows cap
     assert any((tmp_path / "run" / "cache" / "rcnn_pool5").rglob("*.npz"))
     assert not any((tmp_path / "run" / "cache" / "conv5").rglob("*.npz"))  # no conv5 maps in R-CNN mode
     run = run_test(model, "test", tmp_path / "test", progress=False)
     assert run.result.mAP > 0.6, run.result.ap
+    # R-CNN's test-set cache: same detections up to float16 rounding, and a
+    # second pass (another model on the same backbone) runs no conv at all.
+    cached = run_test(model, "test", tmp_path / "test_cached", progress=False, cache_rcnn_features=True)
+    assert cached.result.mAP == pytest.approx(run.result.mAP, abs=0.02)
+    assert any((tmp_path / "run" / "cache" / "rcnn_pool5_test").rglob("*.npz"))
+    real = rcnn.rcnn_pool5
+    calls = []
+    rcnn.rcnn_pool5 = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        again = run_test(model, "test", tmp_path / "test_again", progress=False, cache_rcnn_features=True)
+    finally:
+        rcnn.rcnn_pool5 = real
+    assert calls == []
+    assert again.result.mAP == pytest.approx(cached.result.mAP)
+    assert "rcnn_pool5_test" in (tmp_path / "test_again" / "metrics.json").read_text()
+
+
+def test_backbone_digest_follows_the_weights():
+    cfg = load_detector_config(None, ["backbone.name=tiny"])
+    a, b = build_seeded_backbone(cfg), build_seeded_backbone(cfg)
+    assert rcnn.backbone_digest(a) == rcnn.backbone_digest(b)
+    with torch.no_grad():
+        next(b.parameters()).add_(1.0)
+    assert rcnn.backbone_digest(a) != rcnn.backbone_digest(b)
+
+
+def test_rcnn_feature_cache_is_refused_in_spp_mode(tmp_path):
+    from types import SimpleNamespace
+
+    from detector.testing import run_test
+
+    model = SimpleNamespace(cfg=load_detector_config(None, ["backbone.name=tiny"]))
+    with pytest.raises(ValueError, match="R-CNN models"):
+        run_test(model, "test", tmp_path / "out", progress=False, cache_rcnn_features=True)

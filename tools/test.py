@@ -22,11 +22,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--metric", choices=METRICS, default="voc07",
                    help="voc07: 11-point AP (VOC 2007); voc12: area under the PR curve; coco: AP 0.5:0.95")
+    p.add_argument("--cache-rcnn-features", action="store_true",
+                   help="R-CNN models only: keep the test windows' pool5 in a per-window cache (as R-CNN "
+                        "did), so another model on the same backbone tests without conv passes")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     detector = load_model(args.model)
     outcome = run_test(detector, args.split, args.out, args.metric, data_root=args.data,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, cache_rcnn_features=args.cache_rcnn_features)
     print_outcome(outcome)
     return 0
 
