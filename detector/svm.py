@@ -49,8 +49,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
-from .boxes import as_box_tensor, box_iou, nms
 from .config import SVMConfig
+from .negatives import NegativeCache, find_negative_candidates, suppress_overlapping_negatives
 
 log = logging.getLogger(__name__)
 
@@ -125,113 +125,6 @@ def _as_numpy(value, dtype) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     return np.asarray(value, dtype=dtype)
-
-
-class NegativeCache:
-    """One class's cached negatives: unscaled float32 features and int64 keys.
-
-    Rows arrive in chunks (one per image) and are concatenated lazily, so
-    growing the cache costs no quadratic copying.
-    """
-
-    def __init__(self):
-        self._x: list[np.ndarray] = []
-        self._keys: list[np.ndarray] = []
-        self._key_set: set[int] = set()
-        self.size = 0
-        self.num_added = 0  # since the last update (rcnn_train.m's num_added)
-        self.seen = 0  # candidates offered to add_reservoir so far
-
-    def contains(self, keys: np.ndarray) -> np.ndarray:
-        """bool [n]: which keys are already cached."""
-        return np.fromiter((int(k) in self._key_set for k in keys), dtype=bool, count=len(keys))
-
-    def add(self, x: np.ndarray, keys: np.ndarray) -> None:
-        """Append rows x [n, D] with their (new, distinct) keys [n]."""
-        self._x.append(np.array(x, dtype=np.float32))
-        self._keys.append(np.asarray(keys, dtype=np.int64))
-        self._key_set.update(int(k) for k in keys)
-        self.size += len(keys)
-        self.num_added += len(keys)
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """All rows and keys as two arrays ([size, D] float32, [size] int64)."""
-        if len(self._x) > 1:
-            self._x, self._keys = [np.concatenate(self._x)], [np.concatenate(self._keys)]
-        if not self._x:
-            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
-        return self._x[0], self._keys[0]
-
-    def keep(self, mask: np.ndarray) -> None:
-        """Keep only the rows where mask [size] is True (order preserved)."""
-        x, keys = self.arrays()
-        if len(x):
-            self._x, self._keys = [x[mask]], [keys[mask]]
-        self._key_set = set(int(k) for k in self._keys[0]) if self._keys else set()
-        self.size = len(self._key_set)
-
-    def add_reservoir(self, x: np.ndarray, keys: np.ndarray, capacity: int,
-                      rng: np.random.Generator) -> None:
-        """Offer rows to a uniform reservoir sample of at most ``capacity`` rows
-        (Vitter's algorithm R over the stream of all rows ever offered)."""
-        n = len(keys)
-        room = max(0, min(n, capacity - self.size))
-        if room:
-            self.add(x[:room], keys[:room])
-        if n > room:
-            position = self.seen + np.arange(room, n)  # 0-based stream positions
-            slot = rng.integers(0, position + 1)
-            taken = np.flatnonzero(slot < capacity)
-            if len(taken):
-                # A later row that draws the same slot overwrites an earlier one.
-                slots, last = np.unique(slot[taken][::-1], return_index=True)
-                src = room + taken[::-1][last]
-                cached_x, cached_keys = self.arrays()
-                self._key_set.difference_update(int(k) for k in cached_keys[slots])
-                cached_x[slots] = x[src]
-                cached_keys[slots] = keys[src]
-                self._key_set.update(int(k) for k in keys[src])
-        self.seen += n
-        self.num_added = self.size
-
-
-def find_negative_candidates(boxes: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray,
-                             num_classes: int, neg_iou: float) -> np.ndarray:
-    """Which windows may be negatives of which class.
-
-    Args:
-        boxes: [M, 4] windows; gt_boxes: [G, 4]; gt_labels: [G] in [0, K).
-    Returns:
-        bool [M, K]: True where the window's IoU with every ground-truth box of
-        that class is <= neg_iou (always True for classes absent from the image).
-    """
-    candidates = np.ones((len(boxes), num_classes), dtype=bool)
-    if len(boxes) == 0 or len(gt_boxes) == 0:
-        return candidates
-    iou = box_iou(as_box_tensor(boxes), as_box_tensor(gt_boxes)).numpy()
-    for k in np.unique(gt_labels):
-        candidates[:, k] = iou[:, gt_labels == k].max(axis=1) <= neg_iou
-    return candidates
-
-
-def suppress_overlapping_negatives(boxes: np.ndarray, scores: np.ndarray,
-                                   iou_threshold: float) -> np.ndarray:
-    """Greedy NMS among one class's candidate negatives of one image.
-
-    Keeps the highest-scoring window of every group overlapping by IoU >
-    ``iou_threshold``; equal scores keep the lower index. boxes: [M, 4],
-    scores: [M]. Returns sorted int64 indices of the kept windows.
-    """
-    m = len(boxes)
-    if m == 0:
-        return np.zeros(0, dtype=np.int64)
-    # torchvision's nms does not promise an order among ties, so hand it
-    # distinct rank scores (exact in float32 below 2**24 windows).
-    order = np.lexsort((np.arange(m), -np.asarray(scores, dtype=np.float64)))
-    rank = np.empty(m, dtype=np.float32)
-    rank[order] = np.arange(m, 0, -1, dtype=np.float32)
-    keep = nms(as_box_tensor(boxes), torch.from_numpy(rank), iou_threshold).numpy()
-    return np.sort(keep).astype(np.int64)
 
 
 def check_train_image(image: TrainImage, num_classes: int, dim: int | None) -> None:

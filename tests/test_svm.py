@@ -1,4 +1,4 @@
-"""Tests for detector/svm.py: hard-negative mining on toy data and its rules."""
+"""Tests for detector/svm.py and detector/negatives.py: hard-negative mining on toy data and its rules."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +11,8 @@ import torch
 
 from detector.boxes import as_box_tensor, box_iou
 from detector.config import SVMConfig
-from detector.svm import (KEY_STRIDE, HardNegativeTrainer, LinearSVMs, SVMDataError, TrainImage,
-                          find_negative_candidates, suppress_overlapping_negatives, train_svms)
+from detector.negatives import NegativeCache, find_negative_candidates, suppress_overlapping_negatives
+from detector.svm import KEY_STRIDE, HardNegativeTrainer, LinearSVMs, SVMDataError, TrainImage, train_svms
 
 D = 8
 # Toy feature space: positives of class k sit at 4 e_k; easy negatives at 4 e_5;
@@ -267,7 +267,6 @@ def test_without_seed_negatives_mining_starts_like_rcnn():
 
 
 def test_reservoir_is_bounded_consistent_and_uniform():
-    from detector.svm import NegativeCache
     cache, rng = NegativeCache(), np.random.default_rng(0)
     for start in range(0, 1000, 10):
         keys = np.arange(start, start + 10)
