@@ -25,7 +25,8 @@ test: $(STAMP)
 clean:
 	rm -rf $(VENV) demo_output
 
-# Benchmarks (need ../shared; tens of minutes on 2 cores): see docs/benchmarks.md.
+# Benchmarks (need ../shared; several hours on 2 cores the first time, R-CNN mode
+# dominating; caches and stage checkpoints make reruns fast): see docs/benchmarks.md.
 bench: $(STAMP)
 	$(PY) bench/bench_voc_eval.py --runs 5
 	OMP_NUM_THREADS=1 $(PY) bench/bench_pooling.py --runs 7

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from detector.config import load_detector_config
+from detector.config import Config, load_detector_config
+from detector.configio import from_dict, merge, parse_overrides, to_dict
 from detector.evaluation.report import collect_versions
 from detector.fileio import write_json_atomic, write_text_atomic
 from detector.images import read_image
@@ -68,6 +69,10 @@ class Experiment:
     datasets: tuple[str, ...] = tuple(DATASETS)
     # Extra overrides per dataset (the paper-density windows).
     dataset_overrides: dict[str, list[str]] = field(default_factory=dict)
+    # Cross tests: the model of experiment ``train_as`` (trained there, or
+    # resumed from its checkpoints) tested with ``test_overrides`` (other windows).
+    train_as: str | None = None
+    test_overrides: dict[str, list[str]] = field(default_factory=dict)
 
     def overrides_for(self, dataset: str) -> list[str]:
         return [*self.overrides, *self.dataset_overrides.get(dataset, [])]
@@ -96,6 +101,16 @@ EXPERIMENTS = [
                dataset_overrides=PAPER_WINDOWS),
     Experiment("paper_spp5_fc7", "protocol P: SPP 5-scale, fc7 + SVM (+ bbox)",
                FEW_IMAGES + [f"features.scales={FIVE_SCALES}"], dataset_overrides=PAPER_WINDOWS),
+    # Which windows matter, training's or testing's: B's models on P's test
+    # windows and P's models on B's (raccoon, where B and P differ).
+    Experiment("b_on_p_spp1_fc7", "protocol B model tested on P windows: SPP 1-scale", datasets=("raccoon",),
+               train_as="fewimg_spp1_fc7", test_overrides=PAPER_WINDOWS),
+    Experiment("b_on_p_rcnn_fc7", "protocol B model tested on P windows: R-CNN", datasets=("raccoon",),
+               train_as="fewimg_rcnn_fc7", test_overrides=PAPER_WINDOWS),
+    Experiment("p_on_b_spp1_fc7", "protocol P model tested on B windows: SPP 1-scale", datasets=("raccoon",),
+               train_as="paper_spp1_fc7", test_overrides={"raccoon": ["proposals.method=opencv_fast"]}),
+    Experiment("p_on_b_rcnn_fc7", "protocol P model tested on B windows: R-CNN", datasets=("raccoon",),
+               train_as="paper_rcnn_fc7", test_overrides={"raccoon": ["proposals.method=opencv_fast"]}),
 ]
 BY_NAME = {e.name: e for e in EXPERIMENTS}
 
@@ -114,19 +129,23 @@ def experiment_config(dataset: str, exp: Experiment, seed: int = 0):
 
 
 def run_experiment(dataset: str, exp: Experiment, seed: int = 0) -> dict:
-    cfg = experiment_config(dataset, exp, seed)
+    cfg = experiment_config(dataset, BY_NAME[exp.train_as] if exp.train_as else exp, seed)
     model_path = train(cfg)
     detector = load_model(model_path)
+    test_dir = Path(cfg.workdir) / ("test" if not exp.train_as else f"test_{exp.name}")
+    if exp.test_overrides.get(dataset):
+        detector.cfg = from_dict(Config, merge(to_dict(detector.cfg), parse_overrides(exp.test_overrides[dataset])))
     # R-CNN keeps its test windows' pool5 too (as its own pipeline did), so
     # another seed re-tests without conv passes; its test times here are then
     # cache reads; the side-by-side `speed` step times R-CNN's conv passes.
-    cached = cfg.mode == "rcnn" and exp.name.startswith("paper_")
-    outcome = run_test(detector, cfg.data.test_split, Path(cfg.workdir) / "test", cache_rcnn_features=cached)
-    metrics = json.loads((Path(cfg.workdir) / "test" / "metrics.json").read_text())
+    cached = cfg.mode == "rcnn" and (exp.name.startswith("paper_") or exp.train_as is not None)
+    outcome = run_test(detector, cfg.data.test_split, test_dir, cache_rcnn_features=cached)
+    metrics = json.loads((test_dir / "metrics.json").read_text())
     extra = read_model_extra(model_path)
     record = {
         "dataset": dataset, "experiment": exp.name, "run": run_name(exp, seed), "seed": seed,
         "label": exp.label, "overrides": exp.overrides_for(dataset), "rcnn_test_features_cached": cached,
+        "trained_as": exp.train_as, "test_overrides": exp.test_overrides.get(dataset, []),
         "mAP": outcome.result.mAP, "AP": metrics["AP"],
         "mAP_without_bbox": metrics.get("without_bbox_regression", {}).get("mAP"),
         "test_seconds_per_image": outcome.seconds_per_image,
@@ -138,11 +157,13 @@ def run_experiment(dataset: str, exp: Experiment, seed: int = 0) -> dict:
     return record
 
 
-# The models timed side by side, per window setting. Timing depends on the
-# architecture and the windows, not on how the model was trained.
+# The models timed side by side, per window setting: the first trained one of
+# each role's list. Timing depends on the architecture and the windows, not on
+# which images or windows the model was trained with.
 SPEED_MODELS = {
-    "default": {"spp1": "spp1_fc7", "spp5": "spp5_fc7", "rcnn": "reduced_rcnn_fc7"},
-    "paper": {"spp1": "paper_spp1_fc7", "spp5": "paper_spp5_fc7", "rcnn": "paper_rcnn_fc7"},
+    "default": {"spp1": ["spp1_fc7"], "spp5": ["spp5_fc7"], "rcnn": ["reduced_rcnn_fc7"]},
+    "paper": {"spp1": ["paper_spp1_fc7", "spp1_fc7"], "spp5": ["paper_spp5_fc7", "spp5_fc7"],
+              "rcnn": ["paper_rcnn_fc7", "reduced_rcnn_fc7"]},
 }
 
 
@@ -152,14 +173,15 @@ def speed(dataset: str, n_images: int, windows: str = "default") -> dict:
     ``windows``: "default" (the dataset config's search, capped at 2000) or
     "paper" (the protocol P windows, ~2000 per image).
     """
-    roles = SPEED_MODELS[windows]
-    models = {role: load_model(RUNS / dataset / name / "model.pt")
-              for role, name in roles.items() if (RUNS / dataset / name / "model.pt").exists()}
-    if "rcnn" not in models or len(models) < 2:
-        raise SystemExit(f"{dataset}: speed --windows {windows} needs {roles['rcnn']} and an SPP model "
-                         f"({', '.join(roles.values())}); run 'run' first")
-    # Every model runs on the windows of the 1-scale experiment of this setting.
-    cfg = experiment_config(dataset, BY_NAME[roles["spp1"]])
+    roles = {role: next((n for n in names if (RUNS / dataset / n / "model.pt").exists()), None)
+             for role, names in SPEED_MODELS[windows].items()}
+    roles = {role: name for role, name in roles.items() if name}
+    if "rcnn" not in roles or len(roles) < 2:
+        raise SystemExit(f"{dataset}: speed --windows {windows} needs an R-CNN and an SPP model "
+                         f"({SPEED_MODELS[windows]}); run 'run' first")
+    models = {role: load_model(RUNS / dataset / name / "model.pt") for role, name in roles.items()}
+    # Every model runs on the same windows: this setting's 1-scale experiment's.
+    cfg = experiment_config(dataset, BY_NAME[SPEED_MODELS[windows]["spp1"][0]])
     from proposals import compute_split
     test_set = build_dataset(cfg, cfg.data.test_split)
     records = list(test_set)[:n_images]
@@ -179,7 +201,7 @@ def speed(dataset: str, n_images: int, windows: str = "default") -> dict:
     medians = {role: {k: statistics.median(t[k] for t in ts) for k in ts[0]} for role, ts in per_model.items()}
     rcnn = medians["rcnn"]
     out = {"dataset": dataset, "windows": windows, "proposal_overrides": PAPER_WINDOWS[dataset]
-           if windows == "paper" else [], "models": {role: roles[role] for role in models},
+           if windows == "paper" else [], "models": roles,
            "images": len(records), "windows_per_image": windows_per_image, "median_seconds": medians,
            "speedup_vs_rcnn": {role: rcnn["total"] / m["total"] for role, m in medians.items() if role != "rcnn"},
            "conv_speedup_vs_rcnn": {role: rcnn["conv"] / m["conv"]

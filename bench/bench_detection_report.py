@@ -26,6 +26,8 @@ PROTOCOLS = {
     "reduced": "A: first 60 training images, top 100 windows per image",
     "fewimg": "B: first 40 training images, every window of the default search",
     "paper": "P: first 40 training images, every window at the paper's density (~2000 per image)",
+    "b_on_p": "B->P: protocol B's models (trained on the default search) tested on P's windows",
+    "p_on_b": "P->B: protocol P's models (trained on the dense windows) tested on B's windows",
 }
 # Roles of the old speed records, which were keyed by experiment name.
 _OLD_SPEED_ROLES = {"spp1_fc7": "spp1", "spp5_fc7": "spp5", "reduced_rcnn_fc7": "rcnn"}
