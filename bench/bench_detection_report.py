@@ -24,7 +24,7 @@ def _pct(x) -> str:
 # Protocols of the SPP-net / R-CNN accuracy comparison: experiment prefix -> description.
 PROTOCOLS = {
     "reduced": "A: first 60 training images, top 100 windows per image",
-    "fewimg": "B: first 40 training images, every window of the default search",
+    "fewimg": "B: first 40 training images, every window of the default search (raccoon; on BCCD it is P)",
     "paper": "P: first 40 training images, every window at the paper's density (~2000 per image)",
     "b_on_p": "B->P: protocol B's models (trained on the default search) tested on P's windows",
     "p_on_b": "P->B: protocol P's models (trained on the dense windows) tested on B's windows",
