@@ -131,7 +131,7 @@ def cache_table(runs: list[dict]) -> list[str]:
     """conv5 maps per image (SPP) against pool5 per window (R-CNN), extrapolated to 2000 windows."""
     lines = ["| dataset | experiment | MB per training image | at 2000 windows per image |", "|---|---|---|---|"]
     for r in runs:
-        if (not r.get("feature_cache_bytes") or r.get("seed", 0) != 0
+        if (not r.get("feature_cache_bytes") or r.get("seed", 0) != 0 or r.get("trained_as")
                 or r["experiment"].startswith(("fewimg", "reduced_spp", "paper_spp"))):
             continue
         per_image = r["feature_cache_bytes"] / r["train_images"] / 2**20
