@@ -25,7 +25,8 @@ from .window_features import pool_windows
 
 
 @contextmanager
-def _timed(timings: dict | None, stage: str):
+def timed_stage(timings: dict | None, stage: str):
+    """Add the seconds spent in the block to ``timings[stage]`` (nothing if timings is None)."""
     start = time.perf_counter()
     yield
     if timings is not None:
@@ -59,12 +60,12 @@ class Detector:
         """pool5 vectors [N, D] of ``windows`` (original image coordinates)."""
         if self.cfg.mode == "rcnn":
             from .rcnn import rcnn_pool5
-            with _timed(timings, "conv"):
+            with timed_stage(timings, "conv"):
                 return rcnn_pool5(self.backbone, image, windows, self.pool, self.cfg.rcnn)
-        with _timed(timings, "conv"):
+        with timed_stage(timings, "conv"):
             maps = compute_feature_maps(self.backbone, image, self.cfg.features.scales,
                                         self.cfg.features.max_size, name)
-        with _timed(timings, "pool"):
+        with timed_stage(timings, "pool"):
             return pool_windows(maps, windows, self.pool, self.backbone.stride, self.cfg.pool.canonical_window)
 
     @torch.inference_mode()
@@ -76,16 +77,16 @@ class Detector:
         (R-CNN's test-set cache); the conv layers are then not run.
         """
         if windows is None:
-            with _timed(timings, "proposals"):
+            with timed_stage(timings, "proposals"):
                 windows = self.propose(image)
         windows = as_box_tensor(windows)
         if pooled is None:
             pooled = self.pool5(image, windows, name, timings)
         elif len(pooled) != len(windows):
             raise ValueError(f"{name}: {len(pooled)} cached pool5 vectors for {len(windows)} windows")
-        with _timed(timings, "fc"):
+        with timed_stage(timings, "fc"):
             feats = self.head.features(pooled, self.cfg.svm.feature)
-        with _timed(timings, "svm"):
+        with timed_stage(timings, "svm"):
             scores = torch.from_numpy(self.svms.score(feats.numpy()))
         return ScoredWindows(windows, pooled, scores, image.shape[1], image.shape[0])
 
@@ -108,7 +109,7 @@ class Detector:
                     regress: bool = True) -> Detections:
         """Threshold, regress (unless ``regress`` is False), clip and NMS the scored windows."""
         test = self.cfg.test
-        with _timed(timings, "bbox"):
+        with timed_stage(timings, "bbox"):
             win_idx, labels = torch.nonzero(scored.scores > test.score_threshold, as_tuple=True)
             boxes = scored.windows[win_idx]
             if regress and self.regressors is not None and len(win_idx):
@@ -116,7 +117,7 @@ class Detector:
                     scored.pooled[win_idx].numpy(), boxes.numpy(), labels.numpy())).float()
             boxes = clip_boxes(boxes, scored.width, scored.height)
             det_scores = scored.scores[win_idx, labels]
-        with _timed(timings, "nms"):
+        with timed_stage(timings, "nms"):
             keep = batched_nms(boxes, det_scores, labels, test.nms_iou)[: test.max_per_image]
         return Detections(boxes[keep].numpy().astype(np.float32),
                           det_scores[keep].numpy().astype(np.float32),

@@ -134,14 +134,16 @@ def backbone_digest(backbone) -> str:
     return h.hexdigest()[:16]
 
 
-def test_window_cache(detector, cache_root: str | os.PathLike) -> WindowFeatureCache:
-    """The per-window pool5 cache of an R-CNN detector's test images.
+def window_feature_cache(root: str | os.PathLike, backbone, cfg) -> WindowFeatureCache:
+    """R-CNN's per-window pool5 cache under ``root`` for ``backbone`` and config ``cfg``.
 
-    R-CNN's own pipeline cached the test set's features as well as the
-    training set's; re-testing a model that differs only after pool5 (another
-    fine-tuning seed, other SVMs) then skips the conv passes. Keyed by the
-    backbone's weights, the crop geometry and the pyramid.
+    Keyed by everything a cached vector depends on: the backbone's weights and
+    preprocessing, the crop geometry and the pyramid levels (which set its
+    length). Training keeps its windows under ``cache_root/rcnn_pool5``; with
+    ``run_test(..., cache_rcnn_features=True)`` the test images' go under
+    ``cache_root/rcnn_pool5_test``, as R-CNN's own pipeline cached the test
+    set too, so re-testing a model that differs only after pool5 (another
+    fine-tuning seed, other SVMs) skips the conv passes.
     """
-    key = params_digest([backbone_digest(detector.backbone), asdict(detector.cfg.rcnn),
-                         list(detector.cfg.pool.levels)])
-    return WindowFeatureCache(Path(cache_root) / "rcnn_pool5_test", key)
+    key = params_digest([backbone_digest(backbone), asdict(cfg.rcnn), list(cfg.pool.levels)])
+    return WindowFeatureCache(root, key)

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .data import coco_category_ids
-from .detector import Detector
+from .detector import Detector, timed_stage
 from .evaluation import (evaluate_coco, evaluate_voc, format_report_table, write_coco_results,
                          write_report, write_voc_results)
 from .images import read_image
@@ -53,9 +53,9 @@ def detect_records(detector: Detector, records, windows: dict[str, np.ndarray] |
         w = None if windows is None else windows[r.image_id]
         pooled = None
         if window_cache is not None and w is not None:
-            start = time.perf_counter()
-            pooled = window_cache.pool5(detector.backbone, r, w, detector.pool, detector.cfg.rcnn, read_image)
-            timings["conv"] = timings.get("conv", 0.0) + time.perf_counter() - start
+            with timed_stage(timings, "conv"):
+                pooled = window_cache.pool5(detector.backbone, r, w, detector.pool, detector.cfg.rcnn,
+                                            read_image)
         scored = detector.score_windows(image, w, name=str(r.path), timings=timings, pooled=pooled)
         detections[r.image_id] = detector.postprocess(scored, timings)
         if unregressed is not None:
@@ -112,8 +112,8 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     compare = detector.regressors is not None
     window_cache = None
     if cache_rcnn_features:
-        from .rcnn import test_window_cache
-        window_cache = test_window_cache(detector, cfg.cache_root())
+        from .rcnn import window_feature_cache
+        window_cache = window_feature_cache(cfg.cache_root() / "rcnn_pool5_test", detector.backbone, cfg)
     detections, stage_seconds, unregressed = detect_records(detector, records, windows, progress,
                                                             without_bbox=compare, window_cache=window_cache)
     detect_seconds = time.perf_counter() - t

@@ -38,7 +38,7 @@ from .heads import FCHead
 from .images import read_image
 from .model import save_model
 from .pooling import SpatialPyramidPool
-from .rcnn import WindowFeatureCache
+from .rcnn import window_feature_cache
 from .svm import LinearSVMs, TrainImage, train_svms
 from .window_features import match_windows, pool_windows
 
@@ -112,8 +112,7 @@ class TrainingContext:
         key = feature_cache_key(cfg.backbone.name, self.weights_id, str(cfg.backbone.preprocess),
                                 cfg.features.scales, cfg.features.max_size, cfg.features.cache_dtype)
         self.cache = FeatureCache(cfg.cache_root() / "conv5", key, cfg.features.cache_dtype)
-        self.window_cache = (WindowFeatureCache(cfg.cache_root() / "rcnn_pool5",
-                                                params_digest([key, asdict(cfg.rcnn)]))
+        self.window_cache = (window_feature_cache(cfg.cache_root() / "rcnn_pool5", self.backbone, cfg)
                              if cfg.mode == "rcnn" else None)
         self.data_key = params_digest([r.image_id for r in self.records] + [self.class_names])
 
@@ -301,11 +300,14 @@ def train(cfg: Config, progress: bool = True) -> Path:
     ctx.timings["bbox"] = time.perf_counter() - t
     ctx.timings["total"] = time.perf_counter() - start
 
+    from proposals import summarize_store
+
     detector = Detector(cfg, ctx.class_names, ctx.backbone, head, svms, regressors)
     model_path = ctx.workdir / "model.pt"
     extra = {"timings": ctx.timings, "stats": _plain(stats), "versions": collect_versions(),
              "feature_cache_bytes": ctx.feature_cache_bytes(), "train_images": len(ctx.records),
-             "windows_per_train_image": float(np.mean([len(ctx.windows(r)) for r in ctx.records]))}
+             "windows_per_train_image": summarize_store(
+                 ctx.proposals, [r.image_id for r in ctx.records])["windows_per_image"]}
     save_model(model_path, detector, extra=extra)
     with atomic_path(ctx.workdir / "train_report.json") as tmp:
         tmp.write_text(json.dumps({"config": to_dict(cfg), **extra}, indent=2, default=str))

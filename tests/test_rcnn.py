@@ -108,6 +108,16 @@ def test_backbone_digest_follows_the_weights():
     assert rcnn.backbone_digest(a) != rcnn.backbone_digest(b)
 
 
+def test_window_feature_cache_key_covers_what_a_vector_depends_on(tmp_path):
+    cfg = load_detector_config(None, ["backbone.name=tiny"])
+    backbone = build_seeded_backbone(cfg)
+    base = rcnn.window_feature_cache(tmp_path, backbone, cfg).dir
+    assert rcnn.window_feature_cache(tmp_path, backbone, cfg).dir == base
+    for override in ("pool.levels=[4,2,1]", "rcnn.context_pad=8", "rcnn.crop_size=160"):
+        other = load_detector_config(None, ["backbone.name=tiny", override])
+        assert rcnn.window_feature_cache(tmp_path, backbone, other).dir != base, override
+
+
 def test_rcnn_feature_cache_is_refused_in_spp_mode(tmp_path):
     from types import SimpleNamespace
 
