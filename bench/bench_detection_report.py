@@ -29,30 +29,13 @@ PROTOCOLS = {
     "b_on_p": "B->P: protocol B's models (trained on the default search) tested on P's windows",
     "p_on_b": "P->B: protocol P's models (trained on the dense windows) tested on B's windows",
 }
-# Roles of the old speed records, which were keyed by experiment name.
-_OLD_SPEED_ROLES = {"spp1_fc7": "spp1", "spp5_fc7": "spp5", "reduced_rcnn_fc7": "rcnn"}
-
-
-def _normalise_speed(d: dict) -> dict:
-    if "models" in d:
-        return d
-    rename = lambda m: {_OLD_SPEED_ROLES.get(k, k): v for k, v in m.items()}  # noqa: E731
-    return {**d, "windows": "default", "models": {v: k for k, v in _OLD_SPEED_ROLES.items()
-                                                  if k in d["median_seconds"]},
-            "median_seconds": rename(d["median_seconds"]), "speedup_vs_rcnn": rename(d["speedup_vs_rcnn"]),
-            "conv_speedup_vs_rcnn": rename(d["conv_speedup_vs_rcnn"])}
-
-
 def _load(results: Path) -> tuple[list[dict], list[dict]]:
     runs, speeds = [], []
     for p in sorted(results.glob("*.json")):
         if p.name == "detection.json":
             continue
         d = json.loads(p.read_text())
-        if "_speed" in p.stem:
-            speeds.append(_normalise_speed(d))
-        else:
-            runs.append(d)
+        (speeds if "_speed" in p.stem else runs).append(d)
     return runs, speeds
 
 
