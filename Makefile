@@ -30,4 +30,8 @@ clean:
 bench: $(STAMP)
 	$(PY) bench/bench_voc_eval.py --runs 5
 	OMP_NUM_THREADS=1 $(PY) bench/bench_pooling.py --runs 7
-	$(PY) bench/bench_detection.py all
+	$(PY) bench/bench_detection.py run
+	$(PY) bench/bench_head_swap.py --seeds 0
+	$(PY) bench/bench_fp_types.py
+	$(PY) bench/bench_detection.py speed --images 10
+	$(PY) bench/bench_detection.py report

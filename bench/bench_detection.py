@@ -2,7 +2,7 @@
 and the side-by-side comparison with R-CNN on the same backbone, windows and classifiers.
 
     .venv/bin/python bench/bench_detection.py run  [--datasets bccd raccoon] [--only NAME ...] [--seeds 0 1 2]
-    .venv/bin/python bench/bench_detection.py speed [--images 5] [--windows default paper]
+    .venv/bin/python bench/bench_detection.py speed [--images 10] [--windows default paper paper_fc512]
     .venv/bin/python bench/bench_detection.py report        # -> bench/results/detection.json + docs
 
 ``run`` trains and tests each experiment (stages and caches are reused, so a
@@ -50,15 +50,16 @@ DATASETS = {
 # are trained and tested on the same reduced protocol instead, on the full
 # test split. A: the first 60 training images and only the top 100 windows of
 # every image. B (raccoon only): the first 40 training images with all of the
-# default search's windows (~460 per raccoon image). P: the first 40 training
+# default search's windows (~1000 per raccoon image). P: the first 40 training
 # images with every window at the paper's density, ~2000 per image.
 REDUCED = ["data.max_train_images=60", "proposals.max_windows=100"]
 FEW_IMAGES = ["data.max_train_images=40"]
 # Windows at the paper's density (SPP-net and R-CNN scored ~2000 selective
 # search windows per VOC image). BCCD's config already gives ~2000; on
-# raccoon's VOC-sized images the default fast search gives ~460 and OpenCV's
-# quality mode ~1900 (recall@0.5 1.0 either way).
+# raccoon's VOC-sized images the default fast search gives ~1000 (200-2000) and
+# OpenCV's quality mode ~1900 (recall@0.5 1.0 either way).
 PAPER_WINDOWS = {"bccd": [], "raccoon": ["proposals.method=opencv_quality"]}
+FC512 = ["finetune.hidden=512"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ class Experiment:
     # resumed from its checkpoints) tested with ``test_overrides`` (other windows).
     train_as: str | None = None
     test_overrides: dict[str, list[str]] = field(default_factory=dict)
+    # R-CNN keeps its test windows' pool5 (as its own pipeline did), so another
+    # seed or fc size re-tests without conv passes.
+    rcnn_test_cache: bool = False
 
     def overrides_for(self, dataset: str) -> list[str]:
         return [*self.overrides, *self.dataset_overrides.get(dataset, [])]
@@ -82,6 +86,16 @@ EXPERIMENTS = [
     Experiment("spp1_pool5", "SPP 1-scale, pool5 + SVM",
                ["svm.feature=pool5", "finetune.enabled=false", "bbox.enabled=false"]),
     Experiment("spp1_fc7", "SPP 1-scale, fine-tuned fc7 + SVM (+ bbox)", []),
+    # R-CNN on the whole raccoon protocol (160 training images, ~1000 windows
+    # each: ~25 min of crops here); BCCD's 205 x 2000 would take ~1.5 h.
+    Experiment("rcnn_fc7", "R-CNN, fine-tuned fc7 + SVM (+ bbox)", ["mode=rcnn"], ("raccoon",),
+               rcnn_test_cache=True),
+    # The paper's protocol on raccoon: every training image, ~1900 windows each
+    # (R-CNN: ~300k crops, about an hour here).
+    Experiment("fullp_spp1_fc7", "every training image, P's windows: SPP 1-scale, fc7 + SVM (+ bbox)", [],
+               ("raccoon",), PAPER_WINDOWS),
+    Experiment("fullp_rcnn_fc7", "every training image, P's windows: R-CNN, fc7 + SVM (+ bbox)", ["mode=rcnn"],
+               ("raccoon",), PAPER_WINDOWS, rcnn_test_cache=True),
     Experiment("spp5_pool5", "SPP 5-scale, pool5 + SVM",
                [f"features.scales={FIVE_SCALES}", "svm.feature=pool5", "finetune.enabled=false",
                 "bbox.enabled=false"]),
@@ -94,13 +108,19 @@ EXPERIMENTS = [
     Experiment("fewimg_spp5_fc7", "protocol B: SPP 5-scale, fc7 + SVM (+ bbox)",
                FEW_IMAGES + [f"features.scales={FIVE_SCALES}"], ("raccoon",)),
     Experiment("fewimg_rcnn_fc7", "protocol B: R-CNN, fc7 + SVM (+ bbox)", FEW_IMAGES + ["mode=rcnn"],
-               ("raccoon",)),
+               ("raccoon",), rcnn_test_cache=True),
     Experiment("paper_spp1_fc7", "protocol P: SPP 1-scale, fc7 + SVM (+ bbox)", FEW_IMAGES,
                dataset_overrides=PAPER_WINDOWS),
     Experiment("paper_rcnn_fc7", "protocol P: R-CNN, fc7 + SVM (+ bbox)", FEW_IMAGES + ["mode=rcnn"],
-               dataset_overrides=PAPER_WINDOWS),
+               dataset_overrides=PAPER_WINDOWS, rcnn_test_cache=True),
     Experiment("paper_spp5_fc7", "protocol P: SPP 5-scale, fc7 + SVM (+ bbox)",
                FEW_IMAGES + [f"features.scales={FIVE_SCALES}"], dataset_overrides=PAPER_WINDOWS),
+    # Protocol P with fc6/fc7 of 512 units: at ~2000 windows SPP-net's fc
+    # layers cost as much as its conv pass, so their size bounds its speed-up.
+    Experiment("fc512_spp1_fc7", "protocol P, fc 512: SPP 1-scale, fc7 + SVM (+ bbox)",
+               FEW_IMAGES + FC512, ("raccoon",), PAPER_WINDOWS),
+    Experiment("fc512_rcnn_fc7", "protocol P, fc 512: R-CNN, fc7 + SVM (+ bbox)",
+               FEW_IMAGES + FC512 + ["mode=rcnn"], ("raccoon",), PAPER_WINDOWS, rcnn_test_cache=True),
     # Which windows matter, training's or testing's: B's models on P's test
     # windows and P's models on B's (raccoon, where B and P differ).
     Experiment("b_on_p_spp1_fc7", "protocol B model tested on P windows: SPP 1-scale", datasets=("raccoon",),
@@ -135,10 +155,9 @@ def run_experiment(dataset: str, exp: Experiment, seed: int = 0) -> dict:
     test_dir = Path(cfg.workdir) / ("test" if not exp.train_as else f"test_{exp.name}")
     if exp.test_overrides.get(dataset):
         detector.cfg = from_dict(Config, merge(to_dict(detector.cfg), parse_overrides(exp.test_overrides[dataset])))
-    # R-CNN keeps its test windows' pool5 too (as its own pipeline did), so
-    # another seed re-tests without conv passes; its test times here are then
-    # cache reads; the side-by-side `speed` step times R-CNN's conv passes.
-    cached = cfg.mode == "rcnn" and (exp.name.startswith("paper_") or exp.train_as is not None)
+    # With R-CNN's test cache, test times here are cache reads; the
+    # side-by-side `speed` step times R-CNN's conv passes.
+    cached = cfg.mode == "rcnn" and (exp.rcnn_test_cache or exp.train_as is not None)
     outcome = run_test(detector, cfg.data.test_split, test_dir, cache_rcnn_features=cached)
     metrics = json.loads((test_dir / "metrics.json").read_text())
     extra = read_model_extra(model_path)
@@ -164,21 +183,25 @@ SPEED_MODELS = {
     "default": {"spp1": ["spp1_fc7"], "spp5": ["spp5_fc7"], "rcnn": ["reduced_rcnn_fc7"]},
     "paper": {"spp1": ["paper_spp1_fc7", "spp1_fc7"], "spp5": ["paper_spp5_fc7", "spp5_fc7"],
               "rcnn": ["paper_rcnn_fc7", "reduced_rcnn_fc7"]},
+    # Protocol P's windows, both methods with fc6/fc7 of 512 units.
+    "paper_fc512": {"spp1": ["fc512_spp1_fc7"], "rcnn": ["fc512_rcnn_fc7"]},
 }
 
 
-def speed(dataset: str, n_images: int, windows: str = "default") -> dict:
+def speed(dataset: str, n_images: int, windows: str = "default") -> dict | None:
     """Per-image test time of SPP 1-scale, SPP 5-scale and R-CNN, interleaved on the same images.
 
-    ``windows``: "default" (the dataset config's search, capped at 2000) or
-    "paper" (the protocol P windows, ~2000 per image).
+    ``windows``: "default" (the dataset config's search, capped at 2000),
+    "paper" (the protocol P windows, ~2000 per image) or "paper_fc512"
+    (the same windows, models with fc6/fc7 of 512 units).
     """
     roles = {role: next((n for n in names if (RUNS / dataset / n / "model.pt").exists()), None)
              for role, names in SPEED_MODELS[windows].items()}
     roles = {role: name for role, name in roles.items() if name}
     if "rcnn" not in roles or len(roles) < 2:
-        raise SystemExit(f"{dataset}: speed --windows {windows} needs an R-CNN and an SPP model "
-                         f"({SPEED_MODELS[windows]}); run 'run' first")
+        print(f"{dataset}: skipped speed --windows {windows}: it needs an R-CNN and an SPP model "
+              f"({SPEED_MODELS[windows]}); run 'run' first", file=sys.stderr)
+        return None
     models = {role: load_model(RUNS / dataset / name / "model.pt") for role, name in roles.items()}
     # Every model runs on the same windows: this setting's 1-scale experiment's.
     cfg = experiment_config(dataset, BY_NAME[SPEED_MODELS[windows]["spp1"][0]])
@@ -201,7 +224,7 @@ def speed(dataset: str, n_images: int, windows: str = "default") -> dict:
     medians = {role: {k: statistics.median(t[k] for t in ts) for k in ts[0]} for role, ts in per_model.items()}
     rcnn = medians["rcnn"]
     out = {"dataset": dataset, "windows": windows, "proposal_overrides": PAPER_WINDOWS[dataset]
-           if windows == "paper" else [], "models": roles,
+           if windows != "default" else [], "models": roles,
            "images": len(records), "windows_per_image": windows_per_image, "median_seconds": medians,
            "speedup_vs_rcnn": {role: rcnn["total"] / m["total"] for role, m in medians.items() if role != "rcnn"},
            "conv_speedup_vs_rcnn": {role: rcnn["conv"] / m["conv"]
@@ -216,7 +239,7 @@ def main(argv=None) -> int:
     p.add_argument("command", choices=["run", "speed", "report", "all"])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--only", nargs="+", default=None, help="experiment names to run")
-    p.add_argument("--images", type=int, default=5, help="test images timed by 'speed'")
+    p.add_argument("--images", type=int, default=10, help="test images timed by 'speed'")
     p.add_argument("--windows", nargs="+", default=list(SPEED_MODELS), choices=list(SPEED_MODELS),
                    help="window settings timed by 'speed'")
     p.add_argument("--seeds", nargs="+", type=int, default=[0],
@@ -233,7 +256,9 @@ def main(argv=None) -> int:
     if args.command in ("speed", "all"):
         for dataset in args.datasets:
             for windows in args.windows:
-                print(json.dumps(speed(dataset, args.images, windows), indent=1), flush=True)
+                result = speed(dataset, args.images, windows)
+                if result is not None:
+                    print(json.dumps(result, indent=1), flush=True)
     if args.command in ("report", "all"):
         from bench_detection_report import assemble_benchmarks_doc, write_detection_report
         write_detection_report(RESULTS, REPO / "docs" / "benchmarks_detection.md",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from detector.fileio import write_json_atomic, write_text_atomic
@@ -23,11 +24,14 @@ def _pct(x) -> str:
 
 # Protocols of the SPP-net / R-CNN accuracy comparison: experiment prefix -> description.
 PROTOCOLS = {
+    "": "F: every training image, every window of the dataset's default search",
+    "fullp": "FP: every training image, every window at the paper's density (~2000 per image)",
     "reduced": "A: first 60 training images, top 100 windows per image",
     "fewimg": "B: first 40 training images, every window of the default search (raccoon; on BCCD it is P)",
     "paper": "P: first 40 training images, every window at the paper's density (~2000 per image)",
     "b_on_p": "B->P: protocol B's models (trained on the default search) tested on P's windows",
     "p_on_b": "P->B: protocol P's models (trained on the dense windows) tested on B's windows",
+    "fc512": "P512: protocol P with fc6 and fc7 of 512 units instead of 1024",
 }
 def _load(results: Path) -> tuple[list[dict], list[dict]]:
     runs, speeds = [], []
@@ -56,8 +60,9 @@ def protocol_table(runs: list[dict]) -> list[str]:
              "|---|---|---|---|---|---|"]
     for prefix, description in PROTOCOLS.items():
         for dataset in sorted({r["dataset"] for r in runs}):
-            group = {m: [r for r in runs if r["dataset"] == dataset and r["experiment"] == f"{prefix}_{m}_fc7"]
-                     for m in ("spp1", "spp5", "rcnn")}
+            names = {m: f"{prefix}_{m}_fc7".lstrip("_") for m in ("spp1", "spp5", "rcnn")}
+            group = {m: [r for r in runs if r["dataset"] == dataset and r["experiment"] == name]
+                     for m, name in names.items()}
             if not group["rcnn"]:
                 continue
             means = {m: (sum(r["mAP"] for r in g) / len(g),
@@ -72,6 +77,44 @@ def protocol_table(runs: list[dict]) -> list[str]:
                 lines.append(f"| {description.split(':')[0]} | {dataset} | {label} | "
                              f"{_mean_range([r['mAP'] for r in group[m]])} | "
                              f"{_mean_range([r['mAP_without_bbox'] for r in group[m]])} | {diff} |")
+    return lines
+
+
+def head_swap_table(runs: list[dict], swaps: list[dict]) -> list[str]:
+    """Raccoon SPP 1-scale: fc head and SVM windows from protocol B or P, tested on both windows.
+
+    The plain and crossed runs come from ``runs``; the swapped heads from
+    ``bench_head_swap.py`` (``swaps``). Cells: mean over seeds (range).
+    """
+    spp = {(r["experiment"], r.get("seed", 0)): r for r in runs if r["dataset"] == "raccoon"}
+    cells = {("B", "B", "B"): "fewimg_spp1_fc7", ("B", "B", "P"): "b_on_p_spp1_fc7",
+             ("P", "P", "P"): "paper_spp1_fc7", ("P", "P", "B"): "p_on_b_spp1_fc7"}
+    values: dict[tuple, list[tuple[float, float]]] = {}
+    for (head, svm, test), name in cells.items():
+        values[head, svm, test] = [(r["mAP"], r["mAP_without_bbox"]) for (e, _), r in sorted(spp.items()) if e == name]
+    for s in swaps:
+        head, svm = s["swap"][4], s["swap"][-1]  # "headB_svmP"
+        for test in ("B", "P"):
+            values.setdefault((head, svm, test), []).append((s[f"test_{test}"]["mAP"],
+                                                             s[f"test_{test}"]["mAP_without_bbox"]))
+    lines = ["| fc head fine-tuned on | SVMs trained on | tested on B's windows (+bbox; without) | "
+             "tested on P's windows (+bbox; without) |", "|---|---|---|---|"]
+    for head, svm in (("B", "B"), ("B", "P"), ("P", "B"), ("P", "P")):
+        row = []
+        for test in ("B", "P"):
+            v = values.get((head, svm, test), [])
+            row.append(f"{_mean_range([a for a, _ in v])}; {_mean_range([b for _, b in v])}" if v else "not run")
+        lines.append(f"| {head}'s windows | {svm}'s windows | {row[0]} | {row[1]} |")
+    return lines
+
+
+def fp_type_table(analysis: dict) -> list[str]:
+    """False positives by kind ranked above a recall level, per run (``bench_fp_types.py``)."""
+    kinds = list(analysis["runs"][0]["false_positives"]) if analysis["runs"] else []
+    lines = ["| run | true positives | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
+    for r in analysis["runs"]:
+        lines.append(f"| {r['run']} | {r['true_positives']} of {r['ground_truth']} | "
+                     + " | ".join(str(r["false_positives"][k]) for k in kinds) + " |")
     return lines
 
 
@@ -115,7 +158,7 @@ def cache_table(runs: list[dict]) -> list[str]:
     lines = ["| dataset | experiment | MB per training image | at 2000 windows per image |", "|---|---|---|---|"]
     for r in runs:
         if (not r.get("feature_cache_bytes") or r.get("seed", 0) != 0 or r.get("trained_as")
-                or r["experiment"].startswith(("fewimg", "reduced_spp", "paper_spp"))):
+                or r["experiment"].startswith(("fewimg", "reduced_spp", "paper_spp", "fc512", "fullp_spp"))):
             continue
         per_image = r["feature_cache_bytes"] / r["train_images"] / 2**20
         if "rcnn" in r["experiment"]:
@@ -128,6 +171,9 @@ def cache_table(runs: list[dict]) -> list[str]:
             at_2000 = f"{per_image:.2f} (independent of windows)"
         lines.append(f"| {r['dataset']} | {r['experiment']} | {per_image:.2f} | {at_2000} |")
     return lines
+
+
+SPEED_SETTINGS = {"paper_fc512": "paper, fc6/fc7 of 512 (both methods)"}
 
 
 def speed_table(speeds: list[dict]) -> list[str]:
@@ -145,9 +191,11 @@ def speed_table(speeds: list[dict]) -> list[str]:
         def ratio(key, role):
             return f"{s[key][role]:.0f}x" if role in s[key] else "not run"
 
-        setting = s["windows"] + (f" ({', '.join(s['proposal_overrides'])})" if s.get("proposal_overrides") else "")
+        setting = (SPEED_SETTINGS.get(s["windows"], s["windows"])
+                   + (f" ({', '.join(s['proposal_overrides'])})" if s.get("proposal_overrides") else ""))
         lines.append(
-            f"| {s['dataset']} | {setting} | {s['images']} | {min(w)}-{max(w)} | {total('spp1')} | "
+            f"| {s['dataset']} | {setting} | {s['images']} | {min(w)}-{max(w)} (median {statistics.median(w):.0f}) | "
+            f"{total('spp1')} | "
             f"{total('spp5')} | {m['rcnn']['total']:.2f} | "
             f"**{ratio('speedup_vs_rcnn', 'spp1')}** | **{ratio('speedup_vs_rcnn', 'spp5')}** | "
             f"{ratio('conv_speedup_vs_rcnn', 'spp1')} / {ratio('conv_speedup_vs_rcnn', 'spp5')} |")
@@ -156,6 +204,10 @@ def speed_table(speeds: list[dict]) -> list[str]:
 
 def write_detection_report(results: Path, out_md: Path, versions: dict) -> None:
     runs, speeds = _load(results)
+    swap_file = results / "swap" / "raccoon_head_swap.json"
+    swaps = json.loads(swap_file.read_text())["runs"] if swap_file.exists() else []
+    fp_file = results / "analysis" / "raccoon_fp_types.json"
+    fp_analysis = json.loads(fp_file.read_text()) if fp_file.exists() else None
     write_json_atomic(results / "detection.json", {"runs": runs, "speed": speeds, "paper": PAPER,
                                                    "versions": versions})
     body = [
@@ -165,12 +217,23 @@ def write_detection_report(results: Path, out_md: Path, versions: dict) -> None:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform"), "",
         "## SPP-net against R-CNN: accuracy on the same protocol", "",
         "Both methods on the same backbone, training images, windows, fc sizes, SVM and box-regression "
-        "settings, tested on the whole test split. Protocols (R-CNN training on every window of every "
-        "training image is out of reach on 2 cores):", "",
+        "settings, tested on the whole test split. Protocols (R-CNN on every window of every BCCD training "
+        "image would take hours on 2 cores; on raccoon, F is that full protocol):", "",
         *[f"- {d}" for d in PROTOCOLS.values()], "",
         *protocol_table(runs), "",
         "Where several seeds ran (the seed drives fine-tuning; SVMs and box regression are deterministic "
         "given the features), the mean is shown with the range.", "",
+        *(["### Raccoon, SPP 1-scale: which stage do denser windows change?", "",
+           "The fc head fine-tuned under protocol B (~1000 windows per training image) or P (~1900), "
+           "the SVMs trained on B's or P's windows with that head, tested on both (mean over seeds, "
+           "range). Mixed rows: `bench/bench_head_swap.py`.", "", *head_swap_table(runs, swaps), ""]
+          if swaps else []),
+        *(["### Raccoon: which false positives outrank the true ones?", "",
+           f"Detections in decreasing score (as AP walks them) until {100 * fp_analysis['recall']:.0f}% of the "
+           "boxes are found; each false positive on the way by its relation to the box it overlaps most "
+           "(part: mostly inside it and smaller; too big: covers it and is larger; background: under 30% of "
+           "the detection on it; shifted: the rest). `bench/bench_fp_types.py`.", "",
+           *fp_type_table(fp_analysis), ""] if fp_analysis else []),
         "## Accuracy (VOC07 11-point mAP, %) and test time, every run", "", *accuracy_table(runs), "",
         "\"mAP without bbox\" is the same model and the same scores with box regression switched off "
         "(the paper's fc7 + SVM row); pool5 rows have no fine-tuning and no box regression.", "",
@@ -192,7 +255,8 @@ def write_detection_report(results: Path, out_md: Path, versions: dict) -> None:
         "paper's ~2000 per image (on BCCD they are the same search). The ratio grows with the number of "
         "windows, since R-CNN pays a conv pass per window and SPP-net one per scale.", "",
         "Commands: `.venv/bin/python bench/bench_detection.py run` (all experiments; cached, resumable; "
-        "`--seeds 0 1 2` for the seed repeats), `... speed --images 5`, `... report`. Stage timings of the `run` tables were taken while other "
+        "`--seeds 0 1 2` for the seed repeats), `... speed --images 10`, `... report`. "
+        "Stage timings of the `run` tables were taken while other "
         "benchmarks shared the 2 cores and lean high; the side-by-side speed table was measured alone.", "",
     ]
     write_text_atomic(out_md, "\n".join(body) + "\n")
