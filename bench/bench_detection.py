@@ -91,7 +91,7 @@ EXPERIMENTS = [
     Experiment("rcnn_fc7", "R-CNN, fine-tuned fc7 + SVM (+ bbox)", ["mode=rcnn"], ("raccoon",),
                rcnn_test_cache=True),
     # The paper's protocol on raccoon: every training image, ~1900 windows each
-    # (R-CNN: ~300k crops, about an hour here).
+    # (R-CNN: ~300k crops, ~30 min here beyond the 40 images P has cached).
     Experiment("fullp_spp1_fc7", "every training image, P's windows: SPP 1-scale, fc7 + SVM (+ bbox)", [],
                ("raccoon",), PAPER_WINDOWS),
     Experiment("fullp_rcnn_fc7", "every training image, P's windows: R-CNN, fc7 + SVM (+ bbox)", ["mode=rcnn"],
