@@ -27,7 +27,7 @@ import torch
 from detector.config import Config, load_detector_config
 from detector.configio import from_dict, merge, parse_overrides, to_dict
 from detector.evaluation.report import collect_versions
-from detector.fileio import write_json_atomic, write_text_atomic
+from detector.fileio import write_json_atomic
 from detector.images import read_image
 from detector.model import load_model, read_model_extra
 from detector.testing import run_test
@@ -59,6 +59,8 @@ FEW_IMAGES = ["data.max_train_images=40"]
 # raccoon's VOC-sized images the default fast search gives ~1000 (200-2000) and
 # OpenCV's quality mode ~1900 (recall@0.5 1.0 either way).
 PAPER_WINDOWS = {"bccd": [], "raccoon": ["proposals.method=opencv_quality"]}
+# Protocol B's windows on raccoon (the config's own search), for testing P's models on them.
+DEFAULT_WINDOWS = {"raccoon": ["proposals.method=opencv_fast"]}
 FC512 = ["finetune.hidden=512"]
 
 
@@ -128,9 +130,9 @@ EXPERIMENTS = [
     Experiment("b_on_p_rcnn_fc7", "protocol B model tested on P windows: R-CNN", datasets=("raccoon",),
                train_as="fewimg_rcnn_fc7", test_overrides=PAPER_WINDOWS),
     Experiment("p_on_b_spp1_fc7", "protocol P model tested on B windows: SPP 1-scale", datasets=("raccoon",),
-               train_as="paper_spp1_fc7", test_overrides={"raccoon": ["proposals.method=opencv_fast"]}),
+               train_as="paper_spp1_fc7", test_overrides=DEFAULT_WINDOWS),
     Experiment("p_on_b_rcnn_fc7", "protocol P model tested on B windows: R-CNN", datasets=("raccoon",),
-               train_as="paper_rcnn_fc7", test_overrides={"raccoon": ["proposals.method=opencv_fast"]}),
+               train_as="paper_rcnn_fc7", test_overrides=DEFAULT_WINDOWS),
 ]
 BY_NAME = {e.name: e for e in EXPERIMENTS}
 
@@ -148,13 +150,18 @@ def experiment_config(dataset: str, exp: Experiment, seed: int = 0):
                                          *seed_override])
 
 
+def with_test_overrides(detector, overrides: list[str]):
+    """``detector`` with ``overrides`` applied to its config (other test windows); returns it."""
+    if overrides:
+        detector.cfg = from_dict(Config, merge(to_dict(detector.cfg), parse_overrides(overrides)))
+    return detector
+
+
 def run_experiment(dataset: str, exp: Experiment, seed: int = 0) -> dict:
     cfg = experiment_config(dataset, BY_NAME[exp.train_as] if exp.train_as else exp, seed)
     model_path = train(cfg)
-    detector = load_model(model_path)
+    detector = with_test_overrides(load_model(model_path), exp.test_overrides.get(dataset, []))
     test_dir = Path(cfg.workdir) / ("test" if not exp.train_as else f"test_{exp.name}")
-    if exp.test_overrides.get(dataset):
-        detector.cfg = from_dict(Config, merge(to_dict(detector.cfg), parse_overrides(exp.test_overrides[dataset])))
     # With R-CNN's test cache, test times here are cache reads; the
     # side-by-side `speed` step times R-CNN's conv passes.
     cached = cfg.mode == "rcnn" and (exp.rcnn_test_cache or exp.train_as is not None)

@@ -92,8 +92,9 @@ def head_swap_table(runs: list[dict], swaps: list[dict]) -> list[str]:
     values: dict[tuple, list[tuple[float, float]]] = {}
     for (head, svm, test), name in cells.items():
         values[head, svm, test] = [(r["mAP"], r["mAP_without_bbox"]) for (e, _), r in sorted(spp.items()) if e == name]
+    protocol_of = {"fewimg_spp1_fc7": "B", "paper_spp1_fc7": "P"}
     for s in swaps:
-        head, svm = s["swap"][4], s["swap"][-1]  # "headB_svmP"
+        head, svm = protocol_of[s["head_from"]], protocol_of[s["svm_windows_from"]]
         for test in ("B", "P"):
             values.setdefault((head, svm, test), []).append((s[f"test_{test}"]["mAP"],
                                                              s[f"test_{test}"]["mAP_without_bbox"]))

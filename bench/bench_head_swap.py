@@ -18,17 +18,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench_detection import BY_NAME, PAPER_WINDOWS, RESULTS, RUNS, experiment_config, run_name
+from bench_detection import (BY_NAME, DEFAULT_WINDOWS, PAPER_WINDOWS, RESULTS, RUNS, experiment_config,
+                             run_name, with_test_overrides)
 
-from detector.config import Config
-from detector.configio import from_dict, merge, parse_overrides, to_dict
 from detector.fileio import write_json_atomic
 from detector.model import load_model
 from detector.testing import run_test
 from detector.training import TrainingContext, train
 
 DATASET = "raccoon"
-TEST_WINDOWS = {"P": PAPER_WINDOWS[DATASET], "B": ["proposals.method=opencv_fast"]}
+TEST_WINDOWS = {"P": PAPER_WINDOWS[DATASET], "B": DEFAULT_WINDOWS[DATASET]}
 # name -> (protocol whose windows train the SVMs, where the fc head comes from, where box regression comes from)
 SWAPS = {"headB_svmP": ("paper_spp1_fc7", "fewimg_spp1_fc7", "paper_spp1_fc7"),
          "headP_svmB": ("fewimg_spp1_fc7", "paper_spp1_fc7", "fewimg_spp1_fc7")}
@@ -42,8 +41,7 @@ def _stage_file(workdir: Path, stage: str) -> Path:
 
 
 def _test(model_path: Path, overrides: list[str], out_dir: Path) -> tuple[float, float]:
-    detector = load_model(model_path)
-    detector.cfg = from_dict(Config, merge(to_dict(detector.cfg), parse_overrides(overrides)))
+    detector = with_test_overrides(load_model(model_path), overrides)
     outcome = run_test(detector, detector.cfg.data.test_split, out_dir, progress=False)
     metrics = json.loads((out_dir / "metrics.json").read_text())
     return outcome.result.mAP, metrics["without_bbox_regression"]["mAP"]
