@@ -31,6 +31,7 @@ want "inception" (mobilenet_v2_imagenet.pth, pixels in [-1, 1]) and "caffe"
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from .images import ImageTooSmallError
+
 # SPP-net's conv5 stride; every trunk here is cut to end there.
 FEATURE_STRIDE = 16
 # Random init is seeded so that a random backbone (zf5/tiny in the demo) gives
@@ -52,10 +55,6 @@ DEFAULT_INIT_SEED = 0
 
 class WeightsError(ValueError):
     """A weights file is missing, unreadable or does not fit the architecture."""
-
-
-class InputTooSmallError(ValueError):
-    """An image is smaller than the backbone's ``min_input_size``."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class Backbone(nn.Module):
         out_channels: C.
         preprocess: the input convention of the loaded weights.
         min_input_size: smallest image side (pixels) that still gives a map of
-            at least 1 x 1 cells; smaller inputs raise InputTooSmallError.
+            at least 1 x 1 cells; smaller inputs raise ImageTooSmallError.
     """
 
     def __init__(self, name: str, trunk: nn.Module, stride: int, out_channels: int,
@@ -140,6 +139,15 @@ class Backbone(nn.Module):
             p.requires_grad_(False)
         super().train(False)
         self.min_input_size = _find_min_input_size(self.trunk)
+
+    def digest(self) -> str:
+        """Digest of the architecture, preprocessing and weights: keys feature caches, so
+        maps from other weights (another file, a fine-tuned trunk) are never reused."""
+        h = hashlib.sha1(f"{self.name}|{self.preprocess}".encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     @property
     def device(self) -> torch.device:
@@ -156,7 +164,7 @@ class Backbone(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name}: expected input [B, 3, H, W], got {tuple(x.shape)}")
         if min(x.shape[2], x.shape[3]) < self.min_input_size:
-            raise InputTooSmallError(
+            raise ImageTooSmallError(
                 f"{self.name}: input {x.shape[2]}x{x.shape[3]} is smaller than the minimum side "
                 f"{self.min_input_size} px that gives a 1x1 feature map; upscale the image")
         return self.trunk(x)

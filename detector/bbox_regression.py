@@ -27,13 +27,11 @@ import scipy.linalg
 import torch
 
 from .boxes import as_box_tensor, decode_boxes, encode_boxes
-from .config import BBoxConfig
+from .config import BBoxConfig, SVMConfig
+from .state_dicts import from_state, to_state
 
 log = logging.getLogger(__name__)
 
-# R-CNN / SPP-net scale features to this mean L2 norm before the SVMs and the
-# regressors (rcnn_scale_features.m); BBoxConfig has no field for it.
-TARGET_NORM = 20.0
 # A target coordinate with smaller spread (e.g. one training window) is left
 # unscaled rather than divided by ~0.
 MIN_TARGET_STD = 1e-6
@@ -96,27 +94,15 @@ class BoxRegressors:
 
     def to_state_dict(self) -> dict:
         """Tensors and plain numbers only (loadable with torch.load(weights_only=True))."""
-        out = {name: torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
-               for name in ("weights", "bias", "target_mean", "target_std", "num_samples")}
-        out["feature_scale"] = float(self.feature_scale)
-        return out
+        return to_state(self, _STATE_ARRAYS, ("feature_scale",))
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "BoxRegressors":
-        names = ("weights", "bias", "target_mean", "target_std", "num_samples", "feature_scale")
-        missing = set(names) - set(state)
-        if missing:
-            raise ValueError(f"BoxRegressors state dict lacks {sorted(missing)}")
+        return cls(**from_state(state, _STATE_ARRAYS, ("feature_scale",), "BoxRegressors"))
 
-        def arr(name, dtype):
-            v = state[name]
-            return np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype)
 
-        return cls(weights=arr("weights", np.float32), bias=arr("bias", np.float32),
-                   target_mean=arr("target_mean", np.float32),
-                   target_std=arr("target_std", np.float32),
-                   feature_scale=float(state["feature_scale"]),
-                   num_samples=arr("num_samples", np.int64))
+_STATE_ARRAYS = {"weights": np.float32, "bias": np.float32, "target_mean": np.float32,
+                 "target_std": np.float32, "num_samples": np.int64}
 
 
 def fit_ridge(x: np.ndarray, t: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +155,8 @@ def _check_inputs(features, boxes, gt_boxes, labels, overlaps, num_classes) -> N
 
 def train_box_regressors(features: np.ndarray, boxes: np.ndarray, gt_boxes: np.ndarray,
                          labels: np.ndarray, overlaps: np.ndarray, num_classes: int,
-                         cfg: BBoxConfig, feature_scale: float | None = None) -> BoxRegressors:
+                         cfg: BBoxConfig, feature_scale: float | None = None,
+                         target_norm: float = SVMConfig.target_norm) -> BoxRegressors:
     """Fit one ridge regressor per class on windows overlapping a gt box by >= cfg.min_iou.
 
     Args:
@@ -178,7 +165,7 @@ def train_box_regressors(features: np.ndarray, boxes: np.ndarray, gt_boxes: np.n
         labels: [N] class of that gt box, in [0, num_classes).
         overlaps: [N] IoU of the window with that gt box.
         cfg: the ``bbox`` config section (min_iou, ridge_lambda).
-        feature_scale: multiply features by this; None: TARGET_NORM / mean L2
+        feature_scale: multiply features by this; None: ``target_norm`` / mean L2
             norm of all N rows of ``features``.
     """
     features = np.asarray(features, dtype=np.float32)
@@ -190,7 +177,7 @@ def train_box_regressors(features: np.ndarray, boxes: np.ndarray, gt_boxes: np.n
     n, d = features.shape
     if feature_scale is None:
         mean_norm = float(np.linalg.norm(features, axis=1).mean(dtype=np.float64)) if n else 0.0
-        feature_scale = TARGET_NORM / mean_norm if mean_norm > 0 else 1.0
+        feature_scale = target_norm / mean_norm if mean_norm > 0 else 1.0
     selected = overlaps >= cfg.min_iou
     sizes = np.concatenate([boxes[selected, 2:] - boxes[selected, :2],
                             gt_boxes[selected, 2:] - gt_boxes[selected, :2]], axis=1)

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 
 from proposals.config import ProposalConfig
 
-from .configio import load_config
+from .configio import ConfigError, from_dict, load_config, merge, parse_overrides, to_dict
+from .pooling import CANONICAL_WINDOW, DEFAULT_LEVELS
 
 BACKBONES = ("zf5", "alexnet", "vgg16", "squeezenet1_0", "mobilenet_v2", "resnet18", "resnet50", "tiny")
 SVM_FEATURES = ("pool5", "fc6", "fc7")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     # A PASCAL VOC-layout folder (Annotations/, JPEGImages/, ImageSets/Main/).
     root: str = ""
@@ -36,13 +37,18 @@ class DataConfig:
     # Train on the first N images of the training split only (0 = all): for
     # quick experiments and the reduced R-CNN comparison protocol.
     max_train_images: int = 0
+    # Every image of a split is decoded once before any stage runs. A corrupt,
+    # truncated or non-image file is skipped with a warning that lists them
+    # all (and recorded in train_report.json / metrics.json); true makes any
+    # such file an error instead (ultralytics' default behaviour is the skip).
+    strict_images: bool = False
 
     def validate(self) -> None:
         if self.format not in ("voc", "coco"):
             raise ValueError(f"data.format {self.format!r} must be voc or coco")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BackboneConfig:
     # ZF-5 is the paper's network; the demo uses "tiny" (trainable from scratch on CPU).
     name: str = "zf5"
@@ -60,7 +66,7 @@ class BackboneConfig:
             raise ValueError(f"backbone.name {self.name!r} is not one of {', '.join(BACKBONES)}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class FeatureConfig:
     # Shorter-side lengths: paper 1-scale {688}; 5-scale {480, 576, 688, 864, 1200}.
     scales: list[int] = field(default_factory=lambda: [688])
@@ -77,15 +83,15 @@ class FeatureConfig:
             raise ValueError("features.cache_dtype must be float16 or float32")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PoolConfig:
-    # The paper's 4-level pyramid: 6x6 + 3x3 + 2x2 + 1x1 = 50 bins.
-    levels: list[int] = field(default_factory=lambda: [6, 3, 2, 1])
+    # The paper's 4-level pyramid: 6x6 + 3x3 + 2x2 + 1x1 = 50 bins (pooling.DEFAULT_LEVELS).
+    levels: list[int] = field(default_factory=lambda: list(DEFAULT_LEVELS))
     # Scale selection picks the scale where the window's area is closest to 224^2.
-    canonical_window: int = 224
+    canonical_window: int = CANONICAL_WINDOW
 
 
-@dataclass
+@dataclass(frozen=True)
 class FinetuneConfig:
     # Fine-tune fc6, fc7 and a (K+1)-way classifier on pooled conv5 features.
     enabled: bool = True
@@ -112,7 +118,7 @@ class FinetuneConfig:
     lr_step_fraction: float = 0.8
 
 
-@dataclass
+@dataclass(frozen=True)
 class SVMConfig:
     # Which features the SVMs read: fc7 (fine-tuned), or pool5/fc6 (paper's ablations).
     feature: str = "fc7"
@@ -140,7 +146,7 @@ class SVMConfig:
             raise ValueError(f"svm.feature {self.feature!r} must be one of {', '.join(SVM_FEATURES)}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BBoxConfig:
     enabled: bool = True
     # R-CNN trains regressors on windows with IoU >= 0.6 with a ground-truth box.
@@ -151,7 +157,7 @@ class BBoxConfig:
     max_per_image: int = 64
 
 
-@dataclass
+@dataclass(frozen=True)
 class TestConfig:
     # Per-class NMS at IoU 0.3 (SPP-net/R-CNN).
     nms_iou: float = 0.3
@@ -161,7 +167,7 @@ class TestConfig:
     score_threshold: float = -1.5
 
 
-@dataclass
+@dataclass(frozen=True)
 class RCNNConfig:
     # R-CNN mode: crops get 16 px of context before warping (Girshick et al.).
     context_pad: int = 16
@@ -169,7 +175,7 @@ class RCNNConfig:
     crop_size: int = 224
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
@@ -205,13 +211,31 @@ class Config:
 
     def torch_device(self):
         """The torch.device that ``device`` names ("auto": CUDA if available)."""
-        import torch
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        from .build import resolve_device
+        return resolve_device(self.device)
 
 
 def load_detector_config(path: str | os.PathLike | None = None,
                          overrides: list[str] | None = None) -> Config:
     """Defaults, then the YAML file, then ``key=value`` overrides."""
     return load_config(Config, path, overrides)
+
+
+# Config sections a test run may change (``key=value`` on tools/test.py and
+# tools/detect.py): where the data is, the windows, the scales and the
+# test-time thresholds. The rest is what the model's weights were trained with.
+TEST_TIME_SECTIONS = ("data", "proposals", "features", "test")
+
+
+def with_test_overrides(cfg: Config, overrides: list[str] | None) -> Config:
+    """A variant of a model's config with test-time ``key=value`` overrides applied.
+
+    Only :data:`TEST_TIME_SECTIONS` may change; anything else is an error
+    naming the key.
+    """
+    tree = parse_overrides(overrides)
+    fixed = sorted(k for k in tree if k not in TEST_TIME_SECTIONS)
+    if fixed:
+        raise ConfigError(f"command line: {', '.join(fixed)} cannot change at test time (the model was "
+                          f"trained with it); test-time sections are {', '.join(TEST_TIME_SECTIONS)}")
+    return from_dict(Config, merge(to_dict(cfg), tree), "command line") if tree else cfg

@@ -63,6 +63,13 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # PyYAML follows YAML 1.1, which reads "1e-3" (no dot) as a string;
+            # YAML 1.2 and Python read it as a number, and so do we.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -156,8 +163,18 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None,
     """Defaults of ``cls``, then the YAML file at ``path``, then ``overrides``."""
     data = load_yaml(path) if path else {}
     where = str(path) if path else "config"
+    extra = parse_overrides(overrides)
+    if extra:
+        # Check the file alone first, so an error the overrides bring in is
+        # blamed on the command line, not on a file that is fine.
+        _build(cls, data, where)
+        where = "command line" if not path else f"command line (over {path})"
+    return _build(cls, merge(data, extra), where)
+
+
+def _build(cls: type[T], data: dict, where: str) -> T:
     try:
-        return from_dict(cls, merge(data, parse_overrides(overrides)), where)
+        return from_dict(cls, data, where)
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:

@@ -1,94 +1,89 @@
 """The trained detector: the whole test-time pipeline reads in one place.
 
-``windows -> conv5 maps -> pool -> fc -> SVM scores -> box regression -> NMS``
+``windows -> pool5 (window features) -> fc -> SVM scores -> box regression -> NMS``
 """
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .backbones import Backbone
+from proposals.config import ProposalConfig
+
 from .bbox_regression import BoxRegressors
 from .boxes import as_box_tensor, batched_nms, clip_boxes
-from .config import Config
-from .features import compute_feature_maps
+from .config import Config, TestConfig
 from .heads import FCHead
-from .pooling import SpatialPyramidPool
 from .records import Detections
 from .svm import LinearSVMs
-from .window_features import pool_windows
-
-
-@contextmanager
-def timed_stage(timings: dict | None, stage: str):
-    """Add the seconds spent in the block to ``timings[stage]`` (nothing if timings is None)."""
-    start = time.perf_counter()
-    yield
-    if timings is not None:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+from .timing import timed_stage
+from .window_features import ImageSource, WindowFeatures
 
 
 class Detector:
-    """An SPP-net detector (or its R-CNN twin when ``cfg.mode == "rcnn"``).
+    """An SPP-net detector (or its R-CNN twin: the same parts on warped-crop features).
 
-    Build one with :func:`detector.model.load_model`, or from the parts that
-    :func:`detector.training.train` produces.
+    Build one with :func:`detector.model.load_model`, or with
+    :func:`detector.build.build_detector` from the parts training produces.
+
+    Args:
+        features: where windows' pool5 vectors come from.
+        head: the fine-tuned fc layers.
+        svms: one linear SVM per class, on ``svm_feature`` ("pool5", "fc6" or "fc7").
+        regressors: per-class box regressors on pool5, or None.
+        class_names: the classes in label order.
+        test: thresholds, NMS and caps of the test-time pipeline.
+        proposals: the selective search used when no windows are given.
+        config: the full training config, kept as provenance (the model file stores it).
     """
 
-    def __init__(self, cfg: Config, class_names: Sequence[str], backbone: Backbone, head: FCHead,
-                 svms: LinearSVMs, regressors: BoxRegressors | None = None):
-        self.cfg = cfg
-        self.class_names = tuple(class_names)
-        self.backbone = backbone.eval()
+    def __init__(self, features: WindowFeatures, head: FCHead, svms: LinearSVMs,
+                 regressors: BoxRegressors | None, class_names: Sequence[str], test: TestConfig,
+                 svm_feature: str, proposals: ProposalConfig, config: Config):
+        self.features = features
         self.head = head.eval()
         self.svms = svms
-        self.regressors = regressors if cfg.bbox.enabled else None
-        self.pool = SpatialPyramidPool(cfg.pool.levels)
+        self.regressors = regressors
+        self.class_names = tuple(class_names)
+        self.test = test
+        self.svm_feature = svm_feature
+        self.proposals = proposals
+        self.config = config
+        features.backbone.eval()
+
+    @property
+    def backbone(self):
+        return self.features.backbone
+
+    def with_features(self, features: WindowFeatures) -> "Detector":
+        """The same detector taking its window features from ``features`` (e.g. with a cache)."""
+        return Detector(features, self.head, self.svms, self.regressors, self.class_names, self.test,
+                        self.svm_feature, self.proposals, self.config)
 
     def propose(self, image: np.ndarray) -> np.ndarray:
         """Selective-search windows of an RGB uint8 image, float32 [N, 4]."""
         from proposals import propose_with_config
-        return propose_with_config(image, self.cfg.proposals)
-
-    def pool5(self, image: np.ndarray, windows, name: str = "image", timings: dict | None = None
-              ) -> torch.Tensor:
-        """pool5 vectors [N, D] of ``windows`` (original image coordinates)."""
-        if self.cfg.mode == "rcnn":
-            from .rcnn import rcnn_pool5
-            with timed_stage(timings, "conv"):
-                return rcnn_pool5(self.backbone, image, windows, self.pool, self.cfg.rcnn)
-        with timed_stage(timings, "conv"):
-            maps = compute_feature_maps(self.backbone, image, self.cfg.features.scales,
-                                        self.cfg.features.max_size, name)
-        with timed_stage(timings, "pool"):
-            return pool_windows(maps, windows, self.pool, self.backbone.stride, self.cfg.pool.canonical_window)
+        return propose_with_config(image, self.proposals)
 
     @torch.inference_mode()
-    def score_windows(self, image: np.ndarray, windows=None, name: str = "image",
-                      timings: dict | None = None, pooled: torch.Tensor | None = None) -> "ScoredWindows":
-        """SVM scores [N, K] of the windows (computed with selective search when None).
-
-        ``pooled``, if given, is the windows' pool5 [N, D] from a feature cache
-        (R-CNN's test-set cache); the conv layers are then not run.
-        """
+    def score_windows(self, image: ImageSource | np.ndarray, windows=None,
+                      timings: dict | None = None) -> "ScoredWindows":
+        """SVM scores [N, K] of the windows (computed with selective search when None)."""
+        if not isinstance(image, ImageSource):
+            image = ImageSource.from_pixels(image)
         if windows is None:
             with timed_stage(timings, "proposals"):
-                windows = self.propose(image)
+                windows = self.propose(image.pixels())
         windows = as_box_tensor(windows)
-        if pooled is None:
-            pooled = self.pool5(image, windows, name, timings)
-        elif len(pooled) != len(windows):
-            raise ValueError(f"{name}: {len(pooled)} cached pool5 vectors for {len(windows)} windows")
+        pooled = self.features.pool5(image, windows, timings)
         with timed_stage(timings, "fc"):
-            feats = self.head.features(pooled, self.cfg.svm.feature)
+            feats = self.head.features(pooled, self.svm_feature)
         with timed_stage(timings, "svm"):
             scores = torch.from_numpy(self.svms.score(feats.numpy()))
-        return ScoredWindows(windows, pooled, scores, image.shape[1], image.shape[0])
+        height, width = image.pixels().shape[:2]
+        return ScoredWindows(windows, pooled, scores, width, height)
 
     @torch.inference_mode()
     def detect(self, image: np.ndarray, windows=None, name: str = "image",
@@ -98,17 +93,19 @@ class Detector:
         Args:
             windows: [N, 4] proposals in image coordinates; computed with the
                 configured selective search when None.
+            name: how error messages name the image.
             timings: if given, seconds per stage are added to it (proposals,
                 conv, pool, fc, svm, bbox, nms).
         Returns:
-            at most ``cfg.test.max_per_image`` detections after per-class NMS.
+            at most ``test.max_per_image`` detections after per-class NMS.
         """
-        return self.postprocess(self.score_windows(image, windows, name, timings), timings)
+        scored = self.score_windows(ImageSource.from_pixels(image, name), windows, timings)
+        return self.postprocess(scored, timings)
 
     def postprocess(self, scored: "ScoredWindows", timings: dict | None = None,
                     regress: bool = True) -> Detections:
         """Threshold, regress (unless ``regress`` is False), clip and NMS the scored windows."""
-        test = self.cfg.test
+        test = self.test
         with timed_stage(timings, "bbox"):
             win_idx, labels = torch.nonzero(scored.scores > test.score_threshold, as_tuple=True)
             boxes = scored.windows[win_idx]

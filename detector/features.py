@@ -17,13 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .fileio import file_digest, params_digest, save_npz_atomic
+from .fileio import (UNREADABLE_ENTRY_ERRORS, cache_entry_path, dir_size_bytes, params_digest,
+                     remove_stale_temp_files, save_npz_atomic)
+from .images import check_image_size
 
 logger = logging.getLogger(__name__)
-
-
-class ImageTooSmallError(ValueError):
-    """The image is smaller than the backbone can produce a feature map for."""
 
 
 @dataclass(frozen=True)
@@ -53,14 +51,6 @@ def resize_image(image: np.ndarray, factor: float) -> np.ndarray:
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
     interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
     return cv2.resize(image, size, interpolation=interp)
-
-
-def check_image_size(image: np.ndarray, min_side: int, name: str = "image") -> None:
-    """Raise ImageTooSmallError if the image's shorter side is under ``min_side`` px."""
-    h, w = image.shape[:2]
-    if min(h, w) < min_side:
-        raise ImageTooSmallError(
-            f"{name}: {w}x{h} px is smaller than the network's minimum input side of {min_side} px")
 
 
 @torch.inference_mode()
@@ -112,11 +102,23 @@ class FeatureCache:
     def __init__(self, root: str | os.PathLike, key: str, dtype: str = "float16"):
         self.dir = Path(root) / key
         self.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.dir)
         self.dtype = np.float16 if dtype == "float16" else np.float32
         self.torch_dtype = torch.float16 if dtype == "float16" else torch.float32
 
     def _path(self, image_id: str) -> Path:
-        return self.dir / f"{image_id.replace('/', '__')}.npz"
+        return cache_entry_path(self.dir, image_id, ".npz")
+
+    def is_current(self, image_id: str, image_digest: str) -> bool:
+        """Whether a readable entry for this image content exists (reads only its digest)."""
+        path = self._path(image_id)
+        if not path.exists():
+            return False
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return str(z["digest"]) == image_digest
+        except UNREADABLE_ENTRY_ERRORS:
+            return False
 
     def load(self, image_id: str, image_digest: str | None = None) -> list[FeatureMap] | None:
         """The cached maps, or None when absent, unreadable or stale."""
@@ -132,8 +134,9 @@ class FeatureCache:
                 sizes = z["sizes"].tolist()
                 return [FeatureMap(torch.from_numpy(z[f"map{i}"].astype(np.float32)), factors[i],
                                    tuple(sizes[i])) for i in range(len(factors))]
-        except (OSError, ValueError, KeyError) as e:
-            logger.warning("%s: unreadable cache entry %s (%s); recomputing", image_id, path, e)
+        except UNREADABLE_ENTRY_ERRORS as e:
+            logger.warning("%s: unreadable cache entry %s (%s: %s); recomputing", image_id, path,
+                           type(e).__name__, e)
             return None
 
     def save(self, image_id: str, maps: list[FeatureMap], image_digest: str) -> None:
@@ -143,20 +146,4 @@ class FeatureCache:
                         **arrays)
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.dir.glob("*.npz"))
-
-
-def cached_feature_maps(cache: FeatureCache | None, backbone, record, scales: Sequence[int],
-                        max_size: int, read_image) -> list[FeatureMap]:
-    """Maps of ``record``'s image from the cache, computing and storing them if needed."""
-    if cache is None:
-        return compute_feature_maps(backbone, read_image(record.path), scales, max_size, str(record.path))
-    digest = file_digest(record.path)
-    maps = cache.load(record.image_id, digest)
-    if maps is None:
-        maps = compute_feature_maps(backbone, read_image(record.path), scales, max_size, str(record.path))
-        cache.save(record.image_id, maps, digest)
-        # Round through the cache's dtype so a first run sees what a resumed run reads.
-        maps = [FeatureMap(m.features.to(cache.torch_dtype).float(), m.factor, m.image_size)
-                for m in maps]
-    return maps
+        return dir_size_bytes(self.dir, "*.npz")

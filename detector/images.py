@@ -26,6 +26,18 @@ class ImageReadError(ValueError):
     """An image file could not be read; the message names the file and why."""
 
 
+class ImageTooSmallError(ValueError):
+    """An image (or its resized input) is smaller than the network can take; the message says which."""
+
+
+def check_image_size(image: np.ndarray, min_side: int, name: str = "image") -> None:
+    """Raise ImageTooSmallError if the image's shorter side is under ``min_side`` px."""
+    h, w = image.shape[:2]
+    if min(h, w) < min_side:
+        raise ImageTooSmallError(
+            f"{name}: {w}x{h} px is smaller than the network's minimum input side of {min_side} px")
+
+
 def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from .detector import Detector
 from .fileio import atomic_path, write_json_atomic
-from .features import ImageTooSmallError
+from .images import ImageTooSmallError
 from .images import ImageReadError, is_image_file, read_image
 from .visualize import draw_detections
 

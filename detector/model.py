@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import torch
 
 from .backbones import build_backbone
 from .bbox_regression import BoxRegressors
-from .config import Config
+from .build import build_detector, build_pool, resolve_device
+from .config import Config, with_test_overrides
 from .configio import ConfigError, from_dict, to_dict
 from .detector import Detector
 from .fileio import atomic_path
 from .heads import FCHead
-from .pooling import SpatialPyramidPool
 from .svm import LinearSVMs
 
 MODEL_FORMAT = "sppnet-detector"
@@ -36,7 +37,7 @@ def save_model(path: str | os.PathLike, detector: Detector, extra: dict | None =
     state = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
-        "config": to_dict(detector.cfg),
+        "config": to_dict(detector.config),
         "class_names": list(detector.class_names),
         "backbone": detector.backbone.state_dict(),
         "head": detector.head.state_dict(),
@@ -50,15 +51,25 @@ def save_model(path: str | os.PathLike, detector: Detector, extra: dict | None =
         torch.save(state, tmp)
 
 
-def load_model(path: str | os.PathLike) -> Detector:
-    """Read a model file written by :func:`save_model` (weights_only: no code is unpickled)."""
+def load_model(path: str | os.PathLike, device: str | torch.device | None = "auto",
+               overrides: list[str] | None = None) -> Detector:
+    """Read a model file written by :func:`save_model` (weights_only: no code is unpickled).
+
+    Args:
+        device: where the conv layers run: "auto" (CUDA when available), "cpu"
+            or "cuda[:N]". A run-time choice: a model trained on a GPU loads on
+            a CPU-only machine.
+        overrides: test-time ``key=value`` changes of the stored config (other
+            scales, NMS threshold, windows; see
+            :func:`detector.config.with_test_overrides`).
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or unsafe files
-        raise ModelFileError(f"{path}: not a readable model file ({type(e).__name__}: {e})") from None
+        raise ModelFileError(f"{path}: not a readable model file ({_first_line(e)})") from None
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path}: not an SPP-net model file (no '{MODEL_FORMAT}' header)")
     if state.get("version") != MODEL_VERSION:
@@ -68,12 +79,13 @@ def load_model(path: str | os.PathLike) -> Detector:
         cfg = from_dict(Config, state["config"], f"{path}:config")
     except ConfigError as e:
         raise ModelFileError(str(e)) from None
+    cfg = with_test_overrides(cfg, overrides)
     class_names = state["class_names"]
     # The backbone's weights are inside the file: build it without loading any other weights.
     backbone = build_backbone(cfg.backbone.name, None, preprocess=cfg.backbone.preprocess)
     backbone.load_state_dict(state["backbone"])
-    backbone.to(cfg.torch_device())
-    pool = SpatialPyramidPool(cfg.pool.levels)
+    backbone.to(resolve_device(device))
+    pool = build_pool(cfg)
     in_dim, hidden = state["head_shape"]
     if in_dim != pool.output_dim(backbone.out_channels):
         raise ModelFileError(f"{path}: fc6 expects {in_dim} inputs but the backbone and pyramid give "
@@ -83,9 +95,15 @@ def load_model(path: str | os.PathLike) -> Detector:
     svms = LinearSVMs.from_state_dict(state["svms"])
     regressors = (BoxRegressors.from_state_dict(state["regressors"])
                   if state.get("regressors") is not None else None)
-    return Detector(cfg, class_names, backbone, head, svms, regressors)
+    return build_detector(cfg, class_names, backbone, head, svms, regressors)
 
 
-def read_model_extra(path: str | os.PathLike) -> dict:
-    """The ``extra`` record of a model file (training statistics, versions, timings)."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True).get("extra", {})
+def _first_line(e: Exception) -> str:
+    """torch's error in one line, without its advice to re-run with weights_only=False
+    (never do that with a file you did not write: unpickling can run arbitrary code)."""
+    if isinstance(e, pickle.UnpicklingError):
+        return ("it holds pickled Python objects besides tensors and plain values; they are not "
+                "loaded, since unpickling them could run code")
+    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    sentence = first.split(". ")[0].rstrip(".")
+    return f"{type(e).__name__}: {sentence[:200]}"

@@ -10,19 +10,23 @@ features come from: N conv passes per image instead of one per scale.
 """
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
-from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .boxes import as_box_tensor
-from .config import RCNNConfig
-from .fileio import file_digest, params_digest, save_npz_atomic
+from .fileio import (UNREADABLE_ENTRY_ERRORS, cache_entry_path, dir_size_bytes, params_digest,
+                     remove_stale_temp_files, save_npz_atomic)
 from .pooling import SpatialPyramidPool
+from .timing import timed_stage
+from .window_features import ImageSource, WindowFeatures
+
+logger = logging.getLogger(__name__)
 
 # Crops per forward pass: large enough to keep the BLAS busy, small enough
 # for memory (64 x 3 x 224 x 224 floats = 38 MB).
@@ -64,14 +68,15 @@ def warp_crop(image: np.ndarray, box: np.ndarray, preprocess, crop_size: int, co
 
 
 @torch.inference_mode()
-def rcnn_pool5(backbone, image: np.ndarray, windows, pool: SpatialPyramidPool, cfg: RCNNConfig) -> Tensor:
+def rcnn_pool5(backbone, image: np.ndarray, windows, pool: SpatialPyramidPool, crop_size: int,
+               context_pad: int) -> Tensor:
     """pool5 vectors [N, D] of ``windows`` from warped crops (one conv pass per window)."""
     windows = as_box_tensor(windows).numpy()
     dim = pool.output_dim(backbone.out_channels)
     out = torch.zeros(len(windows), dim)
     for start in range(0, len(windows), CROP_BATCH):
         batch = windows[start:start + CROP_BATCH]
-        crops = torch.stack([warp_crop(image, b, backbone.preprocess, cfg.crop_size, cfg.context_pad)
+        crops = torch.stack([warp_crop(image, b, backbone.preprocess, crop_size, context_pad)
                              for b in batch]).to(backbone.device)
         maps = backbone(crops.contiguous(memory_format=torch.channels_last)).float().cpu()
         _, _, mh, mw = maps.shape
@@ -81,69 +86,81 @@ def rcnn_pool5(backbone, image: np.ndarray, windows, pool: SpatialPyramidPool, c
     return out
 
 
+class CropFeatures(WindowFeatures):
+    """R-CNN mode: each window warped to ``crop_size`` with ``context_pad`` px of context,
+    convolved on its own and pooled over its whole map by the same pyramid."""
+
+    def __init__(self, backbone, pool: SpatialPyramidPool, crop_size: int, context_pad: int,
+                 cache: "WindowFeatureCache | None" = None):
+        super().__init__(backbone, pool)
+        self.crop_size = crop_size
+        self.context_pad = context_pad
+        self.cache = cache
+
+    def with_cache(self, root: str | os.PathLike) -> "CropFeatures":
+        key = params_digest([self.backbone.digest(), {"context_pad": self.context_pad,
+                                                      "crop_size": self.crop_size},
+                             list(self.pool.levels)])
+        return CropFeatures(self.backbone, self.pool, self.crop_size, self.context_pad,
+                            WindowFeatureCache(Path(root) / "rcnn_pool5", key))
+
+    def _compute(self, image: ImageSource, boxes) -> Tensor:
+        return rcnn_pool5(self.backbone, image.pixels(), boxes, self.pool, self.crop_size, self.context_pad)
+
+    def pool5(self, image: ImageSource, windows, timings: dict | None = None) -> Tensor:
+        windows = as_box_tensor(windows)
+        if len(windows) == 0:
+            return torch.zeros(0, self.output_dim)
+        with timed_stage(timings, "conv"):
+            if self.cache is None or not image.cacheable:
+                return self._compute(image, windows)
+            return self.cache.lookup(image, windows.numpy(), self._compute)
+
+    def cache_bytes(self) -> int:
+        return 0 if self.cache is None else self.cache.size_bytes()
+
+
 class WindowFeatureCache:
     """R-CNN's own cache: pool5 of every warped window, per image (float16 on disk).
 
     This is what SPP-net avoids: it grows with the number of windows (R-CNN:
     ~200 GB for VOC 2007, against ~20 GB of conv5 maps for SPP-net). Entries
     hold the windows they were computed for and the image's digest; windows
-    not yet in an entry are computed and appended, atomically.
+    not yet in an entry are computed and appended, atomically. The folder's
+    key covers everything a vector depends on: the backbone's weights and
+    preprocessing, the crop geometry and the pyramid levels.
     """
 
     def __init__(self, root: str | os.PathLike, key: str):
         self.dir = Path(root) / key
         self.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.dir)
 
-    def pool5(self, backbone, record, boxes: np.ndarray, pool: SpatialPyramidPool, cfg: RCNNConfig,
-              read_image) -> Tensor:
-        """pool5 [N, D] of ``boxes`` in ``record``'s image, from the cache where possible."""
+    def lookup(self, image: ImageSource, boxes: np.ndarray,
+               compute: Callable[[ImageSource, np.ndarray], Tensor]) -> Tensor:
+        """pool5 [N, D] of ``boxes`` in ``image``; ``compute`` fills in the windows not cached yet."""
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        path = self.dir / f"{record.image_id.replace('/', '__')}.npz"
-        digest = file_digest(record.path)
-        cached_boxes = np.zeros((0, 4), np.float32)
-        cached = np.zeros((0, pool.output_dim(backbone.out_channels)), np.float16)
+        path = cache_entry_path(self.dir, image.key, ".npz")
+        digest = image.digest()
+        cached_boxes, cached = np.zeros((0, 4), np.float32), None
         if path.exists():
             try:
                 with np.load(path, allow_pickle=False) as z:
                     if str(z["digest"]) == digest:
                         cached_boxes, cached = z["boxes"], z["features"]
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable entry: recomputed below
+            except UNREADABLE_ENTRY_ERRORS as e:
+                logger.warning("%s: unreadable cache entry %s (%s); recomputing", image.key, path, e)
         row_of = {tuple(b): i for i, b in enumerate(cached_boxes.tolist())}
         missing = [i for i, b in enumerate(boxes.tolist()) if tuple(b) not in row_of]
         if missing:
             new_boxes = np.unique(boxes[missing], axis=0)
-            feats = rcnn_pool5(backbone, read_image(record.path), new_boxes, pool, cfg)
+            feats = compute(image, new_boxes).numpy().astype(np.float16)
             cached_boxes = np.concatenate([cached_boxes, new_boxes])
-            cached = np.concatenate([cached, feats.numpy().astype(np.float16)])
+            cached = feats if cached is None else np.concatenate([cached, feats])
             save_npz_atomic(path, boxes=cached_boxes, features=cached, digest=np.array(digest))
             row_of = {tuple(b): i for i, b in enumerate(cached_boxes.tolist())}
         rows = [row_of[tuple(b)] for b in boxes.tolist()]
         return torch.from_numpy(cached[rows].astype(np.float32))
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.dir.glob("*.npz"))
-
-
-def backbone_digest(backbone) -> str:
-    """Digest of a backbone's name, preprocessing and weights (keys caches of a loaded model)."""
-    h = hashlib.sha1(f"{type(backbone).__name__}|{backbone.preprocess}".encode())
-    for name, tensor in sorted(backbone.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def window_feature_cache(root: str | os.PathLike, backbone, cfg) -> WindowFeatureCache:
-    """R-CNN's per-window pool5 cache under ``root`` for ``backbone`` and config ``cfg``.
-
-    Keyed by everything a cached vector depends on: the backbone's weights and
-    preprocessing, the crop geometry and the pyramid levels (which set its
-    length). Training keeps its windows under ``cache_root/rcnn_pool5``; with
-    ``run_test(..., cache_rcnn_features=True)`` the test images' go under
-    ``cache_root/rcnn_pool5_test``, as R-CNN's own pipeline cached the test
-    set too, so re-testing a model that differs only after pool5 (another
-    fine-tuning seed, other SVMs) skips the conv passes.
-    """
-    key = params_digest([backbone_digest(backbone), asdict(cfg.rcnn), list(cfg.pool.levels)])
-    return WindowFeatureCache(root, key)
+        return dir_size_bytes(self.dir, "*.npz")

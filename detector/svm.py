@@ -44,13 +44,13 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
-import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
 from .config import SVMConfig
 from .negatives import NegativeCache, find_negative_candidates, suppress_overlapping_negatives
+from .state_dicts import from_state, to_state
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +107,12 @@ class LinearSVMs:
 
     def to_state_dict(self) -> dict:
         """Tensors and plain numbers only (loadable with torch.load(weights_only=True))."""
-        return {"weights": torch.from_numpy(np.ascontiguousarray(self.weights)),
-                "bias": torch.from_numpy(np.ascontiguousarray(self.bias)),
-                "feature_scale": float(self.feature_scale)}
+        return to_state(self, ("weights", "bias"), ("feature_scale",))
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "LinearSVMs":
-        missing = {"weights", "bias", "feature_scale"} - set(state)
-        if missing:
-            raise ValueError(f"LinearSVMs state dict lacks {sorted(missing)}")
-        return cls(weights=_as_numpy(state["weights"], np.float32),
-                   bias=_as_numpy(state["bias"], np.float32),
-                   feature_scale=float(state["feature_scale"]))
-
-
-def _as_numpy(value, dtype) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=dtype)
+        return cls(**from_state(state, {"weights": np.float32, "bias": np.float32}, ("feature_scale",),
+                                "LinearSVMs"))
 
 
 def check_train_image(image: TrainImage, num_classes: int, dim: int | None) -> None:

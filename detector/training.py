@@ -1,22 +1,26 @@
 """Training, one resumable stage after another.
 
+0. every training image checked once (``detector.data.verify``): unreadable
+   files are skipped (and reported), size mismatches are errors,
 1. proposals (cached per image by ``proposals``),
-2. conv5 maps (cached per image, float16),
+2. window features: conv5 maps cached per image (SPP) or pool5 per window (R-CNN),
 3. a pass that pools the fine-tuning windows and the box-regression windows,
 4. fine-tuning fc6/fc7 + a (K+1)-way classifier (conv layers frozen),
 5. per-class linear SVMs with hard-negative mining,
 6. per-class ridge box regression on pool5,
 then one model file. Stages 4-6 save their result under ``workdir/stages``
-keyed by every parameter they depend on, so a killed or repeated run picks up
-where it stopped and a changed parameter re-runs only what it affects.
+keyed by the content of the training data (every image's pixels and
+annotation) and every parameter the stage reads, so a killed or repeated run
+picks up where it stopped, a changed parameter or annotation re-runs only
+what it affects, and the log says which stages were reused and why the
+others were recomputed.
 """
 from __future__ import annotations
 
 import json
 import logging
-import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -24,54 +28,26 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .backbones import Backbone, build_backbone
 from .bbox_regression import BoxRegressors, train_box_regressors
+from .build import (build_config_backbone, build_dataset, build_detector, build_head,
+                    build_window_features, check_weights, seed_everything)
 from .config import Config
 from .configio import to_dict
-from .data import load_dataset
-from .detector import Detector
+from .data.verify import verify_images
 from .evaluation.report import collect_versions
-from .features import FeatureCache, cached_feature_maps, feature_cache_key
-from .fileio import atomic_path, file_digest, params_digest
+from .fileio import atomic_path, params_digest, write_json_atomic
 from .finetune import finetune_head, label_windows
 from .heads import FCHead
-from .images import read_image
 from .model import save_model
-from .pooling import SpatialPyramidPool
-from .rcnn import window_feature_cache
 from .svm import LinearSVMs, TrainImage, train_svms
-from .window_features import match_windows, pool_windows
+from .timing import timed_stage
+from .window_features import ImageSource, match_windows
 
 logger = logging.getLogger(__name__)
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_dataset(cfg: Config, split: str, class_names=None):
-    """The configured dataset's ``split``; ``class_names`` (e.g. a model's) override the config's."""
-    d = cfg.data
-    return load_dataset(d.root, split, format=d.format, class_names=class_names or d.class_names or None,
-                        annotations=d.annotations, images=d.images)
-
-
-def weights_identity(cfg: Config) -> str:
-    """What the backbone's weights are, for cache keys: file digest, 'DEFAULT' or the init seed."""
-    w = cfg.backbone.weights
-    if w is None:
-        return f"random-init-seed{cfg.seed}"
-    if w == "DEFAULT":
-        return "torchvision-DEFAULT"
-    return file_digest(w)
-
-
-def build_seeded_backbone(cfg: Config) -> Backbone:
-    """The configured backbone; a random init (no weights) is seeded by ``cfg.seed``."""
-    return build_backbone(cfg.backbone.name, cfg.backbone.weights, preprocess=cfg.backbone.preprocess,
-                          seed=cfg.seed).to(cfg.torch_device())
+# Independent random streams (seeded by cfg.seed), so the fine-tuning bank
+# does not change when a box-regression parameter changes the number of draws.
+_FINETUNE_STREAM, _BBOX_STREAM = 1, 2
 
 
 def training_gt(record) -> tuple[np.ndarray, np.ndarray]:
@@ -80,112 +56,197 @@ def training_gt(record) -> tuple[np.ndarray, np.ndarray]:
     return record.boxes[keep], record.labels[keep]
 
 
+def annotation_digest(record) -> str:
+    """Digest of what training reads from an annotation: boxes, labels, difficult flags."""
+    return params_digest([record.image_id, np.round(record.boxes.astype(np.float64), 3).tolist(),
+                          record.labels.tolist(), record.difficult.tolist()])
+
+
+@dataclass(frozen=True)
+class TrainingWindows:
+    """pool5 of the windows the fc layers and the box regressors train on.
+
+    fg/bg: float16 [F, D] / [B, D] fine-tuning positives and background;
+    fg_labels: int64 [F] class index + 1. bbox_*: the regression windows,
+    float32 features [R, D], windows [R, 4], their best gt boxes [R, 4],
+    int64 labels [R] and float32 IoU [R].
+    """
+
+    fg: torch.Tensor
+    fg_labels: torch.Tensor
+    bg: torch.Tensor
+    bbox_features: np.ndarray
+    bbox_boxes: np.ndarray
+    bbox_gt: np.ndarray
+    bbox_labels: np.ndarray
+    bbox_iou: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` produced and how long each stage took."""
+
+    model_path: Path
+    report_path: Path
+    timings: dict[str, float]
+    stats: dict
+    train_images: int
+    skipped_images: list[dict] = field(default_factory=list)
+    reused_stages: list[str] = field(default_factory=list)
+    stage_paths: dict[str, Path] = field(default_factory=dict)
+    feature_cache_bytes: int = 0
+    windows_per_train_image: float = 0.0
+
+
+class Stage:
+    """One checkpointed stage: its file is named by the digest of everything it depends on.
+
+    A small ``<name>.last.json`` beside it remembers the inputs of the last
+    run, so a recomputation can say what changed.
+    """
+
+    def __init__(self, stages_dir: Path, name: str, parts: dict):
+        self.name = name
+        self.parts = parts
+        self.path = stages_dir / f"{name}-{params_digest(parts)}.pt"
+        self._last = stages_dir / f"{name}.last.json"
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            logger.info("stage %s: computing (%s)", self.name, self._why())
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a corrupt checkpoint is recomputed, not fatal
+            logger.warning("%s: unreadable stage checkpoint (%s); recomputing", self.path, e)
+            return None
+        logger.info("stage %s: reused %s (same data and parameters)", self.name, self.path.name)
+        return state
+
+    def save(self, state: dict) -> None:
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+        write_json_atomic(self._last, self.parts)
+
+    def _why(self) -> str:
+        try:
+            last = json.loads(self._last.read_text())
+        except (OSError, ValueError):
+            return "no earlier run in this workdir"
+        return describe_changes(last, json.loads(json.dumps(self.parts, default=str)))
+
+
+def describe_changes(old: dict, new: dict) -> str:
+    """What differs between two stage inputs, in a few words."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "data" and isinstance(a, dict) and isinstance(b, dict):
+            ia, ib = a.get("images", {}), b.get("images", {})
+            changed = sum(1 for k in ia if k in ib and ia[k] != ib[k])
+            added, removed = len(set(ib) - set(ia)), len(set(ia) - set(ib))
+            bits = [f"{n} {what}" for n, what in ((changed, "changed"), (added, "added"),
+                                                   (removed, "removed")) if n]
+            if a.get("classes") != b.get("classes"):
+                bits.append("class names")
+            changes.append("training data: " + (", ".join(bits) or "changed") + " image(s)")
+        elif isinstance(a, dict) and isinstance(b, dict):
+            fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            changes.append(", ".join(f"{key}.{f}" for f in fields))
+        else:
+            changes.append(key)
+    return "changed: " + "; ".join(changes) if changes else "checkpoint missing"
+
+
 class TrainingContext:
-    """What every training stage shares: data, windows, backbone, conv5 cache, pooling."""
+    """What every training stage shares: verified data, windows, window features."""
 
     def __init__(self, cfg: Config, progress: bool = True):
         from proposals import compute_split
+        from proposals.store import cache_params
 
         self.cfg = cfg
         self.progress = progress
         self.workdir = Path(cfg.workdir)
         self.timings: dict[str, float] = {}
-        t = time.perf_counter()
-        self.dataset = build_dataset(cfg, cfg.data.train_split)
-        self.records = list(self.dataset)
-        if cfg.data.max_train_images > 0:
-            self.records = self.records[: cfg.data.max_train_images]
-        if not self.records:
-            raise ValueError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no images")
-        self.class_names = tuple(self.dataset.class_names)
-        self.timings["load_dataset"] = time.perf_counter() - t
+        check_weights(cfg.backbone)  # a wrong path fails now, not after the proposals
+        with timed_stage(self.timings, "load_dataset"):
+            dataset = build_dataset(cfg.data, cfg.data.train_split)
+            records = list(dataset)
+            if cfg.data.max_train_images > 0:
+                records = records[: cfg.data.max_train_images]
+            if not records:
+                raise ValueError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no images")
+            if not any(len(r.boxes) for r in records):
+                raise ValueError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no objects "
+                                 f"to train on ({len(records)} images, none annotated)")
+            self.verified = verify_images(records, cfg.cache_root() / "image_checks.json",
+                                          strict=cfg.data.strict_images, progress=progress,
+                                          what=f"{cfg.data.root} {cfg.data.train_split} split")
+        self.records = list(self.verified.records)
+        self.class_names = tuple(dataset.class_names)
+        self.images = {r.image_id: ImageSource.from_record(r, self.verified.digests[r.image_id])
+                       for r in self.records}
 
-        t = time.perf_counter()
-        self.proposals = compute_split(self.records, cfg.proposals, cfg.cache_root() / "proposals",
-                                       self.dataset.name, cfg.data.train_split,
-                                       workers=cfg.proposals.workers or None, progress=progress)
-        self.timings["proposals"] = time.perf_counter() - t
+        with timed_stage(self.timings, "proposals"):
+            self.proposals = compute_split(self.records, cfg.proposals, cfg.cache_root() / "proposals",
+                                           dataset.name, cfg.data.train_split,
+                                           workers=cfg.proposals.workers or None, progress=progress)
 
-        self.backbone = build_seeded_backbone(cfg)
-        self.pool = SpatialPyramidPool(cfg.pool.levels)
-        self.weights_id = weights_identity(cfg)
-        key = feature_cache_key(cfg.backbone.name, self.weights_id, str(cfg.backbone.preprocess),
-                                cfg.features.scales, cfg.features.max_size, cfg.features.cache_dtype)
-        self.cache = FeatureCache(cfg.cache_root() / "conv5", key, cfg.features.cache_dtype)
-        self.window_cache = (window_feature_cache(cfg.cache_root() / "rcnn_pool5", self.backbone, cfg)
-                             if cfg.mode == "rcnn" else None)
-        self.data_key = params_digest([r.image_id for r in self.records] + [self.class_names])
+        self.backbone = build_config_backbone(cfg)
+        self.features = build_window_features(cfg, self.backbone, cfg.cache_root())
+        with timed_stage(self.timings, "conv5_cache"):
+            self.features.prepare(list(self.images.values()), progress)
 
-        t = time.perf_counter()
-        if cfg.mode == "spp":  # R-CNN mode has no per-image maps: it convolves each window's crop
-            for r in tqdm(self.records, desc="conv5 cache", disable=not progress, unit="img"):
-                cached_feature_maps(self.cache, self.backbone, r, cfg.features.scales,
-                                    cfg.features.max_size, read_image)
-        self.timings["conv5_cache"] = time.perf_counter() - t
+        windows = ({"mode": "rcnn", "rcnn": asdict(cfg.rcnn)} if cfg.mode == "rcnn" else
+                   {"mode": "spp", "features": asdict(cfg.features)})
+        self.common_parts = {
+            "data": {"classes": list(self.class_names),
+                     "images": {r.image_id: params_digest([annotation_digest(r),
+                                                           self.verified.digests[r.image_id]])
+                                for r in self.records}},
+            "proposals": cache_params(cfg.proposals),
+            "backbone": self.backbone.digest(),
+            "windows": dict(windows, pool=asdict(cfg.pool)),
+            "seed": cfg.seed,
+        }
 
     def windows(self, record) -> np.ndarray:
         return self.proposals.load(record.image_id)
 
     def pool5(self, record, boxes: np.ndarray) -> torch.Tensor:
-        """pool5 vectors [N, D] of ``boxes`` in ``record``'s image (SPP: from the conv5 cache)."""
-        if self.window_cache is not None:
-            return self.window_cache.pool5(self.backbone, record, boxes, self.pool, self.cfg.rcnn, read_image)
-        maps = cached_feature_maps(self.cache, self.backbone, record, self.cfg.features.scales,
-                                   self.cfg.features.max_size, read_image)
-        return pool_windows(maps, boxes, self.pool, self.backbone.stride, self.cfg.pool.canonical_window)
+        """pool5 vectors [N, D] of ``boxes`` in ``record``'s image."""
+        return self.features.pool5(self.images[record.image_id], boxes)
 
-    def feature_cache_bytes(self) -> int:
-        """Disk used by this run's features: conv5 maps (SPP) or per-window pool5 (R-CNN)."""
-        return (self.window_cache or self.cache).size_bytes()
-
-    def stage_path(self, name: str, *sections) -> Path:
-        """Checkpoint path of a stage, keyed by the config sections it depends on."""
-        cfg = self.cfg
-        key = params_digest({"data": self.data_key, "proposals": asdict(cfg.proposals),
-                             "backbone": [cfg.backbone.name, self.weights_id, cfg.backbone.preprocess],
-                             "features": asdict(cfg.features), "pool": asdict(cfg.pool),
-                             "seed": cfg.seed, "mode": cfg.mode, "rcnn": asdict(cfg.rcnn),
-                             "sections": [asdict(s) for s in sections]})
-        return self.workdir / "stages" / f"{name}-{key}.pt"
+    def stage(self, name: str, **sections) -> Stage:
+        """The checkpoint of stage ``name``, keyed by the data, the windows and ``sections``."""
+        parts = dict(self.common_parts, **{k: asdict(v) for k, v in sections.items()})
+        return Stage(self.workdir / "stages", name, parts)
 
 
-def _save_stage(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _load_stage(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt checkpoint is recomputed, not fatal
-        logger.warning("%s: unreadable stage checkpoint (%s); recomputing", path, e)
-        return None
-
-
-def collect_training_windows(ctx: TrainingContext) -> dict:
+def collect_training_windows(ctx: TrainingContext) -> TrainingWindows:
     """One pass over the images: pool5 of the fine-tuning and box-regression windows.
 
     Windows are the proposals plus the ground-truth boxes (R-CNN adds the
     ground truth to its positives).
     """
     cfg = ctx.cfg
-    rng = np.random.default_rng(cfg.seed)
+    ft_rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM])
+    bb_rng = np.random.default_rng([cfg.seed, _BBOX_STREAM])
     fg, fg_labels, bg = [], [], []
     bb_feats, bb_boxes, bb_gt, bb_labels, bb_iou = [], [], [], [], []
     for r in tqdm(ctx.records, desc="pool training windows", disable=not ctx.progress, unit="img"):
         gt_boxes, gt_labels = training_gt(r)
         windows = np.concatenate([gt_boxes, ctx.windows(r)]).astype(np.float32)
         max_iou, arg = match_windows(windows, gt_boxes)
-        if len(gt_boxes) == 0:
-            max_iou = np.zeros(len(windows), np.float32)
         label_of_best = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
         chosen = label_windows(max_iou, label_of_best, cfg.finetune, cfg.finetune.bank_fg_per_image,
-                               cfg.finetune.bank_bg_per_image, rng)
+                               cfg.finetune.bank_bg_per_image, ft_rng)
         reg = np.flatnonzero(max_iou >= cfg.bbox.min_iou) if len(gt_boxes) else np.zeros(0, np.int64)
         if len(reg) > cfg.bbox.max_per_image:
-            reg = np.sort(rng.choice(reg, cfg.bbox.max_per_image, replace=False))
+            reg = np.sort(bb_rng.choice(reg, cfg.bbox.max_per_image, replace=False))
         wanted = np.unique(np.concatenate([chosen.fg_index, chosen.bg_index, reg]))
         if len(wanted) == 0:
             continue
@@ -200,7 +261,7 @@ def collect_training_windows(ctx: TrainingContext) -> dict:
             bb_gt.append(gt_boxes[arg[reg]])
             bb_labels.append(gt_labels[arg[reg]])
             bb_iou.append(max_iou[reg])
-    dim = ctx.pool.output_dim(ctx.backbone.out_channels)
+    dim = ctx.features.output_dim
 
     def cat(parts, empty):
         return torch.cat(parts) if parts else empty
@@ -208,14 +269,13 @@ def collect_training_windows(ctx: TrainingContext) -> dict:
     def npcat(parts, shape, dtype):
         return np.concatenate(parts) if parts else np.zeros(shape, dtype)
 
-    return {
-        "fg": cat(fg, torch.zeros(0, dim, dtype=torch.float16)),
-        "fg_labels": cat(fg_labels, torch.zeros(0, dtype=torch.int64)),
-        "bg": cat(bg, torch.zeros(0, dim, dtype=torch.float16)),
-        "bbox": (npcat(bb_feats, (0, dim), np.float32), npcat(bb_boxes, (0, 4), np.float32),
-                 npcat(bb_gt, (0, 4), np.float32), npcat(bb_labels, (0,), np.int64),
-                 npcat(bb_iou, (0,), np.float32)),
-    }
+    return TrainingWindows(
+        fg=cat(fg, torch.zeros(0, dim, dtype=torch.float16)),
+        fg_labels=cat(fg_labels, torch.zeros(0, dtype=torch.int64)),
+        bg=cat(bg, torch.zeros(0, dim, dtype=torch.float16)),
+        bbox_features=npcat(bb_feats, (0, dim), np.float32), bbox_boxes=npcat(bb_boxes, (0, 4), np.float32),
+        bbox_gt=npcat(bb_gt, (0, 4), np.float32), bbox_labels=npcat(bb_labels, (0,), np.int64),
+        bbox_iou=npcat(bb_iou, (0,), np.float32))
 
 
 def svm_training_images(ctx: TrainingContext, head: FCHead) -> Callable[[], Iterable[TrainImage]]:
@@ -234,84 +294,90 @@ def svm_training_images(ctx: TrainingContext, head: FCHead) -> Callable[[], Iter
     return images
 
 
-def train(cfg: Config, progress: bool = True) -> Path:
-    """Run every training stage and write ``workdir/model.pt``; returns its path."""
+def train(cfg: Config, progress: bool = True) -> TrainResult:
+    """Run every training stage and write ``workdir/model.pt`` and ``train_report.json``."""
     seed_everything(cfg.seed)
     start = time.perf_counter()
     ctx = TrainingContext(cfg, progress)
+    timings = ctx.timings
     stats: dict = {}
+    reused: list[str] = []
     num_classes = len(ctx.class_names)
-    dim = ctx.pool.output_dim(ctx.backbone.out_channels)
-    head = FCHead(dim, cfg.finetune.hidden, num_classes, cfg.finetune.dropout)
+    head = build_head(cfg, ctx.features.output_dim, num_classes)
 
-    ft_path = ctx.stage_path("finetune", cfg.finetune)
-    bb_path = ctx.stage_path("bbox", cfg.bbox)
+    ft_stage = ctx.stage("finetune", finetune=cfg.finetune)
+    bb_stage = ctx.stage("bbox", bbox=cfg.bbox)
+    # SVMs on pool5 do not read the fc layers, so fine-tuning does not key them.
+    svm_stage = (ctx.stage("svm", svm=cfg.svm) if cfg.svm.feature == "pool5" or not cfg.finetune.enabled
+                 else ctx.stage("svm", finetune=cfg.finetune, svm=cfg.svm))
     # Each checkpoint is read once; the pooling pass runs only for a stage that must be computed.
-    ft_state = _load_stage(ft_path) if cfg.finetune.enabled else None
-    bb_state = _load_stage(bb_path) if cfg.bbox.enabled else None
-    need_windows = ((cfg.finetune.enabled and ft_state is None)
-                    or (cfg.bbox.enabled and bb_state is None))
+    ft_state = ft_stage.load() if cfg.finetune.enabled else None
+    bb_state = bb_stage.load() if cfg.bbox.enabled else None
     bank = None
-    if need_windows:
-        t = time.perf_counter()
-        bank = collect_training_windows(ctx)
-        ctx.timings["pool_training_windows"] = time.perf_counter() - t
+    if (cfg.finetune.enabled and ft_state is None) or (cfg.bbox.enabled and bb_state is None):
+        with timed_stage(timings, "pool_training_windows"):
+            bank = collect_training_windows(ctx)
 
-    t = time.perf_counter()
-    if cfg.finetune.enabled:
-        state = ft_state
+    with timed_stage(timings, "finetune"):
+        if cfg.finetune.enabled:
+            if ft_state is None:
+                ctx.workdir.mkdir(parents=True, exist_ok=True)
+                stats["finetune"] = finetune_head(head, bank.fg, bank.fg_labels, bank.bg, cfg.finetune,
+                                                  cfg.seed, ctx.workdir / "finetune_loss.jsonl", progress,
+                                                  device=cfg.torch_device())
+                ft_stage.save({"head": head.state_dict(), "stats": stats["finetune"]})
+            else:
+                head.load_state_dict(ft_state["head"])
+                stats["finetune"] = dict(ft_state["stats"], resumed=True)
+                reused.append("finetune")
+        elif cfg.svm.feature != "pool5":
+            logger.warning("svm.feature=%s without fine-tuning: fc layers are random projections here "
+                           "(no ImageNet-trained fc weights exist for this backbone)", cfg.svm.feature)
+        head.eval()
+
+    with timed_stage(timings, "svm"):
+        state = svm_stage.load()
         if state is None:
-            ctx.workdir.mkdir(parents=True, exist_ok=True)
-            stats["finetune"] = finetune_head(head, bank["fg"], bank["fg_labels"], bank["bg"], cfg.finetune,
-                                              cfg.seed, ctx.workdir / "finetune_loss.jsonl", progress,
-                                              device=cfg.torch_device())
-            _save_stage(ft_path, {"head": head.state_dict(), "stats": stats["finetune"]})
+            svms, svm_stats = train_svms(svm_training_images(ctx, head), num_classes, cfg.svm,
+                                         seed=cfg.seed, progress=progress)
+            stats["svm"] = _plain(svm_stats)
+            svm_stage.save({"svms": svms.to_state_dict(), "stats": stats["svm"]})
         else:
-            head.load_state_dict(state["head"])
-            stats["finetune"] = dict(state["stats"], resumed=True)
-    elif cfg.svm.feature != "pool5":
-        logger.warning("svm.feature=%s without fine-tuning: fc layers are random projections here "
-                       "(no ImageNet-trained fc weights exist for this backbone)", cfg.svm.feature)
-    head.eval()
-    ctx.timings["finetune"] = time.perf_counter() - t
+            svms = LinearSVMs.from_state_dict(state["svms"])
+            stats["svm"] = {"resumed": True}
+            reused.append("svm")
 
-    t = time.perf_counter()
-    svm_path = ctx.stage_path("svm", cfg.finetune, cfg.svm)
-    state = _load_stage(svm_path)
-    if state is None:
-        svms, stats["svm"] = train_svms(svm_training_images(ctx, head), num_classes, cfg.svm,
-                                        seed=cfg.seed, progress=progress)
-        _save_stage(svm_path, {"svms": svms.to_state_dict(), "stats": _plain(stats["svm"])})
-    else:
-        svms = LinearSVMs.from_state_dict(state["svms"])
-        stats["svm"] = {"resumed": True}
-    ctx.timings["svm"] = time.perf_counter() - t
-
-    t = time.perf_counter()
     regressors = None
-    if cfg.bbox.enabled:
-        state = bb_state
-        if state is None:
-            feats, boxes, gt, labels, ious = bank["bbox"]
-            regressors = train_box_regressors(feats, boxes, gt, labels, ious, num_classes, cfg.bbox)
-            _save_stage(bb_path, {"regressors": regressors.to_state_dict()})
-        else:
-            regressors = BoxRegressors.from_state_dict(state["regressors"])
-    ctx.timings["bbox"] = time.perf_counter() - t
-    ctx.timings["total"] = time.perf_counter() - start
+    with timed_stage(timings, "bbox"):
+        if cfg.bbox.enabled:
+            if bb_state is None:
+                regressors = train_box_regressors(bank.bbox_features, bank.bbox_boxes, bank.bbox_gt,
+                                                  bank.bbox_labels, bank.bbox_iou, num_classes, cfg.bbox,
+                                                  target_norm=cfg.svm.target_norm)
+                bb_stage.save({"regressors": regressors.to_state_dict()})
+            else:
+                regressors = BoxRegressors.from_state_dict(bb_state["regressors"])
+                reused.append("bbox")
+    timings["total"] = time.perf_counter() - start
 
     from proposals import summarize_store
 
-    detector = Detector(cfg, ctx.class_names, ctx.backbone, head, svms, regressors)
-    model_path = ctx.workdir / "model.pt"
-    extra = {"timings": ctx.timings, "stats": _plain(stats), "versions": collect_versions(),
-             "feature_cache_bytes": ctx.feature_cache_bytes(), "train_images": len(ctx.records),
-             "windows_per_train_image": summarize_store(
-                 ctx.proposals, [r.image_id for r in ctx.records])["windows_per_image"]}
-    save_model(model_path, detector, extra=extra)
-    with atomic_path(ctx.workdir / "train_report.json") as tmp:
-        tmp.write_text(json.dumps({"config": to_dict(cfg), **extra}, indent=2, default=str))
-    return model_path
+    detector = build_detector(cfg, ctx.class_names, ctx.backbone, head, svms, regressors)
+    result = TrainResult(
+        model_path=ctx.workdir / "model.pt", report_path=ctx.workdir / "train_report.json",
+        timings=dict(timings), stats=_plain(stats), train_images=len(ctx.records),
+        skipped_images=ctx.verified.bad_as_dicts(), reused_stages=reused,
+        stage_paths={s.name: s.path for s in (ft_stage, svm_stage, bb_stage)},
+        feature_cache_bytes=ctx.features.cache_bytes(),
+        windows_per_train_image=summarize_store(
+            ctx.proposals, [r.image_id for r in ctx.records])["windows_per_image"])
+    extra = {"timings": result.timings, "stats": result.stats, "versions": collect_versions(),
+             "feature_cache_bytes": result.feature_cache_bytes, "train_images": result.train_images,
+             "skipped_images": result.skipped_images, "reused_stages": reused,
+             "windows_per_train_image": result.windows_per_train_image}
+    save_model(result.model_path, detector, extra=extra)
+    write_json_atomic(result.report_path, _plain({"config": to_dict(cfg), **extra}))
+    return result
 
 
 def _plain(obj):

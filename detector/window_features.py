@@ -1,20 +1,168 @@
-"""Windows to fixed-length vectors: scale selection, window mapping, pyramid pooling.
+"""The one seam between images and the classifiers: pool5 vectors of windows in an image.
 
-The per-image step of SPP-net between the conv5 maps and the classifiers:
-each window picks one scale (area closest to 224x224 there), is mapped onto
-that scale's conv5 map, and is max-pooled by the spatial pyramid.
+SPP-net and R-CNN differ only in where a window's fixed-length vector comes
+from. :class:`WindowFeatures` is that one question, "pool5 of these windows
+in this image", with two answers:
+
+- :class:`SPPFeatures` (this paper): conv5 maps once per image and scale
+  (optionally cached on disk), scale selection per window, window mapping,
+  spatial pyramid pooling;
+- :class:`detector.rcnn.CropFeatures` (R-CNN mode): every window warped and
+  convolved on its own (optionally with R-CNN's per-window cache).
+
+``Detector`` and training each hold one and never ask which. Both answer
+under ``torch.inference_mode``: their vectors carry no gradient to the conv
+layers (``differentiable`` is False), which is the paper's frozen trunk; a
+conv-fine-tuning extractor would be a third implementation with
+``differentiable = True``.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from .boxes import as_box_tensor, box_iou
-from .features import FeatureMap
+from .features import FeatureCache, FeatureMap, compute_feature_maps, feature_cache_key
+from .fileio import file_digest
+from .images import read_image
 from .pooling import SpatialPyramidPool, map_windows_to_features, select_scales
+from .timing import timed_stage
+
+
+class ImageSource:
+    """One image to take window features from: pixels decoded at most once, and,
+    when it comes from a file, the id and content digest that key caches."""
+
+    def __init__(self, name: str, path: Path | None = None, key: str | None = None,
+                 pixels: np.ndarray | None = None, digest: str | None = None):
+        self.name = name
+        self.path = None if path is None else Path(path)
+        self.key = key
+        self._pixels = pixels
+        self._digest = digest
+
+    @classmethod
+    def from_record(cls, record, digest: str | None = None) -> "ImageSource":
+        """A dataset image: cacheable under its image id (``digest``: the file's, if known)."""
+        return cls(str(record.path), record.path, record.image_id, digest=digest)
+
+    @classmethod
+    def from_pixels(cls, pixels: np.ndarray, name: str = "image") -> "ImageSource":
+        """An image already in memory (RGB uint8 [H, W, 3]); never cached."""
+        return cls(name, pixels=pixels)
+
+    @property
+    def cacheable(self) -> bool:
+        return self.key is not None and self.path is not None
+
+    def pixels(self) -> np.ndarray:
+        """RGB uint8 [H, W, 3], read from the file on first use."""
+        if self._pixels is None:
+            self._pixels = read_image(self.path)
+        return self._pixels
+
+    def digest(self) -> str:
+        """Content digest of the image file (keys cache entries)."""
+        if self._digest is None:
+            self._digest = file_digest(self.path)
+        return self._digest
+
+
+class WindowFeatures(ABC):
+    """pool5 vectors [N, pool.output_dim(C)] of windows given in original image pixels."""
+
+    # True for an extractor whose vectors carry gradients into the conv layers.
+    differentiable = False
+
+    def __init__(self, backbone, pool: SpatialPyramidPool):
+        self.backbone = backbone
+        self.pool = pool
+
+    @property
+    def output_dim(self) -> int:
+        return self.pool.output_dim(self.backbone.out_channels)
+
+    @abstractmethod
+    def pool5(self, image: ImageSource, windows, timings: dict | None = None) -> Tensor:
+        """pool5 of ``windows`` [N, 4] in ``image``; seconds go to ``timings`` ("conv", "pool")."""
+
+    @abstractmethod
+    def with_cache(self, root: str | Path) -> "WindowFeatures":
+        """The same extractor, caching what it computes for file images under ``root``."""
+
+    def prepare(self, images: Sequence[ImageSource], progress: bool = True) -> None:
+        """Fill the cache for ``images`` ahead of use (nothing to do without one)."""
+
+    def cache_bytes(self) -> int:
+        """Disk used by this extractor's cache (0 without one)."""
+        return 0
+
+
+class SPPFeatures(WindowFeatures):
+    """SPP-net: conv5 maps once per scale, scale selection, window mapping, pyramid pooling.
+
+    Args:
+        backbone: the frozen conv trunk.
+        pool: the spatial pyramid.
+        scales: shorter-side lengths of the conv passes.
+        max_size: cap on the longer side after resizing.
+        canonical_window: scale selection's target side (224).
+        cache_dtype: dtype of cached maps ("float16" or "float32").
+        cache: conv5 maps of file images are kept here when given.
+    """
+
+    def __init__(self, backbone, pool: SpatialPyramidPool, scales: Sequence[int], max_size: int,
+                 canonical_window: int, cache_dtype: str = "float16", cache: FeatureCache | None = None):
+        super().__init__(backbone, pool)
+        self.scales = list(scales)
+        self.max_size = max_size
+        self.canonical_window = canonical_window
+        self.cache_dtype = cache_dtype
+        self.cache = cache
+
+    def with_cache(self, root: str | Path) -> "SPPFeatures":
+        key = feature_cache_key(self.backbone.name, self.backbone.digest(), str(self.backbone.preprocess),
+                                self.scales, self.max_size, self.cache_dtype)
+        return SPPFeatures(self.backbone, self.pool, self.scales, self.max_size, self.canonical_window,
+                           self.cache_dtype, FeatureCache(Path(root) / "conv5", key, self.cache_dtype))
+
+    def feature_maps(self, image: ImageSource) -> list[FeatureMap]:
+        """The image's conv5 maps, one per scale, from the cache where possible."""
+        if self.cache is None or not image.cacheable:
+            return compute_feature_maps(self.backbone, image.pixels(), self.scales, self.max_size, image.name)
+        maps = self.cache.load(image.key, image.digest())
+        if maps is None:
+            maps = compute_feature_maps(self.backbone, image.pixels(), self.scales, self.max_size, image.name)
+            self.cache.save(image.key, maps, image.digest())
+            # Round through the cache's dtype so a first run sees what a resumed run reads.
+            maps = [FeatureMap(m.features.to(self.cache.torch_dtype).float(), m.factor, m.image_size)
+                    for m in maps]
+        return maps
+
+    def prepare(self, images: Sequence[ImageSource], progress: bool = True) -> None:
+        if self.cache is None:
+            return
+        todo = [im for im in images if not self.cache.is_current(im.key, im.digest())]
+        for im in tqdm(todo, desc="conv5 cache", disable=not progress or not todo, unit="img"):
+            maps = compute_feature_maps(self.backbone, im.pixels(), self.scales, self.max_size, im.name)
+            self.cache.save(im.key, maps, im.digest())
+            im._pixels = None  # the decoded image is not needed again; keep memory flat
+
+    def pool5(self, image: ImageSource, windows, timings: dict | None = None) -> Tensor:
+        windows = as_box_tensor(windows)
+        with timed_stage(timings, "conv"):
+            maps = self.feature_maps(image)
+        with timed_stage(timings, "pool"):
+            return pool_windows(maps, windows, self.pool, self.backbone.stride, self.canonical_window)
+
+    def cache_bytes(self) -> int:
+        return 0 if self.cache is None else self.cache.size_bytes()
 
 
 @torch.inference_mode()

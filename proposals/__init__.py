@@ -9,10 +9,10 @@
   ``proposals.report`` writes them as markdown, JSON and PNG.
 """
 from .compute import compute_split, summarize_store
-from .config import METHODS, ProposalConfig
+from .config import METHODS, ProposalConfig, ProposalError
 from .precomputed import load_precomputed, save_precomputed_json, save_precomputed_npz
 from .recall import RecallReport, evaluate_proposals
-from .search import ProposalError, propose, propose_with_config
+from .search import propose, propose_with_config
 from .store import ProposalStore
 
 __all__ = [

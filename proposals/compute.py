@@ -24,7 +24,8 @@ from detector.images import ImageReadError, read_image
 from detector.records import ImageRecord
 
 from .config import ProposalConfig
-from .search import ProposalError, propose_precomputed, propose_with_config
+from .config import ProposalError
+from .search import propose_precomputed, propose_with_config
 from .store import ProposalStore
 
 
@@ -100,15 +101,15 @@ def _digest_or_bad(rec: ImageRecord) -> tuple[str, str]:
         return "", f"{rec.path}: cannot read image file ({e.strerror or e})"
 
 
-def _report_bad(res_path: str, message: str, cfg: ProposalConfig) -> None:
-    if not cfg.skip_bad_images:
-        raise ProposalError(f"{message} (set proposals.skip_bad_images=true to skip it)")
+def _report_bad(res_path: str, message: str, skip: bool) -> None:
+    if not skip:
+        raise ProposalError(message)
     warnings.warn(f"skipping bad image {res_path}: {message}", RuntimeWarning, stacklevel=3)
 
 
 def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir: str | os.PathLike,
                   dataset_key: str, split: str, workers: int | None = None,
-                  progress: bool = True) -> ProposalStore:
+                  progress: bool = True, skip_bad_images: bool = False) -> ProposalStore:
     """Compute (or resume) the proposals of ``records`` into their store.
 
     Args:
@@ -118,10 +119,13 @@ def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir
         dataset_key, split: name the store (e.g. "bccd", "test").
         workers: processes (None: cfg.workers; 0: all cores).
         progress: show a tqdm bar with the ETA.
+        skip_bad_images: skip an unreadable image with a warning instead of
+            raising (training and testing verify their images up front, see
+            ``detector.data.verify``, so none reach this point there).
     Returns:
         The store; ``store.load(image_id)`` works for every good record.
     Raises:
-        ProposalError: a bad image (unless cfg.skip_bad_images) or a failed
+        ProposalError: a bad image (unless skip_bad_images) or a failed
             search, naming the file.
     """
     cfg.validate()
@@ -130,7 +134,7 @@ def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir
     for rec in records:
         digest, bad = _digest_or_bad(rec)
         if bad:
-            _report_bad(str(rec.path), bad, cfg)
+            _report_bad(str(rec.path), bad, skip_bad_images)
             continue
         good_ids.append(rec.image_id)
         if not store.is_current(rec.image_id, digest):
@@ -146,7 +150,7 @@ def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir
             if res.error:
                 raise ProposalError(f"{res.path}: proposals failed: {res.error}")
             if res.bad_image:
-                _report_bad(res.path, res.bad_image, cfg)
+                _report_bad(res.path, res.bad_image, skip_bad_images)
                 failed.add(res.image_id)
     finally:
         bar.close()

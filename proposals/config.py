@@ -18,10 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+class ProposalError(ValueError):
+    """Proposals could not be computed or read; the message names the file or image."""
+
+
 METHODS = ("opencv_fast", "opencv_quality", "opencv_single", "selectivesearch", "precomputed")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProposalConfig:
     # Selective search "fast mode" is what SPP-net and R-CNN scored (~2000 windows).
     method: str = "opencv_fast"
@@ -61,9 +65,6 @@ class ProposalConfig:
     # OpenCV ranks windows by rand() * level with the C library's rand(); seeding
     # it per image makes the order reproducible whatever the worker or image order.
     seed: int = 0
-    # A corrupt image stops the split with an error naming the file; true skips
-    # it with a warning instead (it then has no proposals in the store).
-    skip_bad_images: bool = False
 
     def validate(self) -> None:
         if self.method not in METHODS:

@@ -26,7 +26,7 @@ import numpy as np
 
 from detector.fileio import save_npz_atomic, write_json_atomic
 
-from .search import ProposalError
+from .config import ProposalError
 
 JSON_FORMAT = "xyxy-0based-continuous"
 

@@ -29,12 +29,8 @@ import warnings
 import cv2
 import numpy as np
 
-from .config import ProposalConfig
+from .config import ProposalConfig, ProposalError
 from .windows import finalize_windows, xywh_to_xyxy_array
-
-
-class ProposalError(ValueError):
-    """Proposals could not be computed or read; the message names the file or image."""
 
 
 def _load_libc():

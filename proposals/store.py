@@ -22,24 +22,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
 
-from detector.fileio import file_digest, params_digest, save_npz_atomic, write_json_atomic
+from detector.fileio import (UNREADABLE_ENTRY_ERRORS, cache_entry_path, file_digest, params_digest,
+                             remove_stale_temp_files, safe_file_name, save_npz_atomic, write_json_atomic)
 
-from .config import ProposalConfig
-from .search import ProposalError
+from .config import ProposalConfig, ProposalError
 
 # Bump when a change in this package changes the boxes for the same parameters.
 STORE_VERSION = 1
 # Fields of ProposalConfig that do not change the boxes (so they do not key the cache).
-RUNTIME_FIELDS = ("workers", "skip_bad_images")
+RUNTIME_FIELDS = ("workers",)
 CONSOLIDATED = "all.npz"
 
 
@@ -53,11 +52,6 @@ def cache_params(cfg: ProposalConfig) -> dict:
     else:
         params["opencv_version"] = cv2.__version__
     return params
-
-
-def _safe_name(name: str) -> str:
-    """A file-name-safe, reversible form of an image id or key ("a/b" -> "a%2Fb")."""
-    return quote(str(name), safe="-_.") or "_"
 
 
 @dataclass(frozen=True)
@@ -85,8 +79,9 @@ class ProposalStore:
         """The store for these parameters (created empty if new)."""
         params = cache_params(cfg)
         digest = params_digest(params)
-        root = Path(cache_dir) / _safe_name(dataset_key) / _safe_name(split) / f"{cfg.method}-{digest}"
+        root = Path(cache_dir) / safe_file_name(dataset_key) / safe_file_name(split) / f"{cfg.method}-{digest}"
         root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(root)
         meta = root / "params.json"
         if meta.is_file():
             try:
@@ -101,7 +96,7 @@ class ProposalStore:
         return cls(root, params)
 
     def entry_path(self, image_id: str) -> Path:
-        return self.root / f"{_safe_name(image_id)}.npz"
+        return cache_entry_path(self.root, image_id, ".npz")
 
     def read_entry(self, image_id: str) -> StoreEntry | None:
         """The entry of ``image_id``, or None if absent or unreadable (a broken file is stale)."""
@@ -114,7 +109,7 @@ class ProposalStore:
                                    image_digest=str(z["image_digest"]),
                                    params_digest=str(z["params_digest"]),
                                    seconds=float(z["seconds"]))
-        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile):
+        except UNREADABLE_ENTRY_ERRORS:
             return None
         return entry
 
@@ -162,7 +157,7 @@ class ProposalStore:
                     return None
                 ids, off, boxes = z["image_ids"], z["offsets"], z["boxes"]
                 digests, seconds = z["image_digests"], z["seconds"]
-        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile):
+        except UNREADABLE_ENTRY_ERRORS:
             return None
         return {str(i): StoreEntry(boxes[off[k]:off[k + 1]], str(digests[k]), self.digest,
                                    float(seconds[k])) for k, i in enumerate(ids)}

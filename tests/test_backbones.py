@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from detector.backbones import (BACKBONE_BUILDERS, PREPROCESS_PRESETS, InputTooSmallError,
+from detector.backbones import (BACKBONE_BUILDERS, PREPROCESS_PRESETS, ImageTooSmallError,
                                 Preprocess, WeightsError, build_backbone, default_preprocess)
 
 EXPECTED_CHANNELS = {"zf5": 256, "tiny": 128, "alexnet": 256, "vgg16": 512, "squeezenet1_0": 512,
@@ -46,7 +46,7 @@ def test_min_input_size_is_the_smallest_working_side(name):
                 assert min(below.shape[2:]) == 0
             except RuntimeError:
                 pass
-            with pytest.raises(InputTooSmallError, match="upscale"):
+            with pytest.raises(ImageTooSmallError, match="upscale"):
                 backbone(torch.zeros(1, 3, side - 1, 100))
 
 

@@ -20,7 +20,7 @@ def trained(tmp_path_factory):
         f"data.root={data}", f"workdir={root / 'run'}", "backbone.name=tiny", "features.scales=[288]",
         "finetune.hidden=256", "finetune.iterations=300", "finetune.bank_bg_per_image=64",
         "proposals.workers=1"])
-    model_path = train(cfg, progress=False)
+    model_path = train(cfg, progress=False).model_path
     return root, cfg, model_path
 
 

@@ -4,18 +4,17 @@ import torch
 from PIL import Image
 
 from detector.config import load_detector_config
-from detector.features import (FeatureCache, ImageTooSmallError, cached_feature_maps, compute_feature_maps,
-                               feature_cache_key, scale_factor)
-from detector.images import read_image
+from detector.build import build_config_backbone
+from detector.features import FeatureCache, compute_feature_maps, feature_cache_key, scale_factor
+from detector.images import ImageTooSmallError
 from detector.pooling import SpatialPyramidPool, map_windows_to_features, select_scales
 from detector.records import ImageRecord
-from detector.training import build_seeded_backbone
-from detector.window_features import match_windows, pool_windows
+from detector.window_features import ImageSource, SPPFeatures, match_windows, pool_windows
 
 
 @pytest.fixture(scope="module")
 def backbone():
-    return build_seeded_backbone(load_detector_config(None, ["backbone.name=tiny"]))
+    return build_config_backbone(load_detector_config(None, ["backbone.name=tiny"]))
 
 
 def write_image(path, seed=0, size=(128, 96)):
@@ -48,15 +47,16 @@ def test_cache_resumes_and_detects_stale_images(tmp_path, backbone):
     rec = write_image(tmp_path / "a.png")
     key = feature_cache_key("tiny", "w", "none", [96], 2000, "float16")
     cache = FeatureCache(tmp_path / "cache", key)
-    first = cached_feature_maps(cache, backbone, rec, [96], 2000, read_image)
+    spp = SPPFeatures(backbone, SpatialPyramidPool(), [96], 2000, 224, cache=cache)
+    first = spp.feature_maps(ImageSource.from_record(rec))
     entry = cache.dir / "a.npz"
     assert entry.exists()
     mtime = entry.stat().st_mtime_ns
-    again = cached_feature_maps(cache, backbone, rec, [96], 2000, read_image)
+    again = spp.feature_maps(ImageSource.from_record(rec))
     assert entry.stat().st_mtime_ns == mtime  # served from the cache
     torch.testing.assert_close(first[0].features, again[0].features)
     write_image(tmp_path / "a.png", seed=1)  # image content changes: entry is stale
-    changed = cached_feature_maps(cache, backbone, rec, [96], 2000, read_image)
+    changed = spp.feature_maps(ImageSource.from_record(rec))
     assert not torch.equal(changed[0].features, first[0].features)
     # parameters change -> another cache folder
     assert feature_cache_key("tiny", "w", "none", [96, 192], 2000, "float16") != key

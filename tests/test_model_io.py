@@ -4,19 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from detector.bbox_regression import BoxRegressors
+import dataclasses
+
+from detector.build import build_config_backbone, build_detector
 from detector.config import load_detector_config
-from detector.detector import Detector
 from detector.heads import FCHead
 from detector.model import ModelFileError, load_model, save_model
 from detector.pooling import SpatialPyramidPool
 from detector.svm import LinearSVMs
-from detector.training import build_seeded_backbone
 
 
 def small_detector(with_regressors=True):
     cfg = load_detector_config(None, ["backbone.name=tiny", "features.scales=[96]", "finetune.hidden=32"])
-    backbone = build_seeded_backbone(cfg)
+    backbone = build_config_backbone(cfg)
     dim = SpatialPyramidPool(cfg.pool.levels).output_dim(backbone.out_channels)
     head = FCHead(dim, 32, 2)
     rng = np.random.default_rng(0)
@@ -30,7 +30,7 @@ def small_detector(with_regressors=True):
         from detector.bbox_regression import train_box_regressors
         regs = train_box_regressors(feats, boxes, gt, rng.integers(0, 2, n), np.full(n, 0.8, np.float32),
                                     2, cfg.bbox)
-    return Detector(cfg, ["a", "b"], backbone, head, svms, regs)
+    return build_detector(cfg, ["a", "b"], backbone, head, svms, regs)
 
 
 def test_save_load_round_trip_gives_same_detections(tmp_path):
@@ -40,8 +40,8 @@ def test_save_load_round_trip_gives_same_detections(tmp_path):
     det2 = load_model(path)
     image = np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8)
     windows = np.array([[0, 0, 50, 50], [20, 10, 90, 80], [5, 5, 120, 90]], np.float32)
-    det.cfg.test.score_threshold = -1e9
-    det2.cfg.test.score_threshold = -1e9
+    det.test = dataclasses.replace(det.test, score_threshold=-1e9)
+    det2.test = dataclasses.replace(det2.test, score_threshold=-1e9)
     a, b = det.detect(image, windows), det2.detect(image, windows)
     assert len(a) > 0
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)

@@ -153,9 +153,9 @@ def test_bad_image_skipped_with_warning_when_asked(tmp_path):
     bad = tmp_path / "img" / "broken.png"
     bad.write_bytes(b"not a png at all")
     recs.append(ImageRecord("broken", bad, 64, 48))
-    cfg = dataclasses.replace(CFG, skip_bad_images=True)
     with pytest.warns(RuntimeWarning, match="broken.png"):
-        store = run(recs, tmp_path, cfg=cfg)
+        store = compute_split(recs, CFG, tmp_path / "cache", "toy", "test", progress=False,
+                              skip_bad_images=True)
     assert sorted(store.load_all()) == ["img0", "img1"]
 
 

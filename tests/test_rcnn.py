@@ -6,10 +6,10 @@ from PIL import Image
 import detector.rcnn as rcnn
 from detector.backbones import PREPROCESS_PRESETS
 from detector.config import RCNNConfig, load_detector_config
-from detector.images import read_image
+from detector.build import build_config_backbone, build_window_features
 from detector.pooling import SpatialPyramidPool
 from detector.records import ImageRecord
-from detector.training import build_seeded_backbone
+from detector.window_features import ImageSource
 
 
 def test_context_window_leaves_pad_pixels_of_context():
@@ -35,28 +35,29 @@ def test_warp_crop_places_image_and_zero_padding():
 
 
 def test_rcnn_pool5_and_window_cache(tmp_path, monkeypatch):
-    cfg = load_detector_config(None, ["backbone.name=tiny", "rcnn.crop_size=64"])
-    backbone = build_seeded_backbone(cfg)
+    cfg = load_detector_config(None, ["backbone.name=tiny", "mode=rcnn", "rcnn.crop_size=64"])
+    backbone = build_config_backbone(cfg)
     pool = SpatialPyramidPool(cfg.pool.levels)
     arr = np.random.default_rng(0).integers(0, 255, (80, 120, 3), dtype=np.uint8)
     Image.fromarray(arr).save(tmp_path / "a.png")
     record = ImageRecord("a", tmp_path / "a.png", 120, 80)
     boxes = np.array([[0, 0, 40, 40], [30, 20, 110, 75], [5, 5, 60, 70]], np.float32)
-    direct = rcnn.rcnn_pool5(backbone, arr, boxes, pool, cfg.rcnn)
+    direct = rcnn.rcnn_pool5(backbone, arr, boxes, pool, 64, 16)
     assert direct.shape == (3, pool.output_dim(backbone.out_channels))
     # One crop alone gives the same vector as in a batch.
-    torch.testing.assert_close(rcnn.rcnn_pool5(backbone, arr, boxes[1:2], pool, cfg.rcnn), direct[1:2],
+    torch.testing.assert_close(rcnn.rcnn_pool5(backbone, arr, boxes[1:2], pool, 64, 16), direct[1:2],
                                rtol=1e-4, atol=1e-5)
-    cache = rcnn.WindowFeatureCache(tmp_path / "cache", "k")
-    first = cache.pool5(backbone, record, boxes, pool, cfg.rcnn, read_image)
+    features = build_window_features(cfg, backbone, tmp_path / "cache")
+    assert isinstance(features, rcnn.CropFeatures)
+    first = features.pool5(ImageSource.from_record(record), boxes)
     torch.testing.assert_close(first, direct, rtol=1e-2, atol=1e-2)  # float16 on disk
     calls = []
     real = rcnn.rcnn_pool5
     monkeypatch.setattr(rcnn, "rcnn_pool5", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
-    again = cache.pool5(backbone, record, boxes[[2, 0]], pool, cfg.rcnn, read_image)
+    again = features.pool5(ImageSource.from_record(record), boxes[[2, 0]])
     assert calls == []  # every window was cached
     torch.testing.assert_close(again, first[[2, 0]])
-    cache.pool5(backbone, record, np.concatenate([boxes, [[1, 1, 30, 30]]]), pool, cfg.rcnn, read_image)
+    features.pool5(ImageSource.from_record(record), np.concatenate([boxes, [[1, 1, 30, 30]]]))
     assert calls == [1]  # only the new window is computed
 
 
@@ -72,57 +73,47 @@ def test_rcnn_mode_trains_and_detects(tmp_path):
         f"data.root={data}", f"workdir={tmp_path / 'run'}", "mode=rcnn", "backbone.name=tiny",
         "rcnn.crop_size=96", "proposals.max_windows=40", "proposals.workers=1",
         "finetune.hidden=128", "finetune.iterations=200", "finetune.bank_bg_per_image=32"])
-    from detector.model import read_model_extra
-
-    model_path = train(cfg, progress=False)
-    model = load_model(model_path)
-    assert model.cfg.mode == "rcnn"
-    assert 0 < read_model_extra(model_path)["windows_per_train_image"] <= 40  # the max_windows cap
+    result = train(cfg, progress=False)
+    model = load_model(result.model_path)
+    assert model.config.mode == "rcnn" and isinstance(model.features, rcnn.CropFeatures)
+    assert 0 < result.windows_per_train_image <= 40  # the max_windows cap
     assert any((tmp_path / "run" / "cache" / "rcnn_pool5").rglob("*.npz"))
     assert not any((tmp_path / "run" / "cache" / "conv5").rglob("*.npz"))  # no conv5 maps in R-CNN mode
     run = run_test(model, "test", tmp_path / "test", progress=False)
     assert run.result.mAP > 0.6, run.result.ap
     # R-CNN's test-set cache: same detections up to float16 rounding, and a
     # second pass (another model on the same backbone) runs no conv at all.
-    cached = run_test(model, "test", tmp_path / "test_cached", progress=False, cache_rcnn_features=True)
+    cached = run_test(model, "test", tmp_path / "test_cached", progress=False, cache_features=True)
     assert cached.result.mAP == pytest.approx(run.result.mAP, abs=0.02)
-    assert any((tmp_path / "run" / "cache" / "rcnn_pool5_test").rglob("*.npz"))
+    assert any((tmp_path / "run" / "cache" / "test_features" / "rcnn_pool5").rglob("*.npz"))
     real = rcnn.rcnn_pool5
     calls = []
     rcnn.rcnn_pool5 = lambda *a, **k: calls.append(1) or real(*a, **k)
     try:
-        again = run_test(model, "test", tmp_path / "test_again", progress=False, cache_rcnn_features=True)
+        again = run_test(model, "test", tmp_path / "test_again", progress=False, cache_features=True)
     finally:
         rcnn.rcnn_pool5 = real
     assert calls == []
     assert again.result.mAP == pytest.approx(cached.result.mAP)
-    assert "rcnn_pool5_test" in (tmp_path / "test_again" / "metrics.json").read_text()
+    assert "test_features" in (tmp_path / "test_again" / "metrics.json").read_text()
 
 
 def test_backbone_digest_follows_the_weights():
     cfg = load_detector_config(None, ["backbone.name=tiny"])
-    a, b = build_seeded_backbone(cfg), build_seeded_backbone(cfg)
-    assert rcnn.backbone_digest(a) == rcnn.backbone_digest(b)
+    a, b = build_config_backbone(cfg), build_config_backbone(cfg)
+    assert a.digest() == b.digest()
     with torch.no_grad():
         next(b.parameters()).add_(1.0)
-    assert rcnn.backbone_digest(a) != rcnn.backbone_digest(b)
+    assert a.digest() != b.digest()
 
 
 def test_window_feature_cache_key_covers_what_a_vector_depends_on(tmp_path):
-    cfg = load_detector_config(None, ["backbone.name=tiny"])
-    backbone = build_seeded_backbone(cfg)
-    base = rcnn.window_feature_cache(tmp_path, backbone, cfg).dir
-    assert rcnn.window_feature_cache(tmp_path, backbone, cfg).dir == base
+    def cache_dir(overrides):
+        cfg = load_detector_config(None, ["backbone.name=tiny", "mode=rcnn", *overrides])
+        return build_window_features(cfg, backbone, tmp_path).cache.dir
+
+    backbone = build_config_backbone(load_detector_config(None, ["backbone.name=tiny"]))
+    base = cache_dir([])
+    assert cache_dir([]) == base
     for override in ("pool.levels=[4,2,1]", "rcnn.context_pad=8", "rcnn.crop_size=160"):
-        other = load_detector_config(None, ["backbone.name=tiny", override])
-        assert rcnn.window_feature_cache(tmp_path, backbone, other).dir != base, override
-
-
-def test_rcnn_feature_cache_is_refused_in_spp_mode(tmp_path):
-    from types import SimpleNamespace
-
-    from detector.testing import run_test
-
-    model = SimpleNamespace(cfg=load_detector_config(None, ["backbone.name=tiny"]))
-    with pytest.raises(ValueError, match="R-CNN models"):
-        run_test(model, "test", tmp_path / "out", progress=False, cache_rcnn_features=True)
+        assert cache_dir([override]) != base, override

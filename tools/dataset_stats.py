@@ -1,4 +1,7 @@
-"""Print statistics of a dataset split: per-class counts, image and box sizes.
+"""Print statistics of a dataset split: per-class counts, image and box sizes, unreadable images.
+
+Exit code 0: the split is fine; 1: some images are unreadable (training and
+testing would skip them); 2: the annotations or image sizes are wrong.
 
     python tools/dataset_stats.py --data VOCdevkit/VOC2007 --split test
     python tools/dataset_stats.py --data coco --split val2017 --format coco \
@@ -12,6 +15,7 @@ import sys
 
 from detector.data import DATASET_FORMATS, DatasetError, load_dataset
 from detector.data.stats import compute_dataset_stats, format_dataset_stats
+from detector.data.verify import verify_images
 from detector.images import ImageReadError
 
 
@@ -37,7 +41,15 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_dataset_stats(compute_dataset_stats(dataset)))
-    return 0
+    try:  # the same up-front check training and testing run: decodable, sizes as annotated
+        verified = verify_images(list(dataset), what=f"{args.data} {args.split} split")
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"images checked: {len(dataset)}, unreadable: {len(verified.bad)}")
+    for bad in verified.bad:
+        print(f"  {bad.path}: {bad.reason}")
+    return 1 if verified.bad else 0
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     print(f"[1/4] generating {TRAIN_IMAGES}+{TEST_IMAGES} images in {cfg.data.root}")
     make_synthetic_voc(cfg.data.root, TRAIN_IMAGES, TEST_IMAGES, seed=cfg.seed)
     print("[2/4] training: proposals, conv5 cache, fine-tuning, SVMs, box regression")
-    model_path = train(cfg, progress=not args.no_progress)
+    model_path = train(cfg, progress=not args.no_progress).model_path
     print(f"[3/4] testing {model_path} on the test split")
     detector = load_model(model_path)
     outcome = run_test(detector, cfg.data.test_split, out / "test", progress=not args.no_progress)

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from detector.cli import run_cli
+from detector.fileio import check_output_dir
 from detector.inference import detect_files, list_inputs
 from detector.model import load_model
 
@@ -22,9 +23,14 @@ def main(argv=None) -> int:
     p.add_argument("--output", required=True, help="folder for results.json and annotated images")
     p.add_argument("--draw-threshold", type=float, default=0.0,
                    help="draw detections whose SVM score is at least this (all are in results.json)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the conv layers run (auto: CUDA when available)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*",
+                   help="test-time key=value overrides (sections proposals, features, test), e.g. test.nms_iou=0.4")
     args = p.parse_args(argv)
-    detector = load_model(args.model)
+    check_output_dir(args.output, "--output")
+    detector = load_model(args.model, device=args.device, overrides=args.overrides)
     summary = detect_files(detector, list_inputs(args.input), args.output, args.draw_threshold,
                            progress=not args.no_progress)
     n = sum(len(r["detections"]) for r in summary["images"])

@@ -19,11 +19,9 @@ from pathlib import Path
 
 from detector.cli import run_cli
 from detector.data import coco_category_ids, coco_image_ids, load_dataset
-from detector.evaluation import (evaluate_coco, evaluate_voc, format_report_table, read_coco_results,
-                                 read_voc_results, write_report)
-
-METRICS = ("voc07", "voc12", "coco")
-DEFAULT_IOU = 0.5  # PASCAL VOC's match threshold
+from detector.evaluation import (DEFAULT_IOU, METRICS, evaluate_detections, format_report_table,
+                                 read_coco_results, read_voc_results, write_report)
+from detector.fileio import check_output_dir
 
 
 def main(argv=None) -> int:
@@ -50,8 +48,10 @@ def main(argv=None) -> int:
         p.error(f"--iou {iou} must be in (0, 1]")
 
     class_names = [c.strip() for c in args.classes.split(",") if c.strip()] or None
+    check_output_dir(args.out, "--out")
+    # Scoring needs the annotations only: image files are not read or required.
     dataset = load_dataset(args.data, args.split, format=args.format, class_names=class_names,
-                           annotations=args.annotations, images=args.images)
+                           annotations=args.annotations, images=args.images, require_images=False)
     records = list(dataset)
     names = dataset.class_names
     category_ids = dict(zip(names, coco_category_ids(dataset)))
@@ -66,11 +66,7 @@ def main(argv=None) -> int:
         raise FileNotFoundError(f"{detections_path}: no such detections file or folder")
 
     t = time.perf_counter()
-    if args.metric == "coco":
-        result = evaluate_coco(records, detections, names, category_ids)
-    else:
-        result = evaluate_voc(records, detections, names, iou_threshold=iou,
-                              use_07_metric=args.metric == "voc07")
+    result = evaluate_detections(records, detections, names, args.metric, iou=iou, category_ids=category_ids)
     seconds = time.perf_counter() - t
     files = write_report(args.out, result, config=vars(args),
                          timings={"evaluate_s": seconds, "images": len(records)},

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
+from detector.build import build_dataset
 from detector.cli import run_cli
 from detector.config import load_detector_config
 from detector.configio import from_dict, parse_overrides
@@ -57,11 +57,13 @@ def main(argv=None) -> int:
     if not args.data:
         p.error("--data is required without --config")
 
-    dataset = load_dataset(args.data, args.split)
-    records = [dataset[i] for i in range(len(dataset))]
+    # The same dataset (format, annotation file) and store name as training and testing use.
+    dataset = (build_dataset(detector_cfg.data, args.split, root=args.data) if args.config
+               else load_dataset(args.data, args.split))
+    records = list(dataset)
     if args.limit > 0:
         records = records[:args.limit]
-    dataset_key = Path(args.data).resolve().name
+    dataset_key = dataset.name
     workers = resolve_workers(args.workers, cfg, len(records))
     start = time.perf_counter()
     store = compute_split(records, cfg, args.cache, dataset_key, args.split, workers=workers,

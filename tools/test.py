@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from detector.cli import run_cli
+from detector.evaluation import METRICS
+from detector.fileio import check_output_dir
 from detector.model import load_model
-from detector.testing import METRICS, print_outcome, run_test
+from detector.testing import print_outcome, run_test
 
 
 def main(argv=None) -> int:
@@ -22,14 +25,24 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--metric", choices=METRICS, default="voc07",
                    help="voc07: 11-point AP (VOC 2007); voc12: area under the PR curve; coco: AP 0.5:0.95")
-    p.add_argument("--cache-rcnn-features", action="store_true",
-                   help="R-CNN models only: keep the test windows' pool5 in a per-window cache (as R-CNN "
-                        "did), so another model on the same backbone tests without conv passes")
+    p.add_argument("--format", choices=("voc", "coco"), help="dataset format (default: the model's)")
+    p.add_argument("--cache", help="cache folder for the test split's proposals (and features with "
+                                   "--cache-features); default: cache/ beside the model file")
+    p.add_argument("--cache-features", action="store_true",
+                   help="keep the test images' window features (SPP: conv5 maps; R-CNN mode: per-window "
+                        "pool5, as R-CNN did), so another model on the same backbone tests without conv passes")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the conv layers run (auto: CUDA when available)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*",
+                   help="test-time key=value overrides of the model's config (sections data, proposals, "
+                        "features, test), e.g. test.nms_iou=0.4 features.scales=[480,688]")
     args = p.parse_args(argv)
-    detector = load_model(args.model)
-    outcome = run_test(detector, args.split, args.out, args.metric, data_root=args.data,
-                       progress=not args.no_progress, cache_rcnn_features=args.cache_rcnn_features)
+    out = check_output_dir(args.out, "--out")
+    detector = load_model(args.model, device=args.device, overrides=args.overrides)
+    cache = args.cache or Path(args.model).resolve().parent / "cache"
+    outcome = run_test(detector, args.split, out, args.metric, data_root=args.data, data_format=args.format,
+                       cache_dir=cache, cache_features=args.cache_features, progress=not args.no_progress)
     print_outcome(outcome)
     return 0
 

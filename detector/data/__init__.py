@@ -25,7 +25,7 @@ __all__ = [
 
 def load_dataset(root: str | os.PathLike, split: str, format: str = "voc",
                  class_names: Sequence[str] | None = None, annotations: str = "",
-                 images: str = "") -> Dataset:
+                 images: str = "", require_images: bool = True) -> Dataset:
     """Open ``split`` of the dataset at ``root`` (the fields of ``DataConfig``).
 
     Args:
@@ -37,15 +37,17 @@ def load_dataset(root: str | os.PathLike, split: str, format: str = "voc",
         class_names: label order; None or empty: discovered from the data.
         annotations: COCO only, the JSON file (may contain ``{split}``); required.
         images: COCO only, the image folder (may contain ``{split}``); default ``root``.
+        require_images: False when only the annotations are needed (evaluation):
+            VOC image files are then neither looked up nor required.
     """
     root = Path(root)
     names = tuple(class_names) if class_names else None
     if format == "voc":
-        return VOCDataset(root, split=split, class_names=names)
+        return VOCDataset(root, split=split, class_names=names, require_images=require_images)
     if format == "coco":
         if not annotations:
             raise DatasetError(root, "COCO format needs the annotations JSON path (data.annotations)")
         ann = root / annotations.replace("{split}", split)
         img_dir = root / images.replace("{split}", split) if images else root
-        return COCODataset(ann, img_dir, class_names=names, split=split)
+        return COCODataset(ann, img_dir, class_names=names, split=split, require_images=require_images)
     raise DatasetError(root, f"unknown dataset format {format!r}; expected one of {', '.join(DATASET_FORMATS)}")

@@ -23,6 +23,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -37,6 +38,59 @@ from .base import Dataset, DatasetError, InMemoryDataset
 logger = logging.getLogger(__name__)
 
 
+# How many invalid entries one error message lists.
+MAX_REPORTED = 20
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def coco_problems(data: dict) -> list[str]:
+    """Every entry of a COCO instances dict that would be dropped, misread or crash, one line each."""
+    problems: list[str] = []
+    cat_ids, img_ids = set(), set()
+    for k, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
+            problems.append(f"categories[{k}]: no integer 'id'")
+            continue
+        cat_ids.add(c["id"])
+        if not isinstance(c.get("name"), str) or not c["name"]:
+            problems.append(f"categories[{k}] (id {c['id']}): no 'name'")
+    for k, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or not _is_int(im.get("id")):
+            problems.append(f"images[{k}]: no integer 'id' (got {im.get('id') if isinstance(im, dict) else im!r})")
+            continue
+        img_ids.add(im["id"])
+        for side in ("width", "height"):
+            if side in im and im[side] is not None and not (_is_number(im[side]) and im[side] >= 0):
+                problems.append(f"images[{k}] (id {im['id']}): {side} {im[side]!r} is not a size in pixels")
+        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            problems.append(f"images[{k}] (id {im['id']}): no 'file_name'")
+    for k, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict):
+            problems.append(f"annotations[{k}]: not an object")
+            continue
+        where = f"annotations[{k}] (id {a.get('id')})"
+        iid = a.get("image_id")
+        if isinstance(iid, str):
+            problems.append(f"{where}: image_id {iid!r} is a string; COCO image ids are integers")
+        elif not _is_int(iid):
+            problems.append(f"{where}: no integer image_id")
+        elif iid not in img_ids:
+            problems.append(f"{where}: image_id {iid} is not in images")
+        if a.get("category_id") not in cat_ids:
+            problems.append(f"{where}: category_id {a.get('category_id')!r} is not in categories")
+        bbox = a.get("bbox")
+        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            problems.append(f"{where}: bbox {bbox!r} is not four finite numbers [x, y, w, h]")
+    return problems
+
+
 def _load_coco(annotation_json: Path) -> COCO:
     if not annotation_json.is_file():
         raise DatasetError(annotation_json, "annotation file missing")
@@ -46,6 +100,11 @@ def _load_coco(annotation_json: Path) -> COCO:
         raise DatasetError(annotation_json, f"malformed JSON ({e})") from None
     if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
         raise DatasetError(annotation_json, "not a COCO file: needs images, annotations and categories")
+    problems = coco_problems(data)
+    if problems:
+        shown = "\n  ".join(problems[:MAX_REPORTED])
+        more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+        raise DatasetError(annotation_json, f"{len(problems)} invalid COCO entries:\n  {shown}{more}")
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -67,6 +126,7 @@ class COCODataset(InMemoryDataset):
             and annotations of the other categories are dropped (logged).
         name: dataset name for cache keys; default the JSON file's stem.
         split: the split's name; default the JSON file's stem.
+        require_images: False reads the annotations only (evaluation).
 
     ``iscrowd`` annotations become ``difficult`` (ignored by evaluation);
     zero-area boxes are dropped and boxes are clipped to the image, both
@@ -77,7 +137,7 @@ class COCODataset(InMemoryDataset):
 
     def __init__(self, annotation_json: str | os.PathLike, images_dir: str | os.PathLike,
                  class_names: Sequence[str] | None = None, name: str | None = None,
-                 split: str | None = None):
+                 split: str | None = None, require_images: bool = True):
         annotation_json, images_dir = Path(annotation_json), Path(images_dir)
         coco = _load_coco(annotation_json)
         cats = sorted(coco.loadCats(coco.getCatIds()), key=lambda c: c["id"])
@@ -96,7 +156,7 @@ class COCODataset(InMemoryDataset):
         for img_id in sorted(coco.getImgIds()):
             info = coco.imgs[img_id]
             path = images_dir / str(info.get("file_name", ""))
-            if not path.is_file():
+            if require_images and not path.is_file():
                 raise DatasetError(path, f"image file missing for COCO image id {img_id}")
             width, height = int(info.get("width") or 0), int(info.get("height") or 0)
             if width <= 0 or height <= 0:

@@ -26,6 +26,7 @@ turns them into a logged skip of that image instead of an exception):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -48,6 +49,17 @@ VOC_CLASSES = (
 )
 
 _COORDS = ("xmin", "ymin", "xmax", "ymax")
+# How many invalid annotation files one error message lists.
+MAX_REPORTED = 20
+
+
+def collected_errors(root: Path, split: str, errors: Sequence[DatasetError]) -> DatasetError:
+    """One error for every invalid annotation of a split (the only one's, when there is one)."""
+    if len(errors) == 1:
+        return errors[0]
+    lines = "\n  ".join(str(e) for e in errors[:MAX_REPORTED])
+    more = f"\n  ... and {len(errors) - MAX_REPORTED} more" if len(errors) > MAX_REPORTED else ""
+    return DatasetError(root, f"{len(errors)} invalid annotation files in split {split!r}:\n  {lines}{more}")
 
 
 @dataclass(frozen=True)
@@ -87,9 +99,12 @@ def _text(node: ET.Element, tag: str) -> str | None:
     return None if child is None or child.text is None else child.text.strip()
 
 
-def _find_image(root: Path, image_id: str, filename: str | None, image_names: set[str]) -> Path:
+def _find_image(root: Path, image_id: str, filename: str | None, image_names: set[str] | None) -> Path:
     """JPEGImages/<filename>, else JPEGImages/<id>.<ext>; ``image_names`` lists JPEGImages
-    (one directory listing instead of a stat per candidate: 5k-image splits load faster)."""
+    (one directory listing instead of a stat per candidate: 5k-image splits load faster).
+    ``image_names`` None: the images are not needed (evaluation), so the path is not checked."""
+    if image_names is None:
+        return root / "JPEGImages" / (filename or image_id + ".jpg")
     for name in ([filename] if filename else []) + [image_id + e for e in IMAGE_EXTENSIONS]:
         if name in image_names:
             return root / "JPEGImages" / name
@@ -107,7 +122,7 @@ def _read_size(node: ET.Element | None) -> tuple[int, int]:
         return 0, 0
 
 
-def parse_voc_xml(xml_path: Path, root: Path, image_id: str, image_names: set[str]) -> _ParsedXML:
+def parse_voc_xml(xml_path: Path, root: Path, image_id: str, image_names: set[str] | None) -> _ParsedXML:
     """Parse one VOC annotation file; raises DatasetError naming ``xml_path``.
 
     ``image_names``: the file names in JPEGImages/ (see :func:`_find_image`).
@@ -145,9 +160,12 @@ def parse_voc_xml(xml_path: Path, root: Path, image_id: str, image_names: set[st
             if text is None:
                 raise DatasetError(xml_path, f"object {k} ({name}) has no <{c}>")
             try:
-                values.append(float(text))
+                value = float(text)
             except ValueError:
                 raise DatasetError(xml_path, f"object {k} ({name}): <{c}> is not a number: {text!r}") from None
+            if not math.isfinite(value):
+                raise DatasetError(xml_path, f"object {k} ({name}): <{c}> is {text!r}, not a finite number")
+            values.append(value)
         xmin, ymin, xmax, ymax = values
         # VOC 1-based inclusive pixels -> 0-based continuous edges: pixel p (1-based)
         # spans [p - 1, p), so x1 = xmin - 1 and x2 = xmax (width xmax - xmin + 1).
@@ -182,20 +200,25 @@ class VOCDataset(InMemoryDataset):
         class_names: the classes in label order (e.g. :data:`VOC_CLASSES`);
             None discovers them: the sorted unique names over the split's files.
         skip_invalid: log and skip images whose annotation is invalid instead
-            of raising :class:`DatasetError`.
+            of raising :class:`DatasetError`. Without it every invalid file of
+            the split is reported in one error (up to :data:`MAX_REPORTED`
+            listed), so a split with five broken files takes one run to clean.
+        require_images: False reads the annotations only (evaluation needs
+            no pixels): image files are neither looked up nor required.
         name: the dataset's name for cache keys; default the root folder's name.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "trainval",
                  class_names: Sequence[str] | None = None, skip_invalid: bool = False,
-                 name: str | None = None):
+                 name: str | None = None, require_images: bool = True):
         root = Path(root)
         if not (root / "Annotations").is_dir():
             raise DatasetError(root, "not a VOC-layout folder (no Annotations/ inside)")
         self.root = root
         image_dir = root / "JPEGImages"
-        image_names = set(os.listdir(image_dir)) if image_dir.is_dir() else set()
+        image_names = (set(os.listdir(image_dir)) if image_dir.is_dir() else set()) if require_images else None
         parsed: list[_ParsedXML] = []
+        errors: list[DatasetError] = []
         for image_id in read_split_ids(root, split):
             xml_path = root / "Annotations" / f"{image_id}.xml"
             try:
@@ -207,10 +230,13 @@ class VOCDataset(InMemoryDataset):
                                                      f"expected one of {', '.join(class_names)}")
             except DatasetError as e:
                 if not skip_invalid:
-                    raise
-                logger.warning("skipping invalid annotation: %s", e)
+                    errors.append(e)
+                else:
+                    logger.warning("skipping invalid annotation: %s", e)
                 continue
             parsed.append(item)
+        if errors:
+            raise collected_errors(root, split, errors)
 
         names = tuple(class_names) if class_names is not None else tuple(
             sorted({n for item in parsed for n in item.names}))
