@@ -116,8 +116,10 @@ class FeatureCache:
             return False
         try:
             with np.load(path, allow_pickle=False) as z:
-                return str(z["digest"]) == image_digest
-        except UNREADABLE_ENTRY_ERRORS:
+                return str(z["digest"]) == image_digest and all(f"map{i}" in z for i in range(len(z["factors"])))
+        except UNREADABLE_ENTRY_ERRORS as e:
+            logger.warning("%s: unreadable cache entry %s (%s: %s); recomputing", image_id, path,
+                           type(e).__name__, e)
             return False
 
     def load(self, image_id: str, image_digest: str | None = None) -> list[FeatureMap] | None:

@@ -24,6 +24,7 @@ Readers return ``dict[image_id, Detections]`` and raise
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -34,6 +35,8 @@ import numpy as np
 from detector.evaluation.coco_eval import default_category_ids
 from detector.fileio import write_json_atomic, write_text_atomic
 from detector.records import Detections
+
+logger = logging.getLogger(__name__)
 
 VOC_PREFIX = "comp4"  # devkit competition 4: detectors trained on any data
 VOC_FIELDS = 6  # image_id score x1 y1 x2 y2
@@ -95,6 +98,9 @@ def _parse_voc_line(path: Path, lineno: int, line: str):
     if not all(math.isfinite(v) for v in values):
         raise ResultFileError(f"{path}:{lineno}: non-finite number in {line.strip()!r}")
     score, x1, y1, x2, y2 = values
+    if x2 < x1 or y2 < y1:
+        raise ResultFileError(f"{path}:{lineno}: box has negative width or height "
+                              f"(x1 {x1:g} x2 {x2:g}, y1 {y1:g} y2 {y2:g}): {line.strip()!r}")
     return fields[0], score, (x1 - 1.0, y1 - 1.0, x2, y2)  # 1-based inclusive -> 0-based
 
 
@@ -152,6 +158,11 @@ def read_voc_results(folder: str | os.PathLike, class_names: Sequence[str], spli
     if len(splits) > 1:
         raise ResultFileError(f"{folder}: result files of several splits {sorted(splits)}; "
                               f"pass the split")
+    found_split = next(iter(splits))
+    missing = [c for c in class_names if voc_result_path(folder, found_split, c, prefix) not in files]
+    if missing:
+        logger.warning("%s: no result file for class(es) %s: they are scored with no detections "
+                       "(AP 0 where they have objects)", folder, ", ".join(missing))
     return {k: _to_detections(*v) for k, v in per_image.items()}
 
 
@@ -236,6 +247,9 @@ def read_coco_results(path: str | os.PathLike, class_names: Sequence[str],
             else:
                 raise ResultFileError(f"{where}: image_id {image_id} is not one of the dataset's ids")
         x, y, w, h = (float(v) for v in bbox)
+        if w < 0 or h < 0:
+            raise ResultFileError(f"{where}: bbox {bbox!r} has a negative width or height; COCO boxes are "
+                                  f"[x, y, width, height] (is it [x1, y1, x2, y2]?)")
         boxes, scores, labels = per_image.setdefault(image_id, ([], [], []))
         boxes.append((x, y, x + w, y + h))  # COCO xywh -> our x1y1x2y2
         scores.append(float(score))
