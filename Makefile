@@ -28,10 +28,10 @@ clean:
 # Benchmarks (need ../shared; several hours on 2 cores the first time, R-CNN mode
 # dominating; caches and stage checkpoints make reruns fast): see docs/benchmarks.md.
 bench: $(STAMP)
-	$(PY) bench/bench_voc_eval.py --runs 5
-	OMP_NUM_THREADS=1 $(PY) bench/bench_pooling.py --runs 7
-	$(PY) bench/bench_detection.py run
-	$(PY) bench/bench_head_swap.py --seeds 0
-	$(PY) bench/bench_fp_types.py
-	$(PY) bench/bench_detection.py speed --images 10
-	$(PY) bench/bench_detection.py report
+	$(PY) -m bench.voc_eval --runs 5
+	OMP_NUM_THREADS=1 $(PY) -m bench.pooling --runs 7
+	$(PY) -m bench.detection run
+	$(PY) -m bench.head_swap --seeds 0
+	$(PY) -m bench.fp_types
+	$(PY) -m bench.detection speed --images 10
+	$(PY) -m bench.detection report

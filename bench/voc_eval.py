@@ -5,7 +5,7 @@
 ground-truth boxes (so there are true positives, duplicates and near misses),
 the rest random boxes. Fixed seed; prints the median of several runs.
 
-    .venv/bin/python bench/bench_voc_eval.py [--runs 5] [--metric voc07|voc12]
+    .venv/bin/python -m bench.voc_eval [--runs 5] [--metric voc07|voc12]
 """
 from __future__ import annotations
 

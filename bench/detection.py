@@ -1,9 +1,9 @@
 """SPP-net detection benchmark: accuracy, training time, test time per stage, cache size,
 and the side-by-side comparison with R-CNN on the same backbone, windows and classifiers.
 
-    .venv/bin/python bench/bench_detection.py run  [--datasets bccd raccoon] [--only NAME ...] [--seeds 0 1 2]
-    .venv/bin/python bench/bench_detection.py speed [--images 10] [--windows default paper paper_fc512]
-    .venv/bin/python bench/bench_detection.py report        # -> bench/results/detection.json + docs
+    .venv/bin/python -m bench.detection run  [--datasets bccd raccoon] [--only NAME ...] [--seeds 0 1 2]
+    .venv/bin/python -m bench.detection speed [--images 10] [--windows default paper paper_fc512]
+    .venv/bin/python -m bench.detection report        # -> bench/results/detection.json + docs
 
 ``run`` trains and tests each experiment (stages and caches are reused, so a
 killed run resumes); ``speed`` times SPP 1-scale, SPP 5-scale and R-CNN on the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -24,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-from detector.config import Config, load_detector_config
-from detector.configio import from_dict, merge, parse_overrides, to_dict
+from detector.build import build_dataset
+from detector.config import load_detector_config
 from detector.evaluation.report import collect_versions
 from detector.fileio import write_json_atomic
 from detector.images import read_image
-from detector.model import load_model, read_model_extra
+from detector.model import load_model
 from detector.testing import run_test
-from detector.training import build_dataset, train
+from detector.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -68,6 +69,10 @@ FC512 = ["finetune.hidden=512"]
 class Experiment:
     name: str
     label: str
+    # The comparison protocol (a key of detection_report.PROTOCOLS; "F" is the
+    # dataset's full default protocol) and the method: spp1, spp5 or rcnn.
+    protocol: str
+    method: str
     overrides: list[str] = field(default_factory=list)
     datasets: tuple[str, ...] = tuple(DATASETS)
     # Extra overrides per dataset (the paper-density windows).
@@ -85,53 +90,53 @@ class Experiment:
 
 
 EXPERIMENTS = [
-    Experiment("spp1_pool5", "SPP 1-scale, pool5 + SVM",
+    Experiment("spp1_pool5", "SPP 1-scale, pool5 + SVM", "F pool5", "spp1",
                ["svm.feature=pool5", "finetune.enabled=false", "bbox.enabled=false"]),
-    Experiment("spp1_fc7", "SPP 1-scale, fine-tuned fc7 + SVM (+ bbox)", []),
+    Experiment("spp1_fc7", "SPP 1-scale, fine-tuned fc7 + SVM (+ bbox)", "F", "spp1", []),
     # R-CNN on the whole raccoon protocol (160 training images, ~1000 windows
     # each: ~25 min of crops here); BCCD's 205 x 2000 would take ~1.5 h.
-    Experiment("rcnn_fc7", "R-CNN, fine-tuned fc7 + SVM (+ bbox)", ["mode=rcnn"], ("raccoon",),
+    Experiment("rcnn_fc7", "R-CNN, fine-tuned fc7 + SVM (+ bbox)", "F", "rcnn", ["mode=rcnn"], ("raccoon",),
                rcnn_test_cache=True),
     # The paper's protocol on raccoon: every training image, ~1900 windows each
     # (R-CNN: ~300k crops, ~30 min here beyond the 40 images P has cached).
-    Experiment("fullp_spp1_fc7", "every training image, P's windows: SPP 1-scale, fc7 + SVM (+ bbox)", [],
+    Experiment("fullp_spp1_fc7", "every training image, P's windows: SPP 1-scale, fc7 + SVM (+ bbox)", "FP", "spp1", [],
                ("raccoon",), PAPER_WINDOWS),
-    Experiment("fullp_rcnn_fc7", "every training image, P's windows: R-CNN, fc7 + SVM (+ bbox)", ["mode=rcnn"],
+    Experiment("fullp_rcnn_fc7", "every training image, P's windows: R-CNN, fc7 + SVM (+ bbox)", "FP", "rcnn", ["mode=rcnn"],
                ("raccoon",), PAPER_WINDOWS, rcnn_test_cache=True),
-    Experiment("spp5_pool5", "SPP 5-scale, pool5 + SVM",
+    Experiment("spp5_pool5", "SPP 5-scale, pool5 + SVM", "F pool5", "spp5",
                [f"features.scales={FIVE_SCALES}", "svm.feature=pool5", "finetune.enabled=false",
                 "bbox.enabled=false"]),
-    Experiment("spp5_fc7", "SPP 5-scale, fine-tuned fc7 + SVM (+ bbox)", [f"features.scales={FIVE_SCALES}"]),
-    Experiment("reduced_spp1_fc7", "reduced protocol: SPP 1-scale, fc7 + SVM (+ bbox)", REDUCED),
-    Experiment("reduced_rcnn_fc7", "reduced protocol: R-CNN, fc7 + SVM (+ bbox)", REDUCED + ["mode=rcnn"]),
-    Experiment("reduced_spp5_fc7", "reduced protocol: SPP 5-scale, fc7 + SVM (+ bbox)",
+    Experiment("spp5_fc7", "SPP 5-scale, fine-tuned fc7 + SVM (+ bbox)", "F", "spp5", [f"features.scales={FIVE_SCALES}"]),
+    Experiment("reduced_spp1_fc7", "reduced protocol: SPP 1-scale, fc7 + SVM (+ bbox)", "A", "spp1", REDUCED),
+    Experiment("reduced_rcnn_fc7", "reduced protocol: R-CNN, fc7 + SVM (+ bbox)", "A", "rcnn", REDUCED + ["mode=rcnn"]),
+    Experiment("reduced_spp5_fc7", "reduced protocol: SPP 5-scale, fc7 + SVM (+ bbox)", "A", "spp5",
                REDUCED + [f"features.scales={FIVE_SCALES}"]),
-    Experiment("fewimg_spp1_fc7", "protocol B: SPP 1-scale, fc7 + SVM (+ bbox)", FEW_IMAGES, ("raccoon",)),
-    Experiment("fewimg_spp5_fc7", "protocol B: SPP 5-scale, fc7 + SVM (+ bbox)",
+    Experiment("fewimg_spp1_fc7", "protocol B: SPP 1-scale, fc7 + SVM (+ bbox)", "B", "spp1", FEW_IMAGES, ("raccoon",)),
+    Experiment("fewimg_spp5_fc7", "protocol B: SPP 5-scale, fc7 + SVM (+ bbox)", "B", "spp5",
                FEW_IMAGES + [f"features.scales={FIVE_SCALES}"], ("raccoon",)),
-    Experiment("fewimg_rcnn_fc7", "protocol B: R-CNN, fc7 + SVM (+ bbox)", FEW_IMAGES + ["mode=rcnn"],
+    Experiment("fewimg_rcnn_fc7", "protocol B: R-CNN, fc7 + SVM (+ bbox)", "B", "rcnn", FEW_IMAGES + ["mode=rcnn"],
                ("raccoon",), rcnn_test_cache=True),
-    Experiment("paper_spp1_fc7", "protocol P: SPP 1-scale, fc7 + SVM (+ bbox)", FEW_IMAGES,
+    Experiment("paper_spp1_fc7", "protocol P: SPP 1-scale, fc7 + SVM (+ bbox)", "P", "spp1", FEW_IMAGES,
                dataset_overrides=PAPER_WINDOWS),
-    Experiment("paper_rcnn_fc7", "protocol P: R-CNN, fc7 + SVM (+ bbox)", FEW_IMAGES + ["mode=rcnn"],
+    Experiment("paper_rcnn_fc7", "protocol P: R-CNN, fc7 + SVM (+ bbox)", "P", "rcnn", FEW_IMAGES + ["mode=rcnn"],
                dataset_overrides=PAPER_WINDOWS, rcnn_test_cache=True),
-    Experiment("paper_spp5_fc7", "protocol P: SPP 5-scale, fc7 + SVM (+ bbox)",
+    Experiment("paper_spp5_fc7", "protocol P: SPP 5-scale, fc7 + SVM (+ bbox)", "P", "spp5",
                FEW_IMAGES + [f"features.scales={FIVE_SCALES}"], dataset_overrides=PAPER_WINDOWS),
     # Protocol P with fc6/fc7 of 512 units: at ~2000 windows SPP-net's fc
     # layers cost as much as its conv pass, so their size bounds its speed-up.
-    Experiment("fc512_spp1_fc7", "protocol P, fc 512: SPP 1-scale, fc7 + SVM (+ bbox)",
+    Experiment("fc512_spp1_fc7", "protocol P, fc 512: SPP 1-scale, fc7 + SVM (+ bbox)", "P512", "spp1",
                FEW_IMAGES + FC512, ("raccoon",), PAPER_WINDOWS),
-    Experiment("fc512_rcnn_fc7", "protocol P, fc 512: R-CNN, fc7 + SVM (+ bbox)",
+    Experiment("fc512_rcnn_fc7", "protocol P, fc 512: R-CNN, fc7 + SVM (+ bbox)", "P512", "rcnn",
                FEW_IMAGES + FC512 + ["mode=rcnn"], ("raccoon",), PAPER_WINDOWS, rcnn_test_cache=True),
     # Which windows matter, training's or testing's: B's models on P's test
     # windows and P's models on B's (raccoon, where B and P differ).
-    Experiment("b_on_p_spp1_fc7", "protocol B model tested on P windows: SPP 1-scale", datasets=("raccoon",),
+    Experiment("b_on_p_spp1_fc7", "protocol B model tested on P windows: SPP 1-scale", "B->P", "spp1", datasets=("raccoon",),
                train_as="fewimg_spp1_fc7", test_overrides=PAPER_WINDOWS),
-    Experiment("b_on_p_rcnn_fc7", "protocol B model tested on P windows: R-CNN", datasets=("raccoon",),
+    Experiment("b_on_p_rcnn_fc7", "protocol B model tested on P windows: R-CNN", "B->P", "rcnn", datasets=("raccoon",),
                train_as="fewimg_rcnn_fc7", test_overrides=PAPER_WINDOWS),
-    Experiment("p_on_b_spp1_fc7", "protocol P model tested on B windows: SPP 1-scale", datasets=("raccoon",),
+    Experiment("p_on_b_spp1_fc7", "protocol P model tested on B windows: SPP 1-scale", "P->B", "spp1", datasets=("raccoon",),
                train_as="paper_spp1_fc7", test_overrides=DEFAULT_WINDOWS),
-    Experiment("p_on_b_rcnn_fc7", "protocol P model tested on B windows: R-CNN", datasets=("raccoon",),
+    Experiment("p_on_b_rcnn_fc7", "protocol P model tested on B windows: R-CNN", "P->B", "rcnn", datasets=("raccoon",),
                train_as="paper_rcnn_fc7", test_overrides=DEFAULT_WINDOWS),
 ]
 BY_NAME = {e.name: e for e in EXPERIMENTS}
@@ -150,34 +155,26 @@ def experiment_config(dataset: str, exp: Experiment, seed: int = 0):
                                          *seed_override])
 
 
-def with_test_overrides(detector, overrides: list[str]):
-    """``detector`` with ``overrides`` applied to its config (other test windows); returns it."""
-    if overrides:
-        detector.cfg = from_dict(Config, merge(to_dict(detector.cfg), parse_overrides(overrides)))
-    return detector
-
-
 def run_experiment(dataset: str, exp: Experiment, seed: int = 0) -> dict:
     cfg = experiment_config(dataset, BY_NAME[exp.train_as] if exp.train_as else exp, seed)
-    model_path = train(cfg)
-    detector = with_test_overrides(load_model(model_path), exp.test_overrides.get(dataset, []))
+    trained = train(cfg)
+    detector = load_model(trained.model_path, overrides=exp.test_overrides.get(dataset, []))
     test_dir = Path(cfg.workdir) / ("test" if not exp.train_as else f"test_{exp.name}")
     # With R-CNN's test cache, test times here are cache reads; the
     # side-by-side `speed` step times R-CNN's conv passes.
     cached = cfg.mode == "rcnn" and (exp.rcnn_test_cache or exp.train_as is not None)
-    outcome = run_test(detector, cfg.data.test_split, test_dir, cache_rcnn_features=cached)
-    metrics = json.loads((test_dir / "metrics.json").read_text())
-    extra = read_model_extra(model_path)
+    outcome = run_test(detector, cfg.data.test_split, test_dir, cache_dir=cfg.cache_root(),
+                       cache_features=cached)
     record = {
         "dataset": dataset, "experiment": exp.name, "run": run_name(exp, seed), "seed": seed,
-        "label": exp.label, "overrides": exp.overrides_for(dataset), "rcnn_test_features_cached": cached,
+        "protocol": exp.protocol, "method": exp.method, "label": exp.label, "overrides": exp.overrides_for(dataset), "rcnn_test_features_cached": cached,
         "trained_as": exp.train_as, "test_overrides": exp.test_overrides.get(dataset, []),
-        "mAP": outcome.result.mAP, "AP": metrics["AP"],
-        "mAP_without_bbox": metrics.get("without_bbox_regression", {}).get("mAP"),
+        "mAP": outcome.result.mAP, "AP": {c: None if math.isnan(v) else v for c, v in outcome.result.ap.items()},
+        "mAP_without_bbox": outcome.without_bbox.mAP if outcome.without_bbox is not None else None,
         "test_seconds_per_image": outcome.seconds_per_image,
-        "train_timings_s": extra.get("timings", {}), "feature_cache_bytes": extra.get("feature_cache_bytes"),
-        "train_images": extra.get("train_images"), "test_images": len(outcome.detections),
-        "windows_per_train_image": extra.get("windows_per_train_image"),
+        "train_timings_s": trained.timings, "feature_cache_bytes": trained.feature_cache_bytes,
+        "train_images": trained.train_images, "test_images": len(outcome.detections),
+        "windows_per_train_image": trained.windows_per_train_image,
     }
     write_json_atomic(RESULTS / f"{dataset}_{run_name(exp, seed)}.json", record)
     return record
@@ -213,7 +210,7 @@ def speed(dataset: str, n_images: int, windows: str = "default") -> dict | None:
     # Every model runs on the same windows: this setting's 1-scale experiment's.
     cfg = experiment_config(dataset, BY_NAME[SPEED_MODELS[windows]["spp1"][0]])
     from proposals import compute_split
-    test_set = build_dataset(cfg, cfg.data.test_split)
+    test_set = build_dataset(cfg.data, cfg.data.test_split)
     records = list(test_set)[:n_images]
     store = compute_split(records, cfg.proposals, cfg.cache_root() / "proposals", test_set.name,
                           cfg.data.test_split)
@@ -267,7 +264,7 @@ def main(argv=None) -> int:
                 if result is not None:
                     print(json.dumps(result, indent=1), flush=True)
     if args.command in ("report", "all"):
-        from bench_detection_report import assemble_benchmarks_doc, write_detection_report
+        from bench.detection_report import assemble_benchmarks_doc, write_detection_report
         write_detection_report(RESULTS, REPO / "docs" / "benchmarks_detection.md",
                                {"python": platform.python_version(), **collect_versions()})
         print(f"wrote {assemble_benchmarks_doc(REPO / 'docs')}")

@@ -1,8 +1,8 @@
 """What kind of false positives rank among the true ones: SPP-net against R-CNN on raccoon.
 
-    .venv/bin/python bench/bench_fp_types.py [--recall 0.7]
+    .venv/bin/python -m bench.fp_types [--recall 0.7]
 
-Reads the detections of finished ``bench_detection.py run`` experiments (no
+Reads the detections of finished ``bench/detection.py run`` experiments (no
 model runs) and walks each run's detections in decreasing score, as AP does,
 until it has found ``--recall`` of the ground-truth boxes. Every false
 positive on the way is sorted by its relation to the ground-truth box it
@@ -27,11 +27,11 @@ from collections import Counter
 import numpy as np
 import torch
 
-from bench_detection import BY_NAME, RESULTS, RUNS, experiment_config
+from bench.detection import BY_NAME, RESULTS, RUNS, experiment_config
 
 from detector.boxes import box_iou
 from detector.fileio import write_json_atomic
-from detector.training import build_dataset
+from detector.build import build_dataset
 
 DATASET = "raccoon"
 # (run directory, test directory): the protocol P, B and F runs of both methods.
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     p.add_argument("--recall", type=float, default=0.7)
     args = p.parse_args(argv)
     cfg = experiment_config(DATASET, BY_NAME["paper_spp1_fc7"])
-    gt = {r.image_id: r.boxes[~r.difficult].astype(np.float32) for r in build_dataset(cfg, cfg.data.test_split)}
+    gt = {r.image_id: r.boxes[~r.difficult].astype(np.float32) for r in build_dataset(cfg.data, cfg.data.test_split)}
     records = []
     for run, test in RUNS_TO_READ:
         path = RUNS / DATASET / run / test / "detections.json"

@@ -1,4 +1,4 @@
-"""Turns bench/results/*.json (from bench_detection.py) into docs/benchmarks_detection.md."""
+"""Turns bench/results/*.json (from bench/detection.py) into docs/benchmarks_detection.md."""
 from __future__ import annotations
 
 import json
@@ -22,17 +22,21 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
-# Protocols of the SPP-net / R-CNN accuracy comparison: experiment prefix -> description.
+# Protocols of the SPP-net / R-CNN accuracy comparison (Experiment.protocol) -> description.
 PROTOCOLS = {
-    "": "F: every training image, every window of the dataset's default search",
-    "fullp": "FP: every training image, every window at the paper's density (~2000 per image)",
-    "reduced": "A: first 60 training images, top 100 windows per image",
-    "fewimg": "B: first 40 training images, every window of the default search (raccoon; on BCCD it is P)",
-    "paper": "P: first 40 training images, every window at the paper's density (~2000 per image)",
-    "b_on_p": "B->P: protocol B's models (trained on the default search) tested on P's windows",
-    "p_on_b": "P->B: protocol P's models (trained on the dense windows) tested on B's windows",
-    "fc512": "P512: protocol P with fc6 and fc7 of 512 units instead of 1024",
+    "F": "F: every training image, every window of the dataset's default search",
+    "FP": "FP: every training image, every window at the paper's density (~2000 per image)",
+    "A": "A: first 60 training images, top 100 windows per image",
+    "B": "B: first 40 training images, every window of the default search (raccoon; on BCCD it is P)",
+    "P": "P: first 40 training images, every window at the paper's density (~2000 per image)",
+    "B->P": "B->P: protocol B's models (trained on the default search) tested on P's windows",
+    "P->B": "P->B: protocol P's models (trained on the dense windows) tested on B's windows",
+    "P512": "P512: protocol P with fc6 and fc7 of 512 units instead of 1024",
 }
+# Runs whose feature cache is not another run's (the others share the same
+# conv5 maps or R-CNN windows), for the cache-per-image table.
+OWN_CACHE = {("F", "spp1"), ("F", "spp5"), ("F", "rcnn"), ("F pool5", "spp1"), ("F pool5", "spp5"),
+             ("A", "rcnn"), ("P", "rcnn"), ("FP", "rcnn")}
 def _load(results: Path) -> tuple[list[dict], list[dict]]:
     runs, speeds = [], []
     for p in sorted(results.glob("*.json")):
@@ -58,11 +62,10 @@ def protocol_table(runs: list[dict]) -> list[str]:
     """SPP-net against R-CNN per protocol and dataset: mean mAP over seeds, and the difference."""
     lines = ["| protocol | dataset | method | mAP fc7+SVM+bbox | mAP fc7+SVM | SPP 1-scale minus R-CNN (+bbox / without) |",
              "|---|---|---|---|---|---|"]
-    for prefix, description in PROTOCOLS.items():
+    for protocol, description in PROTOCOLS.items():
         for dataset in sorted({r["dataset"] for r in runs}):
-            names = {m: f"{prefix}_{m}_fc7".lstrip("_") for m in ("spp1", "spp5", "rcnn")}
-            group = {m: [r for r in runs if r["dataset"] == dataset and r["experiment"] == name]
-                     for m, name in names.items()}
+            group = {m: [r for r in runs if r["dataset"] == dataset and r["protocol"] == protocol
+                         and r["method"] == m] for m in ("spp1", "spp5", "rcnn")}
             if not group["rcnn"]:
                 continue
             means = {m: (sum(r["mAP"] for r in g) / len(g),
@@ -84,17 +87,20 @@ def head_swap_table(runs: list[dict], swaps: list[dict]) -> list[str]:
     """Raccoon SPP 1-scale: fc head and SVM windows from protocol B or P, tested on both windows.
 
     The plain and crossed runs come from ``runs``; the swapped heads from
-    ``bench_head_swap.py`` (``swaps``). Cells: mean over seeds (range).
+    ``bench/head_swap.py`` (``swaps``). Cells: mean over seeds (range).
     """
-    spp = {(r["experiment"], r.get("seed", 0)): r for r in runs if r["dataset"] == "raccoon"}
-    cells = {("B", "B", "B"): "fewimg_spp1_fc7", ("B", "B", "P"): "b_on_p_spp1_fc7",
-             ("P", "P", "P"): "paper_spp1_fc7", ("P", "P", "B"): "p_on_b_spp1_fc7"}
+    from bench.detection import BY_NAME
+
+    spp = {(r["protocol"], r.get("seed", 0)): r for r in runs
+           if r["dataset"] == "raccoon" and r["method"] == "spp1"}
+    # (head, SVM windows, test windows) of the plain and crossed runs, by protocol.
+    cells = {("B", "B", "B"): "B", ("B", "B", "P"): "B->P", ("P", "P", "P"): "P", ("P", "P", "B"): "P->B"}
     values: dict[tuple, list[tuple[float, float]]] = {}
-    for (head, svm, test), name in cells.items():
-        values[head, svm, test] = [(r["mAP"], r["mAP_without_bbox"]) for (e, _), r in sorted(spp.items()) if e == name]
-    protocol_of = {"fewimg_spp1_fc7": "B", "paper_spp1_fc7": "P"}
+    for (head, svm, test), protocol in cells.items():
+        values[head, svm, test] = [(r["mAP"], r["mAP_without_bbox"]) for (p, _), r in sorted(spp.items())
+                                   if p == protocol]
     for s in swaps:
-        head, svm = protocol_of[s["head_from"]], protocol_of[s["svm_windows_from"]]
+        head, svm = BY_NAME[s["head_from"]].protocol, BY_NAME[s["svm_windows_from"]].protocol
         for test in ("B", "P"):
             values.setdefault((head, svm, test), []).append((s[f"test_{test}"]["mAP"],
                                                              s[f"test_{test}"]["mAP_without_bbox"]))
@@ -110,7 +116,7 @@ def head_swap_table(runs: list[dict], swaps: list[dict]) -> list[str]:
 
 
 def fp_type_table(analysis: dict) -> list[str]:
-    """False positives by kind ranked above a recall level, per run (``bench_fp_types.py``)."""
+    """False positives by kind ranked above a recall level, per run (``bench/fp_types.py``)."""
     kinds = list(analysis["runs"][0]["false_positives"]) if analysis["runs"] else []
     lines = ["| run | true positives | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
     for r in analysis["runs"]:
@@ -159,10 +165,10 @@ def cache_table(runs: list[dict]) -> list[str]:
     lines = ["| dataset | experiment | MB per training image | at 2000 windows per image |", "|---|---|---|---|"]
     for r in runs:
         if (not r.get("feature_cache_bytes") or r.get("seed", 0) != 0 or r.get("trained_as")
-                or r["experiment"].startswith(("fewimg", "reduced_spp", "paper_spp", "fc512", "fullp_spp"))):
+                or (r["protocol"], r["method"]) not in OWN_CACHE):
             continue
         per_image = r["feature_cache_bytes"] / r["train_images"] / 2**20
-        if "rcnn" in r["experiment"]:
+        if r["method"] == "rcnn":
             capped = [o for o in r["overrides"] if o.startswith("proposals.max_windows")]
             windows = int(capped[0].split("=")[1]) if capped else r.get("windows_per_train_image")
             if not windows:
@@ -212,7 +218,7 @@ def write_detection_report(results: Path, out_md: Path, versions: dict) -> None:
     write_json_atomic(results / "detection.json", {"runs": runs, "speed": speeds, "paper": PAPER,
                                                    "versions": versions})
     body = [
-        "# Detection benchmarks (generated by `bench/bench_detection.py report`)", "",
+        "# Detection benchmarks (generated by `bench/detection.py report`)", "",
         "Machine: 2 CPU cores, no GPU. Backbone: ImageNet MobileNetV2 (`../shared/weights`), "
         "features[:14], stride 16, 96 channels; pool5 = 50 bins x 96 = 4800 values.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform"), "",
@@ -227,13 +233,13 @@ def write_detection_report(results: Path, out_md: Path, versions: dict) -> None:
         *(["### Raccoon, SPP 1-scale: which stage do denser windows change?", "",
            "The fc head fine-tuned under protocol B (~1000 windows per training image) or P (~1900), "
            "the SVMs trained on B's or P's windows with that head, tested on both (mean over seeds, "
-           "range). Mixed rows: `bench/bench_head_swap.py`.", "", *head_swap_table(runs, swaps), ""]
+           "range). Mixed rows: `bench/head_swap.py`.", "", *head_swap_table(runs, swaps), ""]
           if swaps else []),
         *(["### Raccoon: which false positives outrank the true ones?", "",
            f"Detections in decreasing score (as AP walks them) until {100 * fp_analysis['recall']:.0f}% of the "
            "boxes are found; each false positive on the way by its relation to the box it overlaps most "
            "(part: mostly inside it and smaller; too big: covers it and is larger; background: under 30% of "
-           "the detection on it; shifted: the rest). `bench/bench_fp_types.py`.", "",
+           "the detection on it; shifted: the rest). `bench/fp_types.py`.", "",
            *fp_type_table(fp_analysis), ""] if fp_analysis else []),
         "## Accuracy (VOC07 11-point mAP, %) and test time, every run", "", *accuracy_table(runs), "",
         "\"mAP without bbox\" is the same model and the same scores with box regression switched off "
@@ -255,7 +261,7 @@ def write_detection_report(results: Path, out_md: Path, versions: dict) -> None:
         "Windows \"default\" are the dataset config's search; \"paper\" are protocol P's, at the "
         "paper's ~2000 per image (on BCCD they are the same search). The ratio grows with the number of "
         "windows, since R-CNN pays a conv pass per window and SPP-net one per scale.", "",
-        "Commands: `.venv/bin/python bench/bench_detection.py run` (all experiments; cached, resumable; "
+        "Commands: `.venv/bin/python -m bench.detection run` (all experiments; cached, resumable; "
         "`--seeds 0 1 2` for the seed repeats), `... speed --images 10`, `... report`. "
         "Stage timings of the `run` tables were taken while other "
         "benchmarks shared the 2 cores and lean high; the side-by-side speed table was measured alone.", "",
@@ -274,7 +280,7 @@ def assemble_benchmarks_doc(docs: Path) -> Path:
     parts = ["# Benchmarks", "",
              "All figures measured on the development machine: 2 CPU cores (virtualised AMD EPYC), "
              "no GPU, 24 GB RAM. Each section names the command that produced it. "
-             "This page is assembled by `bench/bench_detection.py report` from the sections below.", ""]
+             "This page is assembled by `bench/detection.py report` from the sections below.", ""]
     for name in SECTIONS:
         path = docs / name
         if not path.exists():

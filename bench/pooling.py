@@ -9,7 +9,7 @@ same numbers (checked below, and against the brute-force loop on a subset),
 ours per level [n, n, C], roi_pool's [C, n, n] (reordered, untimed, for the
 check; the order is a convention the fc layers do not care about).
 
-Run: OMP_NUM_THREADS=1 .venv/bin/python bench/bench_pooling.py [--runs 7]
+Run: OMP_NUM_THREADS=1 .venv/bin/python -m bench.pooling [--runs 7]
      [--windows 2000] [--chunk 48]
 (THP_MEM_ALLOC_ENABLE=0 in front measures without transparent huge pages,
 which importing detector otherwise turns on; see detector/__init__.py.)

@@ -1,6 +1,6 @@
 """Benchmark proposal settings: recall@0.5 within max_windows, windows and seconds per image.
 
-    python bench/bench_proposals.py --data ../shared/data/raccoon --data ../shared/data/bccd/BCCD \
+    python -m bench.proposals --data ../shared/data/raccoon --data ../shared/data/bccd/BCCD \
         --split test --limit 20 --repeats 3 --settings fast_fullres default --out bench/out
 
 Each image is searched ``--repeats`` times per setting, the settings taking

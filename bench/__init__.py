@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.<name>`` (see docs/benchmarks.md). They read ../shared."""
