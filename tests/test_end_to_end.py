@@ -1,58 +1,56 @@
 """Train and test the whole pipeline on a small generated dataset; the mAP must be high."""
 import json
 
-import numpy as np
 import pytest
+from helpers import load_tool
 
-from detector.config import load_detector_config
-from detector.data import make_synthetic_voc
 from detector.inference import detect_files
 from detector.model import load_model
 from detector.testing import run_test
 from detector.training import train
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    data = make_synthetic_voc(root / "data", num_train=40, num_test=16, seed=3)
-    cfg = load_detector_config(None, [
-        f"data.root={data}", f"workdir={root / 'run'}", "backbone.name=tiny", "features.scales=[288]",
-        "finetune.hidden=256", "finetune.iterations=300", "finetune.bank_bg_per_image=64",
-        "proposals.workers=1"])
-    model_path = train(cfg, progress=False).model_path
-    return root, cfg, model_path
-
-
-def test_end_to_end_map_is_high(trained):
-    root, cfg, model_path = trained
-    detector = load_model(model_path)
-    run = run_test(detector, "test", root / "test", progress=False)
-    metrics = json.loads((root / "test" / "metrics.json").read_text())
+def test_end_to_end_map_is_high(trained_run):
+    detector = load_model(trained_run.model_path)
+    out = trained_run.root / "test"
+    run = run_test(detector, "test", out, progress=False)
+    metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mAP"] == pytest.approx(run.result.mAP)
     assert run.result.mAP > 0.8, metrics["AP"]
-    assert (root / "test" / "detections.json").exists()
-    assert len(list((root / "test" / "voc").glob("comp4_det_test_*.txt"))) == 3
+    assert run.without_bbox is not None and metrics["without_bbox_regression"]["mAP"] == pytest.approx(
+        run.without_bbox.mAP)
+    assert (out / "detections.json").exists()
+    assert len(list((out / "voc").glob("comp4_det_test_*.txt"))) == 3
 
 
-def test_training_resumes_from_stage_checkpoints(trained):
-    root, cfg, model_path = trained
-    stages = sorted(p.name for p in (root / "run" / "stages").iterdir())
+def test_training_resumes_from_stage_checkpoints(trained_run, caplog):
+    stages = sorted(p.name for p in (trained_run.root / "run" / "stages").iterdir())
     assert any(s.startswith("finetune-") for s in stages) and any(s.startswith("svm-") for s in stages)
-    before = model_path.stat().st_mtime_ns
-    train(cfg, progress=False)  # every stage is cached: must reuse, not retrain
-    report = json.loads((root / "run" / "train_report.json").read_text())
+    before = trained_run.model_path.stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        again = train(trained_run.cfg, progress=False)  # every stage is cached: must reuse, not retrain
+    assert sorted(again.reused_stages) == ["bbox", "finetune", "svm"]
+    report = json.loads(again.report_path.read_text())
     assert report["stats"]["finetune"].get("resumed") is True
     assert report["stats"]["svm"].get("resumed") is True
-    assert model_path.stat().st_mtime_ns >= before
+    assert "stage finetune: reused" in caplog.text
+    assert trained_run.model_path.stat().st_mtime_ns >= before
 
 
-def test_detect_folder_skips_non_images(trained, tmp_path):
-    root, cfg, model_path = trained
-    detector = load_model(model_path)
+def test_spp_test_features_cache_gives_the_same_detections(trained_run, tmp_path):
+    detector = load_model(trained_run.model_path)
+    plain = run_test(detector, "test", tmp_path / "plain", progress=False)
+    cached = run_test(detector, "test", tmp_path / "cached", cache_dir=tmp_path / "cache",
+                      cache_features=True, progress=False)
+    assert any((tmp_path / "cache" / "test_features" / "conv5").rglob("*.npz"))
+    assert cached.result.mAP == pytest.approx(plain.result.mAP, abs=0.02)  # float16 maps on disk
+
+
+def test_detect_folder_skips_non_images(trained_run, tmp_path):
+    detector = load_model(trained_run.model_path)
     img_dir = tmp_path / "in"
     img_dir.mkdir()
-    src = sorted((root / "data" / "JPEGImages").iterdir())[-1]
+    src = sorted((trained_run.data / "JPEGImages").iterdir())[-1]
     (img_dir / "a.jpg").write_bytes(src.read_bytes())
     (img_dir / "notes.txt").write_text("not an image")
     (img_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
@@ -63,18 +61,8 @@ def test_detect_folder_skips_non_images(trained, tmp_path):
     assert (tmp_path / "out" / "a_jpg_det.jpg").exists()
 
 
-def load_tool(name):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
-def test_test_and_detect_tools(trained, tmp_path, capsys):
-    root, cfg, model_path = trained
+def test_test_and_detect_tools(trained_run, tmp_path, capsys):
+    model_path = trained_run.model_path
     assert load_tool("test").main(["--model", str(model_path), "--split", "test", "--out", str(tmp_path / "t"),
                                    "--metric", "voc12", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -83,7 +71,7 @@ def test_test_and_detect_tools(trained, tmp_path, capsys):
     assert metrics["metric"] == "voc12" and metrics["mAP"] > 0.8
     assert set(metrics["timings"]["seconds_per_image"]) >= {"conv", "pool", "fc", "svm", "bbox", "nms"}
     assert "without_bbox_regression" in metrics and metrics["versions"]["torch"]
-    image = sorted((root / "data" / "JPEGImages").iterdir())[0]
+    image = sorted((trained_run.data / "JPEGImages").iterdir())[0]
     assert load_tool("detect").main(["--model", str(model_path), "--input", str(image),
                                      "--output", str(tmp_path / "d"), "--no-progress"]) == 0
     results = json.loads((tmp_path / "d" / "results.json").read_text())

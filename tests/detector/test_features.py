@@ -5,6 +5,7 @@ from PIL import Image
 
 from detector.config import load_detector_config
 from detector.build import build_config_backbone
+from helpers import write_noise_image
 from detector.features import FeatureCache, compute_feature_maps, feature_cache_key, scale_factor
 from detector.images import ImageTooSmallError
 from detector.pooling import SpatialPyramidPool, map_windows_to_features, select_scales
@@ -18,8 +19,7 @@ def backbone():
 
 
 def write_image(path, seed=0, size=(128, 96)):
-    arr = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(arr).save(path)
+    write_noise_image(path, seed, size)
     return ImageRecord(path.stem, path, size[0], size[1])
 
 

@@ -13,7 +13,9 @@ from detector.data import VOCDataset, make_synthetic_voc
 from detector.evaluation import write_coco_results, write_voc_results
 from detector.records import Detections
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "evaluate.py"
+from helpers import TOOLS
+
+TOOL = TOOLS / "evaluate.py"
 CLASSES = ("circle", "square", "triangle")
 
 

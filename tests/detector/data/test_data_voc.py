@@ -11,7 +11,7 @@ from PIL import Image
 from detector.data import VOC_CLASSES, DatasetError, VOCDataset, load_dataset
 
 W, H = 60, 40  # image size of the hand-made images
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
+from helpers import TOOLS
 
 
 def _obj(name, box, difficult=None):

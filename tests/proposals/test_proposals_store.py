@@ -13,6 +13,7 @@ from detector.records import ImageRecord
 from proposals import ProposalConfig, ProposalError, ProposalStore, compute_split, propose_with_config
 from proposals.precomputed import save_precomputed_npz
 from proposals.store import CONSOLIDATED
+from helpers import TOOLS
 
 CFG = ProposalConfig(max_side=0, min_size=10.0)
 
@@ -194,7 +195,7 @@ def test_propose_tool_caches_and_reports(tmp_path, capsys):
     root = make_synthetic_voc(tmp_path / "voc", num_train=0, num_test=3, image_size=(128, 96),
                               image_format="png")
     spec = importlib.util.spec_from_file_location(
-        "propose_tool", Path(__file__).resolve().parents[1] / "tools" / "propose.py")
+        "propose_tool", TOOLS / "propose.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     argv = ["--data", str(root), "--split", "test", "--cache", str(tmp_path / "cache"),

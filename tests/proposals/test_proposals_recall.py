@@ -8,23 +8,19 @@ import numpy as np
 import pytest
 
 from detector.records import ImageRecord
+from helpers import brute_iou
+from helpers import random_boxes as helpers_random_boxes
 from proposals.recall import best_overlaps, evaluate_proposals
 from proposals.report import CURVE_PNG, REPORT_JSON, REPORT_MD, write_report
 
 
 def iou_py(a, b) -> float:
     """Plain-Python IoU of two (x1, y1, x2, y2) boxes, the reference."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    return float(brute_iou([a], [b])[0, 0])
 
 
 def random_boxes(rng, n):
-    xy = rng.uniform(0, 80, size=(n, 2))
-    wh = rng.uniform(5, 60, size=(n, 2))
-    return np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    return helpers_random_boxes(rng, n, extent=80, min_side=5, max_side=60)
 
 
 def test_best_overlaps_matches_brute_force():

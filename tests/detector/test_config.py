@@ -1,4 +1,5 @@
 import pytest
+from helpers import REPO
 
 from detector.config import Config, load_detector_config
 from detector.configio import ConfigError
@@ -46,7 +47,7 @@ def test_type_errors_and_validation(tmp_path):
 
 def test_repo_configs_load():
     from pathlib import Path
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = REPO / "configs"
     files = sorted(root.glob("*.yaml"))
     for f in files:
         assert isinstance(load_detector_config(f), Config), f

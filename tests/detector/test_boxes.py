@@ -3,24 +3,14 @@ import pytest
 import torch
 
 from detector import boxes as B
-
-
-def brute_iou(a, b):
-    out = np.zeros((len(a), len(b)))
-    for i, p in enumerate(a):
-        for j, q in enumerate(b):
-            iw = max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
-            ih = max(0.0, min(p[3], q[3]) - max(p[1], q[1]))
-            inter = iw * ih
-            ua = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - inter
-            out[i, j] = inter / ua if ua > 0 else 0.0
-    return out
+from helpers import brute_iou
+from helpers import random_boxes as helpers_random_boxes
 
 
 def random_boxes(n, gen):
-    xy = torch.rand(n, 2, generator=gen) * 100
-    wh = torch.rand(n, 2, generator=gen) * 50 + 1
-    return torch.cat([xy, xy + wh], 1)
+    """Torch boxes from a torch generator: ``helpers.random_boxes`` seeded by it."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    return torch.from_numpy(helpers_random_boxes(np.random.default_rng(seed), n))
 
 
 def test_iou_hand_case():

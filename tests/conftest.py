@@ -1,0 +1,47 @@
+"""Session-wide fixtures: one generated VOC set and one tiny detector trained on it.
+
+Tests that need "a trained model" share this one instead of each training
+their own (training takes most of the suite's time).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers.py for every test folder
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    root: Path  # holds data/ and run/
+    data: Path
+    cfg: object  # detector.config.Config
+    result: object  # detector.training.TrainResult
+
+    @property
+    def model_path(self) -> Path:
+        return self.result.model_path
+
+
+@pytest.fixture(scope="session")
+def voc_data(tmp_path_factory) -> Path:
+    """A generated VOC-layout set: 40 trainval and 16 test images of 3 shape classes."""
+    from detector.data import make_synthetic_voc
+    return make_synthetic_voc(tmp_path_factory.mktemp("voc") / "data", num_train=40, num_test=16, seed=3)
+
+
+@pytest.fixture(scope="session")
+def trained_run(voc_data, tmp_path_factory) -> TrainedRun:
+    """A tiny-backbone SPP-net detector trained on ``voc_data`` (1 scale)."""
+    from detector.config import load_detector_config
+    from detector.training import train
+
+    root = tmp_path_factory.mktemp("trained")
+    cfg = load_detector_config(None, [
+        f"data.root={voc_data}", f"workdir={root / 'run'}", "backbone.name=tiny", "features.scales=[288]",
+        "finetune.hidden=256", "finetune.iterations=300", "finetune.bank_bg_per_image=64",
+        "proposals.workers=1"])
+    return TrainedRun(root, voc_data, cfg, train(cfg, progress=False))

@@ -1,0 +1,50 @@
+"""Helpers shared by the tests: the repository's paths, brute-force references, generated files.
+
+Importable from every test module (tests/conftest.py puts this folder on sys.path).
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = REPO / "tools"
+
+
+def load_tool(name: str):
+    """tools/<name>.py as a module (its ``main(argv)`` runs the tool in-process)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def brute_iou(a, b) -> np.ndarray:
+    """IoU matrix [len(a), len(b)] of (x1, y1, x2, y2) boxes, one pair at a time in plain Python."""
+    out = np.zeros((len(a), len(b)))
+    for i, p in enumerate(a):
+        for j, q in enumerate(b):
+            iw = max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
+            ih = max(0.0, min(p[3], q[3]) - max(p[1], q[1]))
+            inter = iw * ih
+            union = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - inter
+            out[i, j] = inter / union if union > 0 else 0.0
+    return out
+
+
+def random_boxes(rng: np.random.Generator, n: int, extent: float = 100.0, min_side: float = 1.0,
+                 max_side: float = 50.0) -> np.ndarray:
+    """float32 [n, 4] boxes with corners in [0, extent) and sides in [min_side, max_side)."""
+    xy = rng.uniform(0, extent, size=(n, 2))
+    wh = rng.uniform(min_side, max_side, size=(n, 2))
+    return np.concatenate([xy, xy + wh], 1).astype(np.float32)
+
+
+def write_noise_image(path: Path, seed: int = 0, size: tuple[int, int] = (128, 96)) -> Path:
+    """A lossless PNG (or any PIL format by suffix) of uniform noise, reproducible from ``seed``."""
+    arr = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path)
+    return path
