@@ -14,6 +14,7 @@ from .data import coco_category_ids
 from .detector import Detector, timed_stage
 from .evaluation import (evaluate_coco, evaluate_voc, format_report_table, write_coco_results,
                          write_report, write_voc_results)
+from .evaluation import analyse_detections
 from .images import read_image
 from .records import Detections
 from .training import build_dataset
@@ -138,7 +139,9 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
         plain = evaluate_detections(records, unregressed, detector.class_names, metric,
                                     category_ids=category_ids)
         extra["without_bbox_regression"] = {"mAP": plain.mAP, "AP": dict(plain.ap)}
-    write_report(out_dir, result, config=cfg,
+    analysis = analyse_detections(records, detections, detector.class_names,  # errors, confusion, F1
+                                  use_07_metric=metric == "voc07")
+    write_report(out_dir, result, config=cfg, analysis=analysis,
                  timings={"seconds_per_image": per_image, "evaluate_s": eval_seconds,
                           "images": len(records)},
                  extra={"split": split, "data_root": cfg.data.root, **extra})

@@ -7,8 +7,9 @@
         --detections results.json --out eval --metric coco
 
 --detections is a COCO results JSON file or a folder of VOC comp4 files
-(comp4_det_<split>_<class>.txt). Writes metrics.json, report.md and
-precision/recall plots to --out and prints the per-class table.
+(comp4_det_<split>_<class>.txt). Writes metrics.json, report.md, report.html,
+precision/recall, F1, confusion-matrix and error plots to --out and prints the
+per-class table.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from pathlib import Path
 
 from detector.cli import run_cli
 from detector.data import coco_category_ids, coco_image_ids, load_dataset
-from detector.evaluation import (evaluate_coco, evaluate_voc, format_report_table, read_coco_results,
-                                 read_voc_results, write_report)
+from detector.evaluation import (analyse_detections, evaluate_coco, evaluate_voc, format_report_table,
+                                 read_coco_results, read_voc_results, write_report)
 
 METRICS = ("voc07", "voc12", "coco")
 DEFAULT_IOU = 0.5  # PASCAL VOC's match threshold
@@ -40,6 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--format", choices=("voc", "coco"), default="voc", help="dataset format")
     p.add_argument("--annotations", default="", help="COCO format: annotations JSON (may contain {split})")
     p.add_argument("--images", default="", help="COCO format: image folder (may contain {split})")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="operating point of the error analysis and confusion matrix (default: best F1)")
     p.add_argument("--classes", default="",
                    help="comma-separated class names in label order (default: from the data)")
     args = p.parse_args(argv)
@@ -72,7 +75,10 @@ def main(argv=None) -> int:
         result = evaluate_voc(records, detections, names, iou_threshold=iou,
                               use_07_metric=args.metric == "voc07")
     seconds = time.perf_counter() - t
-    files = write_report(args.out, result, config=vars(args),
+    analysis = analyse_detections(records, detections, names, args.score_threshold,
+                                  iou_threshold=0.5 if args.metric == "coco" else iou,
+                                  use_07_metric=args.metric == "voc07")
+    files = write_report(args.out, result, config=vars(args), analysis=analysis,
                          timings={"evaluate_s": seconds, "images": len(records)},
                          extra={"split": args.split, "data_root": args.data,
                                 "detections": str(detections_path)})
