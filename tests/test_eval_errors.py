@@ -75,6 +75,7 @@ def test_count_until_recall_stops_at_the_detection_that_reaches_it():
                                                      "background": 1}
     assert count_until_recall(kinds, tp, 2, 1.0)["duplicate"] == 1
     assert count_until_recall(kinds, tp, 3, 1.0)["localisation"] == 1  # never reached: all
+    assert sum(count_until_recall(kinds, tp, 0, 0.5).values()) == 0  # no objects: AP leaves the class out
 
 
 def test_empty_input():

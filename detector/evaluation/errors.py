@@ -95,13 +95,22 @@ def found_score(matched: MatchedDetections) -> np.ndarray:
     return score
 
 
+def walk_length(tp: np.ndarray, n_pos: int, recall: float) -> int:
+    """How many ranked detections (true-positive flags tp [D]) AP walks through
+    until it reaches ``recall`` of ``n_pos`` objects: up to and including the
+    true positive that reaches it; all of them if it never does; none for a
+    class without objects (AP leaves it out)."""
+    wanted = math.ceil(recall * n_pos - 1e-9)  # 0.7 * 10 is 7.000000000000001
+    if wanted <= 0:
+        return 0
+    reached = np.flatnonzero(np.cumsum(tp) >= wanted)
+    return int(reached[0]) + 1 if len(reached) else len(tp)
+
+
 def count_until_recall(kinds: np.ndarray, tp: np.ndarray, n_pos: int, recall: float) -> dict[str, int]:
-    """False positives by kind among ranked detections (kinds, tp [D]) before the
-    ranking first reaches ``recall`` of ``n_pos`` objects (all of them if it never does)."""
-    wanted = math.ceil(recall * n_pos - 1e-9)
-    reached = np.flatnonzero(np.cumsum(tp) >= wanted) if n_pos else np.zeros(0, np.int64)
-    stop = reached[0] + 1 if len(reached) else len(kinds)
-    seen = kinds[:stop]
+    """False positives by kind among ranked detections (kinds, tp [D]) up to
+    :func:`walk_length`."""
+    seen = kinds[:walk_length(tp, n_pos, recall)]
     return {k: int(np.sum(seen == k)) for k in FP_KINDS}
 
 
