@@ -24,12 +24,13 @@ from detector.images import encode_jpeg
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1150px;
 color:#222;line-height:1.4}
-h1{font-size:1.6em;margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+h1{font-size:1.6em;margin-bottom:0}h3{margin:4px 0}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f5f7}
 td:first-child,th:first-child{text-align:left}
 .headline td{font-size:15px}.muted{color:#666;font-size:13px}
 img.plot{max-width:100%;border:1px solid #eee}
+.row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.row>div{flex:1 1 520px;min-width:0}
 .strip{display:flex;flex-wrap:wrap;gap:8px}.strip figure{margin:0;font-size:11px;max-width:480px}
 pre{background:#f6f8fa;padding:8px;font-size:12px;overflow:auto;max-height:400px}
 """
@@ -44,6 +45,11 @@ def table_html(header: Sequence[str], rows: Sequence[Sequence[str]], css: str = 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def row_html(*cells: str) -> str:
+    """Cells side by side (they wrap on a narrow window)."""
+    return '<div class="row">' + "".join(f"<div>{c}</div>" for c in cells if c) + "</div>"
 
 
 def image_html(path: Path | None, alt: str) -> str:
@@ -85,23 +91,26 @@ def format_html_report(metrics: Mapping, class_table: tables.Table, figures: Map
     ``thumbnails`` holds (ErrorExample, JPEG bytes)."""
     parts = [f"<h1>Detection evaluation</h1><p class=muted>{html.escape(metrics['metric_description'])}"
              + (f", IoU threshold {metrics['iou_threshold']:g}" if "iou_threshold" in metrics else "") + "</p>",
-             table_html(("", ""), headline_rows(metrics, analysis), "headline"),
-             "<h2>Average precision per class</h2><p class=muted>AP in %; #gt counts non-difficult objects.</p>",
-             table_html(*class_table),
-             "<h2>Precision / recall</h2>", image_html(figures.get("pr"), "precision/recall curves")]
-    if analysis is not None:
-        parts += ["<h2>F1 against score threshold</h2>",
-                  f"<p>{html.escape(tables.operating_point_text(analysis))}</p>",
-                  table_html(*tables.class_rows(analysis)), image_html(figures.get("f1"), "F1 curves"),
+             row_html(table_html(("", ""), headline_rows(metrics, analysis), "headline"),
+                      "<h3>Average precision per class</h3><p class=muted>AP in %; #gt counts non-difficult "
+                      "objects.</p>" + table_html(*class_table)),
+             "<h2>Precision / recall" + (" and F1 against score threshold" if analysis else "") + "</h2>"]
+    pr = image_html(figures.get("pr"), "precision/recall curves")
+    if analysis is None:
+        parts.append(pr)
+    else:
+        parts += [f"<p>{html.escape(tables.operating_point_text(analysis))}</p>",
+                  row_html(pr, image_html(figures.get("f1"), "F1 curves")),
+                  table_html(*tables.class_rows(analysis)),
                   "<h2>Confusion matrix</h2><p class=muted>Rows: true class; columns: predicted; "
                   f"{analysis.confusion.ignored} detection(s) on difficult objects left out.</p>",
-                  image_html(figures.get("confusion"), "confusion matrix"),
-                  table_html(*tables.confusion_rows(analysis)),
+                  row_html(image_html(figures.get("confusion"), "confusion matrix"),
+                           table_html(*tables.confusion_rows(analysis))),
                   "<h2>Error breakdown</h2><p class=muted>Localisation: right class, 0.1 &le; IoU &lt; 0.5; "
                   "confusion: another class's object; mAP points if fixed: the false positives of that kind "
                   "removed from the ranking, or the objects never found removed from the positives.</p>",
-                  table_html(*tables.error_rows(analysis)), table_html(*tables.missed_rows(analysis)),
-                  image_html(figures.get("errors"), "error breakdown")]
+                  row_html(table_html(*tables.error_rows(analysis)) + table_html(*tables.missed_rows(analysis)),
+                           image_html(figures.get("errors"), "error breakdown"))]
         if thumbnails:
             items = "".join(f'<figure><img alt="{html.escape(caption(e))}" src="{data_uri(jpeg, "image/jpeg")}">'
                             f"<figcaption>{html.escape(caption(e))}</figcaption></figure>"
