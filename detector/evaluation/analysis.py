@@ -22,7 +22,7 @@ from detector.evaluation.confusion import ConfusionMatrix, confusion_matrix
 from detector.evaluation.errors import (FP_KINDS, ErrorBreakdown, analyse_errors, detection_kinds,
                                         found_score)
 from detector.evaluation.matching import MatchedDetections, match_records
-from detector.evaluation.size_ap import SizeAP, areas, evaluate_voc_by_size
+from detector.evaluation.size_ap import SizeAP, ap_by_size, areas
 from detector.evaluation.thresholds import ALL_CLASSES, F1Curve, f1_curves
 from detector.records import Detections, ImageRecord
 
@@ -80,8 +80,7 @@ def _box(b) -> tuple[float, float, float, float]:
     return tuple(float(v) for v in b)
 
 
-def worst_examples(matched: MatchedDetections, gt_records: Sequence[ImageRecord],
-                   detections: Mapping[str, Detections], score_threshold: float,
+def worst_examples(matched: MatchedDetections, gt_records: Sequence[ImageRecord], score_threshold: float,
                    n: int = EXAMPLES) -> tuple[ErrorExample, ...]:
     """The ``n`` highest-scoring false positives, then the ``n`` largest objects
     missed at ``score_threshold``."""
@@ -94,7 +93,7 @@ def worst_examples(matched: MatchedDetections, gt_records: Sequence[ImageRecord]
         rec = gt_records[m.image_index[d]]
         related = m.other_gt[d] if kinds[d] == "confusion" else m.best_gt[d]
         out.append(ErrorExample(str(kinds[d]), rec.image_id, str(rec.path), names[m.labels[d]],
-                                _box(detections[rec.image_id].boxes[m.det_index[d]]), float(m.scores[d]),
+                                _box(matched.det_boxes[d]), float(m.scores[d]),
                                 None if kinds[d] == "background" or related < 0
                                 else _box(matched.gt_boxes[related])))
     found = found_score(matched)
@@ -134,5 +133,5 @@ def analyse_detections(gt_records: Sequence[ImageRecord], detections: Mapping[st
         errors=analyse_errors(matched, threshold, use_07_metric),
         confusion=confusion_matrix(gt_records, detections, class_names, threshold, iou_threshold),
         f1=curves,
-        size_ap=evaluate_voc_by_size(gt_records, detections, class_names, iou_threshold, use_07_metric),
-        examples=worst_examples(matched, gt_records, detections, threshold))
+        size_ap=ap_by_size(matched, use_07_metric),
+        examples=worst_examples(matched, gt_records, threshold))

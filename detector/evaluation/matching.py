@@ -11,7 +11,7 @@ same handling of difficult boxes), so AP computed from it equals
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -32,6 +32,7 @@ class MatchedDetections:
     class_names: tuple[str, ...]
     iou_threshold: float
     matches: DetectionMatches
+    det_boxes: np.ndarray  # float32 [D, 4], the detections' boxes in the same order
     tp: np.ndarray  # bool [D]
     ignored: np.ndarray  # bool [D]
     gt_boxes: np.ndarray  # float32 [G, 4], all records' boxes concatenated
@@ -70,21 +71,32 @@ def match_records(gt_records: Sequence[ImageRecord], detections: Mapping[str, De
     """
     class_names = tuple(class_names)
     index, offsets, gt_labels, difficult = flatten_ground_truth(gt_records, len(class_names))
-    ignored_gt = difficult if gt_ignored is None else difficult | np.asarray(gt_ignored, bool)
     m = match_detections(gt_records, detections, index, offsets, len(class_names))
-    tp = np.zeros(len(m.labels), bool)
-    ignored = np.zeros(len(m.labels), bool)
-    for c in range(len(class_names)):
-        mine = np.flatnonzero(m.labels == c)
-        order = mine[np.argsort(-m.scores[mine], kind="stable")]
-        t, f = count_true_positives(m.best_iou[order], m.best_gt[order], ignored_gt, iou_threshold)
-        tp[order] = t > 0
-        ignored[order] = (t == 0) & (f == 0)
     gt_boxes = np.concatenate([np.asarray(r.boxes, np.float32).reshape(-1, 4) for r in gt_records]
                               + [np.zeros((0, 4), np.float32)])
     gt_image = np.repeat(np.arange(len(gt_records)), np.diff(offsets))
-    return MatchedDetections(class_names, float(iou_threshold), m, tp, ignored, gt_boxes, gt_labels,
-                             ignored_gt, gt_image)
+    # match_detections' order: records in order, each image's detections in input order.
+    det_boxes = np.concatenate([np.asarray(detections[r.image_id].boxes, np.float32).reshape(-1, 4)
+                                for r in gt_records if r.image_id in detections]
+                               + [np.zeros((0, 4), np.float32)])
+    matched = MatchedDetections(class_names, float(iou_threshold), m, det_boxes, np.zeros(0, bool),
+                                np.zeros(0, bool), gt_boxes, gt_labels, difficult, gt_image)
+    return with_ignored(matched, difficult if gt_ignored is None else difficult | np.asarray(gt_ignored, bool))
+
+
+def with_ignored(matched: MatchedDetections, gt_ignored: np.ndarray) -> MatchedDetections:
+    """``matched`` with the outcomes recounted for another set of ignored boxes
+    (bool [G], difficult included): the overlaps are reused, not recomputed."""
+    m = matched.matches
+    tp = np.zeros(len(m.labels), bool)
+    ignored = np.zeros(len(m.labels), bool)
+    for c in range(len(matched.class_names)):
+        mine = np.flatnonzero(m.labels == c)
+        order = mine[np.argsort(-m.scores[mine], kind="stable")]
+        t, f = count_true_positives(m.best_iou[order], m.best_gt[order], gt_ignored, matched.iou_threshold)
+        tp[order] = t > 0
+        ignored[order] = (t == 0) & (f == 0)
+    return replace(matched, tp=tp, ignored=ignored, gt_ignored=gt_ignored)
 
 
 def ranked_ap(tp: np.ndarray, fp: np.ndarray, n_pos: int, use_07_metric: bool) -> float:

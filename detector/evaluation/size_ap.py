@@ -22,7 +22,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from detector.boxes import as_box_tensor, box_area
-from detector.evaluation.matching import class_aps, match_records, mean_ap
+from detector.evaluation.matching import (MatchedDetections, class_aps, match_records, mean_ap,
+                                         with_ignored)
 from detector.records import Detections, ImageRecord
 
 # COCO's area ranges (pycocotools cocoeval.Params: 32 ** 2 and 96 ** 2 pixels).
@@ -64,22 +65,23 @@ def size_of(area: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, area, side="right")
 
 
+def ap_by_size(matched: MatchedDetections, use_07_metric: bool = True) -> SizeAP:
+    """VOC AP per class and size range (rules in the module docstring) from the matching."""
+    gt_area, det_area = areas(matched.gt_boxes), areas(matched.det_boxes)
+    names = matched.class_names
+    ap, mAP, n_gt = {}, {}, {}
+    for size, (lo, hi) in SIZE_RANGES.items():
+        in_range = with_ignored(matched, matched.gt_ignored | (gt_area < lo) | (gt_area >= hi))
+        drop = in_range.fp & ((det_area < lo) | (det_area >= hi))
+        aps = class_aps(in_range, use_07_metric, drop=drop)
+        ap[size] = dict(zip(names, aps))
+        mAP[size] = mean_ap(aps)
+        n_gt[size] = {c: in_range.n_positives(i) for i, c in enumerate(names)}
+    return SizeAP("voc07" if use_07_metric else "voc12", matched.iou_threshold, ap, mAP, n_gt)
+
+
 def evaluate_voc_by_size(gt_records: Sequence[ImageRecord], detections: Mapping[str, Detections],
                          class_names: Sequence[str], iou_threshold: float = 0.5,
                          use_07_metric: bool = True) -> SizeAP:
-    """VOC AP per class and size range (rules in the module docstring)."""
-    class_names = tuple(class_names)
-    gt_area = areas(np.concatenate([r.boxes for r in gt_records] + [np.zeros((0, 4), np.float32)]))
-    # Flat in the order of the matches: images in record order, then input order.
-    det_area = areas(np.concatenate([detections[r.image_id].boxes for r in gt_records
-                                     if r.image_id in detections] + [np.zeros((0, 4), np.float32)]))
-    ap, mAP, n_gt = {}, {}, {}
-    for size, (lo, hi) in SIZE_RANGES.items():
-        outside = (gt_area < lo) | (gt_area >= hi)
-        matched = match_records(gt_records, detections, class_names, iou_threshold, gt_ignored=outside)
-        drop = matched.fp & ((det_area < lo) | (det_area >= hi))
-        aps = class_aps(matched, use_07_metric, drop=drop)
-        ap[size] = dict(zip(class_names, aps))
-        mAP[size] = mean_ap(aps)
-        n_gt[size] = {c: matched.n_positives(i) for i, c in enumerate(class_names)}
-    return SizeAP("voc07" if use_07_metric else "voc12", float(iou_threshold), ap, mAP, n_gt)
+    """VOC AP per class and size range of ``detections`` (as ``evaluate_voc`` takes them)."""
+    return ap_by_size(match_records(gt_records, detections, class_names, iou_threshold), use_07_metric)
