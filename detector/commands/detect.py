@@ -19,7 +19,7 @@ from detector.model import load_model
 
 def main(argv=None, prog: str | None = None) -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model file written by tools/train.py")
+    p.add_argument("--model", required=True, help="model file written by sppnet train")
     p.add_argument("--input", required=True,
                    help="an image, a folder of images, a glob pattern (quote it) or a .txt file of paths")
     p.add_argument("--output", required=True, help="folder for results.json and annotated images")

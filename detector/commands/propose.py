@@ -27,7 +27,7 @@ from proposals.store import cache_params
 def main(argv=None, prog: str | None = None) -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="detector config: take its proposals section, data root and cache "
-                                    "folder, so that tools/train.py and tools/test.py reuse these windows")
+                                    "folder, so that sppnet train and sppnet test reuse these windows")
     p.add_argument("--data", help="dataset root (PASCAL VOC layout; default: the config's data.root)")
     p.add_argument("--split", required=True, help="ImageSets/Main/<split>.txt")
     p.add_argument("--method", help="shorthand for proposals.method=...")

@@ -14,7 +14,7 @@ from detector.testing import METRICS, print_outcome, run_test
 
 def main(argv=None, prog: str | None = None) -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model file written by tools/train.py")
+    p.add_argument("--model", required=True, help="model file written by sppnet train")
     p.add_argument("--data", help="dataset root (default: the one the model was trained on)")
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, help="output folder")
