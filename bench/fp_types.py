@@ -4,9 +4,11 @@
 
 Reads the detections of finished ``bench/detection.py run`` experiments (no
 model runs) and walks each run's detections in decreasing score, as AP does,
-until it has found ``--recall`` of the ground-truth boxes. Every false
-positive on the way is sorted by its relation to the ground-truth box it
-overlaps most:
+until it has found ``--recall`` of the ground-truth boxes (the walk of
+``detector.evaluation.errors``, which every test report now shows with the
+kinds localisation / duplicate / confusion / background). Every false
+positive on the way is sorted here by its geometry against the ground-truth
+box it overlaps most:
 
 - duplicate: IoU >= 0.5 with a box already matched;
 - part: at least 70% of the detection lies inside the box, and the detection is smaller;
@@ -25,13 +27,16 @@ import sys
 from collections import Counter
 
 import numpy as np
-import torch
+from pathlib import Path
 
 from bench.detection import BY_NAME, RESULTS, RUNS, experiment_config
 
-from detector.boxes import box_iou
+from detector.boxes import as_box_tensor, xywh_to_xyxy
+from detector.evaluation.errors import detection_kinds, walk_length
+from detector.evaluation.matching import match_records
 from detector.fileio import write_json_atomic
 from detector.build import build_dataset
+from detector.records import Detections, ImageRecord
 
 DATASET = "raccoon"
 # (run directory, test directory): the protocol P, B and F runs of both methods.
@@ -56,34 +61,44 @@ def false_positive_kind(det: np.ndarray, gt: np.ndarray) -> str:
     return "shifted"
 
 
+def as_records(detections: list[dict], gt: dict[str, np.ndarray]) -> tuple[list[ImageRecord], dict]:
+    """The ground truth and COCO-result detections as one class of records (class-agnostic)."""
+    records = [ImageRecord(k, Path(k), 0, 0, b, np.zeros(len(b), np.int64), np.zeros(len(b), bool))
+               for k, b in gt.items()]
+    by_image: dict[str, list[dict]] = {}
+    for d in detections:
+        by_image.setdefault(str(d["image_id"]), []).append(d)
+    dets = {k: Detections(xywh_to_xyxy(as_box_tensor([d["bbox"] for d in ds])).numpy(),
+                          np.array([d["score"] for d in ds], np.float32), np.zeros(len(ds), np.int64))
+            for k, ds in by_image.items()}
+    return records, dets
+
+
 def fp_types(detections: list[dict], gt: dict[str, np.ndarray], recall: float) -> dict:
-    """False positives by kind among the detections ranked above ``recall`` of the boxes."""
-    n_gt = sum(len(b) for b in gt.values())
-    wanted = math.ceil(recall * n_gt)
-    matched: set = set()
-    kinds: Counter = Counter()
-    tp = 0
-    for d in sorted(detections, key=lambda d: -d["score"]):
-        if tp >= wanted:
-            break
-        boxes = gt.get(d["image_id"], np.zeros((0, 4), np.float32))
-        x, y, w, h = d["bbox"]
-        det = np.array([x, y, x + w, y + h], np.float32)
-        if len(boxes) == 0:
-            kinds["background"] += 1
-            continue
-        iou = box_iou(torch.from_numpy(det[None]), torch.from_numpy(boxes)).numpy()[0]
-        j = int(iou.argmax())
-        if iou[j] >= 0.5:
-            if (d["image_id"], j) in matched:
-                kinds["duplicate"] += 1
-            else:
-                matched.add((d["image_id"], j))
-                tp += 1
-            continue
-        kinds[false_positive_kind(det, boxes[j])] += 1
-    return {"true_positives": tp, "ground_truth": n_gt, "reached_recall": tp >= wanted,
-            "false_positives": {k: kinds.get(k, 0) for k in KINDS}}
+    """False positives by kind among the detections ranked above ``recall`` of the boxes.
+
+    The walk and the duplicates are the library's (detector.evaluation.errors);
+    the other false positives are split here by their geometry against the box
+    they overlap most."""
+    records, dets = as_records(detections, gt)
+    matched = match_records(records, dets, ("object",))
+    kinds = detection_kinds(matched)
+    order = matched.ranking(0)
+    n_gt = matched.n_positives(0)
+    walked = order[:walk_length(matched.tp[order], n_gt, recall)]
+    counts = Counter()
+    for d in walked[~matched.tp[walked]]:
+        j = matched.matches.best_gt[d]
+        if kinds[d] == "duplicate":
+            counts["duplicate"] += 1
+        elif j < 0:
+            counts["background"] += 1
+        else:
+            image = dets[records[matched.matches.image_index[d]].image_id]
+            counts[false_positive_kind(image.boxes[matched.matches.det_index[d]], matched.gt_boxes[j])] += 1
+    tp = int(matched.tp[walked].sum())
+    return {"true_positives": tp, "ground_truth": n_gt, "reached_recall": tp >= math.ceil(recall * n_gt - 1e-9),
+            "false_positives": {k: counts.get(k, 0) for k in KINDS}}
 
 
 def main(argv=None) -> int:

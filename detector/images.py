@@ -6,6 +6,7 @@ and non-image files raise :class:`ImageReadError` naming the file.
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -86,3 +87,10 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise ImageReadError(f"{path}: unreadable image header ({e})") from None
     # EXIF orientations 5..8 swap width and height.
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """RGB uint8 [H, W, 3] -> JPEG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

@@ -1,69 +1,164 @@
-"""Running a trained detector over image files: results JSON and annotated images."""
+"""Running a trained detector over image files: results, annotated images, training formats.
+
+A folder run (``tools/detect.py``, ``sppnet detect``) takes a folder, a glob
+pattern or a text file of paths (:func:`list_inputs`) and writes, as each
+image is done (a killed run keeps what it finished):
+
+- ``results.jsonl``: one JSON line per image (or skipped file), appended;
+- ``<stem>_<ext>_det.jpg``: the image with its detections drawn;
+- with ``save_voc``, ``voc/``: a VOC-layout folder (``Annotations/<id>.xml``,
+  ``JPEGImages/`` with a copy of each image, and at the end
+  ``ImageSets/Main/trainval.txt``) that the VOC loader, LabelImg and CVAT
+  read: pseudo-labels to train on;
+
+and at the end ``results.json`` (all images, the skipped files) and, with
+``save_coco``, ``coco_results.json`` (a COCO results list; image ids are
+1, 2, ... in input order, as ``coco_image_id`` in results.json says). Only
+detections with score >= ``threshold`` are saved and drawn.
+"""
 from __future__ import annotations
 
+import glob
+import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Iterable
 
-import cv2
+import numpy as np
 from tqdm import tqdm
 
+from .data.voc_writer import format_voc_xml, voc_objects
 from .detector import Detector
-from .fileio import atomic_path, write_json_atomic
-from .images import ImageTooSmallError
-from .images import ImageReadError, is_image_file, read_image
+from .evaluation.result_files import write_coco_results
+from .fileio import write_bytes_atomic, write_json_atomic, write_text_atomic
+from .images import ImageReadError, ImageTooSmallError, encode_jpeg, is_image_file, read_image
+from .records import Detections
 from .visualize import draw_detections
 
 logger = logging.getLogger(__name__)
 
+LIST_EXTENSIONS = (".txt", ".lst", ".list")  # a text file of image paths, one per line
+VOC_FOLDER = "voc"
+VOC_SPLIT = "trainval"  # the split tools/train.py reads by default (data.train_split)
+GLOB_CHARS = "*?["
 
-def list_inputs(path: str | os.PathLike) -> list[Path]:
-    """The files to run on: ``path`` itself, or every file in the folder (sorted, not recursive)."""
-    path = Path(path)
+
+def read_path_list(path: Path) -> list[Path]:
+    """Paths listed one per line in ``path`` (blank lines and # comments skipped);
+    relative ones are relative to the list file's folder."""
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            p = Path(line).expanduser()
+            out.append(p if p.is_absolute() else path.parent / p)
+    return out
+
+
+def list_inputs(spec: str | os.PathLike) -> list[Path]:
+    """The files to run on: an image file; a text file of paths (.txt, .lst, .list);
+    every file in a folder (sorted, not recursive); or the matches of a glob
+    pattern (sorted; ``**`` recurses)."""
+    path = Path(spec)
     if path.is_file():
-        return [path]
+        return read_path_list(path) if path.suffix.lower() in LIST_EXTENSIONS else [path]
     if path.is_dir():
         return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    if any(c in str(spec) for c in GLOB_CHARS):
+        matches = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
+        if matches:
+            return matches
+        raise FileNotFoundError(f"{spec}: the pattern matches no file")
     raise FileNotFoundError(f"{path}: no such file or folder")
 
 
+def unique_ids(files: list[Path]) -> list[str]:
+    """An image id per file: its stem, with _2, _3, ... where stems repeat (a.jpg, a.png)."""
+    seen: dict[str, int] = {}
+    out = []
+    for f in files:
+        n = seen.get(f.stem, 0) + 1
+        seen[f.stem] = n
+        out.append(f.stem if n == 1 else f"{f.stem}_{n}")
+    return out
+
+
+def keep_above(dets: Detections, threshold: float) -> Detections:
+    """The detections with score >= ``threshold``."""
+    keep = dets.scores >= threshold
+    return Detections(dets.boxes[keep], dets.scores[keep], dets.labels[keep])
+
+
+def write_voc_image(voc_dir: Path, image_id: str, source: Path, image: np.ndarray, dets: Detections,
+                    class_names) -> Path:
+    """Copy ``source`` into ``voc_dir``/JPEGImages and write its annotation XML; returns the XML path."""
+    filename = f"{image_id}{source.suffix.lower()}"
+    (voc_dir / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, voc_dir / "JPEGImages" / filename)
+    height, width = image.shape[:2]
+    xml = voc_dir / "Annotations" / f"{image_id}.xml"
+    write_text_atomic(xml, format_voc_xml(filename, width, height,
+                                          voc_objects(dets.boxes, dets.labels, class_names, width, height)))
+    return xml
+
+
+def result_entry(f: Path, image: np.ndarray, dets: Detections, class_names) -> dict:
+    return {"file": str(f), "width": int(image.shape[1]), "height": int(image.shape[0]),
+            "detections": [{"class": class_names[int(l)], "score": round(float(s), 5),
+                            "box": [round(float(v), 2) for v in b]}
+                           for b, s, l in zip(dets.boxes, dets.scores, dets.labels)]}
+
+
 def detect_files(detector: Detector, files: Iterable[Path], out_dir: str | os.PathLike,
-                 draw_threshold: float = 0.0, progress: bool = True) -> dict:
-    """Detect objects in each image file; write ``results.json`` and annotated images.
+                 threshold: float = 0.0, progress: bool = True, save_voc: bool = False,
+                 save_coco: bool = False) -> dict:
+    """Detect objects in each image file and write the outputs of the module docstring.
 
     Files that are not images (by extension or content) are skipped with a
-    warning and listed under ``skipped`` in the results.
+    warning and listed under ``skipped``. Returns the content of results.json.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results, skipped = [], []
     files = list(files)
-    for f in tqdm(files, desc="detect", disable=not progress, unit="img"):
-        if not is_image_file(f):
-            logger.warning("%s: skipped, not an image file (extension %r)", f, f.suffix)
-            skipped.append({"file": str(f), "reason": "not an image file"})
-            continue
-        try:
-            image = read_image(f)
-            dets = detector.detect(image, name=str(f))
-        except (ImageReadError, ImageTooSmallError) as e:
-            logger.warning("skipped: %s", e)
-            skipped.append({"file": str(f), "reason": str(e)})
-            continue
-        annotated = draw_detections(image, dets, detector.class_names, min_score=draw_threshold)
-        out_image = out_dir / f"{f.stem}_{f.suffix.lstrip('.').lower()}_det.jpg"  # a.jpg and a.png both survive
-        with atomic_path(out_image) as tmp:
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
-            tmp.write_bytes(buf.tobytes())
-        results.append({
-            "file": str(f), "width": int(image.shape[1]), "height": int(image.shape[0]),
-            "annotated": str(out_image),
-            "detections": [{"class": detector.class_names[int(l)], "score": round(float(s), 5),
-                            "box": [round(float(v), 2) for v in b]}
-                           for b, s, l in zip(dets.boxes, dets.scores, dets.labels)],
-        })
-    summary = {"images": results, "skipped": skipped,
+    ids = unique_ids(files)
+    voc_dir = out_dir / VOC_FOLDER
+    results, skipped, kept = [], [], {}
+    with open(out_dir / "results.jsonl", "w") as stream:
+        for f, image_id in tqdm(list(zip(files, ids)), desc="detect", disable=not progress, unit="img"):
+            try:
+                if not is_image_file(f):
+                    raise ImageReadError(f"{f}: not an image file (extension {f.suffix!r})")
+                image = read_image(f)
+                dets = keep_above(detector.detect(image, name=str(f)), threshold)
+            except (ImageReadError, ImageTooSmallError) as e:
+                logger.warning("skipped: %s", e)
+                skipped.append({"file": str(f), "reason": str(e)})
+                stream.write(json.dumps({"skipped": skipped[-1]}) + "\n")
+                stream.flush()
+                continue
+            entry = result_entry(f, image, dets, detector.class_names)
+            out_image = out_dir / f"{f.stem}_{f.suffix.lstrip('.').lower()}_det.jpg"  # a.jpg and a.png both survive
+            write_bytes_atomic(out_image, encode_jpeg(draw_detections(image, dets, detector.class_names)))
+            entry["annotated"] = str(out_image)
+            if save_voc:
+                entry["voc_annotation"] = str(write_voc_image(voc_dir, image_id, f, image, dets,
+                                                              detector.class_names))
+            if save_coco:
+                entry["coco_image_id"] = len(kept) + 1
+            kept[image_id] = dets
+            results.append(entry)
+            stream.write(json.dumps(entry) + "\n")
+            stream.flush()
+    summary = {"images": results, "skipped": skipped, "threshold": threshold,
                "box_format": "x1, y1, x2, y2 in 0-based continuous pixel coordinates"}
+    if save_voc:
+        write_text_atomic(voc_dir / "ImageSets" / "Main" / f"{VOC_SPLIT}.txt", "".join(i + "\n" for i in kept))
+        summary["voc"] = str(voc_dir)
+    if save_coco:
+        write_coco_results(out_dir / "coco_results.json", kept, detector.class_names,
+                           image_ids={k: i + 1 for i, k in enumerate(kept)})
+        summary["coco_results"] = str(out_dir / "coco_results.json")
     write_json_atomic(out_dir / "results.json", summary)
     return summary

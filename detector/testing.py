@@ -13,8 +13,8 @@ from .build import build_dataset
 from .data import coco_category_ids
 from .data.verify import verify_images
 from .detector import Detector
-from .evaluation import (evaluate_detections, format_report_table, write_coco_results, write_report,
-                         write_voc_results)
+from .evaluation import (analyse_detections, evaluate_detections, format_report_table, write_coco_results,
+                         write_report, write_voc_results)
 from .fileio import check_output_dir
 from .records import Detections
 from .timing import timed_stage
@@ -131,7 +131,9 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
                                     category_ids=category_ids)
         extra["without_bbox_regression"] = {"mAP": plain.mAP, "AP": dict(plain.ap)}
     extra["skipped_images"] = verified.bad_as_dicts()
-    write_report(out_dir, result, config=cfg,
+    analysis = analyse_detections(records, detections, detector.class_names,  # errors, confusion, F1
+                                  use_07_metric=metric == "voc07")
+    write_report(out_dir, result, config=cfg, analysis=analysis,
                  timings={"seconds_per_image": per_image, "evaluate_s": stage_seconds["evaluate"],
                           "images": len(records)},
                  extra={"split": split, "data_root": root, **extra})

@@ -71,6 +71,8 @@ def test_test_and_detect_tools(trained_run, tmp_path, capsys):
     assert metrics["metric"] == "voc12" and metrics["mAP"] > 0.8
     assert set(metrics["timings"]["seconds_per_image"]) >= {"conv", "pool", "fc", "svm", "bbox", "nms"}
     assert "without_bbox_regression" in metrics and metrics["versions"]["torch"]
+    assert metrics["analysis"]["confusion_matrix"]["labels"][-1] == "background"
+    assert "Error breakdown" in (tmp_path / "t" / "report.html").read_text()
     image = sorted((trained_run.data / "JPEGImages").iterdir())[0]
     assert load_tool("detect").main(["--model", str(model_path), "--input", str(image),
                                      "--output", str(tmp_path / "d"), "--no-progress"]) == 0

@@ -1,56 +1,8 @@
-"""Print statistics of a dataset split: per-class counts, image and box sizes, unreadable images.
-
-Exit code 0: the split is fine; 1: some images are unreadable (training and
-testing would skip them); 2: the annotations or image sizes are wrong.
-
-    python tools/dataset_stats.py --data VOCdevkit/VOC2007 --split test
-    python tools/dataset_stats.py --data coco --split val2017 --format coco \
-        --annotations annotations/instances_{split}.json --images {split}2017
-"""
-from __future__ import annotations
-
-import argparse
-import logging
+"""`sppnet stats` as a script: see detector/commands/stats.py (`python tools/dataset_stats.py --help`)."""
 import sys
 
-from detector.data import DATASET_FORMATS, DatasetError, load_dataset
-from detector.data.stats import compute_dataset_stats, format_dataset_stats
-from detector.data.verify import verify_images
-from detector.images import ImageReadError
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="dataset root (the VOC-layout folder for voc)")
-    p.add_argument("--split", required=True, help="split name, e.g. trainval or test")
-    p.add_argument("--format", default="voc", choices=DATASET_FORMATS)
-    p.add_argument("--annotations", default="", help="coco: JSON path relative to --data, may hold {split}")
-    p.add_argument("--images", default="", help="coco: image folder relative to --data, may hold {split}")
-    p.add_argument("--class-names", default="", help="comma-separated label order (default: discovered)")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    names = [n for n in args.class_names.split(",") if n] or None
-    try:
-        dataset = load_dataset(args.data, args.split, format=args.format, class_names=names,
-                               annotations=args.annotations, images=args.images)
-    except (DatasetError, ImageReadError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_dataset_stats(compute_dataset_stats(dataset)))
-    try:  # the same up-front check training and testing run: decodable, sizes as annotated
-        verified = verify_images(list(dataset), what=f"{args.data} {args.split} split")
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"images checked: {len(dataset)}, unreadable: {len(verified.bad)}")
-    for bad in verified.bad:
-        print(f"  {bad.path}: {bad.reason}")
-    return 1 if verified.bad else 0
-
+from detector.cli import run_cli
+from detector.commands.stats import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

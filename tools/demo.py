@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     print("[4/4] annotating test images")
     test_ids = (Path(cfg.data.root) / "ImageSets" / "Main" / "test.txt").read_text().split()
     files = [Path(cfg.data.root) / "JPEGImages" / f"{i}.jpg" for i in test_ids[:ANNOTATED_IMAGES]]
-    detect_files(detector, files, out / "detections", draw_threshold=0.0, progress=False)
+    detect_files(detector, files, out / "detections", threshold=0.0, progress=False)
     print()
     print_outcome(outcome)
     print(f"annotated images: {out / 'detections'}   total time: {time.perf_counter() - start:.0f} s")

@@ -21,12 +21,12 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image
 
 from ..fileio import write_bytes_atomic, write_text_atomic
+from .voc_writer import VOCObject, format_voc_xml
 
 # Shapes the generator can draw, with each one's class-typical RGB colour.
 # The colours are saturated (max - min channel >= 150) while the background
@@ -135,23 +135,6 @@ def draw_synthetic_image(rng: np.random.Generator, width: int, height: int,
     return np.clip(image, 0, 255).astype(np.uint8), objects
 
 
-def format_voc_xml(filename: str, width: int, height: int, objects: list[_Object]) -> str:
-    """PASCAL VOC annotation XML; boxes written 1-based inclusive, as VOC does."""
-    parts = ["<annotation>", "  <folder>VOCsynthetic</folder>",
-             f"  <filename>{escape(filename)}</filename>",
-             f"  <size><width>{width}</width><height>{height}</height><depth>3</depth></size>",
-             "  <segmented>0</segmented>"]
-    for o in objects:
-        parts += ["  <object>", f"    <name>{escape(o.name)}</name>", "    <pose>Unspecified</pose>",
-                  "    <truncated>0</truncated>", f"    <difficult>{int(o.difficult)}</difficult>",
-                  # VOC pixels are 1-based: 0-based inclusive pixel p is written p + 1.
-                  f"    <bndbox><xmin>{o.xmin + 1}</xmin><ymin>{o.ymin + 1}</ymin>"
-                  f"<xmax>{o.xmax + 1}</xmax><ymax>{o.ymax + 1}</ymax></bndbox>",
-                  "  </object>"]
-    parts.append("</annotation>")
-    return "\n".join(parts) + "\n"
-
-
 def _encode_image(image: np.ndarray, ext: str) -> bytes:
     buf = io.BytesIO()
     if ext == "jpg":
@@ -199,7 +182,10 @@ def make_synthetic_voc(root: str | os.PathLike, num_train: int = 200, num_test: 
         filename = f"{image_id}.{image_format}"
         write_bytes_atomic(root / "JPEGImages" / filename, _encode_image(image, image_format))
         write_text_atomic(root / "Annotations" / f"{image_id}.xml",
-                          format_voc_xml(filename, width, height, objects))
+                          format_voc_xml(filename, width, height, [
+                              # VOC pixels are 1-based: 0-based inclusive pixel p is written p + 1.
+                              VOCObject(o.name, o.xmin + 1, o.ymin + 1, o.xmax + 1, o.ymax + 1, o.difficult)
+                              for o in objects], folder="VOCsynthetic"))
     write_text_atomic(root / "ImageSets/Main/trainval.txt", "".join(i + "\n" for i in ids[:num_train]))
     write_text_atomic(root / "ImageSets/Main/test.txt", "".join(i + "\n" for i in ids[num_train:]))
     return root

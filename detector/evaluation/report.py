@@ -1,4 +1,4 @@
-"""Evaluation report: metrics.json, report.md and precision/recall plots.
+"""Evaluation report: metrics.json, report.md, report.html and precision/recall plots.
 
 Works on a :class:`~detector.evaluation.voc_ap.VOCResult` or a
 :class:`~detector.evaluation.coco_eval.COCOResult` (both have ``metric``,
@@ -21,7 +21,11 @@ from typing import Mapping
 
 import numpy as np
 
-from detector.fileio import atomic_path, write_json_atomic, write_text_atomic
+from detector.evaluation.analysis_plots import plot_analysis
+from detector.evaluation.analysis_report import format_analysis_markdown
+from detector.evaluation.figures import save_figure
+from detector.evaluation.html_report import write_html_report
+from detector.fileio import write_json_atomic, write_text_atomic
 
 METRIC_NAMES = {
     "voc07": "PASCAL VOC 2007 11-point interpolated AP",
@@ -38,7 +42,8 @@ class ReportFiles:
 
     metrics: Path  # metrics.json
     report: Path  # report.md
-    plots: tuple[Path, ...]  # per-class PR PNGs, then the all-classes plot
+    plots: tuple[Path, ...]  # per-class PR PNGs, the all-classes plot, then the analysis plots
+    html: Path | None = None  # report.html
 
 
 def _json_float(x: float) -> float | None:
@@ -89,7 +94,8 @@ def _fmt_ap(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{100 * x:.1f}"
 
 
-def _rows(result):
+def class_ap_rows(result) -> list[tuple[str, str, str, str]]:
+    """(class, AP %, #gt, #det) per class, then the mean row."""
     rows = [(c, _fmt_ap(result.ap[c]), str(result.n_gt[c]), str(result.n_det[c]))
             for c in result.class_names]
     rows.append(("mean" if result.metric != "coco" else "mean (AP)", _fmt_ap(result.mAP),
@@ -100,7 +106,7 @@ def _rows(result):
 def format_report_table(result) -> str:
     """Per-class AP (in %), #gt, #det and the mean, as aligned plain text."""
     header = ("class", "AP", "#gt", "#det")
-    rows = _rows(result)
+    rows = class_ap_rows(result)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(4)]
     line = lambda r: "  ".join([r[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(r[1:], widths[1:])])
     lines = [f"metric: {METRIC_NAMES[result.metric]}", line(header), "-" * (sum(widths) + 6)]
@@ -119,7 +125,7 @@ def format_report_markdown(result) -> str:
     lines += ["", "AP in %; #gt counts non-difficult objects; a class without ground truth "
               "shows n/a and is left out of the mean.", "",
               "| class | AP | #gt | #det |", "|---|---:|---:|---:|"]
-    rows = _rows(result)
+    rows = class_ap_rows(result)
     lines += [f"| {c} | {ap} | {g} | {d} |" for c, ap, g, d in rows[:-1]]
     c, ap, g, d = rows[-1]
     lines += [f"| **{c}** | **{ap}** | {g} | {d} |", ""]
@@ -129,13 +135,6 @@ def format_report_markdown(result) -> str:
 def safe_filename(name: str) -> str:
     """A class name as a file name: anything but letters, digits, '-', '_' becomes '_'."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", name) or "_"
-
-
-def _save_figure(fig, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    FigureCanvasAgg(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
 
 
 def plot_pr_curves(out_dir: str | os.PathLike, result) -> list[Path]:
@@ -154,7 +153,7 @@ def plot_pr_curves(out_dir: str | os.PathLike, result) -> list[Path]:
                title=f"{c}: AP {_fmt_ap(result.ap[c])} ({result.metric})")
         ax.grid(alpha=0.3)
         path = out_dir / PR_FOLDER / f"{safe_filename(c)}.png"
-        _save_figure(fig, path)
+        save_figure(fig, path)
         paths.append(path)
         if len(rec):
             ax_all.plot(rec, prec, drawstyle="steps-post", linewidth=1,
@@ -164,20 +163,22 @@ def plot_pr_curves(out_dir: str | os.PathLike, result) -> list[Path]:
     ax_all.grid(alpha=0.3)
     if ax_all.lines:
         ax_all.legend(fontsize=6, ncol=2, loc="lower left")
-    _save_figure(summary, out_dir / SUMMARY_PLOT)
+    save_figure(summary, out_dir / SUMMARY_PLOT)
     paths.append(out_dir / SUMMARY_PLOT)
     return paths
 
 
 def write_report(out_dir: str | os.PathLike, result, config=None, timings: Mapping | None = None,
-                 extra: Mapping | None = None) -> ReportFiles:
-    """Write metrics.json, report.md and the PR plots into ``out_dir``.
+                 extra: Mapping | None = None, analysis=None) -> ReportFiles:
+    """Write metrics.json, report.md, report.html and the plots into ``out_dir``.
 
     Args:
         result: VOCResult or COCOResult.
         config: anything JSON-able or a dataclass; stored under "config".
         timings: e.g. {"evaluate_s": 1.2}; stored under "timings".
         extra: more keys for metrics.json (must not clash with the metric keys).
+        analysis: an optional :class:`~detector.evaluation.analysis.Analysis`:
+            stored under "analysis", with its sections and plots in both reports.
     Returns:
         ReportFiles with the paths written.
     """
@@ -192,7 +193,17 @@ def write_report(out_dir: str | os.PathLike, result, config=None, timings: Mappi
         if k in metrics:
             raise ValueError(f"extra key {k!r} clashes with a metrics.json key")
         metrics[k] = _jsonable(v)
-    write_json_atomic(out_dir / "metrics.json", metrics)
-    write_text_atomic(out_dir / "report.md", format_report_markdown(result))
     plots = plot_pr_curves(out_dir, result)
-    return ReportFiles(out_dir / "metrics.json", out_dir / "report.md", tuple(plots))
+    markdown = format_report_markdown(result)
+    figures = {"pr": out_dir / SUMMARY_PLOT}
+    if analysis is not None:  # detector/evaluation/analysis.py
+        metrics["analysis"] = _jsonable(analysis.to_dict())
+        extra_plots = plot_analysis(out_dir, analysis)
+        plots += extra_plots
+        figures.update(zip(("f1", "confusion", "errors"), extra_plots))
+        markdown += "\n" + format_analysis_markdown(analysis, {k: p.name for k, p in figures.items()})
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_text_atomic(out_dir / "report.md", markdown)
+    html = write_html_report(out_dir, metrics, (("class", "AP", "#gt", "#det"), class_ap_rows(result)),
+                             figures, analysis)
+    return ReportFiles(out_dir / "metrics.json", out_dir / "report.md", tuple(plots), html)

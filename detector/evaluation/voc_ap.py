@@ -115,7 +115,7 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> fl
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
-def _flatten_ground_truth(gt_records: Sequence[ImageRecord], n_classes: int):
+def flatten_ground_truth(gt_records: Sequence[ImageRecord], n_classes: int):
     """Concatenate all gt boxes: per-image offsets plus flat labels/difficult."""
     index = {}
     counts = np.zeros(len(gt_records), dtype=np.int64)
@@ -133,18 +133,34 @@ def _flatten_ground_truth(gt_records: Sequence[ImageRecord], n_classes: int):
     return index, offsets, labels, difficult
 
 
-def _match_detections(gt_records, detections, index, offsets, n_classes):
-    """Best same-class gt box for every detection.
+@dataclass(frozen=True)
+class DetectionMatches:
+    """Every detection, flattened in image order (``gt_records``) then input order,
+    with the ground-truth boxes it overlaps most. Flat gt indices index the
+    concatenation of the records' boxes (``offsets[i]`` is image i's first).
 
-    Returns flat arrays over all detections, in image order (gt_records) then
-    input order: labels, scores (float64), best_iou (-inf where the image has no
-    gt box of that class) and best_gt (flat gt index, -1 where none).
+    ``best_iou``/``best_gt``: the same-class gt box with the highest IoU (-inf
+    and -1 where the image has none); ``other_iou``/``other_gt``: the same over
+    the boxes of the other classes (for error analysis).
     """
+
+    image_index: np.ndarray  # int64 [D] index into gt_records
+    det_index: np.ndarray  # int64 [D] index into that image's Detections
+    labels: np.ndarray  # int64 [D]
+    scores: np.ndarray  # float64 [D]
+    best_iou: np.ndarray  # float64 [D]
+    best_gt: np.ndarray  # int64 [D]
+    other_iou: np.ndarray  # float64 [D]
+    other_gt: np.ndarray  # int64 [D]
+
+
+def match_detections(gt_records, detections, index, offsets, n_classes) -> DetectionMatches:
+    """Best same-class (and other-class) gt box for every detection (see DetectionMatches)."""
     unknown = [k for k in detections if k not in index]
     if unknown:
         raise EvaluationInputError(f"{len(unknown)} detected image id(s) are not in the ground truth, "
                                    f"e.g. {unknown[:3]}")
-    labels, scores, best_iou, best_gt = [], [], [], []
+    parts = []
     for i, rec in enumerate(gt_records):
         det = detections.get(rec.image_id)
         if det is None or len(det) == 0:
@@ -153,26 +169,26 @@ def _match_detections(gt_records, detections, index, offsets, n_classes):
             raise EvaluationInputError(f"image {rec.image_id!r}: detection label out of range "
                                        f"[0, {n_classes})")
         n = len(det)
-        iou_best = np.full(n, -np.inf)
-        gt_best = np.full(n, -1, dtype=np.int64)
+        best = [np.full(n, -np.inf), np.full(n, -1, dtype=np.int64)]
+        other = [np.full(n, -np.inf), np.full(n, -1, dtype=np.int64)]
         if len(rec.labels):
             iou = box_iou(torch.from_numpy(np.ascontiguousarray(det.boxes, dtype=np.float32)),
                           torch.from_numpy(np.ascontiguousarray(rec.boxes, dtype=np.float32)))
             iou = iou.numpy().astype(np.float64)
             same = det.labels[:, None] == rec.labels[None, :]
-            iou[~same] = -np.inf  # only boxes of the detection's class compete
-            j = iou.argmax(axis=1)  # first of equal maxima, like the devkit's strict ">"
-            iou_best = iou[np.arange(n), j]
-            gt_best = np.where(np.isfinite(iou_best), offsets[i] + j, -1)
-        labels.append(det.labels.astype(np.int64))
-        scores.append(det.scores.astype(np.float64))
-        best_iou.append(iou_best)
-        best_gt.append(gt_best)
-    if not labels:
-        empty = np.zeros(0)
-        return np.zeros(0, np.int64), empty, empty, np.zeros(0, np.int64)
-    return (np.concatenate(labels), np.concatenate(scores),
-            np.concatenate(best_iou), np.concatenate(best_gt))
+            # Only boxes of the detection's class compete for the match; the
+            # argmax takes the first of equal maxima, like the devkit's strict ">".
+            for out, mask in ((best, same), (other, ~same)):
+                masked = np.where(mask, iou, -np.inf)
+                j = masked.argmax(axis=1)
+                out[0] = masked[np.arange(n), j]
+                out[1] = np.where(np.isfinite(out[0]), offsets[i] + j, -1)
+        parts.append((np.full(n, i, np.int64), np.arange(n, dtype=np.int64),
+                      det.labels.astype(np.int64), det.scores.astype(np.float64), *best, *other))
+    columns = ([np.concatenate(c) for c in zip(*parts)] if parts else
+               [np.zeros(0, t) for t in (np.int64, np.int64, np.int64, np.float64, np.float64,
+                                          np.int64, np.float64, np.int64)])
+    return DetectionMatches(*columns)
 
 
 def count_true_positives(best_iou: np.ndarray, best_gt: np.ndarray, gt_difficult: np.ndarray,
@@ -200,6 +216,13 @@ def count_true_positives(best_iou: np.ndarray, best_gt: np.ndarray, gt_difficult
     return tp, fp
 
 
+def precision_recall(tp: np.ndarray, fp: np.ndarray, n_pos: int) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall [D] after each ranked detection, from 0/1 flags tp, fp [D]
+    and the number of positives ``n_pos`` (> 0)."""
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    return tp / np.maximum(tp + fp, _EPS), tp / n_pos
+
+
 def evaluate_voc(gt_records: Sequence[ImageRecord], detections: Mapping[str, Detections],
                  class_names: Sequence[str], iou_threshold: float = 0.5,
                  use_07_metric: bool = True) -> VOCResult:
@@ -220,9 +243,9 @@ def evaluate_voc(gt_records: Sequence[ImageRecord], detections: Mapping[str, Det
     """
     class_names = tuple(class_names)
     n_classes = len(class_names)
-    index, offsets, gt_labels, gt_difficult = _flatten_ground_truth(gt_records, n_classes)
-    labels, scores, best_iou, best_gt = _match_detections(gt_records, detections, index, offsets,
-                                                          n_classes)
+    index, offsets, gt_labels, gt_difficult = flatten_ground_truth(gt_records, n_classes)
+    m = match_detections(gt_records, detections, index, offsets, n_classes)
+    labels, scores, best_iou, best_gt = m.labels, m.scores, m.best_iou, m.best_gt
     n_pos = np.bincount(gt_labels[~gt_difficult], minlength=n_classes)
 
     ap, precision, recall, n_gt, n_det = {}, {}, {}, {}, {}
@@ -234,9 +257,7 @@ def evaluate_voc(gt_records: Sequence[ImageRecord], detections: Mapping[str, Det
         if n_pos[c] == 0:
             ap[name], precision[name], recall[name] = math.nan, np.zeros(0), np.zeros(0)
             continue
-        tp, fp = np.cumsum(tp), np.cumsum(fp)
-        recall[name] = tp / n_pos[c]
-        precision[name] = tp / np.maximum(tp + fp, _EPS)
+        precision[name], recall[name] = precision_recall(tp, fp, n_pos[c])
         ap[name] = voc_ap(recall[name], precision[name], use_07_metric)
     defined = [v for v in ap.values() if not math.isnan(v)]
     return VOCResult(metric="voc07" if use_07_metric else "voc12", iou_threshold=float(iou_threshold),

@@ -73,6 +73,8 @@ def test_voc_folder_end_to_end(voc_tree, tmp_path, capsys):
     for c in CLASSES:
         assert (out / "pr_curves" / f"{c}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "pr_curves.png").is_file()
+    assert metrics["analysis"]["errors"]["false_positives_total"]["background"] == len(records)  # the misses
+    assert (out / "report.html").is_file() and (out / "confusion_matrix.png").is_file()
     printed = capsys.readouterr().out
     assert "circle" in printed and "mean" in printed
 

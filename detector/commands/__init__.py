@@ -1,0 +1,75 @@
+"""``sppnet``: one command-line entry point with a subcommand per tool.
+
+    sppnet train --config configs/raccoon_mobilenet.yaml data.root=/data/mine workdir=runs/mine
+    sppnet test --model runs/mine/model.pt --split test --out runs/mine/test
+
+Each subcommand is a module here with ``main(argv, prog) -> int``; the files
+in ``tools/`` are wrappers around the same functions. Exit codes: 0 ok,
+2 bad input (argparse usage errors and the user errors of
+:func:`detector.cli.run_cli`), 130 interrupted.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from importlib import import_module
+
+from detector.cli import run_cli
+
+PROG = "sppnet"
+EXIT_BAD_INPUT = 2
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str  # imported only when the command runs: `sppnet --help` needs no torch
+    summary: str
+    example: str
+
+
+COMMANDS = {
+    "train": Command("detector.commands.train",
+                     "train a detector: proposals, conv5 cache, fine-tuning, SVMs, box regression",
+                     "sppnet train --config configs/raccoon_mobilenet.yaml data.root=/data/mine workdir=runs/mine"),
+    "test": Command("detector.commands.test",
+                    "test a model on a dataset split: detections, metrics, report.md and report.html",
+                    "sppnet test --model runs/mine/model.pt --split test --out runs/mine/test"),
+    "detect": Command("detector.commands.detect",
+                      "run a model on images (folder, glob, list file); VOC/COCO outputs for pseudo-labels",
+                      "sppnet detect --model runs/mine/model.pt --input photos/ --output out/ --save-voc"),
+    "evaluate": Command("detector.commands.evaluate",
+                        "evaluate saved detections (COCO JSON or comp4 files) and write the report",
+                        "sppnet evaluate --data VOC2007 --split test --detections runs/t/voc --out runs/eval"),
+    "propose": Command("detector.commands.propose",
+                       "compute and cache a split's selective search windows; recall report",
+                       "sppnet propose --data /data/mine --split test --report runs/props"),
+    "stats": Command("detector.commands.stats",
+                     "per-class counts, image and box sizes of a dataset split",
+                     "sppnet stats --data /data/mine --split trainval"),
+}
+
+
+def format_help() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = [f"usage: {PROG} <command> [options]     ({PROG} <command> --help: the command's options)", "",
+             "SPP-net object detection (He et al., 2014).", "", "commands:"]
+    for name, cmd in COMMANDS.items():
+        lines += [f"  {name.ljust(width)}  {cmd.summary}", f"  {' ' * width}    e.g. {cmd.example}"]
+    lines += ["", "exit codes: 0 ok, 2 bad input, 130 interrupted"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``argv`` (default ``sys.argv[1:]``) to a subcommand; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(format_help())
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        problem = "no command given" if not argv else f"unknown command {argv[0]!r}"
+        print(f"{format_help()}\n\n{PROG}: error: {problem}; choose from {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    name, rest = argv[0], argv[1:]
+    command = import_module(COMMANDS[name].module).main
+    return run_cli(lambda: command(rest, prog=f"{PROG} {name}"))

@@ -1,0 +1,35 @@
+"""Train an SPP-net detector: proposals, conv5 cache, fine-tuning, SVMs, box regression.
+
+    sppnet train --config configs/raccoon_mobilenet.yaml [key=value ...]
+
+Every stage is cached under the config's workdir, so a killed run resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from detector.config import load_detector_config
+from detector.fileio import check_output_dir
+from detector.training import train
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config (only what differs from the defaults)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.root=/data/VOC2007")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="where the conv layers and fine-tuning run (default: the config's device)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    cfg = load_detector_config(args.config, args.overrides)
+    if args.device:
+        cfg = dataclasses.replace(cfg, device=args.device)
+    check_output_dir(cfg.workdir, "workdir")
+    result = train(cfg, progress=not args.no_progress)
+    print(json.dumps({"model": str(result.model_path), "report": str(result.report_path),
+                      "train_images": result.train_images, "skipped_images": result.skipped_images,
+                      "reused_stages": result.reused_stages, "timings_s": result.timings}, indent=2))
+    return 0
+
