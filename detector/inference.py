@@ -57,21 +57,52 @@ def read_path_list(path: Path) -> list[Path]:
     return out
 
 
-def list_inputs(spec: str | os.PathLike) -> list[Path]:
+def list_inputs(spec: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """The files to run on: an image file; a text file of paths (.txt, .lst, .list);
-    every file in a folder (sorted, not recursive); or the matches of a glob
-    pattern (sorted; ``**`` recurses)."""
+    every file in a folder (sorted; its subfolders too with ``recursive``); or
+    the matches of a glob pattern (sorted; ``**`` recurses).
+
+    In a folder, what is left out is said in one warning: subfolders (without
+    ``recursive``), broken links and hidden files.
+    """
     path = Path(spec)
     if path.is_file():
         return read_path_list(path) if path.suffix.lower() in LIST_EXTENSIONS else [path]
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        return _folder_files(path, recursive)
     if any(c in str(spec) for c in GLOB_CHARS):
         matches = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
         if matches:
             return matches
         raise FileNotFoundError(f"{spec}: the pattern matches no file")
     raise FileNotFoundError(f"{path}: no such file or folder")
+
+
+def _folder_files(folder: Path, recursive: bool) -> list[Path]:
+    files, subfolders, broken, hidden = [], [], [], 0
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            hidden += 1
+        elif p.is_dir():
+            if recursive:
+                files.extend(_folder_files(p, recursive))
+            else:
+                subfolders.append(p.name)
+        elif p.is_file():
+            files.append(p)
+        elif p.is_symlink():
+            broken.append(p.name)
+    left_out = []
+    if subfolders:
+        left_out.append(f"{len(subfolders)} subfolder(s) ({', '.join(subfolders[:5])}"
+                        f"{', ...' if len(subfolders) > 5 else ''}; --recursive descends into them)")
+    if broken:
+        left_out.append(f"{len(broken)} broken link(s) ({', '.join(broken[:5])})")
+    if hidden:
+        left_out.append(f"{hidden} hidden file(s)")
+    if left_out:
+        logger.warning("%s: left out %s", folder, "; ".join(left_out))
+    return files
 
 
 def unique_ids(files: list[Path]) -> list[str]:

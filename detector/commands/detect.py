@@ -31,13 +31,14 @@ def main(argv=None, prog: str | None = None) -> int:
     p.add_argument("--save-coco", action="store_true", help="also write OUTPUT/coco_results.json")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the conv layers run (auto: CUDA when available)")
+    p.add_argument("--recursive", action="store_true", help="with a folder --input: its subfolders too")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*",
                    help="test-time key=value overrides (sections proposals, features, test), e.g. test.nms_iou=0.4")
     args = p.parse_args(argv)
     check_output_dir(args.output, "--output")
     detector = load_model(args.model, device=args.device, overrides=args.overrides)
-    summary = detect_files(detector, list_inputs(args.input), args.output, args.threshold,
+    summary = detect_files(detector, list_inputs(args.input, recursive=args.recursive), args.output, args.threshold,
                            progress=not args.no_progress, save_voc=args.save_voc, save_coco=args.save_coco)
     n = sum(len(r["detections"]) for r in summary["images"])
     print(f"{len(summary['images'])} images, {n} detections, {len(summary['skipped'])} skipped "

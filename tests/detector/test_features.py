@@ -8,9 +8,9 @@ from detector.build import build_config_backbone
 from helpers import write_noise_image
 from detector.features import FeatureCache, compute_feature_maps, feature_cache_key, scale_factor
 from detector.images import ImageTooSmallError
-from detector.pooling import SpatialPyramidPool, map_windows_to_features, select_scales
+from detector.pooling import SpatialPyramidPool
 from detector.records import ImageRecord
-from detector.window_features import ImageSource, SPPFeatures, match_windows, pool_windows
+from detector.window_features import ImageSource, SPPFeatures
 
 
 @pytest.fixture(scope="module")
@@ -63,27 +63,3 @@ def test_cache_resumes_and_detects_stale_images(tmp_path, backbone):
     # a corrupt entry is recomputed, not fatal
     entry.write_bytes(b"broken")
     assert cache.load("a", None) is None
-
-
-def test_pool_windows_uses_each_windows_scale(backbone):
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
-    maps = compute_feature_maps(backbone, image, [96, 288], 2000)
-    windows = torch.tensor([[0, 0, 20, 20], [0, 0, 128, 96], [30, 20, 90, 80]], dtype=torch.float32)
-    pool = SpatialPyramidPool([6, 3, 2, 1])
-    out = pool_windows(maps, windows, pool, backbone.stride, 224)
-    chosen = select_scales(windows, [m.factor for m in maps], 224)
-    for i, s in enumerate(chosen.tolist()):
-        f = maps[s].features
-        cells = map_windows_to_features(windows[i:i + 1] * maps[s].factor, backbone.stride, f.shape[1], f.shape[2])
-        torch.testing.assert_close(out[i:i + 1], pool(f, cells))
-    assert pool_windows(maps, torch.zeros(0, 4), pool, backbone.stride, 224).shape == (0, out.shape[1])
-
-
-def test_match_windows():
-    iou, arg = match_windows(np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32),
-                             np.array([[0, 0, 10, 20], [20, 20, 30, 30]], np.float32))
-    np.testing.assert_allclose(iou, [0.5, 1.0])
-    assert arg.tolist() == [0, 1]
-    iou, _ = match_windows(np.zeros((3, 4), np.float32), np.zeros((0, 4), np.float32))
-    assert iou.tolist() == [0, 0, 0]

@@ -73,3 +73,15 @@ def test_folder_run_to_voc_and_coco(images, tmp_path):
     coco = read_coco_results(out / "coco_results.json", NAMES,
                              image_ids={r["file"]: r["coco_image_id"] for r in summary["images"]})
     assert len(coco) == 3 and all(len(d) == 2 for d in coco.values())
+
+
+def test_folder_listing_says_what_it_leaves_out(images, caplog):
+    (images / "gone.jpg").symlink_to(images / "no_such_target.jpg")
+    with caplog.at_level("WARNING"):
+        files = list_inputs(images)
+    assert [p.name for p in files] == ["a.jpg", "a.png", "b.png", "notes.txt"]
+    assert "1 subfolder(s) (sub; --recursive" in caplog.text and "1 broken link(s) (gone.jpg)" in caplog.text
+    caplog.clear()
+    deep = list_inputs(images, recursive=True)
+    assert [p.relative_to(images).as_posix() for p in deep] == ["a.jpg", "a.png", "b.png", "notes.txt", "sub/c.jpg"]
+    assert "subfolder" not in caplog.text

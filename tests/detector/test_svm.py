@@ -106,52 +106,10 @@ def test_easy_negatives_are_evicted():
     assert trainer.model().score(-20 * np.eye(D)[[0]])[0, 0] < CFG.evict_threshold
 
 
-def test_find_negative_candidates_iou_rule():
-    gt = np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
-    labels = np.array([0, 1])
-    boxes = np.array([[0, 0, 10, 28.57], [0, 0, 10, 33.3334], [0, 0, 10, 40], [50, 50, 60, 60]],
-                     np.float32)
-    iou = box_iou(as_box_tensor(boxes), as_box_tensor(gt[:1])).numpy()[:, 0]
-    assert iou[0] == pytest.approx(0.35, abs=1e-3) and iou[1] == pytest.approx(0.3, abs=1e-4)
-    assert iou[1] <= 0.3 and iou[2] == pytest.approx(0.25)
-    cand = find_negative_candidates(boxes, gt, labels, 3, neg_iou=0.3)
-    np.testing.assert_array_equal(cand, [[False, True, True], [True, True, True],
-                                         [True, True, True], [True, False, True]])
-    assert find_negative_candidates(boxes, gt[:0], labels[:0], 3, 0.3).all()
 
 
-def test_iou_035_window_is_negative_for_other_class_only():
-    base = toy_images(3)
-    window = np.array([[0, 20, 10, 48.57]], np.float32)  # IoU 0.35 with the class-0 gt box
-    images = [dataclasses.replace(im, boxes=np.concatenate([im.boxes, window]),
-                                  features=np.concatenate([im.features, EASY_MEAN[None]]).astype(
-                                      np.float32)) for im in base]
-    cfg = SVMConfig(initial_negatives=1000, evict_threshold=-1e9)  # keep every negative
-    trainer = HardNegativeTrainer(2, cfg, seed=0)
-    trainer.collect(images)
-    trainer.mine(images)
-    w = len(images[0].boxes) - 1
-    keys = {trainer.image_index[im.image_id] * KEY_STRIDE + w for im in images}
-    assert not keys & set(trainer.caches[0].arrays()[1].tolist())
-    assert keys <= set(trainer.caches[1].arrays()[1].tolist())
-    # The class-1 gt box (window index N + 1) is a negative of class 0.
-    gt1 = {trainer.image_index[im.image_id] * KEY_STRIDE + len(im.boxes) + 1 for im in images}
-    assert gt1 <= set(trainer.caches[0].arrays()[1].tolist())
 
 
-def test_suppress_overlapping_negatives():
-    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 11], [100, 0, 110, 10], [0, 0, 10, 14.5],
-                      [0, 0, 10, 14]], np.float32)
-    # IoU with box 0: box 1 10/11, box 3 0.69 (kept at 0.7), box 4 0.714 (suppressed).
-    assert suppress_overlapping_negatives(boxes, np.array([2.0, 1.0, 0.0, -5.0, -5.0]),
-                                          0.7).tolist() == [0, 2, 3]
-    # The higher score wins: box 1 suppresses boxes 0, 3 (IoU 0.76) and 4 (0.79).
-    assert suppress_overlapping_negatives(boxes, np.array([0.0, 1.0, 0.0, -5.0, -5.0]),
-                                          0.7).tolist() == [1, 2]
-    # Ties keep the lower index.
-    assert suppress_overlapping_negatives(boxes, np.zeros(5), 0.7).tolist() == [0, 2, 3]
-    assert suppress_overlapping_negatives(boxes, np.zeros(5), 1.0).tolist() == [0, 1, 2, 3, 4]
-    assert suppress_overlapping_negatives(boxes[:0], np.zeros(0), 0.7).tolist() == []
 
 
 def test_neg_nms_in_training():
@@ -266,16 +224,6 @@ def test_without_seed_negatives_mining_starts_like_rcnn():
     assert (model.score(np.concatenate([easy, hard]))[:, 0] < 0).mean() >= 0.97
 
 
-def test_reservoir_is_bounded_consistent_and_uniform():
-    cache, rng = NegativeCache(), np.random.default_rng(0)
-    for start in range(0, 1000, 10):
-        keys = np.arange(start, start + 10)
-        cache.add_reservoir(keys[:, None].astype(np.float32), keys, 100, rng)
-    x, keys = cache.arrays()
-    assert cache.size == 100 and len(np.unique(keys)) == 100
-    np.testing.assert_array_equal(x[:, 0], keys)  # rows stay with their keys
-    assert cache.contains(keys).all() and not cache.contains(np.array([1000, -1])).any()
-    assert 350 < keys.mean() < 650  # uniform over the stream 0..999, not the first 100
 
 
 def test_non_convergence_is_logged(monkeypatch, caplog):
@@ -287,3 +235,22 @@ def test_non_convergence_is_logged(monkeypatch, caplog):
                               progress=False)
     assert "did not converge" in caplog.text
     assert not all(u["converged"] for u in stats["updates"])
+
+
+def test_iou_035_window_is_negative_for_other_class_only():
+    base = toy_images(3)
+    window = np.array([[0, 20, 10, 48.57]], np.float32)  # IoU 0.35 with the class-0 gt box
+    images = [dataclasses.replace(im, boxes=np.concatenate([im.boxes, window]),
+                                  features=np.concatenate([im.features, EASY_MEAN[None]]).astype(
+                                      np.float32)) for im in base]
+    cfg = SVMConfig(initial_negatives=1000, evict_threshold=-1e9)  # keep every negative
+    trainer = HardNegativeTrainer(2, cfg, seed=0)
+    trainer.collect(images)
+    trainer.mine(images)
+    w = len(images[0].boxes) - 1
+    keys = {trainer.image_index[im.image_id] * KEY_STRIDE + w for im in images}
+    assert not keys & set(trainer.caches[0].arrays()[1].tolist())
+    assert keys <= set(trainer.caches[1].arrays()[1].tolist())
+    # The class-1 gt box (window index N + 1) is a negative of class 0.
+    gt1 = {trainer.image_index[im.image_id] * KEY_STRIDE + len(im.boxes) + 1 for im in images}
+    assert gt1 <= set(trainer.caches[0].arrays()[1].tolist())

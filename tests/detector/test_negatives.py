@@ -1,0 +1,60 @@
+"""detector/negatives.py: R-CNN's negative rules, their suppression and the per-class cache."""
+import numpy as np
+import pytest
+
+from detector.boxes import as_box_tensor, box_iou
+from detector.negatives import NegativeCache, find_negative_candidates, suppress_overlapping_negatives
+
+
+def test_find_negative_candidates_iou_rule():
+    gt = np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    labels = np.array([0, 1])
+    boxes = np.array([[0, 0, 10, 28.57], [0, 0, 10, 33.3334], [0, 0, 10, 40], [50, 50, 60, 60]],
+                     np.float32)
+    iou = box_iou(as_box_tensor(boxes), as_box_tensor(gt[:1])).numpy()[:, 0]
+    assert iou[0] == pytest.approx(0.35, abs=1e-3) and iou[1] == pytest.approx(0.3, abs=1e-4)
+    assert iou[1] <= 0.3 and iou[2] == pytest.approx(0.25)
+    cand = find_negative_candidates(boxes, gt, labels, 3, neg_iou=0.3)
+    np.testing.assert_array_equal(cand, [[False, True, True], [True, True, True],
+                                         [True, True, True], [True, False, True]])
+    assert find_negative_candidates(boxes, gt[:0], labels[:0], 3, 0.3).all()
+
+
+def test_suppress_overlapping_negatives():
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 11], [100, 0, 110, 10], [0, 0, 10, 14.5],
+                      [0, 0, 10, 14]], np.float32)
+    # IoU with box 0: box 1 10/11, box 3 0.69 (kept at 0.7), box 4 0.714 (suppressed).
+    assert suppress_overlapping_negatives(boxes, np.array([2.0, 1.0, 0.0, -5.0, -5.0]),
+                                          0.7).tolist() == [0, 2, 3]
+    # The higher score wins: box 1 suppresses boxes 0, 3 (IoU 0.76) and 4 (0.79).
+    assert suppress_overlapping_negatives(boxes, np.array([0.0, 1.0, 0.0, -5.0, -5.0]),
+                                          0.7).tolist() == [1, 2]
+    # Ties keep the lower index.
+    assert suppress_overlapping_negatives(boxes, np.zeros(5), 0.7).tolist() == [0, 2, 3]
+    assert suppress_overlapping_negatives(boxes, np.zeros(5), 1.0).tolist() == [0, 1, 2, 3, 4]
+    assert suppress_overlapping_negatives(boxes[:0], np.zeros(0), 0.7).tolist() == []
+
+
+def test_cache_add_contains_keep_and_counters():
+    cache = NegativeCache()
+    assert cache.size == 0 and cache.arrays()[0].shape[0] == 0
+    cache.add(np.ones((2, 3), np.float32), np.array([5, 7]))
+    cache.add(2 * np.ones((1, 3), np.float32), np.array([9]))
+    assert cache.size == 3 and cache.num_added == 3
+    assert cache.contains(np.array([5, 6, 9])).tolist() == [True, False, True]
+    cache.keep(np.array([True, False, True]))
+    x, keys = cache.arrays()
+    assert keys.tolist() == [5, 9] and x[:, 0].tolist() == [1.0, 2.0]
+    assert cache.size == 2 and not cache.contains(np.array([7]))[0]  # evicted keys can come back
+
+
+def test_reservoir_is_bounded_consistent_and_uniform():
+    cache, rng = NegativeCache(), np.random.default_rng(0)
+    for start in range(0, 1000, 10):
+        keys = np.arange(start, start + 10)
+        cache.add_reservoir(keys[:, None].astype(np.float32), keys, 100, rng)
+    x, keys = cache.arrays()
+    assert cache.size == 100 and len(np.unique(keys)) == 100
+    np.testing.assert_array_equal(x[:, 0], keys)  # rows stay with their keys
+    assert cache.contains(keys).all() and not cache.contains(np.array([1000, -1])).any()
+    assert 350 < keys.mean() < 650  # uniform over the stream 0..999, not the first 100
