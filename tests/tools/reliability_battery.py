@@ -1,9 +1,9 @@
 """The user's-path battery: every bad input and reused-workdir case of issue #11, run
 through the command-line tools in-process on generated data, with what the user sees.
 
-    .venv/bin/python tests/reliability_battery.py      # rewrites docs/reliability.md
+    .venv/bin/python tests/tools/reliability_battery.py      # rewrites docs/reliability.md
 
-``tests/test_reliability.py`` runs the same cases and checks each outcome, so
+``tests/tools/test_reliability.py`` runs the same cases and checks each outcome, so
 the table in docs/reliability.md is what the code does.
 """
 from __future__ import annotations
@@ -421,8 +421,8 @@ def write_docs(path: Path = REPO / "docs" / "reliability.md") -> None:
         print(rows[-1], file=sys.stderr)
     text = ["# Reliability: what a user sees off the happy path", "",
             "Every case of issue #11, run through the command-line tools on generated data by",
-            "`tests/reliability_battery.py` (which wrote this page: `.venv/bin/python tests/reliability_battery.py`);",
-            "`tests/test_reliability.py` runs the same cases and checks the exit code and the message.",
+            "`tests/tools/reliability_battery.py` (which wrote this page: `.venv/bin/python tests/tools/reliability_battery.py`);",
+            "`tests/tools/test_reliability.py` runs the same cases and checks the exit code and the message.",
             "Exit code 0: the run completed (with the warning shown); 2: one clear error, nothing processed.",
             "", "| kind | case | exit | what the user sees (first relevant line) | as expected |",
             "|---|---|---|---|---|", *rows, ""]
