@@ -6,21 +6,25 @@ parameters have ``requires_grad=False``, batch norm is replaced by
 ``torchvision.ops.FrozenBatchNorm2d`` and the module stays in eval mode even
 when ``.train()`` is called.
 
-Each trunk ends at total stride 16, the paper's conv5 stride:
+Each trunk ends at total stride 16, the paper's conv5 stride. Where its cells
+sit in the image depends on the padding: cell j is centred on pixel
+``16 j + offset`` (0-based), the backbone's :class:`~detector.pooling.FeatureGrid`,
+which the window mapping uses (measured by back-propagating from one cell in
+tests/test_backbones.py; docs/window_mapping.md):
 
-=============  =====  ==========================================  =========
-name           C      trunk                                        default
-                                                                   weights
-=============  =====  ==========================================  =========
-zf5            256    the paper's ZF-5 (design.md), pads floor(p/2) random
-alexnet        256    features without the last max-pool           random
-vgg16          512    conv5_3 + ReLU (features without last pool)  random
-squeezenet1_0  512    features (ends at fire9)                     random
-mobilenet_v2   96     features[:14]                                random
-resnet18       256    conv1 .. layer3 (C4)                         random
-resnet50       1024   conv1 .. layer3 (C4)                         random
-tiny           128    5 small convs, for the demo on CPU           random
-=============  =====  ==========================================  =========
+=============  =====  ==========================================  ======  =========
+name           C      trunk                                        offset  default
+                                                                   (px)    weights
+=============  =====  ==========================================  ======  =========
+zf5            256    the paper's ZF-5 (design.md), pads floor(p/2)  0     random
+alexnet        256    features without the last max-pool           15     random
+vgg16          512    conv5_3 + ReLU (features without last pool)  7.5    random
+squeezenet1_0  512    features (ends at fire9)                     17     random
+mobilenet_v2   96     features[:14]                                0      random
+resnet18       256    conv1 .. layer3 (C4)                         0      random
+resnet50       1024   conv1 .. layer3 (C4)                         0      random
+tiny           128    5 small convs, for the demo on CPU           0      random
+=============  =====  ==========================================  ======  =========
 
 Preprocessing is a :class:`Preprocess` record, chosen by name
 (:data:`PREPROCESS_PRESETS`): the weights decide it, not the architecture.
@@ -42,6 +46,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 import torchvision
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
+
+from .pooling import FeatureGrid
 
 # SPP-net's conv5 stride; every trunk here is cut to end there.
 FEATURE_STRIDE = 16
@@ -121,6 +127,8 @@ class Backbone(nn.Module):
 
     Attributes:
         name: architecture name (a key of :data:`BACKBONE_BUILDERS`).
+        grid: where the cells sit: cell j is centred on pixel
+            ``grid.stride * j + grid.offset``.
         stride: total stride S (16): a map cell covers S x S image pixels.
         out_channels: C.
         preprocess: the input convention of the loaded weights.
@@ -128,12 +136,13 @@ class Backbone(nn.Module):
             at least 1 x 1 cells; smaller inputs raise InputTooSmallError.
     """
 
-    def __init__(self, name: str, trunk: nn.Module, stride: int, out_channels: int,
+    def __init__(self, name: str, trunk: nn.Module, grid: FeatureGrid, out_channels: int,
                  preprocess: Preprocess):
         super().__init__()
         self.name = name
         self.trunk = fold_batch_norm(freeze_batch_norm(trunk))
-        self.stride = stride
+        self.grid = grid
+        self.stride = grid.stride
         self.out_channels = out_channels
         self.preprocess = preprocess
         for p in self.trunk.parameters():
@@ -280,20 +289,28 @@ def _cut_resnet(model: nn.Module) -> nn.Module:
 
 
 # name -> (full torchvision model constructor or None for our own trunks,
-#          cut: full model -> stride-16 trunk, out_channels).
-_TorchvisionSpec = tuple[Callable[..., nn.Module] | None, Callable[[nn.Module], nn.Module], int]
+#          cut: full model -> stride-16 trunk, out_channels,
+#          cell offset: conv5 cell j is centred on 0-based pixel 16 j + offset).
+# Offsets follow from the padding: every layer padding floor(k/2) centres
+# cells on 16 j (the paper's assumption); a k x k layer padded p moves them
+# by (k - 1)/2 - p of its input's pixel steps (a 2x2 pool: half a step).
+_TorchvisionSpec = tuple[Callable[..., nn.Module] | None, Callable[[nn.Module], nn.Module], int, float]
 BACKBONE_BUILDERS: dict[str, _TorchvisionSpec] = {
-    "zf5": (None, lambda m: m, 256),
-    "tiny": (None, lambda m: m, 128),
-    # features[:12] drops the last max-pool: stride 4*2*2 = 16.
-    "alexnet": (torchvision.models.alexnet, lambda m: m.features[:12], 256),
-    # features[:30] ends at conv5_3's ReLU, before pool5: stride 16.
-    "vgg16": (torchvision.models.vgg16, lambda m: m.features[:30], 512),
-    # Its features already end at fire9 with stride 2*2*2*2 = 16 (ceil-mode pools).
-    "squeezenet1_0": (torchvision.models.squeezenet1_0, lambda m: m.features, 512),
-    "mobilenet_v2": (torchvision.models.mobilenet_v2, lambda m: m.features[:14], 96),
-    "resnet18": (torchvision.models.resnet18, _cut_resnet, 256),
-    "resnet50": (torchvision.models.resnet50, _cut_resnet, 1024),
+    "zf5": (None, lambda m: m, 256, 0.0),
+    "tiny": (None, lambda m: m, 128, 0.0),
+    # features[:12] drops the last max-pool: stride 4*2*2 = 16. conv1 11x11/4
+    # pad 2 (+3 px), unpadded 3x3/2 max-pools (+4, +8 px): offset 15.
+    "alexnet": (torchvision.models.alexnet, lambda m: m.features[:12], 256, 15.0),
+    # features[:30] ends at conv5_3's ReLU, before pool5: stride 16. Four
+    # 2x2/2 pools add 0.5 + 1 + 2 + 4 px: offset 7.5.
+    "vgg16": (torchvision.models.vgg16, lambda m: m.features[:30], 512, 7.5),
+    # Its features already end at fire9 with stride 2*2*2*2 = 16 (ceil-mode
+    # pools). conv1 7x7/2 unpadded (+3 px), unpadded 3x3/2 max-pools (+2, +4,
+    # +8 px): offset 17.
+    "squeezenet1_0": (torchvision.models.squeezenet1_0, lambda m: m.features, 512, 17.0),
+    "mobilenet_v2": (torchvision.models.mobilenet_v2, lambda m: m.features[:14], 96, 0.0),
+    "resnet18": (torchvision.models.resnet18, _cut_resnet, 256, 0.0),
+    "resnet50": (torchvision.models.resnet50, _cut_resnet, 1024, 0.0),
 }
 _OWN_TRUNKS: dict[str, Callable[[], nn.Module]] = {"zf5": _zf5, "tiny": _tiny}
 
@@ -320,7 +337,7 @@ def build_backbone(name: str, weights: str | None = None, preprocess: str | None
     preset = preprocess if preprocess is not None else default_preprocess(weights)
     if preset not in PREPROCESS_PRESETS:
         raise ValueError(f"unknown preprocess {preset!r}; choose one of {', '.join(PREPROCESS_PRESETS)}")
-    constructor, cut, channels = BACKBONE_BUILDERS[name]
+    constructor, cut, channels, cell_offset = BACKBONE_BUILDERS[name]
     if weights == "DEFAULT":
         if constructor is None:
             raise WeightsError(f"{name}: there are no torchvision weights; pass None or a file")
@@ -331,7 +348,8 @@ def build_backbone(name: str, weights: str | None = None, preprocess: str | None
             model = _OWN_TRUNKS[name]() if constructor is None else constructor(weights=None)
         if weights is not None:
             load_weights_file(model, weights, name)
-    return Backbone(name, cut(model), FEATURE_STRIDE, channels, PREPROCESS_PRESETS[preset])
+    return Backbone(name, cut(model), FeatureGrid(FEATURE_STRIDE, cell_offset), channels,
+                    PREPROCESS_PRESETS[preset])
 
 
 def load_weights_file(model: nn.Module, path: str | os.PathLike, name: str = "model") -> None:

@@ -83,6 +83,10 @@ class PoolConfig:
     levels: list[int] = field(default_factory=lambda: [6, 3, 2, 1])
     # Scale selection picks the scale where the window's area is closest to 224^2.
     canonical_window: int = 224
+    # Window -> conv5 cells: keep the cells whose centres lie inside the window
+    # (paper, Appendix A). In strides; the official code's per-model "offset"
+    # is this * S - 0.5 px. Cell centres come from the backbone (its grid).
+    window_margin: float = 0.5
 
 
 @dataclass

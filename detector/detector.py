@@ -66,7 +66,8 @@ class Detector:
             maps = compute_feature_maps(self.backbone, image, self.cfg.features.scales,
                                         self.cfg.features.max_size, name)
         with timed_stage(timings, "pool"):
-            return pool_windows(maps, windows, self.pool, self.backbone.stride, self.cfg.pool.canonical_window)
+            return pool_windows(maps, windows, self.pool, self.backbone.grid, self.cfg.pool.canonical_window,
+                                self.cfg.pool.window_margin)
 
     @torch.inference_mode()
     def score_windows(self, image: np.ndarray, windows=None, name: str = "image",

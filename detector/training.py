@@ -132,7 +132,8 @@ class TrainingContext:
             return self.window_cache.pool5(self.backbone, record, boxes, self.pool, self.cfg.rcnn, read_image)
         maps = cached_feature_maps(self.cache, self.backbone, record, self.cfg.features.scales,
                                    self.cfg.features.max_size, read_image)
-        return pool_windows(maps, boxes, self.pool, self.backbone.stride, self.cfg.pool.canonical_window)
+        return pool_windows(maps, boxes, self.pool, self.backbone.grid, self.cfg.pool.canonical_window,
+                            self.cfg.pool.window_margin)
 
     def feature_cache_bytes(self) -> int:
         """Disk used by this run's features: conv5 maps (SPP) or per-window pool5 (R-CNN)."""

@@ -14,20 +14,23 @@ from torch import Tensor
 
 from .boxes import as_box_tensor, box_iou
 from .features import FeatureMap
-from .pooling import SpatialPyramidPool, map_windows_to_features, select_scales
+from .pooling import (DEFAULT_WINDOW_MARGIN, FeatureGrid, SpatialPyramidPool, map_windows_to_features,
+                      select_scales)
 
 
 @torch.inference_mode()
-def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, stride: int,
-                 canonical_window: int) -> Tensor:
+def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, grid: FeatureGrid,
+                 canonical_window: int, margin: float = DEFAULT_WINDOW_MARGIN) -> Tensor:
     """Pooled conv5 ("pool5") vectors of windows given in original image coordinates.
 
     Args:
         maps: the image's conv5 maps, one per scale.
         windows: [N, 4] boxes (x1, y1, x2, y2) in the original image.
         pool: the spatial pyramid pooling layer.
-        stride: the backbone's total stride S.
+        grid: the backbone's cell grid (``Backbone.grid``: stride, centre offset).
         canonical_window: scale selection target side (224 in the paper).
+        margin: the window mapping's margin, in strides (0.5: the cells whose
+            centres lie inside the window; see ``map_windows_to_features``).
     Returns:
         float32 [N, pool.output_dim(C)].
     """
@@ -45,7 +48,7 @@ def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, 
         if sel.numel() == 0:
             continue
         _, h, w = fmap.features.shape
-        cells = map_windows_to_features(windows[sel] * fmap.factor, stride, h, w)
+        cells = map_windows_to_features(windows[sel] * fmap.factor, grid, h, w, margin)
         out[sel] = pool(fmap.features, cells)
     return out
 

@@ -1,5 +1,7 @@
-"""Tests for detector/backbones.py: shapes, strides, freezing, weights, preprocessing."""
+"""Tests for detector/backbones.py: shapes, strides, cell centres, freezing, weights, preprocessing."""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -30,6 +32,54 @@ def test_backbone_shapes_stride_and_freezing(name):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
     backbone.train()
     assert not backbone.training and not any(m.training for m in backbone.modules())
+
+
+def linearised_copy(trunk: nn.Module) -> nn.Module:
+    """The trunk's geometry as a linear, symmetric network (float64): every conv
+    averages its window with equal positive weights, max-pools become average
+    pools with the same kernel, stride, padding and ceil mode, and activations,
+    normalisations and frozen batch norms become identities. Back-propagating
+    from one output cell then gives a gradient that is positive over exactly
+    the cell's receptive field and symmetric about its centre (random weights
+    and max-pools would route it unevenly)."""
+    trunk = copy.deepcopy(trunk).double()
+
+    def convert(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, nn.MaxPool2d):
+                setattr(module, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
+                                                   child.ceil_mode))
+            elif isinstance(child, (nn.ReLU, nn.ReLU6, nn.LocalResponseNorm, FrozenBatchNorm2d)):
+                setattr(module, name, nn.Identity())
+            elif isinstance(child, nn.Conv2d):
+                child.weight.data.fill_(1.0 / child.weight[0].numel())
+                if child.bias is not None:
+                    child.bias.data.zero_()
+            else:
+                convert(child)
+
+    convert(trunk)
+    return trunk
+
+
+@pytest.mark.parametrize("name", list(BACKBONE_BUILDERS))
+def test_declared_cell_centres_match_back_propagation(name):
+    """Cell j is centred on pixel grid.stride * j + grid.offset (0-based), measured
+    as the centroid of the input gradient of one conv5 cell, on both axes."""
+    backbone = build_backbone(name)
+    side = 320  # every receptive field here (<= 267 px) fits around the middle cell
+    image = torch.ones(1, 3, side, side, dtype=torch.float64, requires_grad=True)
+    out = linearised_copy(backbone.trunk)(image)
+    j = out.shape[-1] // 2
+    out[0, :, j, j].sum().backward()
+    grad = image.grad[0].sum(0)
+    assert bool((grad >= 0).all()) and grad[0].abs().sum() == 0 and grad[:, 0].abs().sum() == 0
+    pixels = torch.arange(side, dtype=torch.float64)
+    centre_x = float((grad.sum(0) * pixels).sum() / grad.sum())
+    centre_y = float((grad.sum(1) * pixels).sum() / grad.sum())
+    expected = backbone.grid.stride * j + backbone.grid.offset
+    assert backbone.grid.stride == backbone.stride == 16
+    assert abs(centre_x - expected) < 1 and abs(centre_y - expected) < 1, (name, centre_x, expected)
 
 
 @pytest.mark.parametrize("name", ["alexnet", "squeezenet1_0", "zf5"])

@@ -71,13 +71,13 @@ def test_pool_windows_uses_each_windows_scale(backbone):
     maps = compute_feature_maps(backbone, image, [96, 288], 2000)
     windows = torch.tensor([[0, 0, 20, 20], [0, 0, 128, 96], [30, 20, 90, 80]], dtype=torch.float32)
     pool = SpatialPyramidPool([6, 3, 2, 1])
-    out = pool_windows(maps, windows, pool, backbone.stride, 224)
+    out = pool_windows(maps, windows, pool, backbone.grid, 224)
     chosen = select_scales(windows, [m.factor for m in maps], 224)
     for i, s in enumerate(chosen.tolist()):
         f = maps[s].features
-        cells = map_windows_to_features(windows[i:i + 1] * maps[s].factor, backbone.stride, f.shape[1], f.shape[2])
+        cells = map_windows_to_features(windows[i:i + 1] * maps[s].factor, backbone.grid, f.shape[1], f.shape[2])
         torch.testing.assert_close(out[i:i + 1], pool(f, cells))
-    assert pool_windows(maps, torch.zeros(0, 4), pool, backbone.stride, 224).shape == (0, out.shape[1])
+    assert pool_windows(maps, torch.zeros(0, 4), pool, backbone.grid, 224).shape == (0, out.shape[1])
 
 
 def test_match_windows():
