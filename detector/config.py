@@ -159,10 +159,18 @@ class BBoxConfig:
 class TestConfig:
     # Per-class NMS at IoU 0.3 (SPP-net/R-CNN).
     nms_iou: float = 0.3
-    # Keep the top 100 detections per image (VOC evaluation convention).
-    max_per_image: int = 100
+    # At most 100 detections per class per image, after NMS: the official
+    # SPP-net code (spp_test.m: max_per_image = 100, applied to each class).
+    max_per_class: int = 100
+    # At most this many per image over all classes (0 = no cap, as in the
+    # official code; py-faster-rcnn and Fast R-CNN's final test.py use 100).
+    max_per_image: int = 0
     # Windows scoring below this SVM score are dropped before NMS (-inf keeps all).
     score_threshold: float = -1.5
+
+    def validate(self) -> None:
+        if self.max_per_class < 0 or self.max_per_image < 0:
+            raise ValueError("test.max_per_class and test.max_per_image must be >= 0 (0 = no cap)")
 
 
 @dataclass

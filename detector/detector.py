@@ -102,7 +102,8 @@ class Detector:
             timings: if given, seconds per stage are added to it (proposals,
                 conv, pool, fc, svm, bbox, nms).
         Returns:
-            at most ``cfg.test.max_per_image`` detections after per-class NMS.
+            per-class NMS, then at most ``cfg.test.max_per_class`` detections
+            per class and ``cfg.test.max_per_image`` in all (0: no cap).
         """
         return self.postprocess(self.score_windows(image, windows, name, timings), timings)
 
@@ -119,7 +120,8 @@ class Detector:
             boxes = clip_boxes(boxes, scored.width, scored.height)
             det_scores = scored.scores[win_idx, labels]
         with timed_stage(timings, "nms"):
-            keep = batched_nms(boxes, det_scores, labels, test.nms_iou)[: test.max_per_image]
+            keep = batched_nms(boxes, det_scores, labels, test.nms_iou, test.max_per_class)
+            keep = keep[: test.max_per_image or None]
         return Detections(boxes[keep].numpy().astype(np.float32),
                           det_scores[keep].numpy().astype(np.float32),
                           labels[keep].numpy().astype(np.int64))
