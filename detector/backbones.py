@@ -31,7 +31,8 @@ Preprocessing is a :class:`Preprocess` record, chosen by name
 torchvision's ImageNet weights want "imagenet"; the shared development files
 want "inception" (mobilenet_v2_imagenet.pth, pixels in [-1, 1]) and "caffe"
 (squeezenet1_0_imagenet_caffe.pth, BGR 0-255 minus the mean);
-:data:`KNOWN_WEIGHT_FILES` records those two by file name.
+:data:`KNOWN_WEIGHT_FILES` records those two by file name. The official
+SPP-net ZF-5 weights want "caffe_bgr128" (BGR 0-255 minus 128).
 """
 from __future__ import annotations
 
@@ -102,6 +103,9 @@ PREPROCESS_PRESETS: dict[str, Preprocess] = {
     "imagenet": Preprocess("RGB", 1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     # Caffe models: BGR 0-255 minus the ImageNet mean pixel (104, 117, 123), no std.
     "caffe": Preprocess("BGR", 1.0, (104.0, 117.0, 123.0), (1.0, 1.0, 1.0)),
+    # The official SPP-net code's input (utils/caffe_anysize_test.m: BGR,
+    # 0-255, minus 128 in every channel), what its ZF-5 weights were trained on.
+    "caffe_bgr128": Preprocess("BGR", 1.0, (128.0, 128.0, 128.0), (1.0, 1.0, 1.0)),
     # TF/Inception-style: x / 127.5 - 1, i.e. [-1, 1].
     "inception": Preprocess("RGB", 1 / 255, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
@@ -250,12 +254,36 @@ def _find_min_input_size(trunk: nn.Module, limit: int = 4096) -> int:
 
 # --- architectures -----------------------------------------------------------
 
+class WithinChannelLRN(nn.Module):
+    """Caffe's LRN with ``norm_region: WITHIN_CHANNEL``:
+    ``x / (1 + alpha * mean(x^2 over a size x size window))^beta``, per channel;
+    the window is centred and zero-padded, and the mean divides by size^2
+    (Caffe averages the squares with a padded AVE pool)."""
+
+    def __init__(self, size: int, alpha: float, beta: float):
+        super().__init__()
+        if size % 2 != 1:
+            raise ValueError(f"WithinChannelLRN: size must be odd, got {size}")
+        self.size, self.alpha, self.beta = size, alpha, beta
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean_sq = nn.functional.avg_pool2d(x * x, self.size, stride=1, padding=self.size // 2,
+                                           count_include_pad=True)
+        return x / (1 + self.alpha * mean_sq).pow(self.beta)
+
+
 def _zf5() -> nn.Module:
     """ZF-5 as in the SPP-net paper: every conv and pool pads floor(p/2), the
-    padding Appendix A's window mapping assumes; LRN as in AlexNet/ZF-net
-    (size 5, alpha 1e-4, beta 0.75, k 2)."""
+    padding Appendix A's window mapping assumes. Its LRN is the official
+    model's (model-defs/Zeiler_conv5.prototxt: within-channel, size 3, alpha
+    5e-5, beta 0.75), so that converted official weights compute what they
+    were trained to. (That prototxt pads conv1 by 1, conv2 by 0 and not the
+    pools, which moves its cells to 16 j + 20; the weights fit either way.)"""
     def lrn() -> nn.Module:
-        return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+        return WithinChannelLRN(3, alpha=5e-5, beta=0.75)
     return nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(3, 96, 7, stride=2, padding=3)), ("relu1", nn.ReLU(inplace=True)),
         ("norm1", lrn()), ("pool1", nn.MaxPool2d(3, stride=2, padding=1)),

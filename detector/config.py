@@ -51,8 +51,10 @@ class BackboneConfig:
     weights: str | None = None
     # Input normalisation the weights expect: None picks the backbone's own
     # (torchvision ImageNet mean/std); "caffe" (BGR, 0-255, mean subtracted) for
-    # Caffe-converted weights; "inception" ([-1, 1]) for TF/TFLite weights;
-    # "imagenet" to force torchvision's. See ../shared/weights/README.md.
+    # Caffe-converted weights; "caffe_bgr128" (BGR, 0-255, minus 128: the
+    # official SPP-net code's input) for its ZF-5; "inception" ([-1, 1]) for
+    # TF/TFLite weights; "imagenet" to force torchvision's. See
+    # ../shared/weights/README.md.
     preprocess: str | None = None
 
     def validate(self) -> None:
