@@ -64,7 +64,9 @@ class BackboneConfig:
 
 @dataclass
 class FeatureConfig:
-    # Shorter-side lengths: paper 1-scale {688}; 5-scale {480, 576, 688, 864, 1200}.
+    # Shorter-side lengths: paper 1-scale {688}; 5-scale {480, 576, 688, 874,
+    # 1200} in the official code (experiments/Script_spp_voc.m; the paper's
+    # text says 864).
     scales: list[int] = field(default_factory=lambda: [688])
     # Cap on the longer side after resizing (paper images are ~500x375, so 688
     # gives ~917; the cap protects against panoramas).
