@@ -35,8 +35,9 @@ from .range_max import pool_into
 CANONICAL_WINDOW = 224
 # The paper's 4-level pyramid for detection: 6x6 + 3x3 + 2x2 + 1x1 = 50 bins.
 DEFAULT_LEVELS = (6, 3, 2, 1)
-# Window mapping: keep the cells whose centres lie inside the window (Appendix
-# A); in strides, measured from half a stride outside each edge.
+# Window mapping: each edge moves inwards by this many strides before it is
+# rounded to the nearest cell centre; 0.5 keeps exactly the cells whose
+# centres lie inside the window (Appendix A).
 DEFAULT_WINDOW_MARGIN = 0.5
 
 
@@ -116,9 +117,10 @@ def map_windows_to_features(boxes: Tensor, grid: FeatureGrid, map_height: int, m
             continuous pixel coordinates.
         grid: the backbone's cell grid (stride and centre offset).
         map_height, map_width: size of the feature map, in cells.
-        margin: how far inside the window (in strides) a kept cell's centre
-            must lie, counted from half a stride before each edge: 0.5 keeps
-            the cells whose centres are inside.
+        margin: how far (in strides) each edge moves inwards before it is
+            rounded to the nearest cell centre: 0.5 keeps the cells whose
+            centres are inside the window, 0 also the nearest one outside
+            each edge when that is closer than half a stride.
     Returns:
         LongTensor [N, 4] of cell ranges (x0, y0, x1, y1), half-open
         [x0, x1) x [y0, y1), with 0 <= x0 < x1 <= map_width and likewise y.
