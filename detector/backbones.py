@@ -6,28 +6,33 @@ parameters have ``requires_grad=False``, batch norm is replaced by
 ``torchvision.ops.FrozenBatchNorm2d`` and the module stays in eval mode even
 when ``.train()`` is called.
 
-Each trunk ends at total stride 16, the paper's conv5 stride:
+Each trunk ends at total stride 16, the paper's conv5 stride. Where its cells
+sit in the image depends on the padding: cell j is centred on pixel
+``16 j + offset`` (0-based), the backbone's :class:`~detector.pooling.FeatureGrid`,
+which the window mapping uses (measured by back-propagating from one cell in
+tests/test_backbones.py; docs/window_mapping.md):
 
-=============  =====  ==========================================  =========
-name           C      trunk                                        default
-                                                                   weights
-=============  =====  ==========================================  =========
-zf5            256    the paper's ZF-5 (design.md), pads floor(p/2) random
-alexnet        256    features without the last max-pool           random
-vgg16          512    conv5_3 + ReLU (features without last pool)  random
-squeezenet1_0  512    features (ends at fire9)                     random
-mobilenet_v2   96     features[:14]                                random
-resnet18       256    conv1 .. layer3 (C4)                         random
-resnet50       1024   conv1 .. layer3 (C4)                         random
-tiny           128    5 small convs, for the demo on CPU           random
-=============  =====  ==========================================  =========
+=============  =====  ==========================================  ======  =========
+name           C      trunk                                        offset  default
+                                                                   (px)    weights
+=============  =====  ==========================================  ======  =========
+zf5            256    the paper's ZF-5 (design.md), pads floor(p/2)  0     random
+alexnet        256    features without the last max-pool           15     random
+vgg16          512    conv5_3 + ReLU (features without last pool)  7.5    random
+squeezenet1_0  512    features (ends at fire9)                     17     random
+mobilenet_v2   96     features[:14]                                0      random
+resnet18       256    conv1 .. layer3 (C4)                         0      random
+resnet50       1024   conv1 .. layer3 (C4)                         0      random
+tiny           128    5 small convs, for the demo on CPU           0      random
+=============  =====  ==========================================  ======  =========
 
 Preprocessing is a :class:`Preprocess` record, chosen by name
 (:data:`PREPROCESS_PRESETS`): the weights decide it, not the architecture.
 torchvision's ImageNet weights want "imagenet"; the shared development files
 want "inception" (mobilenet_v2_imagenet.pth, pixels in [-1, 1]) and "caffe"
 (squeezenet1_0_imagenet_caffe.pth, BGR 0-255 minus the mean);
-:data:`KNOWN_WEIGHT_FILES` records those two by file name.
+:data:`KNOWN_WEIGHT_FILES` records those two by file name. The official
+SPP-net ZF-5 weights want "caffe_bgr128" (BGR 0-255 minus 128).
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from .images import ImageTooSmallError
+from .pooling import FeatureGrid
 
 # SPP-net's conv5 stride; every trunk here is cut to end there.
 FEATURE_STRIDE = 16
@@ -95,6 +101,9 @@ PREPROCESS_PRESETS: dict[str, Preprocess] = {
     "imagenet": Preprocess("RGB", 1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     # Caffe models: BGR 0-255 minus the ImageNet mean pixel (104, 117, 123), no std.
     "caffe": Preprocess("BGR", 1.0, (104.0, 117.0, 123.0), (1.0, 1.0, 1.0)),
+    # The official SPP-net code's input (utils/caffe_anysize_test.m: BGR,
+    # 0-255, minus 128 in every channel), what its ZF-5 weights were trained on.
+    "caffe_bgr128": Preprocess("BGR", 1.0, (128.0, 128.0, 128.0), (1.0, 1.0, 1.0)),
     # TF/Inception-style: x / 127.5 - 1, i.e. [-1, 1].
     "inception": Preprocess("RGB", 1 / 255, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
@@ -120,6 +129,8 @@ class Backbone(nn.Module):
 
     Attributes:
         name: architecture name (a key of :data:`BACKBONE_BUILDERS`).
+        grid: where the cells sit: cell j is centred on pixel
+            ``grid.stride * j + grid.offset``.
         stride: total stride S (16): a map cell covers S x S image pixels.
         out_channels: C.
         preprocess: the input convention of the loaded weights.
@@ -127,12 +138,13 @@ class Backbone(nn.Module):
             at least 1 x 1 cells; smaller inputs raise ImageTooSmallError.
     """
 
-    def __init__(self, name: str, trunk: nn.Module, stride: int, out_channels: int,
+    def __init__(self, name: str, trunk: nn.Module, grid: FeatureGrid, out_channels: int,
                  preprocess: Preprocess):
         super().__init__()
         self.name = name
         self.trunk = fold_batch_norm(freeze_batch_norm(trunk))
-        self.stride = stride
+        self.grid = grid
+        self.stride = grid.stride
         self.out_channels = out_channels
         self.preprocess = preprocess
         for p in self.trunk.parameters():
@@ -249,12 +261,36 @@ def _find_min_input_size(trunk: nn.Module, limit: int = 4096) -> int:
 
 # --- architectures -----------------------------------------------------------
 
+class WithinChannelLRN(nn.Module):
+    """Caffe's LRN with ``norm_region: WITHIN_CHANNEL``:
+    ``x / (1 + alpha * mean(x^2 over a size x size window))^beta``, per channel;
+    the window is centred and zero-padded, and the mean divides by size^2
+    (Caffe averages the squares with a padded AVE pool)."""
+
+    def __init__(self, size: int, alpha: float, beta: float):
+        super().__init__()
+        if size % 2 != 1:
+            raise ValueError(f"WithinChannelLRN: size must be odd, got {size}")
+        self.size, self.alpha, self.beta = size, alpha, beta
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean_sq = nn.functional.avg_pool2d(x * x, self.size, stride=1, padding=self.size // 2,
+                                           count_include_pad=True)
+        return x / (1 + self.alpha * mean_sq).pow(self.beta)
+
+
 def _zf5() -> nn.Module:
     """ZF-5 as in the SPP-net paper: every conv and pool pads floor(p/2), the
-    padding Appendix A's window mapping assumes; LRN as in AlexNet/ZF-net
-    (size 5, alpha 1e-4, beta 0.75, k 2)."""
+    padding Appendix A's window mapping assumes. Its LRN is the official
+    model's (model-defs/Zeiler_conv5.prototxt: within-channel, size 3, alpha
+    5e-5, beta 0.75), so that converted official weights compute what they
+    were trained to. (That prototxt pads conv1 by 1, conv2 by 0 and not the
+    pools, which moves its cells to 16 j + 20; the weights fit either way.)"""
     def lrn() -> nn.Module:
-        return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+        return WithinChannelLRN(3, alpha=5e-5, beta=0.75)
     return nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(3, 96, 7, stride=2, padding=3)), ("relu1", nn.ReLU(inplace=True)),
         ("norm1", lrn()), ("pool1", nn.MaxPool2d(3, stride=2, padding=1)),
@@ -288,20 +324,28 @@ def _cut_resnet(model: nn.Module) -> nn.Module:
 
 
 # name -> (full torchvision model constructor or None for our own trunks,
-#          cut: full model -> stride-16 trunk, out_channels).
-_TorchvisionSpec = tuple[Callable[..., nn.Module] | None, Callable[[nn.Module], nn.Module], int]
+#          cut: full model -> stride-16 trunk, out_channels,
+#          cell offset: conv5 cell j is centred on 0-based pixel 16 j + offset).
+# Offsets follow from the padding: every layer padding floor(k/2) centres
+# cells on 16 j (the paper's assumption); a k x k layer padded p moves them
+# by (k - 1)/2 - p of its input's pixel steps (a 2x2 pool: half a step).
+_TorchvisionSpec = tuple[Callable[..., nn.Module] | None, Callable[[nn.Module], nn.Module], int, float]
 BACKBONE_BUILDERS: dict[str, _TorchvisionSpec] = {
-    "zf5": (None, lambda m: m, 256),
-    "tiny": (None, lambda m: m, 128),
-    # features[:12] drops the last max-pool: stride 4*2*2 = 16.
-    "alexnet": (torchvision.models.alexnet, lambda m: m.features[:12], 256),
-    # features[:30] ends at conv5_3's ReLU, before pool5: stride 16.
-    "vgg16": (torchvision.models.vgg16, lambda m: m.features[:30], 512),
-    # Its features already end at fire9 with stride 2*2*2*2 = 16 (ceil-mode pools).
-    "squeezenet1_0": (torchvision.models.squeezenet1_0, lambda m: m.features, 512),
-    "mobilenet_v2": (torchvision.models.mobilenet_v2, lambda m: m.features[:14], 96),
-    "resnet18": (torchvision.models.resnet18, _cut_resnet, 256),
-    "resnet50": (torchvision.models.resnet50, _cut_resnet, 1024),
+    "zf5": (None, lambda m: m, 256, 0.0),
+    "tiny": (None, lambda m: m, 128, 0.0),
+    # features[:12] drops the last max-pool: stride 4*2*2 = 16. conv1 11x11/4
+    # pad 2 (+3 px), unpadded 3x3/2 max-pools (+4, +8 px): offset 15.
+    "alexnet": (torchvision.models.alexnet, lambda m: m.features[:12], 256, 15.0),
+    # features[:30] ends at conv5_3's ReLU, before pool5: stride 16. Four
+    # 2x2/2 pools add 0.5 + 1 + 2 + 4 px: offset 7.5.
+    "vgg16": (torchvision.models.vgg16, lambda m: m.features[:30], 512, 7.5),
+    # Its features already end at fire9 with stride 2*2*2*2 = 16 (ceil-mode
+    # pools). conv1 7x7/2 unpadded (+3 px), unpadded 3x3/2 max-pools (+2, +4,
+    # +8 px): offset 17.
+    "squeezenet1_0": (torchvision.models.squeezenet1_0, lambda m: m.features, 512, 17.0),
+    "mobilenet_v2": (torchvision.models.mobilenet_v2, lambda m: m.features[:14], 96, 0.0),
+    "resnet18": (torchvision.models.resnet18, _cut_resnet, 256, 0.0),
+    "resnet50": (torchvision.models.resnet50, _cut_resnet, 1024, 0.0),
 }
 _OWN_TRUNKS: dict[str, Callable[[], nn.Module]] = {"zf5": _zf5, "tiny": _tiny}
 
@@ -328,7 +372,7 @@ def build_backbone(name: str, weights: str | None = None, preprocess: str | None
     preset = preprocess if preprocess is not None else default_preprocess(weights)
     if preset not in PREPROCESS_PRESETS:
         raise ValueError(f"unknown preprocess {preset!r}; choose one of {', '.join(PREPROCESS_PRESETS)}")
-    constructor, cut, channels = BACKBONE_BUILDERS[name]
+    constructor, cut, channels, cell_offset = BACKBONE_BUILDERS[name]
     if weights == "DEFAULT":
         if constructor is None:
             raise WeightsError(f"{name}: there are no torchvision weights; pass None or a file")
@@ -339,7 +383,8 @@ def build_backbone(name: str, weights: str | None = None, preprocess: str | None
             model = _OWN_TRUNKS[name]() if constructor is None else constructor(weights=None)
         if weights is not None:
             load_weights_file(model, weights, name)
-    return Backbone(name, cut(model), FEATURE_STRIDE, channels, PREPROCESS_PRESETS[preset])
+    return Backbone(name, cut(model), FeatureGrid(FEATURE_STRIDE, cell_offset), channels,
+                    PREPROCESS_PRESETS[preset])
 
 
 def load_weights_file(model: nn.Module, path: str | os.PathLike, name: str = "model") -> None:

@@ -119,11 +119,25 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     return torchvision.ops.nms(boxes.float(), scores.float(), iou_threshold)
 
 
-def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
-    """NMS done independently per label. Returns kept indices by decreasing score."""
+def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float,
+                max_per_label: int = 0) -> Tensor:
+    """NMS done independently per label. Returns kept indices by decreasing score;
+    with ``max_per_label`` > 0, only the best ``max_per_label`` of each label."""
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64)
-    return torchvision.ops.batched_nms(boxes.float(), scores.float(), labels, iou_threshold)
+    keep = torchvision.ops.batched_nms(boxes.float(), scores.float(), labels, iou_threshold)
+    if max_per_label > 0:
+        keep = keep[rank_within_label(labels[keep]) < max_per_label]
+    return keep
+
+
+def rank_within_label(labels: Tensor) -> Tensor:
+    """For a sequence of labels [N], how many earlier entries share each one's label."""
+    order = torch.argsort(labels, stable=True)  # grouped by label, sequence order kept
+    grouped = labels[order]
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order)) - torch.searchsorted(grouped, grouped)
+    return rank
 
 
 def xywh_to_xyxy(boxes: Tensor) -> Tensor:

@@ -88,7 +88,8 @@ def build_window_features(cfg: Config, backbone: Backbone,
         features: WindowFeatures = CropFeatures(backbone, pool, cfg.rcnn.crop_size, cfg.rcnn.context_pad)
     else:
         features = SPPFeatures(backbone, pool, cfg.features.scales, cfg.features.max_size,
-                               cfg.pool.canonical_window, cfg.features.cache_dtype)
+                               cfg.pool.canonical_window, cfg.features.cache_dtype,
+                               window_margin=cfg.pool.window_margin)
     return features.with_cache(cache_root) if cache_root is not None else features
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from proposals.config import ProposalConfig
 
 from .configio import ConfigError, from_dict, load_config, merge, parse_overrides, to_dict
-from .pooling import CANONICAL_WINDOW, DEFAULT_LEVELS
+from .pooling import CANONICAL_WINDOW, DEFAULT_LEVELS, DEFAULT_WINDOW_MARGIN
 
 BACKBONES = ("zf5", "alexnet", "vgg16", "squeezenet1_0", "mobilenet_v2", "resnet18", "resnet50", "tiny")
 SVM_FEATURES = ("pool5", "fc6", "fc7")
@@ -57,8 +57,10 @@ class BackboneConfig:
     weights: str | None = None
     # Input normalisation the weights expect: None picks the backbone's own
     # (torchvision ImageNet mean/std); "caffe" (BGR, 0-255, mean subtracted) for
-    # Caffe-converted weights; "inception" ([-1, 1]) for TF/TFLite weights;
-    # "imagenet" to force torchvision's. See ../shared/weights/README.md.
+    # Caffe-converted weights; "caffe_bgr128" (BGR, 0-255, minus 128: the
+    # official SPP-net code's input) for its ZF-5; "inception" ([-1, 1]) for
+    # TF/TFLite weights; "imagenet" to force torchvision's. See
+    # ../shared/weights/README.md.
     preprocess: str | None = None
 
     def validate(self) -> None:
@@ -68,7 +70,9 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    # Shorter-side lengths: paper 1-scale {688}; 5-scale {480, 576, 688, 864, 1200}.
+    # Shorter-side lengths: paper 1-scale {688}; 5-scale {480, 576, 688, 874,
+    # 1200} in the official code (experiments/Script_spp_voc.m; the paper's
+    # text says 864).
     scales: list[int] = field(default_factory=lambda: [688])
     # Cap on the longer side after resizing (paper images are ~500x375, so 688
     # gives ~917; the cap protects against panoramas).
@@ -89,6 +93,10 @@ class PoolConfig:
     levels: list[int] = field(default_factory=lambda: list(DEFAULT_LEVELS))
     # Scale selection picks the scale where the window's area is closest to 224^2.
     canonical_window: int = CANONICAL_WINDOW
+    # Window -> conv5 cells: keep the cells whose centres lie inside the window
+    # (paper, Appendix A). In strides; the official code's per-model "offset"
+    # is this * S - 0.5 px. Cell centres come from the backbone (its grid).
+    window_margin: float = DEFAULT_WINDOW_MARGIN
 
 
 @dataclass(frozen=True)
@@ -161,10 +169,18 @@ class BBoxConfig:
 class TestConfig:
     # Per-class NMS at IoU 0.3 (SPP-net/R-CNN).
     nms_iou: float = 0.3
-    # Keep the top 100 detections per image (VOC evaluation convention).
-    max_per_image: int = 100
+    # At most 100 detections per class per image, after NMS: the official
+    # SPP-net code (spp_test.m: max_per_image = 100, applied to each class).
+    max_per_class: int = 100
+    # At most this many per image over all classes (0 = no cap, as in the
+    # official code; py-faster-rcnn and Fast R-CNN's final test.py use 100).
+    max_per_image: int = 0
     # Windows scoring below this SVM score are dropped before NMS (-inf keeps all).
     score_threshold: float = -1.5
+
+    def validate(self) -> None:
+        if self.max_per_class < 0 or self.max_per_image < 0:
+            raise ValueError("test.max_per_class and test.max_per_image must be >= 0 (0 = no cap)")
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,8 @@ class Detector:
             timings: if given, seconds per stage are added to it (proposals,
                 conv, pool, fc, svm, bbox, nms).
         Returns:
-            at most ``test.max_per_image`` detections after per-class NMS.
+            per-class NMS, then at most ``test.max_per_class`` detections
+            per class and ``test.max_per_image`` in all (0: no cap).
         """
         scored = self.score_windows(ImageSource.from_pixels(image, name), windows, timings)
         return self.postprocess(scored, timings)
@@ -115,7 +116,8 @@ class Detector:
             boxes = clip_boxes(boxes, scored.width, scored.height)
             det_scores = scored.scores[win_idx, labels]
         with timed_stage(timings, "nms"):
-            keep = batched_nms(boxes, det_scores, labels, test.nms_iou)[: test.max_per_image]
+            keep = batched_nms(boxes, det_scores, labels, test.nms_iou, test.max_per_class)
+            keep = keep[: test.max_per_image or None]
         return Detections(boxes[keep].numpy().astype(np.float32),
                           det_scores[keep].numpy().astype(np.float32),
                           labels[keep].numpy().astype(np.int64))

@@ -61,7 +61,7 @@ def compute_feature_maps(backbone, image: np.ndarray, scales: Sequence[int], max
     Args:
         backbone: a ``detector.backbones.Backbone`` (frozen, eval mode).
         image: RGB uint8 [H, W, 3].
-        scales: shorter-side lengths (paper: {688} or {480, 576, 688, 864, 1200}).
+        scales: shorter-side lengths (paper: {688} or {480, 576, 688, 874, 1200}).
         max_size: cap on the longer side after resizing.
     Returns:
         one FeatureMap per scale, in the order of ``scales``.

@@ -7,8 +7,9 @@ Appendix A):
 1. :func:`select_scales` picks, per window, the scale at which the window's
    area is closest to 224 x 224 pixels.
 2. :func:`map_windows_to_features` turns a window in the resized image into a
-   half-open range of feature-map cells (the paper's corner projection, adapted
-   to 0-based continuous coordinates; derivation in docs/window_mapping.md).
+   half-open range of feature-map cells: the cells of the backbone's
+   :class:`FeatureGrid` whose centres lie inside the window (Appendix A, in
+   the official code's form; derivation in docs/window_mapping.md).
 3. :class:`SpatialPyramidPool` max-pools each cell range into n x n bins for
    every pyramid level and concatenates the results.
 
@@ -21,6 +22,7 @@ figures.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -33,6 +35,10 @@ from .range_max import pool_into
 CANONICAL_WINDOW = 224
 # The paper's 4-level pyramid for detection: 6x6 + 3x3 + 2x2 + 1x1 = 50 bins.
 DEFAULT_LEVELS = (6, 3, 2, 1)
+# Window mapping: each edge moves inwards by this many strides before it is
+# rounded to the nearest cell centre; 0.5 keeps exactly the cells whose
+# centres lie inside the window (Appendix A).
+DEFAULT_WINDOW_MARGIN = 0.5
 
 
 def select_scales(boxes: Tensor, scale_factors: Sequence[float],
@@ -65,58 +71,87 @@ def select_scales(boxes: Tensor, scale_factors: Sequence[float],
     return order[diff.argmin(dim=1)]
 
 
-def map_windows_to_features(boxes: Tensor, stride: int, map_height: int,
-                            map_width: int) -> Tensor:
-    """Project windows onto feature-map cells (SPP-net, Appendix A).
+# Bump when the window -> cell rule changes: training stages keyed by it are
+# recomputed (2: the official rule on each backbone's measured cell centres).
+MAPPING_VERSION = 2
 
-    The paper, in 1-based pixels and cells: left/top edge -> floor(x/S) + 1,
-    right/bottom edge -> ceil(x/S) - 1 (inclusive). A 0-based continuous left
-    edge X1 starts inside 1-based pixel floor(X1) + 1 and a right edge X2 ends
-    inside 1-based pixel ceil(X2); substituting and shifting the cells to
-    0-based, half-open ranges gives (docs/window_mapping.md derives it with a
-    worked example)::
 
-        c0 = floor((X1 + 1) / S)        first cell (0-based, inclusive)
-        c1 = ceil(X2 / S) - 1           end cell (0-based, exclusive)
+@dataclass(frozen=True)
+class FeatureGrid:
+    """Where a backbone's conv5 cells sit in its input image.
 
-    Then both ends are clamped to the map. A window that maps to no cell along
-    an axis (narrower than about 2 strides, or entirely off the map) gets the
-    single cell whose receptive-field centre is nearest the window's centre
-    (cell j is centred on pixel j*S, i.e. continuous coordinate j*S + 0.5, when
-    every layer pads floor(p/2)), clamped to the map.
+    Cell j (0-based) along either axis is centred on 0-based pixel
+    ``stride * j + offset``, i.e. at continuous coordinate
+    ``stride * j + offset + 0.5`` (pixel i covers [i, i + 1)). The offset
+    depends on the network's padding: 0 when every layer pads floor(p/2)
+    (ZF-5 as in the paper), 7.5 for VGG-16's conv5_3 (2x2 pools), 15 for
+    AlexNet, 17 for SqueezeNet 1.0 (table in docs/window_mapping.md); the
+    backbone tests measure it by back-propagating from one cell.
+    """
+    stride: int
+    offset: float = 0.0
+
+    def __post_init__(self):
+        if self.stride <= 0:
+            raise ValueError(f"FeatureGrid: stride must be positive, got {self.stride}")
+
+
+def map_windows_to_features(boxes: Tensor, grid: FeatureGrid, map_height: int, map_width: int,
+                            margin: float = DEFAULT_WINDOW_MARGIN) -> Tensor:
+    """Project windows onto feature-map cells (SPP-net Appendix A, the official rule).
+
+    In cell units u(x) = (x - c) / S, where S = ``grid.stride`` and c =
+    ``grid.offset + 0.5`` is cell 0's centre in continuous coordinates, each
+    axis of a window [X1, X2) maps to the inclusive cell range::
+
+        first = floor(u(X1) + margin + 0.5)     (official: left/top)
+        last  = ceil(u(X2) - margin - 0.5)      (official: right/bottom)
+
+    then an inverted range (first > last) collapses to its midpoint
+    floor((first + last) / 2), and both ends are clamped to the map. With
+    the default margin of half a stride this keeps exactly the cells whose
+    centres lie inside the window, Appendix A's rule ("left edge -> floor(x/S)
+    + 1, right edge -> ceil(x/S) - 1" for 0-based cells centred on S*x'); it
+    is ShaoqingRen/SPP_net's ``spm_pool_caffe_mex.cpp`` with its ``offset``
+    = margin * S - 0.5 pixels (its boxes are 1-based pixel indices). The kept
+    span is centred on the window to within half a stride, without bias.
+    docs/window_mapping.md derives it, with a worked example.
 
     Args:
         boxes: [N, 4] windows (x1, y1, x2, y2) in the RESIZED image's 0-based
             continuous pixel coordinates.
-        stride: total stride S of the backbone (16 for ZF-5).
+        grid: the backbone's cell grid (stride and centre offset).
         map_height, map_width: size of the feature map, in cells.
+        margin: how far (in strides) each edge moves inwards before it is
+            rounded to the nearest cell centre: 0.5 keeps the cells whose
+            centres are inside the window, 0 also the nearest one outside
+            each edge when that is closer than half a stride.
     Returns:
         LongTensor [N, 4] of cell ranges (x0, y0, x1, y1), half-open
         [x0, x1) x [y0, y1), with 0 <= x0 < x1 <= map_width and likewise y.
     """
-    if stride <= 0 or map_height <= 0 or map_width <= 0:
-        raise ValueError(f"map_windows_to_features: stride ({stride}) and map size "
-                         f"({map_height}x{map_width}) must be positive")
+    if map_height <= 0 or map_width <= 0:
+        raise ValueError(f"map_windows_to_features: map size ({map_height}x{map_width}) "
+                         "must be positive")
     boxes = boxes.reshape(-1, 4).to(torch.float64)
     if not bool(torch.isfinite(boxes).all()):
         raise ValueError("map_windows_to_features: boxes contain NaN or infinite values")
-    x = _map_axis(boxes[:, 0], boxes[:, 2], stride, map_width)
-    y = _map_axis(boxes[:, 1], boxes[:, 3], stride, map_height)
+    x = _map_axis(boxes[:, 0], boxes[:, 2], grid, margin, map_width)
+    y = _map_axis(boxes[:, 1], boxes[:, 3], grid, margin, map_height)
     return torch.stack([x[0], y[0], x[1], y[1]], dim=1)
 
 
-def _map_axis(lo: Tensor, hi: Tensor, stride: int, size: int) -> tuple[Tensor, Tensor]:
+def _map_axis(lo: Tensor, hi: Tensor, grid: FeatureGrid, margin: float,
+              size: int) -> tuple[Tensor, Tensor]:
     """One axis of :func:`map_windows_to_features`: float64 edges -> long [c0, c1)."""
-    c0 = torch.floor((lo + 1) / stride).long().clamp(0, size - 1)
-    c1 = (torch.ceil(hi / stride).long() - 1).clamp(1, size)
-    # Nearest receptive-field centre: centres sit at j*S + 0.5.
-    centre = torch.floor(((lo + hi) / 2 - 0.5) / stride + 0.5).long().clamp(0, size - 1)
-    empty = c1 <= c0
-    c0 = torch.where(empty, centre, c0)
-    c1 = torch.where(empty, centre + 1, c1)
-    return c0, c1
-
-
+    centre0 = grid.offset + 0.5
+    first = torch.floor((lo - centre0) / grid.stride + margin + 0.5).long()
+    last = torch.ceil((hi - centre0) / grid.stride - margin - 0.5).long()
+    mid = torch.div(first + last, 2, rounding_mode="floor")
+    inverted = first > last
+    first = torch.where(inverted, mid, first).clamp(0, size - 1)
+    last = torch.where(inverted, mid, last).clamp(0, size - 1)
+    return first, last + 1
 
 
 class SpatialPyramidPool(nn.Module):

@@ -39,6 +39,7 @@ from .fileio import atomic_path, params_digest, write_json_atomic
 from .finetune import finetune_head, label_windows
 from .heads import FCHead
 from .model import save_model
+from .pooling import MAPPING_VERSION
 from .svm import LinearSVMs, TrainImage, train_svms
 from .timing import timed_stage
 from .window_features import ImageSource, match_windows
@@ -209,7 +210,10 @@ class TrainingContext:
                                 for r in self.records}},
             "proposals": cache_params(cfg.proposals),
             "backbone": self.backbone.digest(),
-            "windows": dict(windows, pool=asdict(cfg.pool)),
+            # The cell grid and the mapping rule's version: a changed mapping
+            # changes every pooled vector, though no parameter changed.
+            "windows": dict(windows, pool=asdict(cfg.pool), grid=asdict(self.backbone.grid),
+                            mapping=MAPPING_VERSION),
             "seed": cfg.seed,
         }
 

@@ -31,7 +31,8 @@ from .boxes import as_box_tensor, box_iou
 from .features import FeatureCache, FeatureMap, compute_feature_maps, feature_cache_key
 from .fileio import file_digest
 from .images import read_image
-from .pooling import SpatialPyramidPool, map_windows_to_features, select_scales
+from .pooling import (DEFAULT_WINDOW_MARGIN, FeatureGrid, SpatialPyramidPool, map_windows_to_features,
+                      select_scales)
 from .timing import timed_stage
 
 
@@ -113,16 +114,19 @@ class SPPFeatures(WindowFeatures):
         scales: shorter-side lengths of the conv passes.
         max_size: cap on the longer side after resizing.
         canonical_window: scale selection's target side (224).
+        window_margin: the window mapping's margin in strides (see ``map_windows_to_features``).
         cache_dtype: dtype of cached maps ("float16" or "float32").
         cache: conv5 maps of file images are kept here when given.
     """
 
     def __init__(self, backbone, pool: SpatialPyramidPool, scales: Sequence[int], max_size: int,
-                 canonical_window: int, cache_dtype: str = "float16", cache: FeatureCache | None = None):
+                 canonical_window: int, cache_dtype: str = "float16", cache: FeatureCache | None = None,
+                 window_margin: float = DEFAULT_WINDOW_MARGIN):
         super().__init__(backbone, pool)
         self.scales = list(scales)
         self.max_size = max_size
         self.canonical_window = canonical_window
+        self.window_margin = window_margin
         self.cache_dtype = cache_dtype
         self.cache = cache
 
@@ -130,7 +134,8 @@ class SPPFeatures(WindowFeatures):
         key = feature_cache_key(self.backbone.name, self.backbone.digest(), str(self.backbone.preprocess),
                                 self.scales, self.max_size, self.cache_dtype)
         return SPPFeatures(self.backbone, self.pool, self.scales, self.max_size, self.canonical_window,
-                           self.cache_dtype, FeatureCache(Path(root) / "conv5", key, self.cache_dtype))
+                           self.cache_dtype, FeatureCache(Path(root) / "conv5", key, self.cache_dtype),
+                           self.window_margin)
 
     def feature_maps(self, image: ImageSource) -> list[FeatureMap]:
         """The image's conv5 maps, one per scale, from the cache where possible."""
@@ -159,23 +164,26 @@ class SPPFeatures(WindowFeatures):
         with timed_stage(timings, "conv"):
             maps = self.feature_maps(image)
         with timed_stage(timings, "pool"):
-            return pool_windows(maps, windows, self.pool, self.backbone.stride, self.canonical_window)
+            return pool_windows(maps, windows, self.pool, self.backbone.grid, self.canonical_window,
+                                self.window_margin)
 
     def cache_bytes(self) -> int:
         return 0 if self.cache is None else self.cache.size_bytes()
 
 
 @torch.inference_mode()
-def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, stride: int,
-                 canonical_window: int) -> Tensor:
+def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, grid: FeatureGrid,
+                 canonical_window: int, margin: float = DEFAULT_WINDOW_MARGIN) -> Tensor:
     """Pooled conv5 ("pool5") vectors of windows given in original image coordinates.
 
     Args:
         maps: the image's conv5 maps, one per scale.
         windows: [N, 4] boxes (x1, y1, x2, y2) in the original image.
         pool: the spatial pyramid pooling layer.
-        stride: the backbone's total stride S.
+        grid: the backbone's cell grid (``Backbone.grid``: stride, centre offset).
         canonical_window: scale selection target side (224 in the paper).
+        margin: the window mapping's margin, in strides (0.5: the cells whose
+            centres lie inside the window; see ``map_windows_to_features``).
     Returns:
         float32 [N, pool.output_dim(C)].
     """
@@ -193,7 +201,7 @@ def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, 
         if sel.numel() == 0:
             continue
         _, h, w = fmap.features.shape
-        cells = map_windows_to_features(windows[sel] * fmap.factor, stride, h, w)
+        cells = map_windows_to_features(windows[sel] * fmap.factor, grid, h, w, margin)
         out[sel] = pool(fmap.features, cells)
     return out
 

@@ -1,5 +1,7 @@
-"""Tests for detector/backbones.py: shapes, strides, freezing, weights, preprocessing."""
+"""Tests for detector/backbones.py: shapes, strides, cell centres, freezing, weights, preprocessing."""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -9,7 +11,8 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from detector.backbones import (BACKBONE_BUILDERS, PREPROCESS_PRESETS, ImageTooSmallError,
-                                Preprocess, WeightsError, build_backbone, default_preprocess)
+                                Preprocess, WeightsError, WithinChannelLRN, build_backbone,
+                                default_preprocess)
 
 EXPECTED_CHANNELS = {"zf5": 256, "tiny": 128, "alexnet": 256, "vgg16": 512, "squeezenet1_0": 512,
                      "mobilenet_v2": 96, "resnet18": 256, "resnet50": 1024}
@@ -30,6 +33,54 @@ def test_backbone_shapes_stride_and_freezing(name):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
     backbone.train()
     assert not backbone.training and not any(m.training for m in backbone.modules())
+
+
+def linearised_copy(trunk: nn.Module) -> nn.Module:
+    """The trunk's geometry as a linear, symmetric network (float64): every conv
+    averages its window with equal positive weights, max-pools become average
+    pools with the same kernel, stride, padding and ceil mode, and activations,
+    normalisations and frozen batch norms become identities. Back-propagating
+    from one output cell then gives a gradient that is positive over exactly
+    the cell's receptive field and symmetric about its centre (random weights
+    and max-pools would route it unevenly)."""
+    trunk = copy.deepcopy(trunk).double()
+
+    def convert(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, nn.MaxPool2d):
+                setattr(module, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
+                                                   child.ceil_mode))
+            elif isinstance(child, (nn.ReLU, nn.ReLU6, WithinChannelLRN, FrozenBatchNorm2d)):
+                setattr(module, name, nn.Identity())
+            elif isinstance(child, nn.Conv2d):
+                child.weight.data.fill_(1.0 / child.weight[0].numel())
+                if child.bias is not None:
+                    child.bias.data.zero_()
+            else:
+                convert(child)
+
+    convert(trunk)
+    return trunk
+
+
+@pytest.mark.parametrize("name", list(BACKBONE_BUILDERS))
+def test_declared_cell_centres_match_back_propagation(name):
+    """Cell j is centred on pixel grid.stride * j + grid.offset (0-based), measured
+    as the centroid of the input gradient of one conv5 cell, on both axes."""
+    backbone = build_backbone(name)
+    side = 320  # every receptive field here (<= 267 px) fits around the middle cell
+    image = torch.ones(1, 3, side, side, dtype=torch.float64, requires_grad=True)
+    out = linearised_copy(backbone.trunk)(image)
+    j = out.shape[-1] // 2
+    out[0, :, j, j].sum().backward()
+    grad = image.grad[0].sum(0)
+    assert bool((grad >= 0).all()) and grad[0].abs().sum() == 0 and grad[:, 0].abs().sum() == 0
+    pixels = torch.arange(side, dtype=torch.float64)
+    centre_x = float((grad.sum(0) * pixels).sum() / grad.sum())
+    centre_y = float((grad.sum(1) * pixels).sum() / grad.sum())
+    expected = backbone.grid.stride * j + backbone.grid.offset
+    assert backbone.grid.stride == backbone.stride == 16
+    assert abs(centre_x - expected) < 1 and abs(centre_y - expected) < 1, (name, centre_x, expected)
 
 
 @pytest.mark.parametrize("name", ["alexnet", "squeezenet1_0", "zf5"])
@@ -56,7 +107,24 @@ def test_zf5_architecture_matches_design():
     assert spec == [(96, 7, 2, 3), (256, 5, 2, 2), (384, 3, 1, 1), (384, 3, 1, 1), (256, 3, 1, 1)]
     pools = [m for m in build_backbone("zf5").modules() if isinstance(m, nn.MaxPool2d)]
     assert [(p.kernel_size, p.stride, p.padding) for p in pools] == [(3, 2, 1), (3, 2, 1)]
-    assert sum(isinstance(m, nn.LocalResponseNorm) for m in build_backbone("zf5").modules()) == 2
+    lrns = [m for m in build_backbone("zf5").modules() if isinstance(m, WithinChannelLRN)]
+    # The official model's LRN (model-defs/Zeiler_conv5.prototxt).
+    assert [(m.size, m.alpha, m.beta) for m in lrns] == [(3, 5e-5, 0.75)] * 2
+
+
+def test_within_channel_lrn_by_brute_force():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64) * 30
+    lrn = WithinChannelLRN(3, alpha=5e-5, beta=0.75)
+    padded = nn.functional.pad(x * x, (1, 1, 1, 1))
+    expected = torch.empty_like(x)
+    for i in range(5):
+        for j in range(6):
+            mean_sq = padded[:, :, i:i + 3, j:j + 3].sum(dim=(2, 3)) / 9  # Caffe divides by size^2
+            expected[:, :, i, j] = x[:, :, i, j] / (1 + 5e-5 * mean_sq) ** 0.75
+    torch.testing.assert_close(lrn(x), expected)
+    with pytest.raises(ValueError, match="odd"):
+        WithinChannelLRN(4, 1e-4, 0.75)
 
 
 def test_random_init_is_seeded_and_leaves_global_rng_alone():
@@ -142,6 +210,8 @@ def test_preprocess_presets_by_hand():
     # BGR order, 0-255, minus (104, 117, 123) in B, G, R order.
     assert caffe[:, 0, 0].tolist() == [30 - 104, 20 - 117, 10 - 123]
     assert caffe[:, 0, 1].tolist() == [255 - 104, 128 - 117, 0 - 123]
+    # The official SPP-net input: BGR, 0-255, minus 128.
+    assert PREPROCESS_PRESETS["caffe_bgr128"].apply(image)[:, 0, 0].tolist() == [30 - 128, 20 - 128, 10 - 128]
     inception = PREPROCESS_PRESETS["inception"].apply(image)
     assert torch.allclose(inception[:, 0, 1], torch.tensor([-1.0, 128 / 127.5 - 1, 1.0]), atol=1e-6)
     imagenet = PREPROCESS_PRESETS["imagenet"].apply(image)

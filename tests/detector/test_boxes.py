@@ -72,6 +72,18 @@ def test_nms_keeps_best_and_suppresses_overlaps():
     assert sorted(keep.tolist()) == [0, 1]
 
 
+def test_batched_nms_caps_each_label():
+    # Disjoint boxes (nothing suppressed), labels 0 1 0 1 0, scores decreasing.
+    b = torch.tensor([[20.0 * i, 0, 20.0 * i + 10, 10] for i in range(5)])
+    s = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+    labels = torch.tensor([0, 1, 0, 1, 0])
+    assert B.batched_nms(b, s, labels, 0.3, max_per_label=2).tolist() == [0, 1, 2, 3]
+    assert B.batched_nms(b, s, labels, 0.3, max_per_label=1).tolist() == [0, 1]
+    assert B.batched_nms(b, s, labels, 0.3).tolist() == [0, 1, 2, 3, 4]
+    assert B.rank_within_label(torch.tensor([3, 1, 3, 3, 1])).tolist() == [0, 0, 1, 2, 1]
+    assert B.rank_within_label(torch.zeros(0, dtype=torch.int64)).tolist() == []
+
+
 def test_xywh_round_trip():
     b = torch.tensor([[1.0, 2.0, 4.0, 8.0]])
     assert B.xywh_to_xyxy(b).tolist() == [[1.0, 2.0, 5.0, 10.0]]

@@ -9,7 +9,9 @@ def test_defaults_follow_the_paper():
     c = load_detector_config()
     assert c.pool.levels == [6, 3, 2, 1]
     assert c.features.scales == [688]
-    assert c.test.nms_iou == 0.3 and c.test.max_per_image == 100
+    assert c.test.nms_iou == 0.3 and c.test.max_per_class == 100 and c.test.max_per_image == 0
+    with pytest.raises(ConfigError, match="max_per_class"):
+        load_detector_config(None, ["test.max_per_class=-1"])
     assert (c.svm.C, c.svm.pos_weight, c.svm.bias_multiplier, c.svm.target_norm) == (0.001, 2.0, 10.0, 20.0)
 
 

@@ -68,3 +68,24 @@ def test_regression_applied_unless_asked_not_to():
 def test_nothing_above_threshold_gives_empty_detections():
     det = detector(score_threshold=10.0).postprocess(scored(BOXES, SCORES))
     assert len(det) == 0 and det.boxes.shape == (0, 4)
+
+
+def scored_grid(n):
+    """n disjoint windows (NMS suppresses none); class 0 scores higher than class 1."""
+    windows = torch.tensor([[20.0 * i, 0, 20.0 * i + 10, 10] for i in range(n)])
+    scores = torch.stack([torch.linspace(1.0, 0.5, n), torch.linspace(0.4, 0.0, n)], dim=1)
+    return ScoredWindows(windows, torch.zeros(n, 8), scores, 20 * n, 20)
+
+
+def test_postprocess_caps_detections_per_class_then_per_image():
+    scored = scored_grid(150)
+    # Official default: 100 per class per image, no overall cap.
+    dets = detector(score_threshold=-1.5).postprocess(scored)
+    assert (dets.labels == 0).sum() == 100 and (dets.labels == 1).sum() == 100
+    assert dets.scores.tolist() == sorted(dets.scores.tolist(), reverse=True)
+    # An overall cap of 100 (py-faster-rcnn) keeps the best 100 over both classes.
+    dets = detector(score_threshold=-1.5, max_per_image=100).postprocess(scored)
+    assert len(dets.labels) == 100 and (dets.labels == 0).all()
+    # No caps at all.
+    dets = detector(score_threshold=-1.5, max_per_class=0).postprocess(scored)
+    assert len(dets.labels) == 300

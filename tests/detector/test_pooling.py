@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from detector import pooling, range_max
-from detector.pooling import (SpatialPyramidPool, map_windows_to_features, select_scales,
+from detector.pooling import (FeatureGrid, SpatialPyramidPool, map_windows_to_features, select_scales,
                               to_channel_major)
 
 
@@ -34,22 +34,27 @@ def brute_force_pool(fmap: torch.Tensor, cells: torch.Tensor, levels) -> torch.T
     return torch.stack(rows) if rows else torch.zeros(0, fmap.shape[0] * sum(n * n for n in levels))
 
 
-def paper_mapping_1based(box, stride, height, width):
-    """Appendix A on 1-based pixels, then to 0-based half-open cells, clamp, fallback."""
+def official_mapping(box, grid, height, width, margin=0.5):
+    """ShaoqingRen/SPP_net spm_pool_caffe_mex.cpp, literally, on 1-based pixel
+    indices (first pixel X1 + 1, last pixel X2), then to 0-based half-open cells."""
+    offset0 = grid.offset + 1  # 1-based pixel of 1-based cell 1's centre
+    offset = margin * grid.stride - 0.5  # its margin, from pixel centres
     out = []
     for lo, hi, size in ((box[0], box[2], width), (box[1], box[3], height)):
-        first_pixel = math.floor(lo) + 1  # 1-based pixel holding the left edge
-        last_pixel = math.ceil(hi)  # 1-based pixel holding the right edge
-        left = math.floor(first_pixel / stride) + 1  # 1-based cell
-        right = math.ceil(last_pixel / stride) - 1  # 1-based cell, inclusive
-        c0, c1 = min(max(left - 1, 0), size - 1), min(max(right, 1), size)
-        if c1 <= c0:
-            centre = (lo + hi) / 2
-            c0 = min(max(math.floor((centre - 0.5) / stride + 0.5), 0), size - 1)
-            c1 = c0 + 1
-        out.append((c0, c1))
+        left = int(math.floor((lo + 1 - offset0 + offset) / grid.stride + 0.5) + 1)
+        right = int(math.ceil((hi - offset0 - offset) / grid.stride - 0.5) + 1)
+        if left > right:
+            left = right = int((left + right) / 2)  # C integer division truncates
+        left, right = min(size, max(1, left)), min(size, max(1, right))
+        out.append((left - 1, right))
     (x0, x1), (y0, y1) = out
     return [x0, y0, x1, y1]
+
+
+def random_windows(gen, n, height, width, stride, min_side=1.0, max_side=200.0):
+    xy = torch.rand(n, 2, generator=gen) * torch.tensor([width * stride + 40, height * stride + 40]) - 20
+    wh = min_side + torch.rand(n, 2, generator=gen) ** 2 * (max_side - min_side)
+    return torch.cat([xy, xy + wh], dim=1)
 
 
 def random_cells(gen, n, height, width):
@@ -88,52 +93,87 @@ def test_select_scales_empty_and_errors():
 
 # --- map_windows_to_features ---------------------------------------------------------
 
+GRID = FeatureGrid(16)  # cells centred on pixels 16 j (every layer pads floor(k/2))
+
+
 def test_mapping_hand_examples():
+    # Cells j whose centres 16 j + 0.5 lie inside the window.
     boxes = torch.tensor([
-        [0, 0, 224, 224],      # 14 strides: [0, 13) (the paper's right edge drops a cell)
-        [32, 48, 100, 130],    # x: floor(33/16)=2, ceil(100/16)-1=6; y: 3, ceil(130/16)-1=8
-        [31.5, 0, 64, 64],     # 31.5 is in 1-based pixel 32 -> 1-based cell 3 -> 0-based 2
-        [33, 33, 40, 40],      # < 1 cell: empty -> nearest centre (36.5 -> cell 2)
-        [20, 20, 30, 30],      # empty -> centre 25 is nearer cell 2 (32.5) than 1 (16.5)
+        [0, 0, 224, 224],      # centres 0.5 .. 208.5: 14 cells
+        [32, 48, 100, 130],    # x: 32.5 .. 96.5 (cells 2..6); y: 48.5 .. 128.5 (3..8)
+        [31.5, 0, 64, 64],     # x: 32.5, 48.5 (2, 3); y: 0.5 .. 48.5 (0..3)
+        [33, 33, 40, 40],      # no centre inside: first 3 > last 2 -> midpoint 2
+        [20, 20, 30, 30],      # first 2 > last 1 -> midpoint 1 (the official rule's pick)
     ], dtype=torch.float32)
-    cells = map_windows_to_features(boxes, 16, 20, 20)
+    cells = map_windows_to_features(boxes, GRID, 20, 20)
     assert cells.dtype == torch.long
-    assert cells.tolist() == [[0, 0, 13, 13], [2, 3, 6, 8], [2, 0, 3, 3], [2, 2, 3, 3],
-                              [2, 2, 3, 3]]
+    assert cells.tolist() == [[0, 0, 14, 14], [2, 3, 7, 9], [2, 0, 4, 4], [2, 2, 3, 3],
+                              [1, 1, 2, 2]]
+    # AlexNet's grid (centres 16 j + 15.5): x 31.5 .. 95.5 (2..5); y 63.5 .. 127.5 (3..7).
+    shifted = map_windows_to_features(boxes[1:2], FeatureGrid(16, 15.0), 20, 20)
+    assert shifted.tolist() == [[2, 3, 6, 8]]
 
 
 def test_mapping_borders_and_large_windows():
     # Map 10 rows x 12 columns (a 160 x 192 image at stride 16).
     boxes = torch.tensor([
-        [150, 0, 192, 16],       # right border: x [9, 11); y: 16 px -> empty -> cell 0
+        [150, 0, 192, 16],       # right border: x centres 160.5, 176.5 -> [10, 12); y [0, 1)
         [-50, -50, 2000, 2000],  # larger than the map: whole map
         [1000, 0, 1100, 50],     # right of the map: last column
-        [0, 150, 192, 160],      # bottom border sliver: nearest centre row 9
+        [0, 150, 192, 160],      # bottom sliver, no centre inside: midpoint row 9
     ], dtype=torch.float32)
-    cells = map_windows_to_features(boxes, 16, 10, 12)
-    assert cells.tolist() == [[9, 0, 11, 1], [0, 0, 12, 10], [11, 0, 12, 3], [0, 9, 11, 10]]
+    cells = map_windows_to_features(boxes, GRID, 10, 12)
+    assert cells.tolist() == [[10, 0, 12, 1], [0, 0, 12, 10], [11, 0, 12, 4], [0, 9, 12, 10]]
 
 
-def test_mapping_matches_paper_formula_on_1based_pixels():
+@pytest.mark.parametrize("grid", [GRID, FeatureGrid(16, 7.5), FeatureGrid(16, 15.0), FeatureGrid(16, 17.0),
+                                  FeatureGrid(8, 3.0)])
+@pytest.mark.parametrize("margin", [0.5, 0.0, 0.8])
+def test_mapping_matches_official_code(grid, margin):
     gen = torch.Generator().manual_seed(1)
-    height, width, stride = 9, 13, 16
-    xy = torch.rand(300, 2, generator=gen) * torch.tensor([width * 16 + 40, height * 16 + 40]) - 20
-    wh = torch.rand(300, 2, generator=gen) ** 2 * 200
-    boxes = torch.cat([xy, xy + wh], dim=1)
+    height, width = 9, 13
+    boxes = random_windows(gen, 300, height, width, grid.stride)
     boxes[:100] = boxes[:100].round()  # integer edges too
-    cells = map_windows_to_features(boxes, stride, height, width)
-    expected = [paper_mapping_1based(b, stride, height, width) for b in boxes.double().tolist()]
+    cells = map_windows_to_features(boxes, grid, height, width, margin)
+    expected = [official_mapping(b, grid, height, width, margin) for b in boxes.double().tolist()]
     assert cells.tolist() == expected
     x0, y0, x1, y1 = cells.unbind(1)
     assert bool(((x0 >= 0) & (x1 > x0) & (x1 <= width) & (y0 >= 0) & (y1 > y0) & (y1 <= height)).all())
 
 
+@pytest.mark.parametrize("grid", [GRID, FeatureGrid(16, 7.5), FeatureGrid(16, 17.0)])
+def test_mapping_keeps_the_cells_whose_centres_are_inside(grid):
+    gen = torch.Generator().manual_seed(2)
+    height, width = 40, 50
+    boxes = random_windows(gen, 3000, height, width, grid.stride, min_side=grid.stride + 1, max_side=400)
+
+    def centre(j):
+        return grid.stride * j + grid.offset + 0.5
+
+    # Windows with cells on both sides (no clamping at the map's borders).
+    inside = ((boxes[:, :2] > centre(0)) & (boxes[:, 2:] < centre(torch.tensor([width, height]) - 1))).all(1)
+    boxes = boxes[inside]
+    assert len(boxes) > 1000
+    cells = map_windows_to_features(boxes, grid, height, width).double()
+    for lo, hi, first, end in ((0, 2, 0, 2), (1, 3, 1, 3)):
+        first_c, last_c = centre(cells[:, first]), centre(cells[:, end] - 1)
+        # Every kept centre is inside the window; the next ones out are not.
+        assert bool(((first_c > boxes[:, lo]) & (last_c < boxes[:, hi])).all())
+        assert bool(((first_c - grid.stride <= boxes[:, lo]) & (last_c + grid.stride >= boxes[:, hi])).all())
+        # So the kept span is centred on the window: within half a stride, no bias.
+        error = (first_c + last_c) / 2 - (boxes[:, lo] + boxes[:, hi]) / 2
+        assert float(error.abs().max()) < grid.stride / 2
+        assert abs(float(error.mean())) < 0.5
+
+
 def test_mapping_errors_and_empty():
-    assert map_windows_to_features(torch.zeros(0, 4), 16, 4, 4).shape == (0, 4)
+    assert map_windows_to_features(torch.zeros(0, 4), GRID, 4, 4).shape == (0, 4)
     with pytest.raises(ValueError):
-        map_windows_to_features(torch.zeros(1, 4), 16, 0, 4)
+        map_windows_to_features(torch.zeros(1, 4), GRID, 0, 4)
     with pytest.raises(ValueError):
-        map_windows_to_features(torch.tensor([[0.0, 0.0, float("nan"), 4.0]]), 16, 4, 4)
+        map_windows_to_features(torch.tensor([[0.0, 0.0, float("nan"), 4.0]]), GRID, 4, 4)
+    with pytest.raises(ValueError):
+        FeatureGrid(0)
 
 
 # --- SpatialPyramidPool ----------------------------------------------------------------
@@ -218,10 +258,10 @@ def test_pool_empty_and_invalid_cells():
 def test_map_then_pool_end_to_end():
     # A window on a 64x96 image (stride 16 -> 4x6 map) pools the cells the mapping names.
     fmap = torch.rand(2, 4, 6)
-    cells = map_windows_to_features(torch.tensor([[16.0, 0.0, 80.0, 64.0]]), 16, 4, 6)
-    assert cells.tolist() == [[1, 0, 4, 3]]
+    cells = map_windows_to_features(torch.tensor([[16.0, 0.0, 80.0, 64.0]]), GRID, 4, 6)
+    assert cells.tolist() == [[1, 0, 5, 4]]  # centres 16.5 .. 64.5 and 0.5 .. 48.5
     out = SpatialPyramidPool((1,))(fmap, cells)
-    assert torch.equal(out[0], fmap[:, 0:3, 1:4].amax(dim=(1, 2)))
+    assert torch.equal(out[0], fmap[:, 0:4, 1:5].amax(dim=(1, 2)))
 
 
 # --- lookup plan: 1, 2 or 4 table lookups per bin ----------------------------------------
