@@ -17,6 +17,7 @@ from .pooling import CANONICAL_WINDOW, DEFAULT_LEVELS, DEFAULT_WINDOW_MARGIN
 
 BACKBONES = ("zf5", "alexnet", "vgg16", "squeezenet1_0", "mobilenet_v2", "resnet18", "resnet50", "tiny")
 SVM_FEATURES = ("pool5", "fc6", "fc7")
+SCORERS = ("svm", "softmax")
 
 
 @dataclass(frozen=True)
@@ -175,12 +176,20 @@ class TestConfig:
     # At most this many per image over all classes (0 = no cap, as in the
     # official code; py-faster-rcnn and Fast R-CNN's final test.py use 100).
     max_per_image: int = 0
-    # Windows scoring below this SVM score are dropped before NMS (-inf keeps all).
+    # Windows scoring below this are dropped before NMS (-inf keeps all): an
+    # SVM score with the SVM scorer, a probability with softmax (Fast R-CNN
+    # keeps >= 0.05 there).
     score_threshold: float = -1.5
+    # What scores a window: "svm" (the paper: one linear SVM per class on
+    # svm.feature) or "softmax" (the fine-tuned (K+1)-way classifier's class
+    # probabilities; Fast R-CNN, Sec. 5.4, found them equal or better).
+    scorer: str = "svm"
 
     def validate(self) -> None:
         if self.max_per_class < 0 or self.max_per_image < 0:
             raise ValueError("test.max_per_class and test.max_per_image must be >= 0 (0 = no cap)")
+        if self.scorer not in SCORERS:
+            raise ValueError(f"test.scorer {self.scorer!r} must be one of {', '.join(SCORERS)}")
 
 
 @dataclass(frozen=True)

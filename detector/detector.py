@@ -51,6 +51,9 @@ class Detector:
         self.svm_feature = svm_feature
         self.proposals = proposals
         self.config = config
+        if test.scorer == "softmax" and not config.finetune.enabled:
+            raise ValueError("test.scorer=softmax needs the fine-tuned classifier, but this model was "
+                             "trained with finetune.enabled=false; use test.scorer=svm")
         features.backbone.eval()
 
     @property
@@ -78,10 +81,14 @@ class Detector:
                 windows = self.propose(image.pixels())
         windows = as_box_tensor(windows)
         pooled = self.features.pool5(image, windows, timings)
-        with timed_stage(timings, "fc"):
-            feats = self.head.features(pooled, self.svm_feature)
-        with timed_stage(timings, "svm"):
-            scores = torch.from_numpy(self.svms.score(feats.numpy()))
+        if self.test.scorer == "softmax":
+            with timed_stage(timings, "fc"):
+                scores = self.head.class_probabilities(pooled)[:, 1:].contiguous()
+        else:
+            with timed_stage(timings, "fc"):
+                feats = self.head.features(pooled, self.svm_feature)
+            with timed_stage(timings, "svm"):
+                scores = torch.from_numpy(self.svms.score(feats.numpy()))
         height, width = image.pixels().shape[:2]
         return ScoredWindows(windows, pooled, scores, width, height)
 

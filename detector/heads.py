@@ -39,6 +39,15 @@ class FCHead(nn.Module):
         return self.cls_score(self.fc7_features(pool5))
 
     @torch.inference_mode()
+    def class_probabilities(self, pool5: Tensor) -> Tensor:
+        """Softmax over the K+1 classes [N, K+1] (column 0: background), in eval mode."""
+        was_training = self.training
+        self.eval()
+        probs = torch.softmax(self(pool5), dim=1)
+        self.train(was_training)
+        return probs
+
+    @torch.inference_mode()
     def features(self, pool5: Tensor, layer: str) -> Tensor:
         """Features the SVMs read: ``pool5`` as given, or post-ReLU ``fc6``/``fc7`` (eval mode)."""
         if layer == "pool5":

@@ -1,6 +1,8 @@
 """Train and test the whole pipeline on a small generated dataset; the mAP must be high."""
 import json
 
+import numpy as np
+
 import pytest
 from helpers import load_tool
 
@@ -78,3 +80,23 @@ def test_test_and_detect_tools(trained_run, tmp_path, capsys):
                                      "--output", str(tmp_path / "d"), "--no-progress"]) == 0
     results = json.loads((tmp_path / "d" / "results.json").read_text())
     assert len(results["images"]) == 1 and results["images"][0]["detections"]
+
+
+def test_softmax_scorer_ranks_as_well(trained_run, tmp_path):
+    detector = load_model(trained_run.model_path, overrides=["test.scorer=softmax", "test.score_threshold=0.05"])
+    run = run_test(detector, "test", tmp_path / "softmax", progress=False)
+    scores = np.concatenate([d.scores for d in run.detections.values()])
+    assert len(scores) and scores.min() >= 0.05 and scores.max() <= 1.0  # probabilities
+    assert run.result.mAP > 0.8, run.result.ap
+
+
+def test_softmax_scorer_needs_a_fine_tuned_head(trained_run):
+    import dataclasses
+
+    from detector.build import build_detector
+    base = load_model(trained_run.model_path)
+    cfg = trained_run.cfg
+    cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, enabled=False),
+                              test=dataclasses.replace(cfg.test, scorer="softmax"))
+    with pytest.raises(ValueError, match="finetune.enabled=false"):
+        build_detector(cfg, base.class_names, base.backbone, base.head, base.svms)
