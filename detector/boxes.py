@@ -54,6 +54,16 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
 
+def flip_boxes(boxes: Tensor, width: float) -> Tensor:
+    """Boxes [N, 4] of an image mirrored left-right: x1' = width - x2, x2' = width - x1.
+
+    Exact in continuous coordinates (pixel i covers [i, i + 1) and moves to
+    [width - i - 1, width - i)); flipping twice gives the boxes back.
+    """
+    boxes = as_box_tensor(boxes)
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+
+
 def clip_boxes(boxes: Tensor, width: float, height: float) -> Tensor:
     """Clip boxes [N, 4] to the image [0, width] x [0, height]."""
     out = boxes.clone()

@@ -43,6 +43,10 @@ class DataConfig:
     # all (and recorded in train_report.json / metrics.json); true makes any
     # such file an error instead (ultralytics' default behaviour is the skip).
     strict_images: bool = False
+    # Also train on every training image's left-right mirror (the official
+    # code's flip_finetune = true; here for the SVMs and box regression too):
+    # twice the training windows and conv5 cache, no change at test time.
+    flip: bool = True
 
     def validate(self) -> None:
         if self.format not in ("voc", "coco"):

@@ -17,6 +17,7 @@ others were recomputed.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -29,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from .bbox_regression import BoxRegressors, train_box_regressors
+from .boxes import flip_boxes
 from .build import (build_config_backbone, build_dataset, build_detector, build_head,
                     build_window_features, check_weights, seed_everything)
 from .config import Config
@@ -40,6 +42,7 @@ from .finetune import finetune_head, label_windows
 from .heads import FCHead
 from .model import save_model
 from .pooling import MAPPING_VERSION
+from .records import ImageRecord
 from .svm import LinearSVMs, TrainImage, train_svms
 from .timing import timed_stage
 from .window_features import ImageSource, match_windows
@@ -55,6 +58,20 @@ def training_gt(record) -> tuple[np.ndarray, np.ndarray]:
     """Ground truth used for training: difficult objects are left out (py-faster-rcnn default)."""
     keep = ~record.difficult
     return record.boxes[keep], record.labels[keep]
+
+
+# Image id suffix of a training image's left-right mirror (data.flip).
+FLIP_SUFFIX = "#flip"
+
+
+def flipped_record(record: ImageRecord) -> ImageRecord:
+    """The record of ``record``'s image mirrored left-right: same file, mirrored boxes."""
+    boxes = flip_boxes(record.boxes, record.width).numpy().astype(np.float32)
+    return dataclasses.replace(record, image_id=record.image_id + FLIP_SUFFIX, boxes=boxes)
+
+
+def is_flipped(record) -> bool:
+    return record.image_id.endswith(FLIP_SUFFIX)
 
 
 def annotation_digest(record) -> str:
@@ -146,8 +163,11 @@ def describe_changes(old: dict, new: dict) -> str:
             continue
         if key == "data" and isinstance(a, dict) and isinstance(b, dict):
             ia, ib = a.get("images", {}), b.get("images", {})
-            changed = sum(1 for k in ia if k in ib and ia[k] != ib[k])
-            added, removed = len(set(ib) - set(ia)), len(set(ia) - set(ib))
+
+            def images(keys):  # an image and its mirror count once
+                return len({k.removesuffix(FLIP_SUFFIX) for k in keys})
+            changed = images(k for k in ia if k in ib and ia[k] != ib[k])
+            added, removed = images(set(ib) - set(ia)), images(set(ia) - set(ib))
             bits = [f"{n} {what}" for n, what in ((changed, "changed"), (added, "added"),
                                                    (removed, "removed")) if n]
             if a.get("classes") != b.get("classes"):
@@ -186,13 +206,17 @@ class TrainingContext:
             self.verified = verify_images(records, cfg.cache_root() / "image_checks.json",
                                           strict=cfg.data.strict_images, progress=progress,
                                           what=f"{cfg.data.root} {cfg.data.train_split} split")
-        self.records = list(self.verified.records)
+        originals = list(self.verified.records)
+        # With data.flip every image also trains as its mirror: same file and
+        # digest, mirrored boxes and windows, its own conv5 cache entry.
+        self.records = originals + ([flipped_record(r) for r in originals] if cfg.data.flip else [])
+        self.num_images = len(originals)
         self.class_names = tuple(dataset.class_names)
-        self.images = {r.image_id: ImageSource.from_record(r, self.verified.digests[r.image_id])
+        self.images = {r.image_id: ImageSource.from_record(r, self.digest(r), flip=is_flipped(r))
                        for r in self.records}
 
         with timed_stage(self.timings, "proposals"):
-            self.proposals = compute_split(self.records, cfg.proposals, cfg.cache_root() / "proposals",
+            self.proposals = compute_split(originals, cfg.proposals, cfg.cache_root() / "proposals",
                                            dataset.name, cfg.data.train_split,
                                            workers=cfg.proposals.workers or None, progress=progress)
 
@@ -205,8 +229,7 @@ class TrainingContext:
                    {"mode": "spp", "features": asdict(cfg.features)})
         self.common_parts = {
             "data": {"classes": list(self.class_names),
-                     "images": {r.image_id: params_digest([annotation_digest(r),
-                                                           self.verified.digests[r.image_id]])
+                     "images": {r.image_id: params_digest([annotation_digest(r), self.digest(r)])
                                 for r in self.records}},
             "proposals": cache_params(cfg.proposals),
             "backbone": self.backbone.digest(),
@@ -217,7 +240,15 @@ class TrainingContext:
             "seed": cfg.seed,
         }
 
+    def digest(self, record) -> str:
+        """Content digest of a record's image file (a mirror shares its original's)."""
+        return self.verified.digests[record.image_id.removesuffix(FLIP_SUFFIX)]
+
     def windows(self, record) -> np.ndarray:
+        """The record's proposals (a mirror's are its original's, mirrored)."""
+        if is_flipped(record):
+            boxes = self.proposals.load(record.image_id.removesuffix(FLIP_SUFFIX))
+            return flip_boxes(boxes, record.width).numpy().astype(np.float32)
         return self.proposals.load(record.image_id)
 
     def pool5(self, record, boxes: np.ndarray) -> torch.Tensor:
@@ -369,14 +400,15 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
     detector = build_detector(cfg, ctx.class_names, ctx.backbone, head, svms, regressors)
     result = TrainResult(
         model_path=ctx.workdir / "model.pt", report_path=ctx.workdir / "train_report.json",
-        timings=dict(timings), stats=_plain(stats), train_images=len(ctx.records),
+        timings=dict(timings), stats=_plain(stats), train_images=ctx.num_images,
         skipped_images=ctx.verified.bad_as_dicts(), reused_stages=reused,
         stage_paths={s.name: s.path for s in (ft_stage, svm_stage, bb_stage)},
         feature_cache_bytes=ctx.features.cache_bytes(),
         windows_per_train_image=summarize_store(
-            ctx.proposals, [r.image_id for r in ctx.records])["windows_per_image"])
+            ctx.proposals, [r.image_id for r in ctx.verified.records])["windows_per_image"])
     extra = {"timings": result.timings, "stats": result.stats, "versions": collect_versions(),
              "feature_cache_bytes": result.feature_cache_bytes, "train_images": result.train_images,
+             "flipped_images": cfg.data.flip,
              "skipped_images": result.skipped_images, "reused_stages": reused,
              "windows_per_train_image": result.windows_per_train_image}
     save_model(result.model_path, detector, extra=extra)

@@ -41,17 +41,19 @@ class ImageSource:
     when it comes from a file, the id and content digest that key caches."""
 
     def __init__(self, name: str, path: Path | None = None, key: str | None = None,
-                 pixels: np.ndarray | None = None, digest: str | None = None):
+                 pixels: np.ndarray | None = None, digest: str | None = None, flip: bool = False):
         self.name = name
         self.path = None if path is None else Path(path)
         self.key = key
+        self.flip = flip
         self._pixels = pixels
         self._digest = digest
 
     @classmethod
-    def from_record(cls, record, digest: str | None = None) -> "ImageSource":
-        """A dataset image: cacheable under its image id (``digest``: the file's, if known)."""
-        return cls(str(record.path), record.path, record.image_id, digest=digest)
+    def from_record(cls, record, digest: str | None = None, flip: bool = False) -> "ImageSource":
+        """A dataset image: cacheable under its image id (``digest``: the file's, if known);
+        ``flip``: its left-right mirror (the record's id must say so, e.g. ``flipped_record``)."""
+        return cls(str(record.path), record.path, record.image_id, digest=digest, flip=flip)
 
     @classmethod
     def from_pixels(cls, pixels: np.ndarray, name: str = "image") -> "ImageSource":
@@ -65,7 +67,8 @@ class ImageSource:
     def pixels(self) -> np.ndarray:
         """RGB uint8 [H, W, 3], read from the file on first use."""
         if self._pixels is None:
-            self._pixels = read_image(self.path)
+            pixels = read_image(self.path)
+            self._pixels = np.ascontiguousarray(pixels[:, ::-1]) if self.flip else pixels
         return self._pixels
 
     def digest(self) -> str:

@@ -94,3 +94,11 @@ def test_as_box_tensor():
     t = B.as_box_tensor(np.array([[1, 2, 3, 4]], dtype=np.int64))
     assert t.dtype == torch.float32 and t.shape == (1, 4)
     assert B.as_box_tensor([]).shape == (0, 4)
+
+
+def test_flip_boxes_mirrors_and_round_trips():
+    boxes = torch.tensor([[0.0, 5.0, 10.0, 20.0], [90.0, 0.0, 100.0, 7.0]])
+    flipped = B.flip_boxes(boxes, 100)
+    assert flipped.tolist() == [[90.0, 5.0, 100.0, 20.0], [0.0, 0.0, 10.0, 7.0]]
+    torch.testing.assert_close(B.flip_boxes(flipped, 100), boxes)
+    assert B.flip_boxes(torch.zeros(0, 4), 100).shape == (0, 4)

@@ -1,0 +1,49 @@
+"""detector/training.py: mirrored training images, content keys of the stages, what changed."""
+import numpy as np
+
+from detector.config import load_detector_config
+from detector.data import make_synthetic_voc
+from detector.training import FLIP_SUFFIX, TrainingContext, describe_changes, flipped_record
+
+
+def test_flipped_record_mirrors_the_boxes_only(tmp_path):
+    from detector.data import load_dataset
+    data = make_synthetic_voc(tmp_path / "d", num_train=1, num_test=0, seed=1)
+    r = load_dataset(data, "trainval")[0]
+    f = flipped_record(r)
+    assert f.image_id == r.image_id + FLIP_SUFFIX and f.path == r.path
+    np.testing.assert_allclose(f.boxes[:, [2, 0]], r.width - r.boxes[:, [0, 2]])
+    np.testing.assert_array_equal(f.boxes[:, [1, 3]], r.boxes[:, [1, 3]])
+    assert f.labels.tolist() == r.labels.tolist()
+
+
+def test_context_trains_on_mirrors_with_mirrored_pixels_and_windows(tmp_path):
+    data = make_synthetic_voc(tmp_path / "d", num_train=3, num_test=0, seed=2)
+    cfg = load_detector_config(None, [f"data.root={data}", f"workdir={tmp_path / 'run'}", "backbone.name=tiny",
+                                      "features.scales=[96]", "proposals.max_windows=30",
+                                      "proposals.workers=1"])
+    ctx = TrainingContext(cfg, progress=False)
+    assert cfg.data.flip and ctx.num_images == 3 and len(ctx.records) == 6
+    original, mirror = ctx.records[0], ctx.records[3]
+    assert mirror.image_id == original.image_id + FLIP_SUFFIX
+    np.testing.assert_array_equal(ctx.images[mirror.image_id].pixels(),
+                                  ctx.images[original.image_id].pixels()[:, ::-1])
+    w = original.width
+    np.testing.assert_allclose(ctx.windows(mirror)[:, [0, 2]], w - ctx.windows(original)[:, [2, 0]])
+    assert ctx.digest(mirror) == ctx.digest(original)
+    assert len(list(ctx.features.cache.dir.glob("*.npz"))) == 6  # one conv5 entry per image and mirror
+    assert original.image_id + FLIP_SUFFIX in ctx.common_parts["data"]["images"]
+    # A mirror's pool5 comes from the mirrored image's maps.
+    pooled = ctx.pool5(mirror, ctx.windows(mirror)[:4])
+    assert pooled.shape == (4, ctx.features.output_dim)
+
+
+def test_describe_changes_names_what_moved():
+    old = {"data": {"classes": ["a"], "images": {"x": "1", "y": "2"}}, "svm": {"C": 0.001, "neg_iou": 0.3},
+           "seed": 0}
+    new = {"data": {"classes": ["a"], "images": {"x": "1", "y": "3", "z": "4"}}, "svm": {"C": 0.01, "neg_iou": 0.3},
+           "seed": 1}
+    text = describe_changes(old, new)
+    assert "training data: 1 changed, 1 added image(s)" in text and "svm.C" in text and "seed" in text
+    assert "neg_iou" not in text
+    assert describe_changes(old, old) == "checkpoint missing"
