@@ -127,6 +127,10 @@ class FinetuneConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0005
     iterations: int = 2000
+    # Draw a new bank of windows from every training image each this many
+    # iterations (0: draw once). The official code re-draws every 500
+    # (spp_finetune_voc.m); each draw is one more pooling pass over the images.
+    resample_every: int = 0
     # Drop the learning rate by 10x after this fraction of the iterations.
     lr_step_fraction: float = 0.8
 

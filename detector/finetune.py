@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -62,13 +63,18 @@ def feature_std(features: torch.Tensor) -> float:
 def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tensor,
                   bg_features: torch.Tensor, cfg: FinetuneConfig, seed: int = 0,
                   log_path: Path | None = None, progress: bool = True,
-                  device: torch.device | str = "cpu") -> dict:
+                  device: torch.device | str = "cpu",
+                  resample: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+                  ) -> dict:
     """SGD on mini-batches of ``cfg.batch_size`` windows, ``cfg.fg_fraction`` of them positive.
 
     Args:
         fg_features: [P, D] pool5 of positive windows; fg_labels: [P] in 1..K.
         bg_features: [Q, D] pool5 of background windows.
         device: where the SGD runs; the head is back on the CPU afterwards.
+        resample: with ``cfg.resample_every`` > 0, called with the draw number
+            (1, 2, ...) every that many iterations for a new (fg, fg_labels, bg)
+            bank; the input scale stays the first bank's.
     Returns:
         statistics: iterations, final loss and accuracy (moving averages), seconds.
     """
@@ -95,7 +101,11 @@ def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tens
     log = open(log_path, "w") if log_path else None
     bar = tqdm(range(cfg.iterations), desc="fine-tune fc", disable=not progress, unit="it")
     try:
+        draws = 0
         for it in bar:
+            if resample is not None and cfg.resample_every > 0 and it > 0 and it % cfg.resample_every == 0:
+                draws += 1
+                fg_features, fg_labels, bg_features = resample(draws)
             fi = torch.randint(len(fg_features), (n_fg,), generator=gen)
             bi = torch.randint(len(bg_features), (n_bg,), generator=gen)
             x = torch.cat([fg_features[fi], bg_features[bi]]).to(device).float()
@@ -120,5 +130,5 @@ def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tens
             log.close()
     head.cpu().eval()
     return {"iterations": cfg.iterations, "loss": avg_loss, "accuracy": avg_acc,
-            "positives": len(fg_features), "background": len(bg_features),
+            "positives": len(fg_features), "background": len(bg_features), "redraws": draws,
             "seconds": time.perf_counter() - start}

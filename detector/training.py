@@ -261,14 +261,16 @@ class TrainingContext:
         return Stage(self.workdir / "stages", name, parts)
 
 
-def collect_training_windows(ctx: TrainingContext) -> TrainingWindows:
+def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = True) -> TrainingWindows:
     """One pass over the images: pool5 of the fine-tuning and box-regression windows.
 
     Windows are the proposals plus the ground-truth boxes (R-CNN adds the
-    ground truth to its positives).
+    ground truth to its positives). ``draw`` numbers the fine-tuning bank
+    (each draw samples other windows, see ``finetune.resample_every``);
+    ``bbox=False`` leaves the box-regression windows out.
     """
     cfg = ctx.cfg
-    ft_rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM])
+    ft_rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM, draw])
     bb_rng = np.random.default_rng([cfg.seed, _BBOX_STREAM])
     fg, fg_labels, bg = [], [], []
     bb_feats, bb_boxes, bb_gt, bb_labels, bb_iou = [], [], [], [], []
@@ -279,7 +281,8 @@ def collect_training_windows(ctx: TrainingContext) -> TrainingWindows:
         label_of_best = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
         chosen = label_windows(max_iou, label_of_best, cfg.finetune, cfg.finetune.bank_fg_per_image,
                                cfg.finetune.bank_bg_per_image, ft_rng)
-        reg = np.flatnonzero(max_iou >= cfg.bbox.min_iou) if len(gt_boxes) else np.zeros(0, np.int64)
+        reg = (np.flatnonzero(max_iou >= cfg.bbox.min_iou) if len(gt_boxes) and bbox
+               else np.zeros(0, np.int64))
         if len(reg) > cfg.bbox.max_per_image:
             reg = np.sort(bb_rng.choice(reg, cfg.bbox.max_per_image, replace=False))
         wanted = np.unique(np.concatenate([chosen.fg_index, chosen.bg_index, reg]))
@@ -357,9 +360,13 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
         if cfg.finetune.enabled:
             if ft_state is None:
                 ctx.workdir.mkdir(parents=True, exist_ok=True)
+                def redraw(draw: int):
+                    new = collect_training_windows(ctx, draw, bbox=False)
+                    return new.fg, new.fg_labels, new.bg
+
                 stats["finetune"] = finetune_head(head, bank.fg, bank.fg_labels, bank.bg, cfg.finetune,
                                                   cfg.seed, ctx.workdir / "finetune_loss.jsonl", progress,
-                                                  device=cfg.torch_device())
+                                                  device=cfg.torch_device(), resample=redraw)
                 ft_stage.save({"head": head.state_dict(), "stats": stats["finetune"]})
             else:
                 head.load_state_dict(ft_state["head"])

@@ -35,3 +35,27 @@ def test_finetune_learns_separable_classes():
     assert (pred == labels[:50]).float().mean() > 0.9
     assert head.features(fg[:5], "fc7").shape == (5, 64)
     assert torch.equal(head.features(fg[:5], "pool5"), fg[:5])
+
+
+def test_resample_draws_new_banks_every_n_iterations():
+    gen = torch.Generator().manual_seed(1)
+    dim, k = 16, 2
+    centres = torch.randn(k + 1, dim, generator=gen) * 3
+
+    def bank(draw):
+        labels = torch.randint(1, k + 1, (200,), generator=gen)
+        return (centres[labels] + torch.randn(200, dim, generator=gen)).half(), labels, \
+            (centres[0] + torch.randn(300, dim, generator=gen)).half()
+
+    draws = []
+
+    def redraw(n):
+        draws.append(n)
+        return bank(n)
+
+    cfg = FinetuneConfig(iterations=250, lr=0.01, resample_every=100)
+    stats = finetune_head(FCHead(dim, 32, k, dropout=0.0), *bank(0), cfg, progress=False, resample=redraw)
+    assert draws == [1, 2] and stats["redraws"] == 2 and stats["accuracy"] > 0.9
+    no_redraw = finetune_head(FCHead(dim, 32, k, dropout=0.0), *bank(0),
+                              FinetuneConfig(iterations=50, lr=0.01), progress=False, resample=redraw)
+    assert no_redraw["redraws"] == 0 and draws == [1, 2]  # resample_every=0: one bank

@@ -25,6 +25,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 # Small enough to train in seconds on 2 cores, big enough to detect the shapes.
 TINY = ["backbone.name=tiny", "features.scales=[192]", "finetune.hidden=64", "finetune.iterations=40",
+        "finetune.resample_every=20",
         "finetune.bank_bg_per_image=16", "proposals.max_windows=60", "proposals.workers=1",
         "svm.initial_negatives=30"]
 
