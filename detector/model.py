@@ -8,6 +8,7 @@ box regressors. Written atomically.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -22,7 +23,10 @@ from .configio import ConfigError, from_dict, to_dict
 from .detector import Detector
 from .fileio import atomic_path
 from .heads import FCHead
+from .pooling import MAPPING_VERSION
 from .svm import LinearSVMs
+
+logger = logging.getLogger(__name__)
 
 MODEL_FORMAT = "sppnet-detector"
 MODEL_VERSION = 1
@@ -43,6 +47,7 @@ def save_model(path: str | os.PathLike, detector: Detector, extra: dict | None =
         "head": detector.head.state_dict(),
         "head_shape": [detector.head.fc6.in_features, detector.head.fc6.out_features],
         "svms": detector.svms.to_state_dict(),
+        "mapping_version": MAPPING_VERSION,
         "regressors": detector.regressors.to_state_dict() if detector.regressors is not None else None,
         # Plain JSON types only (versions are str subclasses that weights_only refuses).
         "extra": json.loads(json.dumps(extra or {}, default=str)),
@@ -80,6 +85,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = "aut
     except ConfigError as e:
         raise ModelFileError(str(e)) from None
     cfg = with_test_overrides(cfg, overrides)
+    if state.get("mapping_version", 1) != MAPPING_VERSION:
+        logger.warning("%s: trained with window-mapping rule %s, this code maps windows with rule %s: its "
+                       "pooled features (and scores) differ from training's; retrain it for trustworthy "
+                       "results", path, state.get("mapping_version", 1), MAPPING_VERSION)
     class_names = state["class_names"]
     # The backbone's weights are inside the file: build it without loading any other weights.
     backbone = build_backbone(cfg.backbone.name, None, preprocess=cfg.backbone.preprocess)

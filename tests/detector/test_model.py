@@ -80,3 +80,23 @@ def test_load_refuses_pickled_code(tmp_path):
         pickle.dump({"format": "sppnet-detector", "x": Evil()}, f)
     with pytest.raises(ModelFileError):
         load_model(path)
+
+
+def test_model_of_an_older_mapping_rule_is_flagged(tmp_path, caplog):
+    path = tmp_path / "m.pt"
+    save_model(path, small_detector(with_regressors=False))
+    state = torch.load(path, weights_only=True)
+    del state["mapping_version"]  # files written before the rule was recorded: rule 1
+    torch.save(state, path)
+    with caplog.at_level("WARNING"):
+        load_model(path)
+    assert "window-mapping rule 1" in caplog.text and "retrain" in caplog.text
+
+
+def test_cuda_trained_model_loads_on_the_cpu(tmp_path):
+    path = tmp_path / "m.pt"
+    det = small_detector(with_regressors=False)
+    det.config = dataclasses.replace(det.config, device="cuda")
+    save_model(path, det)
+    loaded = load_model(path, device="cpu")
+    assert loaded.backbone.device.type == "cpu" and loaded.config.device == "cuda"  # provenance kept
