@@ -127,6 +127,10 @@ class FinetuneConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0005
     iterations: int = 2000
+    # At several scales, pool each fine-tuning window at a random scale (the
+    # official spp_finetune_voc.m) rather than the one scale selection picks;
+    # SVMs, box regression and testing always use scale selection.
+    random_scale: bool = True
     # Draw a new bank of windows from every training image each this many
     # iterations (0: draw once). The official code re-draws every 500
     # (spp_finetune_voc.m); each draw is one more pooling pass over the images.

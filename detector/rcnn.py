@@ -107,7 +107,8 @@ class CropFeatures(WindowFeatures):
     def _compute(self, image: ImageSource, boxes) -> Tensor:
         return rcnn_pool5(self.backbone, image.pixels(), boxes, self.pool, self.crop_size, self.context_pad)
 
-    def pool5(self, image: ImageSource, windows, timings: dict | None = None) -> Tensor:
+    def pool5(self, image: ImageSource, windows, timings: dict | None = None,
+              scale_rng: np.random.Generator | None = None) -> Tensor:
         windows = as_box_tensor(windows)
         if len(windows) == 0:
             return torch.zeros(0, self.output_dim)

@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 # Independent random streams (seeded by cfg.seed), so the fine-tuning bank
 # does not change when a box-regression parameter changes the number of draws.
-_FINETUNE_STREAM, _BBOX_STREAM = 1, 2
+_FINETUNE_STREAM, _BBOX_STREAM, _SCALE_STREAM = 1, 2, 3
 
 
 def training_gt(record) -> tuple[np.ndarray, np.ndarray]:
@@ -251,9 +251,9 @@ class TrainingContext:
             return flip_boxes(boxes, record.width).numpy().astype(np.float32)
         return self.proposals.load(record.image_id)
 
-    def pool5(self, record, boxes: np.ndarray) -> torch.Tensor:
-        """pool5 vectors [N, D] of ``boxes`` in ``record``'s image."""
-        return self.features.pool5(self.images[record.image_id], boxes)
+    def pool5(self, record, boxes: np.ndarray, scale_rng: np.random.Generator | None = None) -> torch.Tensor:
+        """pool5 vectors [N, D] of ``boxes`` in ``record``'s image (``scale_rng``: random scales)."""
+        return self.features.pool5(self.images[record.image_id], boxes, scale_rng=scale_rng)
 
     def stage(self, name: str, **sections) -> Stage:
         """The checkpoint of stage ``name``, keyed by the data, the windows and ``sections``."""
@@ -272,6 +272,9 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = T
     cfg = ctx.cfg
     ft_rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM, draw])
     bb_rng = np.random.default_rng([cfg.seed, _BBOX_STREAM])
+    # Random scales need their own pooling pass; with one scale there is no choice to make.
+    several = cfg.mode == "spp" and len(cfg.features.scales) > 1 and cfg.finetune.random_scale
+    scale_rng = np.random.default_rng([cfg.seed, _SCALE_STREAM, draw]) if several else None
     fg, fg_labels, bg = [], [], []
     bb_feats, bb_boxes, bb_gt, bb_labels, bb_iou = [], [], [], [], []
     for r in tqdm(ctx.records, desc="pool training windows", disable=not ctx.progress, unit="img"):
@@ -285,16 +288,20 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = T
                else np.zeros(0, np.int64))
         if len(reg) > cfg.bbox.max_per_image:
             reg = np.sort(bb_rng.choice(reg, cfg.bbox.max_per_image, replace=False))
-        wanted = np.unique(np.concatenate([chosen.fg_index, chosen.bg_index, reg]))
-        if len(wanted) == 0:
+        ft_wanted = np.unique(np.concatenate([chosen.fg_index, chosen.bg_index]))
+        if len(ft_wanted) + len(reg) == 0:
             continue
-        pooled = ctx.pool5(r, windows[wanted])
-        row = {w: i for i, w in enumerate(wanted.tolist())}
-        fg.append(pooled[[row[i] for i in chosen.fg_index.tolist()]].half())
+        if scale_rng is None:  # one pooling pass, every window at its selected scale
+            wanted = np.unique(np.concatenate([ft_wanted, reg]))
+            ft_pool = reg_pool = (wanted, ctx.pool5(r, windows[wanted]))
+        else:  # fine-tuning windows at random scales, regression windows at the selected one
+            ft_pool = (ft_wanted, ctx.pool5(r, windows[ft_wanted], scale_rng))
+            reg_pool = (reg, ctx.pool5(r, windows[reg]))
+        fg.append(_rows(ft_pool, chosen.fg_index).half())
         fg_labels.append(torch.from_numpy(chosen.fg_labels))
-        bg.append(pooled[[row[i] for i in chosen.bg_index.tolist()]].half())
+        bg.append(_rows(ft_pool, chosen.bg_index).half())
         if len(reg):
-            bb_feats.append(pooled[[row[i] for i in reg.tolist()]].numpy())
+            bb_feats.append(_rows(reg_pool, reg).numpy())
             bb_boxes.append(windows[reg])
             bb_gt.append(gt_boxes[arg[reg]])
             bb_labels.append(gt_labels[arg[reg]])
@@ -314,6 +321,12 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = T
         bbox_features=npcat(bb_feats, (0, dim), np.float32), bbox_boxes=npcat(bb_boxes, (0, 4), np.float32),
         bbox_gt=npcat(bb_gt, (0, 4), np.float32), bbox_labels=npcat(bb_labels, (0,), np.int64),
         bbox_iou=npcat(bb_iou, (0,), np.float32))
+
+
+def _rows(pool: tuple[np.ndarray, torch.Tensor], index: np.ndarray) -> torch.Tensor:
+    """Rows of pooled vectors for window ``index`` (pool: sorted window indices, their vectors)."""
+    wanted, pooled = pool
+    return pooled[torch.from_numpy(np.searchsorted(wanted, index))]
 
 
 def svm_training_images(ctx: TrainingContext, head: FCHead) -> Callable[[], Iterable[TrainImage]]:

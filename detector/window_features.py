@@ -93,8 +93,14 @@ class WindowFeatures(ABC):
         return self.pool.output_dim(self.backbone.out_channels)
 
     @abstractmethod
-    def pool5(self, image: ImageSource, windows, timings: dict | None = None) -> Tensor:
-        """pool5 of ``windows`` [N, 4] in ``image``; seconds go to ``timings`` ("conv", "pool")."""
+    def pool5(self, image: ImageSource, windows, timings: dict | None = None,
+              scale_rng: np.random.Generator | None = None) -> Tensor:
+        """pool5 of ``windows`` [N, 4] in ``image``; seconds go to ``timings`` ("conv", "pool").
+
+        ``scale_rng``: pick each window's scale at random instead of by its
+        size (the official fine-tuning at several scales); an extractor with
+        one scale, or none, ignores it.
+        """
 
     @abstractmethod
     def with_cache(self, root: str | Path) -> "WindowFeatures":
@@ -162,13 +168,17 @@ class SPPFeatures(WindowFeatures):
             self.cache.save(im.key, maps, im.digest())
             im._pixels = None  # the decoded image is not needed again; keep memory flat
 
-    def pool5(self, image: ImageSource, windows, timings: dict | None = None) -> Tensor:
+    def pool5(self, image: ImageSource, windows, timings: dict | None = None,
+              scale_rng: np.random.Generator | None = None) -> Tensor:
         windows = as_box_tensor(windows)
         with timed_stage(timings, "conv"):
             maps = self.feature_maps(image)
+        chosen = None
+        if scale_rng is not None and len(maps) > 1:
+            chosen = torch.from_numpy(scale_rng.integers(0, len(maps), len(windows)))
         with timed_stage(timings, "pool"):
             return pool_windows(maps, windows, self.pool, self.backbone.grid, self.canonical_window,
-                                self.window_margin)
+                                self.window_margin, chosen)
 
     def cache_bytes(self) -> int:
         return 0 if self.cache is None else self.cache.size_bytes()
@@ -176,7 +186,8 @@ class SPPFeatures(WindowFeatures):
 
 @torch.inference_mode()
 def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, grid: FeatureGrid,
-                 canonical_window: int, margin: float = DEFAULT_WINDOW_MARGIN) -> Tensor:
+                 canonical_window: int, margin: float = DEFAULT_WINDOW_MARGIN,
+                 chosen: Tensor | None = None) -> Tensor:
     """Pooled conv5 ("pool5") vectors of windows given in original image coordinates.
 
     Args:
@@ -187,6 +198,8 @@ def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, 
         canonical_window: scale selection target side (224 in the paper).
         margin: the window mapping's margin, in strides (0.5: the cells whose
             centres lie inside the window; see ``map_windows_to_features``).
+        chosen: [N] the scale index of each window (default: scale selection,
+            the scale where its area is closest to ``canonical_window``**2).
     Returns:
         float32 [N, pool.output_dim(C)].
     """
@@ -195,7 +208,9 @@ def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, 
     out = torch.zeros(len(windows), pool.output_dim(channels))
     if len(windows) == 0:
         return out
-    if len(maps) == 1:
+    if chosen is not None:
+        chosen = chosen.long()
+    elif len(maps) == 1:
         chosen = torch.zeros(len(windows), dtype=torch.int64)
     else:
         chosen = select_scales(windows, [m.factor for m in maps], canonical_window)

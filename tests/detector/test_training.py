@@ -47,3 +47,16 @@ def test_describe_changes_names_what_moved():
     assert "training data: 1 changed, 1 added image(s)" in text and "svm.C" in text and "seed" in text
     assert "neg_iou" not in text
     assert describe_changes(old, old) == "checkpoint missing"
+
+
+def test_training_windows_at_random_scales_keep_regression_at_the_selected_scale(tmp_path):
+    from detector.training import collect_training_windows
+    data = make_synthetic_voc(tmp_path / "d", num_train=2, num_test=0, seed=4)
+    base = [f"data.root={data}", f"workdir={tmp_path / 'run'}", "backbone.name=tiny", "data.flip=false",
+            "features.scales=[96,160]", "proposals.max_windows=40", "proposals.workers=1"]
+    random = collect_training_windows(TrainingContext(load_detector_config(None, base), progress=False))
+    fixed = collect_training_windows(TrainingContext(load_detector_config(
+        None, base + ["finetune.random_scale=false"]), progress=False))
+    assert random.fg.shape == fixed.fg.shape and len(random.fg) > 0
+    assert not np.array_equal(random.bg.numpy(), fixed.bg.numpy())  # fine-tuning windows moved scale
+    np.testing.assert_array_equal(random.bbox_features, fixed.bbox_features)  # regression did not

@@ -104,3 +104,18 @@ def test_match_windows():
     assert arg.tolist() == [0, 1]
     iou, _ = match_windows(np.zeros((3, 4), np.float32), np.zeros((0, 4), np.float32))
     assert iou.tolist() == [0, 0, 0]
+
+
+def test_random_scales_for_fine_tuning(backbone, record):
+    cfg = load_detector_config(None, ["backbone.name=tiny", "features.scales=[96,192]"])
+    features = build_window_features(cfg, backbone)
+    image = ImageSource.from_record(record)
+    windows = np.tile(WINDOWS, (20, 1))
+    selected = features.pool5(image, windows)
+    rng = np.random.default_rng(0)
+    random = features.pool5(image, windows, scale_rng=np.random.default_rng(0))
+    maps = features.feature_maps(image)
+    chosen = torch.from_numpy(rng.integers(0, 2, len(windows)))
+    want = pool_windows(maps, windows, features.pool, backbone.grid, 224, chosen=chosen)
+    torch.testing.assert_close(random, want)
+    assert not torch.equal(random, selected)  # some windows moved to the other scale
