@@ -169,9 +169,14 @@ class SpatialPyramidPool(nn.Module):
     each bin's max be written as one contiguous C-vector, about 2x faster;
     the fc layers that read the vector do not care about the order.)
 
-    The pooling is a fixed max with no parameters; SPP-net keeps the conv
-    layers frozen and pools cached maps, so no gradient flows through it. It
-    runs under ``torch.no_grad()`` / ``torch.inference_mode()`` or without.
+    The pooling is a fixed max with no parameters. SPP-net keeps the conv
+    layers frozen and pools cached maps: without a gradient to carry (the
+    map does not require one, or under ``torch.no_grad()`` /
+    ``torch.inference_mode()``) the fast exact engine answers. When the map
+    requires a gradient (fine-tuning conv layers through the pyramid), the
+    same bins are max-pooled with autograd (one ``adaptive_max_pool2d`` per
+    window and level, whose bins are exactly [floor(i*w/n), ceil((i+1)*w/n)))
+    and the gradient flows to each bin's maximum.
     """
 
     def __init__(self, levels: Sequence[int] = DEFAULT_LEVELS):
@@ -204,12 +209,27 @@ class SpatialPyramidPool(nn.Module):
         channels, height, width = feature_map.shape
         cells = _check_cells(cells, height, width)
         n_win = cells.shape[0]
+        if feature_map.requires_grad and torch.is_grad_enabled():
+            return self._pool_with_grad(feature_map, cells)
         out = feature_map.new_empty((n_win, self.output_dim(channels)))
         if n_win == 0:
             return out
         with torch.no_grad():
             pool_into(out, feature_map.detach(), cells, self.levels)
         return out
+
+
+    def _pool_with_grad(self, feature_map: Tensor, cells: Tensor) -> Tensor:
+        """The same bins and layout through autograd (slower; for training through the pyramid)."""
+        channels = feature_map.shape[0]
+        rows = []
+        for x0, y0, x1, y1 in cells.tolist():
+            crop = feature_map[None, :, y0:y1, x0:x1]
+            rows.append(torch.cat([nn.functional.adaptive_max_pool2d(crop, n)[0].permute(1, 2, 0).reshape(-1)
+                                   for n in self.levels]))
+        if not rows:
+            return feature_map.new_zeros((0, self.output_dim(channels)))
+        return torch.stack(rows)
 
 
 def to_channel_major(pooled: Tensor, channels: int, levels: Sequence[int]) -> Tensor:

@@ -357,3 +357,23 @@ def test_importing_detector_enables_huge_pages_unless_set():
     run = subprocess.run([sys.executable, "-c", code], env={**env, "THP_MEM_ALLOC_ENABLE": "0"},
                          capture_output=True, text=True)
     assert run.stdout.strip() == "0", run.stderr
+
+
+def test_pyramid_with_gradient_matches_the_exact_engine_and_brute_force_gradients():
+    gen = torch.Generator().manual_seed(7)
+    fmap = torch.randn(5, 11, 13, generator=gen, dtype=torch.float64)
+    cells = torch.tensor([[0, 0, 13, 11], [2, 3, 5, 4], [4, 1, 12, 10], [7, 7, 8, 8]])
+    levels = (6, 3, 2, 1)
+    pool = SpatialPyramidPool(levels)
+    fast = pool(fmap, cells)
+    leaf = fmap.clone().requires_grad_(True)
+    with_grad = pool(leaf, cells)
+    assert with_grad.requires_grad
+    torch.testing.assert_close(with_grad.detach(), fast)  # the same bins and maxima
+    weights = torch.randn(with_grad.shape, generator=gen, dtype=torch.float64)
+    (with_grad * weights).sum().backward()
+    reference = fmap.clone().requires_grad_(True)
+    (brute_force_pool(reference, cells, levels) * weights).sum().backward()
+    # random values: no ties, one max per bin (the reference pools into float32: its tolerance)
+    torch.testing.assert_close(leaf.grad, reference.grad, rtol=1e-5, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda m: pool(m, cells[1:3]), (fmap.clone().requires_grad_(True),))
