@@ -166,6 +166,23 @@ class Backbone(nn.Module):
         """Where the conv layers run (inputs are moved there; maps come back to the CPU)."""
         return next(self.trunk.parameters()).device
 
+    def unfreeze_last(self, blocks: int) -> list[nn.Parameter]:
+        """Let the last ``blocks`` parameterised children of the trunk learn (conv
+        fine-tuning); return their parameters. Batch norm stays frozen (folded or
+        FrozenBatchNorm2d), and the module stays in eval mode."""
+        children = [m for m in self.trunk.children() if any(True for _ in m.parameters())]
+        if not 0 < blocks <= len(children):
+            raise ValueError(f"{self.name}: can fine-tune 1 to {len(children)} conv blocks, not {blocks}")
+        params = [p for m in children[-blocks:] for p in m.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        return params
+
+    def freeze(self) -> None:
+        """Back to the frozen trunk of SPP-net: no parameter learns."""
+        for p in self.trunk.parameters():
+            p.requires_grad_(False)
+
     def train(self, mode: bool = True) -> "Backbone":
         """Stays in eval mode: the conv layers are fixed in SPP-net and the
         folded batch norm of some weights breaks with batch statistics."""

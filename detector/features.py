@@ -69,17 +69,22 @@ def compute_feature_maps(backbone, image: np.ndarray, scales: Sequence[int], max
     # Images are resized to each scale, but one smaller than a single conv5
     # cell (stride px) at its own resolution holds nothing to detect.
     check_image_size(image, max(backbone.min_input_size, backbone.stride), name)
-    h, w = image.shape[:2]
     maps = []
     for s in scales:
-        factor = scale_factor(h, w, s, max_size)
-        resized = resize_image(image, factor)
-        x = backbone.preprocess.apply(resized)[None].to(backbone.device)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x, factor = network_input(backbone, image, s, max_size)
         # Pooling, fc and SVMs run on the CPU: the map comes back once per scale.
         fmap = backbone(x)[0].float().cpu().contiguous()
-        maps.append(FeatureMap(fmap, factor, resized.shape[:2]))
+        maps.append(FeatureMap(fmap, factor, tuple(x.shape[2:])))
     return maps
+
+
+def network_input(backbone, image: np.ndarray, scale: int, max_size: int) -> tuple[Tensor, float]:
+    """The image resized to ``scale`` (shorter side) and preprocessed: ([1, 3, h, w] on the
+    backbone's device, channels-last; the resize factor)."""
+    h, w = image.shape[:2]
+    factor = scale_factor(h, w, scale, max_size)
+    x = backbone.preprocess.apply(resize_image(image, factor))[None].to(backbone.device)
+    return x.contiguous(memory_format=torch.channels_last), factor
 
 
 def feature_cache_key(backbone_name: str, weights_digest: str, preprocess: str,

@@ -38,6 +38,7 @@ from .configio import to_dict
 from .data.verify import verify_images
 from .evaluation.report import collect_versions
 from .fileio import atomic_path, params_digest, write_json_atomic
+from .conv_finetune import ConvSample, finetune_with_conv
 from .finetune import finetune_head, label_windows
 from .heads import FCHead
 from .model import save_model
@@ -240,6 +241,12 @@ class TrainingContext:
             "seed": cfg.seed,
         }
 
+    def adopt_trunk(self, state: dict) -> None:
+        """Load fine-tuned conv weights into the backbone and fill their conv5 cache."""
+        self.backbone.load_state_dict(state)
+        self.features = build_window_features(self.cfg, self.backbone, self.cfg.cache_root())
+        self.features.prepare(list(self.images.values()), self.progress)
+
     def digest(self, record) -> str:
         """Content digest of a record's image file (a mirror shares its original's)."""
         return self.verified.digests[record.image_id.removesuffix(FLIP_SUFFIX)]
@@ -323,6 +330,23 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = T
         bbox_iou=npcat(bb_iou, (0,), np.float32))
 
 
+def conv_samples(ctx: TrainingContext) -> list[ConvSample]:
+    """Every training image with its labelled windows, for conv fine-tuning (at most the
+    bank's fg + bg windows per image, sampled once)."""
+    cfg = ctx.cfg
+    rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM])
+    samples = []
+    for r in ctx.records:
+        gt_boxes, gt_labels = training_gt(r)
+        windows = np.concatenate([gt_boxes, ctx.windows(r)]).astype(np.float32)
+        max_iou, arg = match_windows(windows, gt_boxes)
+        label_of_best = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
+        labels = label_windows(max_iou, label_of_best, cfg.finetune, cfg.finetune.bank_fg_per_image,
+                               cfg.finetune.bank_bg_per_image, rng)
+        samples.append(ConvSample(ctx.images[r.image_id], windows, labels))
+    return samples
+
+
 def _rows(pool: tuple[np.ndarray, torch.Tensor], index: np.ndarray) -> torch.Tensor:
     """Rows of pooled vectors for window ``index`` (pool: sorted window indices, their vectors)."""
     wanted, pooled = pool
@@ -356,16 +380,20 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
     num_classes = len(ctx.class_names)
     head = build_head(cfg, ctx.features.output_dim, num_classes)
 
+    # With conv fine-tuning every later feature comes from the fine-tuned trunk.
+    conv = cfg.finetune.enabled and cfg.finetune.conv_layers > 0
     ft_stage = ctx.stage("finetune", finetune=cfg.finetune)
-    bb_stage = ctx.stage("bbox", bbox=cfg.bbox)
-    # SVMs on pool5 do not read the fc layers, so fine-tuning does not key them.
-    svm_stage = (ctx.stage("svm", svm=cfg.svm) if cfg.svm.feature == "pool5" or not cfg.finetune.enabled
-                 else ctx.stage("svm", finetune=cfg.finetune, svm=cfg.svm))
+    bb_stage = ctx.stage("bbox", bbox=cfg.bbox) if not conv else ctx.stage("bbox", finetune=cfg.finetune,
+                                                                            bbox=cfg.bbox)
+    # SVMs on pool5 of a frozen trunk do not read the fc layers, so fine-tuning does not key them.
+    svm_stage = (ctx.stage("svm", svm=cfg.svm) if (cfg.svm.feature == "pool5" and not conv)
+                 or not cfg.finetune.enabled else ctx.stage("svm", finetune=cfg.finetune, svm=cfg.svm))
     # Each checkpoint is read once; the pooling pass runs only for a stage that must be computed.
     ft_state = ft_stage.load() if cfg.finetune.enabled else None
     bb_state = bb_stage.load() if cfg.bbox.enabled else None
     bank = None
-    if (cfg.finetune.enabled and ft_state is None) or (cfg.bbox.enabled and bb_state is None):
+    if (cfg.finetune.enabled and ft_state is None and not conv) or (cfg.bbox.enabled and bb_state is None
+                                                                    and not conv):
         with timed_stage(timings, "pool_training_windows"):
             bank = collect_training_windows(ctx)
 
@@ -373,14 +401,23 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
         if cfg.finetune.enabled:
             if ft_state is None:
                 ctx.workdir.mkdir(parents=True, exist_ok=True)
-                def redraw(draw: int):
-                    new = collect_training_windows(ctx, draw, bbox=False)
-                    return new.fg, new.fg_labels, new.bg
+                if conv:
+                    stats["finetune"] = finetune_with_conv(
+                        head, ctx.backbone, ctx.features.pool, conv_samples(ctx), cfg.finetune,
+                        cfg.features.scales, cfg.features.max_size, cfg.pool.window_margin, cfg.seed,
+                        ctx.workdir / "finetune_loss.jsonl", progress)
+                    ft_state = {"head": head.state_dict(), "trunk": ctx.backbone.state_dict(),
+                                "stats": stats["finetune"]}
+                else:
+                    def redraw(draw: int):
+                        new = collect_training_windows(ctx, draw, bbox=False)
+                        return new.fg, new.fg_labels, new.bg
 
-                stats["finetune"] = finetune_head(head, bank.fg, bank.fg_labels, bank.bg, cfg.finetune,
-                                                  cfg.seed, ctx.workdir / "finetune_loss.jsonl", progress,
-                                                  device=cfg.torch_device(), resample=redraw)
-                ft_stage.save({"head": head.state_dict(), "stats": stats["finetune"]})
+                    stats["finetune"] = finetune_head(head, bank.fg, bank.fg_labels, bank.bg, cfg.finetune,
+                                                      cfg.seed, ctx.workdir / "finetune_loss.jsonl", progress,
+                                                      device=cfg.torch_device(), resample=redraw)
+                    ft_state = {"head": head.state_dict(), "stats": stats["finetune"]}
+                ft_stage.save(ft_state)
             else:
                 head.load_state_dict(ft_state["head"])
                 stats["finetune"] = dict(ft_state["stats"], resumed=True)
@@ -389,6 +426,12 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
             logger.warning("svm.feature=%s without fine-tuning: fc layers are random projections here "
                            "(no ImageNet-trained fc weights exist for this backbone)", cfg.svm.feature)
         head.eval()
+    if conv:  # the fine-tuned trunk: its own conv5 cache (keyed by its weights), then the rest
+        with timed_stage(timings, "conv5_cache_finetuned"):
+            ctx.adopt_trunk(ft_state["trunk"])
+        if cfg.bbox.enabled and bb_state is None:
+            with timed_stage(timings, "pool_training_windows"):
+                bank = collect_training_windows(ctx)
 
     with timed_stage(timings, "svm"):
         state = svm_stage.load()

@@ -60,3 +60,26 @@ def test_training_windows_at_random_scales_keep_regression_at_the_selected_scale
     assert random.fg.shape == fixed.fg.shape and len(random.fg) > 0
     assert not np.array_equal(random.bg.numpy(), fixed.bg.numpy())  # fine-tuning windows moved scale
     np.testing.assert_array_equal(random.bbox_features, fixed.bbox_features)  # regression did not
+
+
+def test_conv_fine_tuning_changes_the_trunk_and_the_features_after_it(tmp_path):
+    from detector.model import load_model
+    from detector.training import train
+    data = make_synthetic_voc(tmp_path / "d", num_train=6, num_test=0, seed=5)
+    overrides = [f"data.root={data}", f"workdir={tmp_path / 'run'}", "backbone.name=tiny", "data.flip=false",
+                 "features.scales=[96,128]", "proposals.max_windows=40", "proposals.workers=1",
+                 "finetune.hidden=32", "finetune.iterations=15", "finetune.conv_layers=1",
+                 "finetune.batch_size=32", "svm.initial_negatives=20"]
+    cfg = load_detector_config(None, overrides)
+    result = train(cfg, progress=False)
+    from detector.build import build_config_backbone
+    before = build_config_backbone(cfg)
+    model = load_model(result.model_path)
+    assert model.backbone.digest() != before.digest()  # the last block learnt
+    assert not any(p.requires_grad for p in model.backbone.parameters())  # frozen again
+    caches = sorted(p.name for p in (tmp_path / "run" / "cache" / "conv5").iterdir())
+    assert len(caches) == 2  # the pre-trained trunk's maps and the fine-tuned trunk's
+    assert result.stats["finetune"]["conv_layers"] == 1 and "conv5_cache_finetuned" in result.timings
+    again = train(cfg, progress=False)
+    assert sorted(again.reused_stages) == ["bbox", "finetune", "svm"]
+    assert load_model(again.model_path).backbone.digest() == model.backbone.digest()

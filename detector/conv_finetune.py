@@ -1,0 +1,119 @@
+"""Fine-tuning conv layers through the spatial pyramid (past the paper: Fast R-CNN's point).
+
+SPP-net fine-tunes only the fc layers on cached pool5 vectors. Here the last
+``finetune.conv_layers`` blocks of the trunk learn too: each mini-batch
+takes a few training images, resizes each to a random training scale, runs
+the conv layers with autograd, maps its windows onto that scale's conv5 map,
+pools them with the same pyramid (which carries the gradient, see
+``SpatialPyramidPool``) and trains fc6/fc7/classifier and those conv blocks
+together. The window labels are the fc fine-tuning's (IoU >= 0.5 positives,
+[0.1, 0.5) background, 25% positives per batch).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .config import FinetuneConfig
+from .features import network_input
+from .finetune import WindowLabels, feature_std
+from .heads import FCHead
+from .pooling import SpatialPyramidPool, map_windows_to_features
+from .window_features import ImageSource
+
+
+@dataclass(frozen=True)
+class ConvSample:
+    """One training image for conv fine-tuning: its pixels' source, its windows and their labels."""
+
+    image: ImageSource
+    windows: np.ndarray  # float32 [N, 4], original image pixels
+    labels: WindowLabels  # indices into windows; fg labels are class + 1
+
+
+def _pooled_batch(backbone, pool: SpatialPyramidPool, samples: Sequence[ConvSample], scale: int, max_size: int,
+                  margin: float, per_image_fg: int, per_image_bg: int, gen: torch.Generator):
+    """pool5 [B, D] (with gradient) and labels [B] of windows drawn from ``samples`` at ``scale``."""
+    feats, labels = [], []
+    for s in samples:
+        x, factor = network_input(backbone, s.image.pixels(), scale, max_size)
+        fmap = backbone(x)[0].float().cpu()
+        fi = s.labels.fg_index[torch.randint(len(s.labels.fg_index), (per_image_fg,), generator=gen)] \
+            if len(s.labels.fg_index) else np.zeros(0, np.int64)
+        bi = s.labels.bg_index[torch.randint(len(s.labels.bg_index), (per_image_bg,), generator=gen)] \
+            if len(s.labels.bg_index) else np.zeros(0, np.int64)
+        index = np.concatenate([fi, bi])
+        if len(index) == 0:
+            continue
+        boxes = torch.from_numpy(s.windows[index] * factor)
+        cells = map_windows_to_features(boxes, backbone.grid, fmap.shape[1], fmap.shape[2], margin)
+        feats.append(pool(fmap, cells))
+        fg_label = dict(zip(s.labels.fg_index.tolist(), s.labels.fg_labels.tolist()))
+        labels.append(torch.tensor([fg_label[i] for i in fi.tolist()] + [0] * len(bi), dtype=torch.int64))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def finetune_with_conv(head: FCHead, backbone, pool: SpatialPyramidPool, samples: Sequence[ConvSample],
+                       cfg: FinetuneConfig, scales: Sequence[int], max_size: int, margin: float,
+                       seed: int = 0, log_path: Path | None = None, progress: bool = True) -> dict:
+    """SGD on the head and the last ``cfg.conv_layers`` conv blocks, through the pyramid.
+
+    The backbone is frozen again afterwards (its weights are the fine-tuned ones).
+    Returns statistics: iterations, final loss and accuracy (moving averages), seconds.
+    """
+    usable = [s for s in samples if len(s.labels.fg_index) and len(s.labels.bg_index)]
+    if not usable:
+        raise ValueError("conv fine-tuning needs images with both positive and background windows")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 7])
+    images = min(cfg.conv_images_per_batch, len(usable))
+    n_fg = max(1, round(cfg.batch_size * cfg.fg_fraction / images))
+    n_bg = max(1, cfg.batch_size // images - n_fg)
+    with torch.no_grad():  # input scale from a first batch, as the fc fine-tuning sets it
+        first, _ = _pooled_batch(backbone, pool, usable[:images], scales[0], max_size, margin, n_fg, n_bg, gen)
+    head.input_scale.fill_(1.0 / feature_std(first))
+    conv_params = backbone.unfreeze_last(cfg.conv_layers)
+    params = [{"params": [p for n, p in head.named_parameters() if n.endswith("weight")] + conv_params,
+               "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in head.named_parameters() if n.endswith("bias")],
+               "weight_decay": 0.0, "lr": 2 * cfg.lr}]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(cfg.iterations * cfg.lr_step_fraction)],
+                                                 gamma=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    head.train()
+    start, avg_loss, avg_acc = time.perf_counter(), None, None
+    log = open(log_path, "w") if log_path else None
+    try:
+        for it in tqdm(range(cfg.iterations), desc="fine-tune conv + fc", disable=not progress, unit="it"):
+            batch = [usable[i] for i in rng.choice(len(usable), images, replace=False)]
+            scale = int(rng.choice(scales))  # a random training scale per mini-batch
+            x, y = _pooled_batch(backbone, pool, batch, scale, max_size, margin, n_fg, n_bg, gen)
+            logits = head(x)
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            acc = float((logits.argmax(1) == y).float().mean())
+            avg_loss = loss.item() if avg_loss is None else 0.98 * avg_loss + 0.02 * loss.item()
+            avg_acc = acc if avg_acc is None else 0.98 * avg_acc + 0.02 * acc
+            if log and (it % 20 == 0 or it == cfg.iterations - 1):
+                log.write(json.dumps({"iter": it, "loss": round(avg_loss, 5), "acc": round(avg_acc, 4),
+                                      "scale": scale}) + "\n")
+    finally:
+        if log:
+            log.close()
+        backbone.freeze()
+    head.eval()
+    return {"iterations": cfg.iterations, "loss": avg_loss, "accuracy": avg_acc, "conv_layers": cfg.conv_layers,
+            "images": len(usable), "seconds": time.perf_counter() - start}
