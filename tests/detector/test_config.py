@@ -48,7 +48,6 @@ def test_type_errors_and_validation(tmp_path):
 
 
 def test_repo_configs_load():
-    from pathlib import Path
     root = REPO / "configs"
     files = sorted(root.glob("*.yaml"))
     for f in files:

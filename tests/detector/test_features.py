@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from detector.config import load_detector_config
 from detector.build import build_config_backbone

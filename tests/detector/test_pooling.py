@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from detector import pooling, range_max
+from detector import range_max
 from detector.pooling import (FeatureGrid, SpatialPyramidPool, map_windows_to_features, select_scales,
                               to_channel_major)
 

@@ -5,7 +5,7 @@ from PIL import Image
 
 import detector.rcnn as rcnn
 from detector.backbones import PREPROCESS_PRESETS
-from detector.config import RCNNConfig, load_detector_config
+from detector.config import load_detector_config
 from detector.build import build_config_backbone, build_window_features
 from detector.pooling import SpatialPyramidPool
 from detector.records import ImageRecord

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector.boxes import as_box_tensor, box_iou
 from detector.config import SVMConfig
-from detector.negatives import NegativeCache, find_negative_candidates, suppress_overlapping_negatives
 from detector.svm import KEY_STRIDE, HardNegativeTrainer, LinearSVMs, SVMDataError, TrainImage, train_svms
 
 D = 8

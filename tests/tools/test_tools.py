@@ -1,7 +1,6 @@
 """The command-line tools: bad input ends in one clear line and exit code 2, not a traceback."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
