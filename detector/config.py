@@ -17,6 +17,8 @@ from .pooling import CANONICAL_WINDOW, DEFAULT_LEVELS
 
 BACKBONES = ("zf5", "alexnet", "vgg16", "squeezenet1_0", "mobilenet_v2", "resnet18", "resnet50", "tiny")
 SVM_FEATURES = ("pool5", "fc6", "fc7")
+# Test-time forms of the fc layers (detector/heads.py, compress_head).
+FC_COMPRESSIONS = ("none", "svd", "int8", "svd_int8")
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,27 @@ class TestConfig:
     max_per_image: int = 100
     # Windows scoring below this SVM score are dropped before NMS (-inf keeps all).
     score_threshold: float = -1.5
+    # Intra-op threads of the conv and fc layers; 0 picks them per image: the
+    # free cores (detector/threads.py). The SPPNET_THREADS variable wins.
+    threads: int = 0
+    # Test-time compression of fc6/fc7 (Fast R-CNN, Sec. 3.1): "none"; "svd"
+    # (each layer as two, through its top svd_rank singular vectors); "int8"
+    # (dynamic int8 quantisation of the fc layers); "svd_int8" (both). At
+    # ~2000 windows the fc layers cost as much as the conv pass; the mAP change
+    # is measured in docs/benchmarks.md.
+    fc_compression: str = "none"
+    # Singular values kept per fc layer with "svd"/"svd_int8": Fast R-CNN kept
+    # 1024 of fc6's 4096 and 256 of fc7's; 1/4 of the width is the default here.
+    svd_rank: int = 256
+
+    def validate(self) -> None:
+        if self.threads < 0:
+            raise ValueError("test.threads must be >= 0 (0 = the free cores)")
+        if self.fc_compression not in FC_COMPRESSIONS:
+            raise ValueError(f"test.fc_compression {self.fc_compression!r} must be one of "
+                             f"{', '.join(FC_COMPRESSIONS)}")
+        if self.svd_rank <= 0:
+            raise ValueError("test.svd_rank must be positive")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from .features import FeatureCache, FeatureMap, compute_feature_maps, feature_ca
 from .fileio import file_digest
 from .images import read_image
 from .pooling import SpatialPyramidPool, map_windows_to_features, select_scales
+from .threads import POOL_THREADS, limit_threads
 from .timing import timed_stage
 
 
@@ -178,6 +179,9 @@ def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, 
         canonical_window: scale selection target side (224 in the paper).
     Returns:
         float32 [N, pool.output_dim(C)].
+
+    The engine runs with :data:`~detector.threads.POOL_THREADS` (1) torch
+    thread, whatever the caller's setting (restored afterwards).
     """
     windows = as_box_tensor(windows)
     channels = maps[0].features.shape[0]
@@ -194,7 +198,8 @@ def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, 
             continue
         _, h, w = fmap.features.shape
         cells = map_windows_to_features(windows[sel] * fmap.factor, stride, h, w)
-        out[sel] = pool(fmap.features, cells)
+        with limit_threads(POOL_THREADS):
+            out[sel] = pool(fmap.features, cells)
     return out
 
 
