@@ -18,6 +18,8 @@ from .pooling import CANONICAL_WINDOW, DEFAULT_LEVELS, DEFAULT_WINDOW_MARGIN
 BACKBONES = ("zf5", "alexnet", "vgg16", "squeezenet1_0", "mobilenet_v2", "resnet18", "resnet50", "tiny")
 SVM_FEATURES = ("pool5", "fc6", "fc7")
 SCORERS = ("svm", "softmax")
+# Test-time forms of the fc layers (detector/heads.py, compress_head).
+FC_COMPRESSIONS = ("none", "svd", "int8", "svd_int8")
 
 
 @dataclass(frozen=True)
@@ -208,12 +210,31 @@ class TestConfig:
     # svm.feature) or "softmax" (the fine-tuned (K+1)-way classifier's class
     # probabilities; Fast R-CNN, Sec. 5.4, found them equal or better).
     scorer: str = "svm"
+    # Intra-op threads of the conv and fc layers; 0 picks them per image: the
+    # free cores (detector/threads.py). The SPPNET_THREADS variable wins.
+    threads: int = 0
+    # Test-time compression of fc6/fc7 (Fast R-CNN, Sec. 3.1): "none"; "svd"
+    # (each layer as two, through its top svd_rank singular vectors); "int8"
+    # (dynamic int8 quantisation of the fc layers); "svd_int8" (both). At
+    # ~2000 windows the fc layers cost as much as the conv pass; the mAP change
+    # is measured in docs/benchmarks.md.
+    fc_compression: str = "none"
+    # Singular values kept per fc layer with "svd"/"svd_int8": Fast R-CNN kept
+    # 1024 of fc6's 4096 and 256 of fc7's; 1/4 of the width is the default here.
+    svd_rank: int = 256
 
     def validate(self) -> None:
         if self.max_per_class < 0 or self.max_per_image < 0:
             raise ValueError("test.max_per_class and test.max_per_image must be >= 0 (0 = no cap)")
         if self.scorer not in SCORERS:
             raise ValueError(f"test.scorer {self.scorer!r} must be one of {', '.join(SCORERS)}")
+        if self.threads < 0:
+            raise ValueError("test.threads must be >= 0 (0 = the free cores)")
+        if self.fc_compression not in FC_COMPRESSIONS:
+            raise ValueError(f"test.fc_compression {self.fc_compression!r} must be one of "
+                             f"{', '.join(FC_COMPRESSIONS)}")
+        if self.svd_rank <= 0:
+            raise ValueError("test.svd_rank must be positive")
 
 
 @dataclass(frozen=True)

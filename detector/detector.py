@@ -18,6 +18,7 @@ from .config import Config, TestConfig
 from .heads import FCHead
 from .records import Detections
 from .svm import LinearSVMs
+from .threads import limit_threads, network_threads
 from .timing import timed_stage
 from .window_features import ImageSource, WindowFeatures
 
@@ -37,11 +38,19 @@ class Detector:
         test: thresholds, NMS and caps of the test-time pipeline.
         proposals: the selective search used when no windows are given.
         config: the full training config, kept as provenance (the model file stores it).
+        reserved_cores: cores lent to work running beside this detector (the
+            proposal workers of a pipelined run); the network's threads come
+            from the rest (detector/threads.py).
+
+    Each call runs the network with :func:`detector.threads.network_threads`
+    threads (``test.threads``, ``SPPNET_THREADS``, else the free cores) and the
+    pooling with one, and leaves the caller's torch and OpenCV thread settings
+    as it found them.
     """
 
     def __init__(self, features: WindowFeatures, head: FCHead, svms: LinearSVMs,
                  regressors: BoxRegressors | None, class_names: Sequence[str], test: TestConfig,
-                 svm_feature: str, proposals: ProposalConfig, config: Config):
+                 svm_feature: str, proposals: ProposalConfig, config: Config, reserved_cores: int = 0):
         self.features = features
         self.head = head.eval()
         self.svms = svms
@@ -54,6 +63,7 @@ class Detector:
         if test.scorer == "softmax" and not config.finetune.enabled:
             raise ValueError("test.scorer=softmax needs the fine-tuned classifier, but this model was "
                              "trained with finetune.enabled=false; use test.scorer=svm")
+        self.reserved_cores = reserved_cores
         features.backbone.eval()
 
     @property
@@ -63,7 +73,16 @@ class Detector:
     def with_features(self, features: WindowFeatures) -> "Detector":
         """The same detector taking its window features from ``features`` (e.g. with a cache)."""
         return Detector(features, self.head, self.svms, self.regressors, self.class_names, self.test,
-                        self.svm_feature, self.proposals, self.config)
+                        self.svm_feature, self.proposals, self.config, self.reserved_cores)
+
+    def with_reserved_cores(self, cores: int) -> "Detector":
+        """The same detector leaving ``cores`` cores to work that runs beside it."""
+        return Detector(self.features, self.head, self.svms, self.regressors, self.class_names, self.test,
+                        self.svm_feature, self.proposals, self.config, cores)
+
+    def network_threads(self) -> int:
+        """Threads for this image's conv and fc layers (decided per call: the load changes)."""
+        return network_threads(self.test.threads, self.reserved_cores)
 
     def propose(self, image: np.ndarray) -> np.ndarray:
         """Selective-search windows of an RGB uint8 image, float32 [N, 4]."""
@@ -74,6 +93,10 @@ class Detector:
     def score_windows(self, image: ImageSource | np.ndarray, windows=None,
                       timings: dict | None = None) -> "ScoredWindows":
         """SVM scores [N, K] of the windows (computed with selective search when None)."""
+        with limit_threads(self.network_threads()):
+            return self._score_windows(image, windows, timings)
+
+    def _score_windows(self, image: ImageSource | np.ndarray, windows, timings: dict | None) -> "ScoredWindows":
         if not isinstance(image, ImageSource):
             image = ImageSource.from_pixels(image)
         if windows is None:
@@ -107,8 +130,9 @@ class Detector:
             per-class NMS, then at most ``test.max_per_class`` detections
             per class and ``test.max_per_image`` in all (0: no cap).
         """
-        scored = self.score_windows(ImageSource.from_pixels(image, name), windows, timings)
-        return self.postprocess(scored, timings)
+        with limit_threads(self.network_threads()):
+            scored = self._score_windows(ImageSource.from_pixels(image, name), windows, timings)
+            return self.postprocess(scored, timings)
 
     def postprocess(self, scored: "ScoredWindows", timings: dict | None = None,
                     regress: bool = True) -> Detections:

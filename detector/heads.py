@@ -1,6 +1,9 @@
 """The fully connected layers on pooled conv5 features: fc6, fc7 and a (K+1)-way classifier."""
 from __future__ import annotations
 
+import copy
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -61,3 +64,57 @@ class FCHead(nn.Module):
             raise ValueError(f"unknown feature layer {layer!r}; expected one of {FEATURE_LAYERS}")
         self.train(was_training)
         return x
+
+
+def truncated_svd_linear(layer: nn.Linear, rank: int, input_scale: float = 1.0) -> nn.Module:
+    """``layer`` (times ``input_scale`` on its input) as two layers through its top ``rank``
+    singular vectors (Fast R-CNN, Sec. 3.1): W ~ U_r S_r V_r^T, x -> U_r (S_r V_r^T x) + b.
+
+    Returns the layer itself (with the scale folded in) when ``rank`` saves no
+    multiply-adds, i.e. when rank * (in + out) >= in * out.
+    """
+    weight = layer.weight.detach() * input_scale
+    out_dim, in_dim = weight.shape
+    if rank * (in_dim + out_dim) >= in_dim * out_dim:
+        folded = nn.Linear(in_dim, out_dim)
+        folded.weight.data.copy_(weight)
+        folded.bias.data.copy_(layer.bias.detach())
+        return folded
+    u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
+    first = nn.Linear(in_dim, rank, bias=False)
+    second = nn.Linear(rank, out_dim)
+    first.weight.data.copy_((s[:rank, None] * vh[:rank]).float())
+    second.weight.data.copy_(u[:, :rank].float())
+    second.bias.data.copy_(layer.bias.detach())
+    return nn.Sequential(first, second)
+
+
+def compress_head(head: FCHead, method: str, rank: int = 256) -> FCHead:
+    """A test-time copy of ``head`` with cheaper fc6/fc7 (``head`` is left as it is).
+
+    Args:
+        method: "none" (``head`` itself), "svd" (:func:`truncated_svd_linear`
+            on fc6 and fc7, ``input_scale`` folded into fc6), "int8" (dynamic
+            int8 quantisation of fc6 and fc7: int8 weights, activations
+            quantised per batch; PyTorch's fbgemm/x86 kernels) or "svd_int8".
+        rank: singular values kept per layer by "svd".
+    Returns:
+        an FCHead in eval mode whose :meth:`FCHead.features` approximates the
+        original's; the classifier layer (``cls_score``, training only) is kept.
+    """
+    if method == "none":
+        return head
+    if method not in ("svd", "int8", "svd_int8"):
+        raise ValueError(f"unknown fc compression {method!r}; expected none, svd, int8 or svd_int8")
+    small = copy.deepcopy(head).eval()
+    if method in ("svd", "svd_int8"):
+        small.fc6 = truncated_svd_linear(head.fc6, rank, float(head.input_scale))
+        small.fc7 = truncated_svd_linear(head.fc7, rank)
+        small.input_scale.fill_(1.0)
+    if method in ("int8", "svd_int8"):
+        with warnings.catch_warnings():  # eager-mode quantisation's deprecation notice (torchao)
+            warnings.simplefilter("ignore")
+            for name in ("fc6", "fc7"):
+                setattr(small, name, torch.ao.quantization.quantize_dynamic(
+                    nn.Sequential(getattr(small, name)), {nn.Linear}, dtype=torch.qint8))
+    return small

@@ -142,13 +142,34 @@ def result_entry(f: Path, image: np.ndarray, dets: Detections, class_names) -> d
                            for b, s, l in zip(dets.boxes, dets.scores, dets.labels)]}
 
 
+def _searches_ahead(detector: Detector, files: list[Path], pipeline: bool):
+    """(detector, iterator of (path, future of its windows) over the image files in
+    order), searched ahead in worker processes, the detector leaving their cores
+    to them; or (detector, None) when the run is not pipelined (the detector
+    then searches each image itself)."""
+    from .pipeline import pipeline_workers, propose_files
+
+    images = [f for f in files if is_image_file(f)]
+    workers = pipeline_workers(detector.proposals, len(images)) if pipeline else 0
+    if not workers:
+        return detector, None
+    return (detector.with_reserved_cores(workers),
+            propose_files(images, detector.proposals, workers))
+
+
 def detect_files(detector: Detector, files: Iterable[Path], out_dir: str | os.PathLike,
                  threshold: float = 0.0, progress: bool = True, save_voc: bool = False,
-                 save_coco: bool = False) -> dict:
+                 save_coco: bool = False, pipeline: bool = True) -> dict:
     """Detect objects in each image file and write the outputs of the module docstring.
 
     Files that are not images (by extension or content) are skipped with a
     warning and listed under ``skipped``. Returns the content of results.json.
+
+    With ``pipeline`` (and more than one image), selective search for the
+    next images runs in ``proposals.workers`` processes (0 = all cores) while
+    the network works on the current one (:mod:`detector.pipeline`); the
+    network then leaves those cores to them (``Detector.reserved_cores``).
+    The results are the same either way.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,32 +177,39 @@ def detect_files(detector: Detector, files: Iterable[Path], out_dir: str | os.Pa
     ids = unique_ids(files)
     voc_dir = out_dir / VOC_FOLDER
     results, skipped, kept = [], [], {}
-    with open(out_dir / "results.jsonl", "w") as stream:
-        for f, image_id in tqdm(list(zip(files, ids)), desc="detect", disable=not progress, unit="img"):
-            try:
-                if not is_image_file(f):
-                    raise ImageReadError(f"{f}: not an image file (extension {f.suffix!r})")
-                image = read_image(f)
-                dets = keep_above(detector.detect(image, name=str(f)), threshold)
-            except (ImageReadError, ImageTooSmallError) as e:
-                logger.warning("skipped: %s", e)
-                skipped.append({"file": str(f), "reason": str(e)})
-                stream.write(json.dumps({"skipped": skipped[-1]}) + "\n")
+    detector, searches = _searches_ahead(detector, files, pipeline)
+    try:
+        with open(out_dir / "results.jsonl", "w") as stream:
+            for f, image_id in tqdm(list(zip(files, ids)), desc="detect", disable=not progress, unit="img"):
+                try:
+                    if not is_image_file(f):
+                        raise ImageReadError(f"{f}: not an image file (extension {f.suffix!r})")
+                    search = next(searches)[1] if searches is not None else None  # f's, in input order
+                    image = read_image(f)
+                    windows = search.result() if search is not None else None
+                    dets = keep_above(detector.detect(image, windows, name=str(f)), threshold)
+                except (ImageReadError, ImageTooSmallError) as e:
+                    logger.warning("skipped: %s", e)
+                    skipped.append({"file": str(f), "reason": str(e)})
+                    stream.write(json.dumps({"skipped": skipped[-1]}) + "\n")
+                    stream.flush()
+                    continue
+                entry = result_entry(f, image, dets, detector.class_names)
+                out_image = out_dir / f"{f.stem}_{f.suffix.lstrip('.').lower()}_det.jpg"  # a.jpg and a.png both survive
+                write_bytes_atomic(out_image, encode_jpeg(draw_detections(image, dets, detector.class_names)))
+                entry["annotated"] = str(out_image)
+                if save_voc:
+                    entry["voc_annotation"] = str(write_voc_image(voc_dir, image_id, f, image, dets,
+                                                                  detector.class_names))
+                if save_coco:
+                    entry["coco_image_id"] = len(kept) + 1
+                kept[image_id] = dets
+                results.append(entry)
+                stream.write(json.dumps(entry) + "\n")
                 stream.flush()
-                continue
-            entry = result_entry(f, image, dets, detector.class_names)
-            out_image = out_dir / f"{f.stem}_{f.suffix.lstrip('.').lower()}_det.jpg"  # a.jpg and a.png both survive
-            write_bytes_atomic(out_image, encode_jpeg(draw_detections(image, dets, detector.class_names)))
-            entry["annotated"] = str(out_image)
-            if save_voc:
-                entry["voc_annotation"] = str(write_voc_image(voc_dir, image_id, f, image, dets,
-                                                              detector.class_names))
-            if save_coco:
-                entry["coco_image_id"] = len(kept) + 1
-            kept[image_id] = dets
-            results.append(entry)
-            stream.write(json.dumps(entry) + "\n")
-            stream.flush()
+    finally:
+        if searches is not None:
+            searches.close()  # cancels the searches still queued
     summary = {"images": results, "skipped": skipped, "threshold": threshold,
                "box_format": "x1, y1, x2, y2 in 0-based continuous pixel coordinates"}
     if save_voc:

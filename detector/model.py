@@ -22,7 +22,7 @@ from .config import Config, with_test_overrides
 from .configio import ConfigError, from_dict, to_dict
 from .detector import Detector
 from .fileio import atomic_path
-from .heads import FCHead
+from .heads import FCHead, compress_head
 from .pooling import MAPPING_VERSION
 from .svm import LinearSVMs
 
@@ -101,6 +101,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = "aut
                              f"{pool.output_dim(backbone.out_channels)}")
     head = FCHead(in_dim, hidden, len(class_names), cfg.finetune.dropout)
     head.load_state_dict(state["head"])
+    # Test-time only (a loaded detector is not saved again): cheaper fc6/fc7.
+    head = compress_head(head, cfg.test.fc_compression, cfg.test.svd_rank)
     svms = LinearSVMs.from_state_dict(state["svms"])
     regressors = (BoxRegressors.from_state_dict(state["regressors"])
                   if state.get("regressors") is not None else None)

@@ -23,6 +23,7 @@ from .boxes import as_box_tensor
 from .fileio import (UNREADABLE_ENTRY_ERRORS, cache_entry_path, dir_size_bytes, params_digest,
                      remove_stale_temp_files, save_npz_atomic)
 from .pooling import SpatialPyramidPool
+from .threads import POOL_THREADS, limit_threads
 from .timing import timed_stage
 from .window_features import ImageSource, WindowFeatures
 
@@ -81,8 +82,9 @@ def rcnn_pool5(backbone, image: np.ndarray, windows, pool: SpatialPyramidPool, c
         maps = backbone(crops.contiguous(memory_format=torch.channels_last)).float().cpu()
         _, _, mh, mw = maps.shape
         whole = torch.tensor([[0, 0, mw, mh]])
-        for i in range(len(batch)):
-            out[start + i] = pool(maps[i].contiguous(), whole)[0]
+        with limit_threads(POOL_THREADS):  # as SPP's pooling: see detector/threads.py
+            for i in range(len(batch)):
+                out[start + i] = pool(maps[i].contiguous(), whole)[0]
     return out
 
 

@@ -6,6 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from tqdm import tqdm
 
@@ -38,38 +39,50 @@ class EvaluationRun:
     skipped_images: list[dict] = field(default_factory=list)
 
 
-def detect_records(detector: Detector, images: list[ImageSource], windows: dict[str, object] | None,
+def detect_records(detector: Detector, images: list[ImageSource], windows: Iterable | None,
                    progress: bool = True, without_bbox: bool = False
                    ) -> tuple[dict[str, Detections], dict[str, float], dict[str, Detections] | None]:
     """Detections of every image, total seconds per stage, and (if ``without_bbox``)
     the same detections without box regression, from the same scores.
 
-    ``windows`` maps image keys to cached proposals; None computes them per
-    image (their time is then counted under "proposals").
+    ``windows`` gives each image's proposals, in the order of ``images`` (a
+    list, or a stream still being computed: the time spent waiting for them
+    is counted under "proposals"); None computes them per image (their time
+    is then counted under "proposals" too).
     """
     detections: dict[str, Detections] = {}
     unregressed: dict[str, Detections] | None = {} if without_bbox else None
     timings: dict[str, float] = {}
+    upcoming = None if windows is None else iter(windows)
     for image in tqdm(images, desc="test", disable=not progress, unit="img"):
-        w = None if windows is None else windows[image.key]
+        w = None
+        if upcoming is not None:
+            with timed_stage(timings, "proposals"):
+                w = next(upcoming)
         scored = detector.score_windows(image, w, timings=timings)
         detections[image.key] = detector.postprocess(scored, timings)
         if unregressed is not None:
             unregressed[image.key] = detector.postprocess(scored, regress=False)
+    for _ in upcoming or ():  # let a stream finish (stream_split then consolidates its store)
+        pass
     return detections, timings, unregressed
 
 
 def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric: str = "voc07",
              data_root: str | None = None, data_format: str | None = None,
              cache_dir: str | os.PathLike | None = None, cache_features: bool = False,
-             progress: bool = True, extra: dict | None = None) -> EvaluationRun:
+             progress: bool = True, extra: dict | None = None, pipeline: bool = True) -> EvaluationRun:
     """Run ``detector`` on ``split`` of its dataset (or the one at ``data_root``), evaluate, report.
 
     Writes to ``out_dir``: ``detections.json`` (COCO results), ``voc/comp4_det_<split>_<class>.txt``,
-    ``metrics.json``, ``report.md`` and PR-curve PNGs. Proposals are computed
-    (and cached under ``cache_dir``, default the config's cache root) first, so
-    their time is reported separately; "total_excluding_proposals" is the wall
-    time of the detection loop per image (image decoding included).
+    ``metrics.json``, ``report.md`` and PR-curve PNGs. Proposals are cached
+    under ``cache_dir`` (default the config's cache root). With ``pipeline``
+    the missing ones are computed by worker processes while the network runs
+    on the images whose windows are ready (:func:`proposals.compute.stream_split`);
+    without, all of them first. Either way "proposals_incl_cache_io" is the
+    time spent on or waiting for them and "total_excluding_proposals" the
+    rest of the detection loop's wall time per image (image decoding
+    included); the detections are the same.
 
     Every test image is checked first: an unreadable one is skipped (and
     listed in metrics.json) unless ``data.strict_images``; an image whose size
@@ -81,7 +94,7 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     tests without conv passes (the times reported are then cache reads, and
     the report says so).
     """
-    from proposals import compute_split
+    from proposals.compute import compute_split, stream_split
 
     cfg = detector.config
     out_dir = check_output_dir(out_dir, "test output folder")
@@ -97,9 +110,12 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     images = [ImageSource.from_record(r, verified.digests[r.image_id]) for r in records]
 
     t = time.perf_counter()
-    store = compute_split(records, cfg.proposals, cache_root / "proposals", dataset.name, split,
-                          workers=cfg.proposals.workers or None, progress=progress)
-    windows = {r.image_id: store.load(r.image_id) for r in records}
+    proposal_args = (records, cfg.proposals, cache_root / "proposals", dataset.name, split)
+    if pipeline:  # the windows come as the workers find them, in image order
+        windows = (w for _, w in stream_split(*proposal_args, workers=cfg.proposals.workers or None))
+    else:
+        store = compute_split(*proposal_args, workers=cfg.proposals.workers or None, progress=progress)
+        windows = [store.load(r.image_id) for r in records]
     proposal_seconds = time.perf_counter() - t
 
     if cache_features:
@@ -108,12 +124,13 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     compare = detector.regressors is not None
     detections, stage_seconds, unregressed = detect_records(detector, images, windows, progress,
                                                             without_bbox=compare)
-    detect_seconds = time.perf_counter() - t
+    waited = stage_seconds.pop("proposals", 0.0)
+    detect_seconds = time.perf_counter() - t - waited
 
     n = max(len(records), 1)
     per_image = {s: stage_seconds.get(s, 0.0) / n for s in TEST_STAGES if s != "proposals"}
     per_image["total_excluding_proposals"] = detect_seconds / n
-    per_image["proposals_incl_cache_io"] = proposal_seconds / n
+    per_image["proposals_incl_cache_io"] = (proposal_seconds + waited) / n
 
     # A COCO dataset keeps its own category ids in the results file; others use label + 1.
     category_ids = dict(zip(dataset.class_names, coco_category_ids(dataset)))

@@ -33,6 +33,7 @@ from .fileio import file_digest
 from .images import read_image
 from .pooling import (DEFAULT_WINDOW_MARGIN, FeatureGrid, SpatialPyramidPool, map_windows_to_features,
                       select_scales)
+from .threads import POOL_THREADS, limit_threads
 from .timing import timed_stage
 
 
@@ -202,6 +203,9 @@ def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, 
             the scale where its area is closest to ``canonical_window``**2).
     Returns:
         float32 [N, pool.output_dim(C)].
+
+    The engine runs with :data:`~detector.threads.POOL_THREADS` (1) torch
+    thread, whatever the caller's setting (restored afterwards).
     """
     windows = as_box_tensor(windows)
     channels = maps[0].features.shape[0]
@@ -220,7 +224,8 @@ def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, 
             continue
         _, h, w = fmap.features.shape
         cells = map_windows_to_features(windows[sel] * fmap.factor, grid, h, w, margin)
-        out[sel] = pool(fmap.features, cells)
+        with limit_threads(POOL_THREADS):
+            out[sel] = pool(fmap.features, cells)
     return out
 
 

@@ -13,7 +13,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -30,7 +30,7 @@ from .store import ProposalStore
 
 # forkserver where the platform has it (Linux, macOS), spawn elsewhere (Windows):
 # both are safe with OpenCV's and torch's thread pools, plain fork is not.
-_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,17 @@ class _Result:
     error: str = ""  # anything else: a bug or a bad parameter, always fatal
 
 
-def _init_worker() -> None:
+def worker_context():
+    """The multiprocessing context workers start from (:data:`START_METHOD`)."""
+    ctx = multiprocessing.get_context(START_METHOD)
+    if START_METHOD == "forkserver":
+        # The server imports torch/OpenCV once; workers fork from it (no
+        # inherited threads or locks, unlike plain fork).
+        ctx.set_forkserver_preload(["proposals.compute"])
+    return ctx
+
+
+def init_worker() -> None:
     """One thread per worker: N workers on N cores, not N x N threads."""
     import cv2
     import torch
@@ -127,6 +137,46 @@ def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir
         ProposalError: a bad image (unless skip_bad_images) or a failed
             search, naming the file.
     """
+    store, tasks, good_ids = _plan_split(records, cfg, cache_dir, dataset_key, split, skip_bad_images)
+    n_workers = resolve_workers(workers, cfg, len(tasks))
+    bar = tqdm(total=len(tasks), unit="img", desc=f"proposals {dataset_key}/{split}",
+               disable=not progress or not tasks, dynamic_ncols=True)
+    failed = set()
+    try:
+        for res in _run_tasks(tasks, n_workers):
+            bar.update(1)
+            if not _check_result(res, skip_bad_images):
+                failed.add(res.image_id)
+    finally:
+        bar.close()
+    store.consolidate([i for i in good_ids if i not in failed])
+    return store
+
+
+def stream_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir: str | os.PathLike,
+                 dataset_key: str, split: str, workers: int | None = None
+                 ) -> Iterator[tuple[ImageRecord, np.ndarray]]:
+    """(record, windows) for every record, in input order, as soon as each is ready.
+
+    The same store and result as :func:`compute_split` (bad images are
+    errors), but the caller can work on the first images while the workers
+    search the rest: cached windows come at once, missing ones in the order
+    of ``records`` as the pool finishes them. The store is consolidated once
+    every record has been yielded.
+    """
+    store, tasks, good_ids = _plan_split(records, cfg, cache_dir, dataset_key, split, False)
+    results = _run_tasks(tasks, resolve_workers(workers, cfg, len(tasks)), ordered=True)
+    todo = {t.image_id for t in tasks}
+    for rec in records:
+        if rec.image_id in todo:
+            _check_result(next(results), False)
+        yield rec, store.load(rec.image_id)
+    store.consolidate(good_ids)
+
+
+def _plan_split(records, cfg: ProposalConfig, cache_dir, dataset_key: str, split: str,
+                skip_bad_images: bool) -> tuple[ProposalStore, list[_Task], list[str]]:
+    """The split's store, the searches still to run (in record order) and the usable image ids."""
     cfg.validate()
     store = ProposalStore.open(cache_dir, dataset_key, split, cfg)
     tasks, good_ids = [], []
@@ -139,39 +189,31 @@ def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir
         if not store.is_current(rec.image_id, digest):
             tasks.append(_Task(rec.image_id, str(rec.path), int(rec.width), int(rec.height),
                                digest, str(store.root), store.params, cfg))
-    n_workers = resolve_workers(workers, cfg, len(tasks))
-    bar = tqdm(total=len(tasks), unit="img", desc=f"proposals {dataset_key}/{split}",
-               disable=not progress or not tasks, dynamic_ncols=True)
-    failed = set()
-    try:
-        for res in _run_tasks(tasks, n_workers):
-            bar.update(1)
-            if res.error:
-                raise ProposalError(f"{res.path}: proposals failed: {res.error}")
-            if res.bad_image:
-                _report_bad(res.path, res.bad_image, skip_bad_images)
-                failed.add(res.image_id)
-    finally:
-        bar.close()
-    store.consolidate([i for i in good_ids if i not in failed])
-    return store
+    return store, tasks, good_ids
 
 
-def _run_tasks(tasks: list[_Task], n_workers: int):
-    """Yield a _Result per task, in completion order; inline when one worker suffices."""
+def _check_result(res: _Result, skip_bad_images: bool) -> bool:
+    """Raise for a failed search (or a bad image unless skipped); False for a skipped bad image."""
+    if res.error:
+        raise ProposalError(f"{res.path}: proposals failed: {res.error}")
+    if res.bad_image:
+        _report_bad(res.path, res.bad_image, skip_bad_images)
+        return False
+    return True
+
+
+def _run_tasks(tasks: list[_Task], n_workers: int, ordered: bool = False):
+    """Yield a _Result per task, in completion order (``ordered``: task order);
+    inline when one worker suffices."""
     if n_workers <= 1 or len(tasks) <= 1:
         for t in tasks:
             yield compute_image(t)
         return
-    ctx = multiprocessing.get_context(_START_METHOD)
-    if _START_METHOD == "forkserver":
-        # The server imports torch/OpenCV once; workers fork from it (no
-        # inherited threads or locks, unlike plain fork).
-        ctx.set_forkserver_preload(["proposals.compute"])
-    with ctx.Pool(n_workers, initializer=_init_worker) as pool:
+    with worker_context().Pool(n_workers, initializer=init_worker) as pool:
         # chunksize 1: images take 0.1 to 10 s each, so fine-grained balancing
         # beats the per-task overhead (~1 ms).
-        yield from pool.imap_unordered(compute_image, tasks, chunksize=1)
+        run = pool.imap if ordered else pool.imap_unordered
+        yield from run(compute_image, tasks, chunksize=1)
 
 
 def summarize_store(store: ProposalStore, image_ids: Sequence[str]) -> dict:

@@ -23,7 +23,7 @@ BOXES = np.array([[4, 6, 30, 40], [10, 10, 50, 30], [0, 0, 8, 8]], np.float32)
 class StubDetector:
     class_names = NAMES
 
-    def detect(self, image, name=""):
+    def detect(self, image, windows=None, name=""):
         return Detections(BOXES, np.array([0.9, 0.6, 0.1], np.float32), np.array([0, 1, 1]))
 
 
@@ -54,7 +54,7 @@ def test_list_inputs_folder_glob_and_list_file(images, tmp_path):
 def test_folder_run_to_voc_and_coco(images, tmp_path):
     out = tmp_path / "out"
     summary = detect_files(StubDetector(), list_inputs(images), out, threshold=0.5, progress=False,
-                           save_voc=True, save_coco=True)
+                           save_voc=True, save_coco=True, pipeline=False)  # the stub has no search
     assert [r["file"].split("/")[-1] for r in summary["images"]] == ["a.jpg", "a.png", "b.png"]
     assert [s["file"].split("/")[-1] for s in summary["skipped"]] == ["notes.txt"]
     assert all(len(r["detections"]) == 2 for r in summary["images"])  # 0.1 is below the threshold

@@ -1,0 +1,126 @@
+"""The thread policy: how many intra-op threads each stage of a test run uses.
+
+On 2 cores shared with anything else, torch's default (one OpenMP thread per
+core for every op) collapses: each op is a parallel region whose closing
+barrier waits for a time slice of every thread, so a stage made of hundreds
+of small ops (the pooling engine; MobileNetV2's depthwise convolutions) runs
+10-150x slower under load than quiet (docs/benchmarks.md). The policy:
+
+- **the pooling engine runs single-threaded** (:data:`POOL_THREADS`): it is
+  ~15 small gathers and maxima per chunk of windows, memory-bound, and no
+  faster with two threads even on a quiet machine;
+- **proposal workers are single-threaded** (``proposals.compute.init_worker``):
+  N workers use N cores;
+- **the network (conv and fc layers) gets the cores that are left**
+  (:func:`network_threads`): the cores this process may run on, minus those
+  lent to proposal workers running beside it (a pipelined folder run) or
+  those other processes keep busy right now (read from the kernel's count of
+  runnable tasks), whichever is more, at least one;
+- **overrides**: ``SPPNET_THREADS=N`` in the environment, else the test-time
+  config field ``test.threads`` (0 = the automatic choice above), fix the
+  network's threads.
+
+Everything is scoped: :func:`limit_threads` sets torch's and OpenCV's thread
+counts for a block and puts back the caller's afterwards, so a detector used
+as a library leaves its host process's settings as it found them. (They are
+process-wide settings: another Python thread running torch at the same time
+sees them for the duration of the block.)
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import cv2
+import torch
+
+# Environment override of the network's intra-op threads (a positive integer).
+THREADS_ENV = "SPPNET_THREADS"
+# The pooling engine's threads. Measured (bench/pooling.py, 2000 windows):
+# quiet, 1 thread and 2 take the same time; with two other CPU-bound
+# processes, 2 threads took ~3 s against 0.02-0.05 s with 1.
+POOL_THREADS = 1
+# Linux: the 4th field of /proc/loadavg is "runnable tasks/all tasks" at this instant.
+_LOADAVG = "/proc/loadavg"
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def busy_cores(own_runnable: int = 1) -> int:
+    """How many cores other work keeps busy at this instant: the kernel's
+    runnable-task count minus ``own_runnable`` (this process's running
+    threads; the caller's one by default), 0 where the OS does not say.
+
+    An instantaneous count, not the load average: the 1-minute average lags
+    a load that just started or stopped by tens of seconds and counts this
+    process's own past work.
+    """
+    try:
+        with open(_LOADAVG) as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(0, running - own_runnable)
+
+
+def configured_threads(configured: int = 0) -> int:
+    """The fixed thread count asked for: ``SPPNET_THREADS``, else ``configured``; 0 = automatic.
+
+    Raises:
+        ValueError: ``SPPNET_THREADS`` is not a positive integer.
+    """
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n <= 0:
+            raise ValueError(f"{THREADS_ENV}={env!r}: must be a positive integer (threads of the network)")
+        return n
+    return max(0, int(configured))
+
+
+def network_threads(configured: int = 0, reserved: int = 0) -> int:
+    """Intra-op threads for the conv and fc layers.
+
+    Args:
+        configured: ``test.threads`` (0 = automatic); ``SPPNET_THREADS`` wins.
+        reserved: cores lent to work of this run that runs beside the
+            network (proposal workers of a pipelined run).
+    Returns:
+        the fixed count if one is set, else ``available_cores() -
+        max(reserved, busy_cores())``, at least 1. (The reserved workers,
+        when running, are among the busy tasks: the larger of the two
+        counts both them and other processes' work without counting the
+        workers twice.)
+    """
+    fixed = configured_threads(configured)
+    if fixed:
+        return fixed
+    return max(1, available_cores() - max(reserved, busy_cores()))
+
+
+@contextmanager
+def limit_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads and ``n`` OpenCV threads,
+    then restore the caller's counts (also when the block raises)."""
+    n = max(1, int(n))
+    torch_before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
+    if torch_before != n:
+        torch.set_num_threads(n)
+    if cv_before != n:
+        cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != torch_before:
+            torch.set_num_threads(torch_before)
+        if cv2.getNumThreads() != cv_before:
+            cv2.setNumThreads(cv_before)
