@@ -17,7 +17,7 @@ def detection_warnings(detections) -> list[str]:
     found = []
     total = sum(len(d) for d in detections.values())
     if total == 0:
-        found.append(f"no detections at all in {len(detections)} image(s): every AP will be 0")
+        found.append(f"no detections at all (results for {len(detections)} image(s)): every AP will be 0")
     bad = {k: int(((d.boxes[:, 2] < d.boxes[:, 0]) | (d.boxes[:, 3] < d.boxes[:, 1])).sum())
            for k, d in detections.items() if len(d)}
     bad = {k: n for k, n in bad.items() if n}

@@ -68,13 +68,14 @@ def run_tool(name: str, *argv) -> Outcome:
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    out = io.StringIO()
     try:
-        with contextlib.redirect_stderr(stream), contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stderr(stream), contextlib.redirect_stdout(out):
             code = run_cli(lambda: _tool(name).main([str(a) for a in argv]))
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
-    return Outcome(code, stream.getvalue())
+    return Outcome(code, stream.getvalue() + out.getvalue())
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -394,11 +395,13 @@ CASES = [
     Case("Failing late", "NaN coordinate in an XML box", nan_box, 2, "not a finite number"),
     Case("Failing late", "Truncated conv5 cache entry and a killed run's .tmp file", truncated_cache_entry, 0,
          "unreadable cache entry"),
-    Case("Failing late", "Model trained with device: cuda, tested on a CPU", cuda_model_on_cpu, 0, ""),
-    Case("Small ones", "finetune.lr: 1e-3 in YAML and finetune.lr=2e-3 on the command line", yaml_float, 0, ""),
+    Case("Failing late", "Model trained with device: cuda, tested on a CPU", cuda_model_on_cpu, 0,
+         "seconds per image"),
+    Case("Small ones", "finetune.lr: 1e-3 in YAML and finetune.lr=2e-3 on the command line", yaml_float, 0,
+         '"model":'),
     Case("Small ones", "Unknown key on the command line", unknown_cli_key, 2, "command line"),
     Case("Small ones", "Model file holding pickled code", pickled_model, 2, "not loaded"),
-    Case("Small ones", "evaluate.py without the JPEGs", evaluate_without_images, 0, ""),
+    Case("Small ones", "evaluate.py without the JPEGs", evaluate_without_images, 0, "mean"),
     Case("Small ones", "test.py run from another folder (model's workdir is relative)", relative_cache, 0,
          "files created in the current folder: none"),
 ]
