@@ -102,7 +102,7 @@ class Detector:
             timings: if given, seconds per stage are added to it (proposals,
                 conv, pool, fc, svm, bbox, nms).
         Returns:
-            per-class NMS, then at most ``cfg.test.max_per_class`` detections
+            detections after per-class NMS: at most ``cfg.test.max_per_class``
             per class and ``cfg.test.max_per_image`` in all (0: no cap).
         """
         return self.postprocess(self.score_windows(image, windows, name, timings), timings)
