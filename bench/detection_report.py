@@ -271,8 +271,8 @@ def write_detection_report(results: Path, out_md: Path, versions: dict) -> None:
 
 # Order of the sections in docs/benchmarks.md; each file is written by its benchmark (or by hand
 # from its output) and keeps the command that produced its figures.
-SECTIONS = ("benchmarks_detection.md", "benchmarks_pooling.md", "benchmarks_proposals.md",
-            "benchmarks_eval.md")
+SECTIONS = ("benchmarks_detection.md", "benchmarks_window_mapping.md", "benchmarks_pooling.md",
+            "benchmarks_proposals.md", "benchmarks_eval.md")
 
 
 def assemble_benchmarks_doc(docs: Path) -> Path:

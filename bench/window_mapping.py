@@ -9,8 +9,15 @@ whose centre is inside the window is left out, and how often a cell whose
 centre is outside is pooled.
 
 Run: .venv/bin/python -m bench.window_mapping
+     .venv/bin/python -m bench.window_mapping --ab bench/results/window_mapping
+(the second prints the detection A/B table from the run records kept there;
+docs/benchmarks_window_mapping.md says how they were made).
 """
 from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
 
 import torch
 
@@ -28,7 +35,30 @@ def old_mapping_x(x1: torch.Tensor, x2: torch.Tensor, stride: int, size: int) ->
     return torch.where(empty, centre, c0), torch.where(empty, centre + 1, c1)
 
 
+def ab_table(results: Path) -> str:
+    """Markdown table of the old/new mapping runs (``{old,new}_<run>.json`` records of bench.detection)."""
+    rows = ["| mapping | seed | mAP with box regression | without | regression's gain |", "|---|---|---|---|---|"]
+    for side in ("old", "new"):
+        records = sorted((json.loads(p.read_text()) for p in results.glob(f"{side}_*.json")),
+                         key=lambda r: r.get("seed", 0))
+        for r in records:
+            rows.append(f"| {side} | {r.get('seed', 0)} | {100 * r['mAP']:.1f} | {100 * r['mAP_without_bbox']:.1f} "
+                        f"| {100 * (r['mAP'] - r['mAP_without_bbox']):+.1f} |")
+        if records:
+            with_bbox = sum(r["mAP"] for r in records) / len(records)
+            without = sum(r["mAP_without_bbox"] for r in records) / len(records)
+            rows.append(f"| **{side}** | mean of {len(records)} | **{100 * with_bbox:.1f}** | **{100 * without:.1f}** "
+                        f"| {100 * (with_bbox - without):+.1f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ab", type=Path, help="print the detection A/B table from the records in this folder")
+    args = p.parse_args()
+    if args.ab:
+        print(ab_table(args.ab))
+        return
     gen = torch.Generator().manual_seed(0)
     n, stride, width, height = 20000, 16, 57, 43
     side = 20 + torch.rand(n, 2, generator=gen, dtype=torch.float64) ** 2 * 480
