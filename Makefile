@@ -26,7 +26,8 @@ clean:
 	rm -rf $(VENV) demo_output
 
 # Benchmarks (need ../shared; several hours on 2 cores the first time, R-CNN mode
-# dominating; caches and stage checkpoints make reruns fast): see docs/benchmarks.md.
+# dominating; caches and stage checkpoints make reruns fast): see docs/benchmarks.md
+# (headline figures) and docs/benchmarks_log.md (the experiment log).
 bench: $(STAMP)
 	$(PY) -m bench.voc_eval --runs 5
 	OMP_NUM_THREADS=1 $(PY) -m bench.pooling --runs 7
@@ -35,3 +36,4 @@ bench: $(STAMP)
 	$(PY) -m bench.fp_types
 	$(PY) -m bench.detection speed --images 10
 	$(PY) -m bench.detection report
+	$(PY) -m bench.speed

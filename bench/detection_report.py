@@ -269,15 +269,18 @@ def write_detection_report(results: Path, out_md: Path, versions: dict) -> None:
     write_text_atomic(out_md, "\n".join(body) + "\n")
 
 
-# Order of the sections in docs/benchmarks.md; each file is written by its benchmark (or by hand
+# Order of the sections in docs/benchmarks_log.md; each file is written by its benchmark (or by hand
 # from its output) and keeps the command that produced its figures.
 SECTIONS = ("benchmarks_detection.md", "benchmarks_window_mapping.md", "benchmarks_pooling.md",
             "benchmarks_proposals.md", "benchmarks_eval.md")
 
 
 def assemble_benchmarks_doc(docs: Path) -> Path:
-    """docs/benchmarks.md: every benchmark section in one page (headings shifted one level down)."""
-    parts = ["# Benchmarks", "",
+    """docs/benchmarks_log.md: every benchmark section in one page (headings shifted one level
+    down), the long experiment log behind the headline page docs/benchmarks.md."""
+    parts = ["# Benchmarks: the experiment log", "",
+             "The headline figures, and how the speed figures were taken, are in "
+             "[benchmarks.md](benchmarks.md). "
              "All figures measured on the development machine: 2 CPU cores (virtualised AMD EPYC), "
              "no GPU, 24 GB RAM. Each section names the command that produced it. "
              "This page is assembled by `bench/detection.py report` from the sections below.", ""]
@@ -288,6 +291,6 @@ def assemble_benchmarks_doc(docs: Path) -> Path:
         text = path.read_text().rstrip("\n").splitlines()
         parts += [("#" + line) if line.startswith("#") else line for line in text]
         parts += ["", f"(Section file: `docs/{name}`.)", ""]
-    out = docs / "benchmarks.md"
+    out = docs / "benchmarks_log.md"
     write_text_atomic(out, "\n".join(parts) + "\n")
     return out

@@ -7,8 +7,8 @@ of small ops (the pooling engine; MobileNetV2's depthwise convolutions) runs
 10-150x slower under load than quiet (docs/benchmarks.md). The policy:
 
 - **the pooling engine runs single-threaded** (:data:`POOL_THREADS`): it is
-  ~15 small gathers and maxima per chunk of windows, memory-bound, and no
-  faster with two threads even on a quiet machine;
+  ~15 small gathers and maxima per chunk of 48 windows, memory-bound; one
+  thread avoids a barrier per op;
 - **proposal workers are single-threaded** (``proposals.compute.init_worker``):
   N workers use N cores;
 - **the network (conv and fc layers) gets the cores that are left**
@@ -37,9 +37,10 @@ import torch
 
 # Environment override of the network's intra-op threads (a positive integer).
 THREADS_ENV = "SPPNET_THREADS"
-# The pooling engine's threads. Measured (bench/pooling.py, 2000 windows):
-# quiet, 1 thread and 2 take the same time; with two other CPU-bound
-# processes, 2 threads took ~3 s against 0.02-0.05 s with 1.
+# The pooling engine's threads. Measured (bench/speed.py, 2000 windows on a
+# fresh map per run, 2 cores shared with other work): 2 threads 0.34-2.6 s,
+# 1 thread 0.14-0.18 s (docs/benchmarks.md); the issue saw ~3 s against
+# 0.02 s with two CPU-bound processes beside it.
 POOL_THREADS = 1
 # Linux: the 4th field of /proc/loadavg is "runnable tasks/all tasks" at this instant.
 _LOADAVG = "/proc/loadavg"
