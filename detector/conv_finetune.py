@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from .config import FinetuneConfig
 from .features import network_input
-from .finetune import WindowLabels, feature_std
+from .finetune import WindowLabels, feature_std, moving_average, sgd_step
 from .heads import FCHead
 from .pooling import SpatialPyramidPool, map_windows_to_features
 from .window_features import ImageSource
@@ -98,15 +98,8 @@ def finetune_with_conv(head: FCHead, backbone, pool: SpatialPyramidPool, samples
             batch = [usable[i] for i in rng.choice(len(usable), images, replace=False)]
             scale = int(rng.choice(scales))  # a random training scale per mini-batch
             x, y = _pooled_batch(backbone, pool, batch, scale, max_size, margin, n_fg, n_bg, gen)
-            logits = head(x)
-            loss = loss_fn(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            acc = float((logits.argmax(1) == y).float().mean())
-            avg_loss = loss.item() if avg_loss is None else 0.98 * avg_loss + 0.02 * loss.item()
-            avg_acc = acc if avg_acc is None else 0.98 * avg_acc + 0.02 * acc
+            loss_value, acc = sgd_step(head, opt, sched, loss_fn, x, y)
+            avg_loss, avg_acc = moving_average(avg_loss, loss_value), moving_average(avg_acc, acc)
             if log and (it % 20 == 0 or it == cfg.iterations - 1):
                 log.write(json.dumps({"iter": it, "loss": round(avg_loss, 5), "acc": round(avg_acc, 4),
                                       "scale": scale}) + "\n")

@@ -60,6 +60,22 @@ def feature_std(features: torch.Tensor) -> float:
     return std if std > 1e-8 else 1.0
 
 
+def sgd_step(head: FCHead, opt, sched, loss_fn, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """One SGD step of ``head`` on windows x with labels y; returns (loss, accuracy) of the batch."""
+    logits = head(x)
+    loss = loss_fn(logits, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item(), float((logits.argmax(1) == y).float().mean())
+
+
+def moving_average(average: float | None, value: float, keep: float = 0.98) -> float:
+    """The running average the progress bar and the loss log show."""
+    return value if average is None else keep * average + (1 - keep) * value
+
+
 def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tensor,
                   bg_features: torch.Tensor, cfg: FinetuneConfig, seed: int = 0,
                   log_path: Path | None = None, progress: bool = True,
@@ -110,16 +126,8 @@ def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tens
             bi = torch.randint(len(bg_features), (n_bg,), generator=gen)
             x = torch.cat([fg_features[fi], bg_features[bi]]).to(device).float()
             y = torch.cat([fg_labels[fi], torch.zeros(n_bg, dtype=torch.int64)]).to(device)
-            logits = head(x)
-            loss = loss_fn(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            acc = float((logits.argmax(1) == y).float().mean())
-            loss_value = loss.item()
-            avg_loss = loss_value if avg_loss is None else 0.98 * avg_loss + 0.02 * loss_value
-            avg_acc = acc if avg_acc is None else 0.98 * avg_acc + 0.02 * acc
+            loss_value, acc = sgd_step(head, opt, sched, loss_fn, x, y)
+            avg_loss, avg_acc = moving_average(avg_loss, loss_value), moving_average(avg_acc, acc)
             if it % 20 == 0 or it == cfg.iterations - 1:
                 bar.set_postfix(loss=f"{avg_loss:.3f}", acc=f"{avg_acc:.3f}")
                 if log:

@@ -268,6 +268,22 @@ class TrainingContext:
         return Stage(self.workdir / "stages", name, parts)
 
 
+def labelled_windows(ctx: TrainingContext, record, rng: np.random.Generator):
+    """A training image's windows (its ground truth, then its proposals), each window's best
+    IoU and gt index, and the fine-tuning sample drawn from them (at most the bank's caps).
+
+    Returns (windows float32 [N, 4], max_iou [N], argmax [N], WindowLabels).
+    """
+    cfg = ctx.cfg
+    gt_boxes, gt_labels = training_gt(record)
+    windows = np.concatenate([gt_boxes, ctx.windows(record)]).astype(np.float32)
+    max_iou, arg = match_windows(windows, gt_boxes)
+    label_of_best = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
+    chosen = label_windows(max_iou, label_of_best, cfg.finetune, cfg.finetune.bank_fg_per_image,
+                           cfg.finetune.bank_bg_per_image, rng)
+    return windows, max_iou, arg, chosen
+
+
 def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = True) -> TrainingWindows:
     """One pass over the images: pool5 of the fine-tuning and box-regression windows.
 
@@ -286,11 +302,7 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = T
     bb_feats, bb_boxes, bb_gt, bb_labels, bb_iou = [], [], [], [], []
     for r in tqdm(ctx.records, desc="pool training windows", disable=not ctx.progress, unit="img"):
         gt_boxes, gt_labels = training_gt(r)
-        windows = np.concatenate([gt_boxes, ctx.windows(r)]).astype(np.float32)
-        max_iou, arg = match_windows(windows, gt_boxes)
-        label_of_best = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
-        chosen = label_windows(max_iou, label_of_best, cfg.finetune, cfg.finetune.bank_fg_per_image,
-                               cfg.finetune.bank_bg_per_image, ft_rng)
+        windows, max_iou, arg, chosen = labelled_windows(ctx, r, ft_rng)
         reg = (np.flatnonzero(max_iou >= cfg.bbox.min_iou) if len(gt_boxes) and bbox
                else np.zeros(0, np.int64))
         if len(reg) > cfg.bbox.max_per_image:
@@ -337,12 +349,7 @@ def conv_samples(ctx: TrainingContext) -> list[ConvSample]:
     rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM])
     samples = []
     for r in ctx.records:
-        gt_boxes, gt_labels = training_gt(r)
-        windows = np.concatenate([gt_boxes, ctx.windows(r)]).astype(np.float32)
-        max_iou, arg = match_windows(windows, gt_boxes)
-        label_of_best = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
-        labels = label_windows(max_iou, label_of_best, cfg.finetune, cfg.finetune.bank_fg_per_image,
-                               cfg.finetune.bank_bg_per_image, rng)
+        windows, _, _, labels = labelled_windows(ctx, r, rng)
         samples.append(ConvSample(ctx.images[r.image_id], windows, labels))
     return samples
 
