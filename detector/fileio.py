@@ -101,9 +101,7 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> int:
     for tmp in Path(folder).glob(".*.tmp"):
         parts = tmp.name.split(".")
         pid = next((int(p) for p in reversed(parts[:-2]) if p.isdigit()), None)
-        if pid is not None and pid != os.getpid() and _pid_alive(pid):
-            continue
-        if pid == os.getpid():
+        if pid is not None and _pid_alive(pid):  # this process's own, or another live writer's
             continue
         try:
             tmp.unlink()
