@@ -1,0 +1,232 @@
+"""A VOC 2007-sized run, measured: time, peak memory and disk per stage as trainval grows.
+
+A generated VOC 2007-shaped set (``detector/data/voc_like.py``: ~500 x 375
+images, 20 classes, ~2.4 objects per image, ~25-30% with several classes)
+is trained with ``configs/voc2007_mobilenet.yaml`` (ImageNet MobileNetV2 from
+../shared/weights, 1 scale, flips on) on nested trainval sets of
+``--sizes`` images and tested on one fixed test split.
+
+Each size runs in its own process (``run --train N``), so its peak memory is
+its own. Every size shares one cache root: the proposals and conv5 maps of
+the images a smaller size already computed are reused (content-keyed), so
+the "proposals" and "conv5_cache" stages are timed on the new images only;
+the record says how many images each stage computed. Fine-tuning, SVMs,
+box regression and the pooling pass always run on all images (own workdir).
+
+Memory: the proportional set size (PSS) of this process plus its children
+(proposal workers), sampled every 0.2 s and kept per stage (``detector.timing``'s
+stage listener); disk: the size of each cache folder after the run.
+
+Run:   python -m bench.voc_scale all --sizes 500 1000 2000 --test 200
+Table: python -m bench.voc_scale report   (writes docs/voc2007_scaling.md and its figure)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+RUNS = REPO / "runs" / "voc_like"
+DATA = RUNS / "data"
+RESULTS = REPO / "bench" / "results" / "voc_scale"
+DOC = REPO / "docs" / "voc2007_scaling.md"
+FIGURE = REPO / "docs" / "voc2007_scaling.png"
+CONFIG = REPO / "configs" / "voc2007_mobilenet.yaml"
+# VOC 2007 itself, for the projection.
+VOC_TRAINVAL, VOC_TEST = 5011, 4952
+POOL_SIZE = 2000  # trainval images generated; sizes take the first N
+
+
+def overrides(n: int, iterations: int, extra: list[str]) -> list[str]:
+    from detector.data.voc_like import VOC_LIKE_CLASSES
+
+    return [f"data.root={DATA}", f"data.train_split=trainval{n}", "data.test_split=test",
+            f"data.class_names=[{','.join(VOC_LIKE_CLASSES)}]",
+            f"backbone.weights={SHARED / 'weights' / 'mobilenet_v2_imagenet.pth'}",
+            "backbone.preprocess=inception", f"finetune.iterations={iterations}",
+            f"workdir={RUNS / f'train{n}'}", f"cache_dir={RUNS / 'cache'}", *extra]
+
+
+def make_data(sizes: list[int], num_test: int) -> None:
+    """The pool of generated images and one split file per size (nested: the first N)."""
+    from detector.data.voc_like import make_voc_like
+    from detector.fileio import write_text_atomic
+
+    pool = max(max(sizes), POOL_SIZE)
+    make_voc_like(DATA, pool, num_test, seed=0, progress=True)
+    ids = (DATA / "ImageSets/Main/trainval.txt").read_text().split()
+    for n in sizes:
+        write_text_atomic(DATA / f"ImageSets/Main/trainval{n}.txt", "".join(i + "\n" for i in ids[:n]))
+
+
+def tree_pss_bytes(pid: int) -> int:
+    """Proportional set size of ``pid`` and all its descendants (from /proc): pages shared
+    by the proposal workers and the forkserver count once in total, not once per process."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+class MemorySampler:
+    """Peak memory (PSS) of this process tree per outermost timed stage, sampled every 0.2 s.
+
+    Stages nest (the SVM stage's "conv"/"pool" timers): memory is kept under
+    the outermost one. ``phase`` (e.g. "test"), when set, takes every sample.
+    """
+
+    def __init__(self, period: float = 0.2):
+        self.period = period
+        self.stack: list[str] = []
+        self.phase = ""
+        self.peaks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def stage(self) -> str:
+        return self.phase or (self.stack[0] if self.stack else "other")
+
+    def listener(self, stage: str, event: str) -> None:
+        self.sample()
+        if event == "start":
+            self.stack.append(stage)
+        elif self.stack:
+            self.stack.pop()
+
+    def sample(self) -> None:
+        pss = tree_pss_bytes(os.getpid())
+        self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), pss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self.sample()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def dir_bytes(path: Path) -> int:
+    from detector.fileio import dir_size_bytes
+
+    return dir_size_bytes(path, "**/*") if path.exists() else 0
+
+
+def count_entries(cache: Path) -> dict[str, int]:
+    """Per-image entries in the proposal and conv5 caches (what a run computed: after - before)."""
+    return {name: sum(1 for p in (cache / name).rglob("*.npz") if p.name != "all.npz")
+            for name in ("proposals", "conv5")}
+
+
+def run_size(n: int, iterations: int, extra: list[str], test: bool) -> dict:
+    """Train (and test) on the first ``n`` trainval images in this process; write the record."""
+    from detector.config import load_detector_config
+    from detector.evaluation.report import collect_versions
+    from detector.fileio import write_json_atomic
+    from detector.model import load_model
+    from detector.testing import run_test
+    from detector.timing import stage_listener
+    from detector.training import train
+
+    cfg = load_detector_config(CONFIG, overrides(n, iterations, extra))
+    cache = cfg.cache_root()
+    before = count_entries(cache)
+    start = time.perf_counter()
+    with MemorySampler() as memory, stage_listener(memory.listener):
+        trained = train(cfg)
+        train_seconds = time.perf_counter() - start
+        outcome = None
+        if test:
+            detector = load_model(trained.model_path, device="cpu")
+            t = time.perf_counter()
+            memory.phase = "test"
+            outcome = run_test(detector, cfg.data.test_split, Path(cfg.workdir) / "test", cache_dir=cache)
+            test_seconds = time.perf_counter() - t
+    after = count_entries(cache)
+    record = {
+        "train_images": trained.train_images, "flipped": cfg.data.flip, "finetune_iterations": iterations,
+        "overrides": overrides(n, iterations, extra),
+        "timings_s": trained.timings, "train_wall_s": train_seconds,
+        "computed_entries": {k: after[k] - before[k] for k in after},
+        "peak_pss_mb": {k: v / 2**20 for k, v in memory.peaks.items()},
+        "disk_mb": {"proposals_cache": dir_bytes(cache / "proposals") / 2**20,
+                    "conv5_cache": dir_bytes(cache / "conv5") / 2**20,
+                    "stages": dir_bytes(Path(cfg.workdir) / "stages") / 2**20,
+                    "model": trained.model_path.stat().st_size / 2**20},
+        "stats": {k: trained.stats.get(k) for k in ("finetune",)},
+        "windows_per_train_image": trained.windows_per_train_image,
+        "versions": collect_versions(), "cpus": os.cpu_count(),
+        "load_avg_at_end": os.getloadavg(),
+    }
+    if outcome is not None:
+        record.update(test_images=len(outcome.detections), mAP=outcome.result.mAP,
+                      mAP_without_bbox=outcome.without_bbox.mAP if outcome.without_bbox else None,
+                      test_seconds_per_image=outcome.seconds_per_image, test_wall_s=test_seconds)
+    write_json_atomic(RESULTS / f"train{n}.json", record)
+    return record
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("all", "run"):
+        p = sub.add_parser(name)
+        p.add_argument("--iterations", type=int, default=2000,
+                       help="fine-tuning iterations (time per iteration does not depend on N)")
+        p.add_argument("--no-test", action="store_true")
+        p.add_argument("overrides", nargs="*", help="extra key=value config overrides")
+    sub.choices["all"].add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000])
+    sub.choices["all"].add_argument("--test", type=int, default=200, help="test images")
+    sub.choices["run"].add_argument("--train", type=int, required=True)
+    sub.add_parser("report")
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        from bench.voc_scale_report import write_report
+
+        write_report(RESULTS, DOC, FIGURE)
+        return 0
+    if args.command == "run":
+        print(json.dumps(run_size(args.train, args.iterations, args.overrides, not args.no_test), indent=1))
+        return 0
+    make_data(args.sizes, args.test)
+    for n in sorted(args.sizes):
+        cmd = [sys.executable, "-m", "bench.voc_scale", "run", "--train", str(n),
+               "--iterations", str(args.iterations), *(["--no-test"] if args.no_test else []), *args.overrides]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, cwd=REPO, check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
