@@ -123,6 +123,11 @@ class FinetuneConfig:
     # uniformly): bounds memory at (fg + bg) x images x 50C x 2 bytes.
     bank_fg_per_image: int = 64
     bank_bg_per_image: int = 192
+    # Memory budget of the bank in MB (float16 pool5): with many images the
+    # per-image caps shrink in proportion so the bank stays under it (VOC 2007
+    # with flips at 4800-d pool5: ~200 windows per image at 2000 MB).
+    # Re-drawing (resample_every) then shows the fc layers other windows.
+    bank_max_mb: float = 2000.0
     # SPP-net fine-tunes with lr 1e-4 then 1e-5 for 250k+50k iterations on
     # VOC; on small sets a few epochs with SGD at 1e-3 converge.
     lr: float = 0.001
@@ -148,6 +153,8 @@ class FinetuneConfig:
     lr_step_fraction: float = 0.8
 
     def validate(self) -> None:
+        if self.bank_max_mb <= 0:
+            raise ValueError("finetune.bank_max_mb must be > 0")
         if self.conv_layers < 0 or self.conv_images_per_batch < 1 or self.resample_every < 0:
             raise ValueError("finetune.conv_layers and resample_every must be >= 0, "
                              "conv_images_per_batch >= 1")
@@ -190,6 +197,9 @@ class BBoxConfig:
     ridge_lambda: float = 1000.0
     # At most this many training windows per image (sampled), bounding memory.
     max_per_image: int = 64
+    # Memory budget of all regression windows in MB (float32 pool5); with
+    # many images the per-image cap shrinks so the total stays under it.
+    max_mb: float = 1000.0
 
 
 @dataclass(frozen=True)

@@ -185,12 +185,13 @@ def describe_changes(old: dict, new: dict) -> str:
 class TrainingContext:
     """What every training stage shares: verified data, windows, window features."""
 
-    def __init__(self, cfg: Config, progress: bool = True):
+    def __init__(self, cfg: Config, progress: bool = True, backend=None):
         from proposals import compute_split
         from proposals.store import cache_params
 
         self.cfg = cfg
         self.progress = progress
+        self.backend = backend
         self.workdir = Path(cfg.workdir)
         self.timings: dict[str, float] = {}
         check_weights(cfg.backbone)  # a wrong path fails now, not after the proposals
@@ -219,12 +220,13 @@ class TrainingContext:
         with timed_stage(self.timings, "proposals"):
             self.proposals = compute_split(originals, cfg.proposals, cfg.cache_root() / "proposals",
                                            dataset.name, cfg.data.train_split,
-                                           workers=cfg.proposals.workers or None, progress=progress)
+                                           workers=cfg.proposals.workers or None, progress=progress,
+                                           backend=backend)
 
         self.backbone = build_config_backbone(cfg)
         self.features = build_window_features(cfg, self.backbone, cfg.cache_root())
         with timed_stage(self.timings, "conv5_cache"):
-            self.features.prepare(list(self.images.values()), progress)
+            self.features.prepare(list(self.images.values()), progress, backend)
 
         windows = ({"mode": "rcnn", "rcnn": asdict(cfg.rcnn)} if cfg.mode == "rcnn" else
                    {"mode": "spp", "features": asdict(cfg.features)})
@@ -245,7 +247,7 @@ class TrainingContext:
         """Load fine-tuned conv weights into the backbone and fill their conv5 cache."""
         self.backbone.load_state_dict(state)
         self.features = build_window_features(self.cfg, self.backbone, self.cfg.cache_root())
-        self.features.prepare(list(self.images.values()), self.progress)
+        self.features.prepare(list(self.images.values()), self.progress, self.backend)
 
     def digest(self, record) -> str:
         """Content digest of a record's image file (a mirror shares its original's)."""
@@ -279,9 +281,30 @@ def labelled_windows(ctx: TrainingContext, record, rng: np.random.Generator):
     windows = np.concatenate([gt_boxes, ctx.windows(record)]).astype(np.float32)
     max_iou, arg = match_windows(windows, gt_boxes)
     label_of_best = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
-    chosen = label_windows(max_iou, label_of_best, cfg.finetune, cfg.finetune.bank_fg_per_image,
-                           cfg.finetune.bank_bg_per_image, rng)
+    max_fg, max_bg = bank_caps(cfg, len(ctx.records), ctx.features.output_dim)
+    chosen = label_windows(max_iou, label_of_best, cfg.finetune, max_fg, max_bg, rng)
     return windows, max_iou, arg, chosen
+
+
+MB = 1 << 20
+
+
+def bank_caps(cfg: Config, num_images: int, dim: int) -> tuple[int, int]:
+    """Fine-tuning windows kept per image (fg, bg): the config's per-image caps, shrunk in
+    proportion when ``num_images`` of them would pass ``finetune.bank_max_mb`` (float16 pool5)."""
+    fg, bg = cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image
+    fit = cfg.finetune.bank_max_mb * MB / (2 * dim * max(num_images, 1))
+    if fg + bg > fit:
+        shrink = fit / (fg + bg)
+        fg, bg = max(1, int(fg * shrink)), max(1, int(bg * shrink))
+    return fg, bg
+
+
+def bbox_cap(cfg: Config, num_images: int, dim: int) -> int:
+    """Box-regression windows kept per image: ``bbox.max_per_image``, or fewer when
+    ``num_images`` of them would pass ``bbox.max_mb`` (float32 pool5)."""
+    fit = int(cfg.bbox.max_mb * MB / (4 * dim * max(num_images, 1)))
+    return max(1, min(cfg.bbox.max_per_image, fit))
 
 
 def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = True) -> TrainingWindows:
@@ -298,6 +321,7 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = T
     # Random scales need their own pooling pass; with one scale there is no choice to make.
     several = cfg.mode == "spp" and len(cfg.features.scales) > 1 and cfg.finetune.random_scale
     scale_rng = np.random.default_rng([cfg.seed, _SCALE_STREAM, draw]) if several else None
+    max_reg = bbox_cap(cfg, len(ctx.records), ctx.features.output_dim)
     fg, fg_labels, bg = [], [], []
     bb_feats, bb_boxes, bb_gt, bb_labels, bb_iou = [], [], [], [], []
     for r in tqdm(ctx.records, desc="pool training windows", disable=not ctx.progress, unit="img"):
@@ -305,8 +329,8 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = T
         windows, max_iou, arg, chosen = labelled_windows(ctx, r, ft_rng)
         reg = (np.flatnonzero(max_iou >= cfg.bbox.min_iou) if len(gt_boxes) and bbox
                else np.zeros(0, np.int64))
-        if len(reg) > cfg.bbox.max_per_image:
-            reg = np.sort(bb_rng.choice(reg, cfg.bbox.max_per_image, replace=False))
+        if len(reg) > max_reg:
+            reg = np.sort(bb_rng.choice(reg, max_reg, replace=False))
         ft_wanted = np.unique(np.concatenate([chosen.fg_index, chosen.bg_index]))
         if len(ft_wanted) + len(reg) == 0:
             continue
@@ -376,11 +400,15 @@ def svm_training_images(ctx: TrainingContext, head: FCHead) -> Callable[[], Iter
     return images
 
 
-def train(cfg: Config, progress: bool = True) -> TrainResult:
-    """Run every training stage and write ``workdir/model.pt`` and ``train_report.json``."""
+def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
+    """Run every training stage and write ``workdir/model.pt`` and ``train_report.json``.
+
+    ``backend``: a ``detector.ray_backend.RayBackend`` to run the proposal and
+    conv5-cache stages on (None: this machine); the caches are the same either way.
+    """
     seed_everything(cfg.seed)
     start = time.perf_counter()
-    ctx = TrainingContext(cfg, progress)
+    ctx = TrainingContext(cfg, progress, backend)
     timings = ctx.timings
     stats: dict = {}
     reused: list[str] = []

@@ -83,3 +83,21 @@ def test_conv_fine_tuning_changes_the_trunk_and_the_features_after_it(tmp_path):
     again = train(cfg, progress=False)
     assert sorted(again.reused_stages) == ["bbox", "finetune", "svm"]
     assert load_model(again.model_path).backbone.digest() == model.backbone.digest()
+
+
+def test_bank_and_regression_windows_stay_under_their_memory_budgets():
+    from detector.config import load_detector_config
+    from detector.training import MB, bank_caps, bbox_cap
+
+    cfg = load_detector_config(None, ["finetune.bank_max_mb=100", "bbox.max_mb=50"])
+    dim = 4800
+    # Few images: the per-image caps as configured.
+    assert bank_caps(cfg, 10, dim) == (cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image)
+    assert bbox_cap(cfg, 10, dim) == cfg.bbox.max_per_image
+    for images in (100, 1000, 10022):  # VOC 2007 trainval with mirrors: 10022
+        fg, bg = bank_caps(cfg, images, dim)
+        assert images * (fg + bg) * dim * 2 <= 100 * MB or (fg, bg) == (1, 1)
+        if bg >= 30:  # shrunk in proportion (integer rounding aside)
+            assert fg / bg == __import__("pytest").approx(64 / 192, rel=0.1)
+        assert images * bbox_cap(cfg, images, dim) * dim * 4 <= 50 * MB or bbox_cap(cfg, images, dim) == 1
+    assert bank_caps(cfg, 1000, dim)[1] < bank_caps(cfg, 100, dim)[1]
