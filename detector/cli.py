@@ -5,9 +5,12 @@ import logging
 import sys
 from typing import Callable
 
+from .backends import BackendError
+
 # Errors that mean "bad input": all subclass ValueError or are OS file errors,
 # and their messages name the file and the problem.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+# BackendError: Ray missing or its cluster unreachable.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, BackendError)
 
 
 def run_cli(main: Callable[[], int]) -> int:

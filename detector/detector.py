@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -79,6 +81,12 @@ class Detector:
         """The same detector leaving ``cores`` cores to work that runs beside it."""
         return Detector(self.features, self.head, self.svms, self.regressors, self.class_names, self.test,
                         self.svm_feature, self.proposals, self.config, cores)
+
+    def with_threads(self, threads: int) -> "Detector":
+        """The same detector with a fixed count of network threads (``test.threads``)."""
+        return Detector(self.features, self.head, self.svms, self.regressors, self.class_names,
+                        dataclasses.replace(self.test, threads=threads), self.svm_feature, self.proposals,
+                        self.config, self.reserved_cores)
 
     def network_threads(self) -> int:
         """Threads for this image's conv and fc layers (decided per call: the load changes)."""

@@ -43,19 +43,22 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
     """Read ``path`` as an RGB uint8 array [H, W, 3], EXIF orientation applied.
+
+    ``data``: the file's bytes, already read (e.g. shipped to a Ray worker
+    that cannot see the file); ``path`` then only names it in errors.
 
     Raises:
         ImageReadError: the file is missing, not an image, truncated or corrupt.
     """
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise ImageReadError(f"{path}: no such image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path if data is None else io.BytesIO(data)) as im:
                 im.load()  # decode now so truncation is caught here, not later
                 im = ImageOps.exif_transpose(im)
                 if im.mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -1,6 +1,7 @@
 """Testing a trained detector on a dataset split: detections, result files, evaluation report."""
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -19,7 +20,7 @@ from .evaluation import (analyse_detections, evaluate_detections, format_report_
 from .fileio import check_output_dir
 from .records import Detections
 from .timing import timed_stage
-from .window_features import ImageSource
+from .window_features import ImageSource, shippable, decode_shipped
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,43 @@ def detect_records(detector: Detector, images: list[ImageSource], windows: Itera
     return detections, timings, unregressed
 
 
+def detect_on_backend(detector: Detector, images: list[ImageSource], windows: list, backend,
+                      progress: bool = True, without_bbox: bool = False
+                      ) -> tuple[dict[str, Detections], dict[str, float], dict[str, Detections] | None]:
+    """:func:`detect_records` with the images spread over a backend's workers (Ray): each
+    worker gets a CPU copy of the detector once and the images' file bytes and windows."""
+    shipped = copy.deepcopy(detector).with_threads(backend.options.threads)
+    shipped.features.backbone.cpu()
+    detections: dict[str, Detections] = {}
+    unregressed: dict[str, Detections] | None = {} if without_bbox else None
+    timings: dict[str, float] = {}
+    for i, (dets, plain, seconds) in backend.map(
+            _detect_shipped, list(zip(images, windows)), (shipped, without_bbox),
+            pack=lambda item: (shippable(item[0]), item[1]), desc="test", progress=progress):
+        detections[images[i].key] = dets
+        if unregressed is not None:
+            unregressed[images[i].key] = plain
+        for stage, s in seconds.items():
+            timings[stage] = timings.get(stage, 0.0) + s
+    order = [im.key for im in images]  # the local path's order, whatever order shards finished in
+    return ({k: detections[k] for k in order}, timings,
+            None if unregressed is None else {k: unregressed[k] for k in order})
+
+
+def _detect_shipped(item, detector: Detector, without_bbox: bool):
+    """Detections (and without box regression) of one shipped image, and its stage seconds."""
+    (name, data, flip), windows = item
+    timings: dict[str, float] = {}
+    scored = detector.score_windows(decode_shipped(name, data, flip), windows, timings=timings)
+    dets = detector.postprocess(scored, timings)
+    return dets, detector.postprocess(scored, regress=False) if without_bbox else None, timings
+
+
 def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric: str = "voc07",
              data_root: str | None = None, data_format: str | None = None,
              cache_dir: str | os.PathLike | None = None, cache_features: bool = False,
-             progress: bool = True, extra: dict | None = None, pipeline: bool = True) -> EvaluationRun:
+             progress: bool = True, extra: dict | None = None, pipeline: bool = True,
+             backend=None) -> EvaluationRun:
     """Run ``detector`` on ``split`` of its dataset (or the one at ``data_root``), evaluate, report.
 
     Writes to ``out_dir``: ``detections.json`` (COCO results), ``voc/comp4_det_<split>_<class>.txt``,
@@ -93,6 +127,11 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     own pipeline cached its test set): another model on the same backbone then
     tests without conv passes (the times reported are then cache reads, and
     the report says so).
+
+    ``backend``: a ``detector.ray_backend.RayBackend``: the proposals, then the
+    detections, are computed by its workers over shards of images (no
+    pipeline; test features are not cached). The detections are the local
+    path's; the stage seconds are the workers' summed.
     """
     from proposals.compute import compute_split, stream_split
 
@@ -111,7 +150,13 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
 
     t = time.perf_counter()
     proposal_args = (records, cfg.proposals, cache_root / "proposals", dataset.name, split)
-    if pipeline:  # the windows come as the workers find them, in image order
+    if backend is not None:
+        if cache_features:
+            logger.warning("test features are not cached with --backend ray (the workers compute them)")
+            cache_features = False
+        store = compute_split(*proposal_args, progress=progress, backend=backend)
+        windows = [store.load(r.image_id) for r in records]
+    elif pipeline:  # the windows come as the workers find them, in image order
         windows = (w for _, w in stream_split(*proposal_args, workers=cfg.proposals.workers or None))
     else:
         store = compute_split(*proposal_args, workers=cfg.proposals.workers or None, progress=progress)
@@ -122,8 +167,12 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
         detector = detector.with_features(detector.features.with_cache(cache_root / "test_features"))
     t = time.perf_counter()
     compare = detector.regressors is not None
-    detections, stage_seconds, unregressed = detect_records(detector, images, windows, progress,
-                                                            without_bbox=compare)
+    if backend is not None:
+        detections, stage_seconds, unregressed = detect_on_backend(detector, images, windows, backend, progress,
+                                                                   without_bbox=compare)
+    else:
+        detections, stage_seconds, unregressed = detect_records(detector, images, windows, progress,
+                                                                without_bbox=compare)
     waited = stage_seconds.pop("proposals", 0.0)
     detect_seconds = time.perf_counter() - t - waited
 

@@ -18,6 +18,7 @@ conv-fine-tuning extractor would be a third implementation with
 """
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Sequence
@@ -30,7 +31,7 @@ from tqdm import tqdm
 from .boxes import as_box_tensor, box_iou
 from .features import FeatureCache, FeatureMap, compute_feature_maps, feature_cache_key
 from .fileio import file_digest
-from .images import read_image
+from .images import ImageReadError, read_image
 from .pooling import (DEFAULT_WINDOW_MARGIN, FeatureGrid, SpatialPyramidPool, map_windows_to_features,
                       select_scales)
 from .threads import POOL_THREADS, limit_threads
@@ -107,8 +108,9 @@ class WindowFeatures(ABC):
     def with_cache(self, root: str | Path) -> "WindowFeatures":
         """The same extractor, caching what it computes for file images under ``root``."""
 
-    def prepare(self, images: Sequence[ImageSource], progress: bool = True) -> None:
-        """Fill the cache for ``images`` ahead of use (nothing to do without one)."""
+    def prepare(self, images: Sequence[ImageSource], progress: bool = True, backend=None) -> None:
+        """Fill the cache for ``images`` ahead of use (nothing to do without one); ``backend``:
+        a ``detector.ray_backend.RayBackend`` to compute the entries on (None: this process)."""
 
     def cache_bytes(self) -> int:
         """Disk used by this extractor's cache (0 without one)."""
@@ -160,10 +162,19 @@ class SPPFeatures(WindowFeatures):
                     for m in maps]
         return maps
 
-    def prepare(self, images: Sequence[ImageSource], progress: bool = True) -> None:
+    def prepare(self, images: Sequence[ImageSource], progress: bool = True, backend=None) -> None:
         if self.cache is None:
             return
         todo = [im for im in images if not self.cache.is_current(im.key, im.digest())]
+        if backend is not None and todo:
+            # Workers get the image bytes and a CPU copy of the trunk; the entries
+            # are written here, the same files as below.
+            trunk = copy.deepcopy(self.backbone).cpu()
+            shared = (trunk, self.scales, self.max_size, self.cache.torch_dtype)
+            for i, maps in backend.map(_conv5_shipped, todo, shared, pack=shippable, desc="conv5 cache",
+                                       progress=progress):
+                self.cache.save(todo[i].key, maps, todo[i].digest())
+            return
         for im in tqdm(todo, desc="conv5 cache", disable=not progress or not todo, unit="img"):
             maps = compute_feature_maps(self.backbone, im.pixels(), self.scales, self.max_size, im.name)
             self.cache.save(im.key, maps, im.digest())
@@ -183,6 +194,29 @@ class SPPFeatures(WindowFeatures):
 
     def cache_bytes(self) -> int:
         return 0 if self.cache is None else self.cache.size_bytes()
+
+
+def shippable(image: ImageSource) -> tuple[str, bytes, bool]:
+    """What a worker needs to decode ``image`` without its file: name, file bytes, mirror flag."""
+    try:
+        data = image.path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"{image.path}: cannot read image file ({e.strerror or e})") from None
+    return image.name, data, image.flip
+
+
+def decode_shipped(name: str, data: bytes, flip: bool) -> ImageSource:
+    """The in-memory image a worker decodes from :func:`shippable`'s triple."""
+    pixels = read_image(name, data)
+    return ImageSource.from_pixels(np.ascontiguousarray(pixels[:, ::-1]) if flip else pixels, name)
+
+
+def _conv5_shipped(item: tuple[str, bytes, bool], backbone, scales: Sequence[int], max_size: int,
+                   dtype: torch.dtype) -> list[FeatureMap]:
+    """conv5 maps of one shipped image in the cache's dtype (a Ray task's unit of work)."""
+    image = decode_shipped(*item)
+    maps = compute_feature_maps(backbone, image.pixels(), scales, max_size, image.name)
+    return [FeatureMap(m.features.to(dtype), m.factor, m.image_size) for m in maps]
 
 
 @torch.inference_mode()

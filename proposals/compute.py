@@ -8,11 +8,14 @@ everything finished and the next call computes only what is missing or stale.
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -53,6 +56,7 @@ class _Result:
     seconds: float = 0.0
     bad_image: str = ""  # ImageReadError message: the file is not a usable image
     error: str = ""  # anything else: a bug or a bad parameter, always fatal
+    boxes: np.ndarray | None = None  # the windows, when the caller writes the entry (Ray)
 
 
 def worker_context():
@@ -76,22 +80,60 @@ def init_worker() -> None:
 
 def compute_image(task: _Task) -> _Result:
     """Compute and store one image's proposals (runs in a worker process)."""
+    res = search_image(task)
+    if not (res.error or res.bad_image):
+        ProposalStore(task.store_root, task.params).write(task.image_id, res.boxes,
+                                                          task.image_digest, res.seconds)
+    return dataclasses.replace(res, boxes=None)
+
+
+def search_image(task: _Task, data: bytes | None = None) -> _Result:
+    """One image's proposals, returned with the windows, not stored (``data``: the
+    image file's bytes, for a worker that cannot read ``task.path``; see ``detector.ray_backend``)."""
     try:
         if task.cfg.method == "precomputed":
             start = time.perf_counter()
             boxes = propose_precomputed(task.image_id, task.width, task.height, task.cfg)
         else:
-            image = read_image(task.path)
+            image = read_image(task.path, data)
             start = time.perf_counter()
             boxes = propose_with_config(image, task.cfg)
         seconds = time.perf_counter() - start
-        ProposalStore(task.store_root, task.params).write(task.image_id, boxes,
-                                                          task.image_digest, seconds)
-        return _Result(task.image_id, task.path, len(boxes), seconds)
+        return _Result(task.image_id, task.path, len(boxes), seconds, boxes=boxes)
     except ImageReadError as e:
         return _Result(task.image_id, task.path, bad_image=str(e))
     except Exception as e:  # noqa: BLE001 - reported with the file name in the parent
         return _Result(task.image_id, task.path, error=f"{type(e).__name__}: {e}")
+
+
+_isolated: ProcessPoolExecutor | None = None
+
+
+def _search_shipped(item: tuple[_Task, bytes | None]) -> _Result:
+    """:func:`search_image` on a (task, file bytes) pair (a Ray task's unit of work), run in a
+    single-threaded child process of this one.
+
+    OpenCV ranks the regions with the C library's ``rand()``, seeded right
+    before each search (``proposals.search``). A Ray worker hosts threads of
+    its own that call ``rand()`` too, now and then between the seeding and
+    the ranking, which reorders the windows (seen: 1 search in 20). The
+    child, forked from a fresh forkserver, has no such threads: its windows
+    are the local workers'.
+    """
+    global _isolated
+    if _isolated is None:
+        _isolated = ProcessPoolExecutor(1, mp_context=worker_context(), initializer=init_worker)
+    return _isolated.submit(search_image, *item).result()
+
+
+def _with_bytes(task: _Task) -> tuple[_Task, bytes | None]:
+    """A task and its image file's bytes, to ship to a worker (none for precomputed boxes)."""
+    if task.cfg.method == "precomputed":
+        return task, None
+    try:
+        return task, Path(task.path).read_bytes()
+    except OSError:
+        return task, None  # the worker's read_image reports the missing file by name
 
 
 def resolve_workers(workers: int | None, cfg: ProposalConfig, num_tasks: int) -> int:
@@ -118,7 +160,7 @@ def _report_bad(res_path: str, message: str, skip: bool) -> None:
 
 def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir: str | os.PathLike,
                   dataset_key: str, split: str, workers: int | None = None,
-                  progress: bool = True, skip_bad_images: bool = False) -> ProposalStore:
+                  progress: bool = True, skip_bad_images: bool = False, backend=None) -> ProposalStore:
     """Compute (or resume) the proposals of ``records`` into their store.
 
     Args:
@@ -131,6 +173,9 @@ def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir
         skip_bad_images: skip an unreadable image with a warning instead of
             raising (training and testing verify their images up front, see
             ``detector.data.verify``, so none reach this point there).
+        backend: None (this machine's worker processes) or a
+            ``detector.ray_backend.RayBackend``: the searches run as Ray tasks
+            and this process writes the same entries as they come back.
     Returns:
         The store; ``store.load(image_id)`` works for every good record.
     Raises:
@@ -143,10 +188,19 @@ def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir
                disable=not progress or not tasks, dynamic_ncols=True)
     failed = set()
     try:
-        for res in _run_tasks(tasks, n_workers):
-            bar.update(1)
-            if not _check_result(res, skip_bad_images):
-                failed.add(res.image_id)
+        if backend is None:
+            for res in _run_tasks(tasks, n_workers):
+                bar.update(1)
+                if not _check_result(res, skip_bad_images):
+                    failed.add(res.image_id)
+        else:
+            bar.disable = True  # the backend shows its own
+            for i, res in backend.map(_search_shipped, tasks, pack=_with_bytes,
+                                      desc=f"proposals {dataset_key}/{split}", progress=progress):
+                if _check_result(res, skip_bad_images):
+                    store.write(res.image_id, res.boxes, tasks[i].image_digest, res.seconds)
+                else:
+                    failed.add(res.image_id)
     finally:
         bar.close()
     store.consolidate([i for i in good_ids if i not in failed])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from detector.backends import add_backend_arguments, backend_options, open_backend
 from detector.build import build_dataset
 from detector.config import load_detector_config
 from detector.configio import from_dict, parse_overrides
@@ -37,9 +38,11 @@ def main(argv=None, prog: str | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="only the first N images of the split (0 = all)")
     p.add_argument("--report", help="write recall report (md, json, png) into this folder")
     p.add_argument("--no-progress", action="store_true")
+    add_backend_arguments(p)
     p.add_argument("overrides", nargs="*",
                    help="proposals.key=value (or key=value), e.g. proposals.max_side=0")
     args = p.parse_args(argv)
+    backend_opts = backend_options(args)
 
     overrides = [o if o.startswith("proposals.") else f"proposals.{o}" for o in args.overrides]
     if args.method:
@@ -64,8 +67,9 @@ def main(argv=None, prog: str | None = None) -> int:
     dataset_key = dataset.name
     workers = resolve_workers(args.workers, cfg, len(records))
     start = time.perf_counter()
-    store = compute_split(records, cfg, args.cache, dataset_key, args.split, workers=workers,
-                          progress=not args.no_progress)
+    with open_backend(backend_opts) as backend:
+        store = compute_split(records, cfg, args.cache, dataset_key, args.split, workers=workers,
+                              progress=not args.no_progress, backend=backend)
     wall = time.perf_counter() - start
     ids = [r.image_id for r in records]
     timing = summarize_store(store, ids)

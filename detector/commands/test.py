@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from detector.backends import add_backend_arguments, backend_options, open_backend
 from detector.evaluation import METRICS
 from detector.fileio import check_output_dir
 from detector.model import load_model
@@ -32,15 +33,19 @@ def main(argv=None, prog: str | None = None) -> int:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the conv layers run (auto: CUDA when available)")
     p.add_argument("--no-progress", action="store_true")
+    add_backend_arguments(p)
     p.add_argument("overrides", nargs="*",
                    help="test-time key=value overrides of the model's config (sections data, proposals, "
                         "features, test), e.g. test.nms_iou=0.4 features.scales=[480,688]")
     args = p.parse_args(argv)
+    backend_opts = backend_options(args)
     out = check_output_dir(args.out, "--out")
     detector = load_model(args.model, device=args.device, overrides=args.overrides)
     cache = args.cache or Path(args.model).resolve().parent / "cache"
-    outcome = run_test(detector, args.split, out, args.metric, data_root=args.data, data_format=args.format,
-                       cache_dir=cache, cache_features=args.cache_features, progress=not args.no_progress)
+    with open_backend(backend_opts) as backend:
+        outcome = run_test(detector, args.split, out, args.metric, data_root=args.data, data_format=args.format,
+                           cache_dir=cache, cache_features=args.cache_features, progress=not args.no_progress,
+                           backend=backend)
     print_outcome(outcome)
     return 0
 

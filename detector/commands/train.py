@@ -1,8 +1,11 @@
 """Train an SPP-net detector: proposals, conv5 cache, fine-tuning, SVMs, box regression.
 
     sppnet train --config configs/raccoon_mobilenet.yaml [key=value ...]
+    sppnet train --config configs/voc2007_mobilenet.yaml --backend ray --ray-address auto
 
 Every stage is cached under the config's workdir, so a killed run resumes.
+With --backend ray the proposal and conv5-cache stages run as Ray tasks (the
+same cache entries: a Ray run and a local run resume each other).
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import argparse
 import dataclasses
 import json
 
+from detector.backends import add_backend_arguments, backend_options, open_backend
 from detector.config import load_detector_config
 from detector.fileio import check_output_dir
 from detector.training import train
@@ -22,12 +26,15 @@ def main(argv=None, prog: str | None = None) -> int:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="where the conv layers and fine-tuning run (default: the config's device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_backend_arguments(p)
     args = p.parse_args(argv)
+    backend_opts = backend_options(args)
     cfg = load_detector_config(args.config, args.overrides)
     if args.device:
         cfg = dataclasses.replace(cfg, device=args.device)
     check_output_dir(cfg.workdir, "workdir")
-    result = train(cfg, progress=not args.no_progress)
+    with open_backend(backend_opts) as backend:
+        result = train(cfg, progress=not args.no_progress, backend=backend)
     print(json.dumps({"model": str(result.model_path), "report": str(result.report_path),
                       "train_images": result.train_images, "skipped_images": result.skipped_images,
                       "reused_stages": result.reused_stages, "timings_s": result.timings}, indent=2))

@@ -1,0 +1,169 @@
+"""The Ray backend computes what the local path computes, into the same caches.
+
+One private Ray (2 CPUs, no dashboard) for the module, on the session's
+generated set and trained model (tests/conftest.py).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from detector.backends import BackendError, BackendOptions, build_backend
+from helpers import REPO
+
+ray = pytest.importorskip("ray", reason="the Ray extra is not installed (make test installs it)")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    # Shards of 3 images: several tasks per split, some running at once.
+    b = build_backend(BackendOptions(name="ray", shard_size=3, num_cpus=2))
+    yield b
+    b.shutdown()
+
+
+def _records(root, split="trainval"):
+    from detector.data import VOCDataset
+    return list(VOCDataset(root, split))
+
+
+def test_proposals_equal_local_and_resume_each_other(voc_data, backend, tmp_path):
+    from proposals.compute import compute_split
+    from proposals.config import ProposalConfig
+
+    records = _records(voc_data)[:10]
+    # Local workers are processes (the driver hosts Ray's threads, see _search_shipped).
+    cfg = ProposalConfig(workers=2)
+    local = compute_split(records, cfg, tmp_path / "local", "voc", "trainval", progress=False)
+    # Half computed locally first: Ray must compute only the rest, into the same store.
+    mixed_root = tmp_path / "mixed"
+    compute_split(records[:4], cfg, mixed_root, "voc", "trainval", progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in (mixed_root).rglob("*.npz")}
+    mixed = compute_split(records, cfg, mixed_root, "voc", "trainval", progress=False, backend=backend)
+    after = {p.name: p.stat().st_mtime_ns for p in (mixed_root).rglob("*.npz")}
+    assert all(after[name] == t for name, t in before.items() if name != "all.npz")
+    for r in records:
+        np.testing.assert_array_equal(mixed.load(r.image_id), local.load(r.image_id))
+    # And a Ray-written store is current for the local path (nothing left to compute).
+    store, tasks, _ = __import__("proposals.compute", fromlist=["_plan_split"])._plan_split(
+        records, cfg, mixed_root, "voc", "trainval", False)
+    assert tasks == []
+
+
+def test_conv5_cache_equals_local(trained_run, backend, tmp_path):
+    from detector.build import build_config_backbone, build_window_features
+    from detector.window_features import ImageSource
+
+    cfg = trained_run.cfg
+    records = _records(trained_run.data)[:6]
+    backbone = build_config_backbone(cfg)
+    local = build_window_features(cfg, backbone, tmp_path / "local")
+    remote = build_window_features(cfg, backbone, tmp_path / "ray")
+    images = [ImageSource.from_record(r) for r in records]
+    flipped = [ImageSource.from_record(r, flip=True) for r in records[:2]]
+    for im in flipped:
+        im.key += "#flip"
+    local.prepare(images + flipped, progress=False)
+    remote.prepare(images + flipped, progress=False, backend=backend)
+    for im in images + flipped:
+        a, b = local.cache.load(im.key, im.digest()), remote.cache.load(im.key, im.digest())
+        assert a is not None and b is not None
+        for ma, mb in zip(a, b):
+            assert ma.factor == mb.factor and ma.image_size == mb.image_size
+            np.testing.assert_array_equal(ma.features.numpy(), mb.features.numpy())
+
+
+def test_test_set_detections_equal_local(trained_run, backend, tmp_path):
+    from detector.model import load_model
+    from detector.testing import run_test
+
+    # proposals.workers=2: local searches in worker processes (this process hosts Ray's
+    # threads, which disturb OpenCV's rand()-ranked windows; see proposals.compute._search_shipped).
+    detector = load_model(trained_run.model_path, device="cpu", overrides=["proposals.workers=2"]).with_threads(1)
+    cache = tmp_path / "cache"
+    local = run_test(detector, "test", tmp_path / "local", cache_dir=cache, progress=False, pipeline=False)
+    remote = run_test(detector, "test", tmp_path / "ray", cache_dir=tmp_path / "cache_ray", progress=False,
+                      backend=backend)
+    assert list(remote.detections) == list(local.detections)
+    from proposals.store import ProposalStore
+    a = ProposalStore.open(cache / "proposals", "data", "test", detector.proposals).entries()
+    b = ProposalStore.open(tmp_path / "cache_ray" / "proposals", "data", "test", detector.proposals).entries()
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k].boxes, b[k].boxes, err_msg=k)
+    for key, dets in local.detections.items():
+        other = remote.detections[key]
+        np.testing.assert_array_equal(other.labels, dets.labels)
+        np.testing.assert_allclose(other.boxes, dets.boxes, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(other.scores, dets.scores, rtol=0, atol=1e-5)
+    assert remote.result.mAP == pytest.approx(local.result.mAP, abs=1e-9)
+    assert remote.without_bbox.mAP == pytest.approx(local.without_bbox.mAP, abs=1e-9)
+
+
+def test_training_on_ray_reuses_the_local_caches(trained_run, backend):
+    """A Ray training run over a local run's workdir recomputes nothing: same cache entries."""
+    from detector.training import train
+
+    result = train(trained_run.cfg, progress=False, backend=backend)
+    assert set(result.reused_stages) == {"finetune", "svm", "bbox"}
+    assert result.timings["proposals"] < 5 and result.timings["conv5_cache"] < 5
+
+
+def test_unreachable_cluster_is_a_clear_error_fast():
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nothing listens on once this closes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.perf_counter()
+    with pytest.raises(BackendError, match=rf"cannot reach the Ray cluster at 127\.0\.0\.1:{port}: .*ray start"):
+        build_backend(BackendOptions(name="ray", address=f"127.0.0.1:{port}"))
+    assert time.perf_counter() - start < 5  # Ray alone retries for minutes
+
+
+def test_ray_init_failure_names_the_address(monkeypatch):
+    calls = []
+
+    def refuse(address=None, **kwargs):
+        calls.append(address)
+        raise ConnectionError("Could not find any running Ray instance.\nmore detail")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(BackendError, match=r"cannot reach the Ray cluster at auto: Could not find any running"):
+        build_backend(BackendOptions(name="ray", address="auto"))
+    assert calls == ["auto"]
+
+
+def test_command_line_backend_errors(tmp_path, capsys):
+    from detector.commands import propose
+
+    from detector.cli import run_cli
+    code = run_cli(lambda: propose.main(["--data", str(tmp_path), "--split", "test",
+                                         "--ray-address", "auto"]))
+    assert code == 2 and "--ray-address needs --backend ray" in capsys.readouterr().err
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(BackendError, match="backend 'spark'"):
+        BackendOptions(name="spark")
+    with pytest.raises(BackendError, match="shard_size"):
+        BackendOptions(name="ray", shard_size=0)
+    assert build_backend(BackendOptions()) is None  # local: callers keep their own path
+
+
+def test_missing_ray_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(BackendError, match=r"pip install 'sppnet\[ray\]'"):
+        build_backend(BackendOptions(name="ray"))
+
+
+def test_local_path_never_imports_ray():
+    code = ("import sys, detector.training, detector.testing, detector.commands, proposals.compute; "
+            "from detector.backends import build_backend, BackendOptions; build_backend(BackendOptions()); "
+            "sys.exit(1 if 'ray' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
