@@ -224,6 +224,17 @@ def wrong_weights(tmp: Path) -> Outcome:
     return run_tool("train", *train_args(data, tmp / "run", "backbone.weights=/no/such/weights.pth"))
 
 
+def unreachable_ray(tmp: Path) -> Outcome:
+    import socket
+
+    data = voc(tmp, train=3, test=1)
+    with socket.socket() as sock:  # a port nothing listens on once this closes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return run_tool("train", *train_args(data, tmp / "run"), "--backend", "ray",
+                    "--ray-address", f"127.0.0.1:{port}")
+
+
 def out_is_a_file(tmp: Path) -> Outcome:
     data, model = trained(tmp)
     (tmp / "t").write_text("a file")
@@ -392,6 +403,8 @@ CASES = [
     Case("Failing late", "detect.py on a full disk", disk_full, 2, "MB free on its disk"),
     Case("Failing late", "Wrong backbone.weights path", wrong_weights, 2, "no such weights file"),
     Case("Failing late", "Training split with no objects", no_objects, 2, "has no objects"),
+    Case("Failing late", "train --backend ray, cluster address nothing listens on", unreachable_ray, 2,
+         "cannot reach the Ray cluster"),
     Case("Failing late", "NaN coordinate in an XML box", nan_box, 2, "not a finite number"),
     Case("Failing late", "Truncated conv5 cache entry and a killed run's .tmp file", truncated_cache_entry, 0,
          "unreadable cache entry"),
