@@ -3,21 +3,23 @@
 A generated VOC 2007-shaped set (``detector/data/voc_like.py``: ~500 x 375
 images, 20 classes, ~2.4 objects per image, ~25-30% with several classes)
 is trained with ``configs/voc2007_mobilenet.yaml`` (ImageNet MobileNetV2 from
-../shared/weights, 1 scale, flips on) on nested trainval sets of
-``--sizes`` images and tested on one fixed test split.
+../shared/weights, 1 scale) on nested trainval sets of ``--sizes`` images
+(the first N; one split name, so one proposal store) and tested on one fixed
+test split (by default after the largest size only: test time per image does
+not depend on the training size).
 
 Each size runs in its own process (``run --train N``), so its peak memory is
 its own. Every size shares one cache root: the proposals and conv5 maps of
 the images a smaller size already computed are reused (content-keyed), so
 the "proposals" and "conv5_cache" stages are timed on the new images only;
-the record says how many images each stage computed. Fine-tuning, SVMs,
+the record says how many entries each stage computed. Fine-tuning, SVMs,
 box regression and the pooling pass always run on all images (own workdir).
 
 Memory: the proportional set size (PSS) of this process plus its children
 (proposal workers), sampled every 0.2 s and kept per stage (``detector.timing``'s
 stage listener); disk: the size of each cache folder after the run.
 
-Run:   python -m bench.voc_scale all --sizes 500 1000 2000 --test 200
+Run:   python -m bench.voc_scale all --sizes 500 1000 2000 --test 200 [--iterations N] [key=value ...]
 Table: python -m bench.voc_scale report   (writes docs/voc2007_scaling.md and its figure)
 """
 from __future__ import annotations
@@ -47,23 +49,32 @@ POOL_SIZE = 2000  # trainval images generated; sizes take the first N
 def overrides(n: int, iterations: int, extra: list[str]) -> list[str]:
     from detector.data.voc_like import VOC_LIKE_CLASSES
 
-    return [f"data.root={DATA}", f"data.train_split=trainval{n}", "data.test_split=test",
+    return [f"data.root={DATA}", f"data.train_split={SPLIT}", "data.test_split=test",
             f"data.class_names=[{','.join(VOC_LIKE_CLASSES)}]",
             f"backbone.weights={SHARED / 'weights' / 'mobilenet_v2_imagenet.pth'}",
             "backbone.preprocess=inception", f"finetune.iterations={iterations}",
             f"workdir={RUNS / f'train{n}'}", f"cache_dir={RUNS / 'cache'}", *extra]
 
 
+SPLIT = "train_scaling"  # every size trains on this split file, rewritten to its first N ids
+
+
 def make_data(sizes: list[int], num_test: int) -> None:
-    """The pool of generated images and one split file per size (nested: the first N)."""
+    """The pool of generated images (trainval: the first POOL_SIZE, test: the next ``num_test``)."""
     from detector.data.voc_like import make_voc_like
+
+    make_voc_like(DATA, max(max(sizes), POOL_SIZE), num_test, seed=0, progress=True)
+
+
+def use_first(n: int) -> None:
+    """Point the scaling split at the first ``n`` trainval images. One split name for every
+    size keeps one proposal store, so a size computes the proposals of its new images only."""
     from detector.fileio import write_text_atomic
 
-    pool = max(max(sizes), POOL_SIZE)
-    make_voc_like(DATA, pool, num_test, seed=0, progress=True)
     ids = (DATA / "ImageSets/Main/trainval.txt").read_text().split()
-    for n in sizes:
-        write_text_atomic(DATA / f"ImageSets/Main/trainval{n}.txt", "".join(i + "\n" for i in ids[:n]))
+    if len(ids) < n:
+        raise SystemExit(f"{DATA} has {len(ids)} trainval images, fewer than {n}")
+    write_text_atomic(DATA / f"ImageSets/Main/{SPLIT}.txt", "".join(i + "\n" for i in ids[:n]))
 
 
 def tree_pss_bytes(pid: int) -> int:
@@ -95,10 +106,13 @@ def tree_pss_bytes(pid: int) -> int:
 
 
 class MemorySampler:
-    """Peak memory (PSS) of this process tree per outermost timed stage, sampled every 0.2 s.
+    """Peak memory (PSS) of this process tree per outermost timed stage, sampled every 0.2 s
+    by a background thread.
 
-    Stages nest (the SVM stage's "conv"/"pool" timers): memory is kept under
-    the outermost one. ``phase`` (e.g. "test"), when set, takes every sample.
+    Stages nest (the SVM stage's per-image "conv"/"pool" timers): memory is
+    kept under the outermost one. The listener only pushes and pops stage
+    names (no sampling on the measured thread). ``phase`` (e.g. "test"), when
+    set, takes every sample.
     """
 
     def __init__(self, period: float = 0.2):
@@ -111,18 +125,19 @@ class MemorySampler:
 
     @property
     def stage(self) -> str:
-        return self.phase or (self.stack[0] if self.stack else "other")
+        stack = list(self.stack)  # a snapshot: the measured thread pushes and pops meanwhile
+        return self.phase or (stack[0] if stack else "other")
 
     def listener(self, stage: str, event: str) -> None:
-        self.sample()
         if event == "start":
             self.stack.append(stage)
         elif self.stack:
             self.stack.pop()
 
     def sample(self) -> None:
+        stage = self.stage  # the stage when sampling started
         pss = tree_pss_bytes(os.getpid())
-        self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), pss)
+        self.peaks[stage] = max(self.peaks.get(stage, 0), pss)
 
     def _run(self) -> None:
         while not self._stop.wait(self.period):
@@ -135,6 +150,7 @@ class MemorySampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        self.sample()
 
 
 def dir_bytes(path: Path) -> int:
@@ -144,12 +160,13 @@ def dir_bytes(path: Path) -> int:
 
 
 def count_entries(cache: Path) -> dict[str, int]:
-    """Per-image entries in the proposal and conv5 caches (what a run computed: after - before)."""
-    return {name: sum(1 for p in (cache / name).rglob("*.npz") if p.name != "all.npz")
-            for name in ("proposals", "conv5")}
+    """Entries in the training split's proposal store and in the conv5 cache (what a run
+    computed: after - before; the test split's proposals are not counted)."""
+    return {"proposals": sum(1 for p in (cache / "proposals").glob(f"*/{SPLIT}/*/*.npz") if p.name != "all.npz"),
+            "conv5": sum(1 for _ in (cache / "conv5").rglob("*.npz"))}
 
 
-def run_size(n: int, iterations: int, extra: list[str], test: bool) -> dict:
+def run_size(n: int, iterations: int, extra: list[str], test: bool, tag: str = "") -> dict:
     """Train (and test) on the first ``n`` trainval images in this process; write the record."""
     from detector.config import load_detector_config
     from detector.evaluation.report import collect_versions
@@ -159,6 +176,7 @@ def run_size(n: int, iterations: int, extra: list[str], test: bool) -> dict:
     from detector.timing import stage_listener
     from detector.training import train
 
+    use_first(n)
     cfg = load_detector_config(CONFIG, overrides(n, iterations, extra))
     cache = cfg.cache_root()
     before = count_entries(cache)
@@ -193,7 +211,8 @@ def run_size(n: int, iterations: int, extra: list[str], test: bool) -> dict:
         record.update(test_images=len(outcome.detections), mAP=outcome.result.mAP,
                       mAP_without_bbox=outcome.without_bbox.mAP if outcome.without_bbox else None,
                       test_seconds_per_image=outcome.seconds_per_image, test_wall_s=test_seconds)
-    write_json_atomic(RESULTS / f"train{n}.json", record)
+    record["tag"] = tag
+    write_json_atomic(RESULTS / f"train{n}{tag}.json", record)
     return record
 
 
@@ -205,9 +224,13 @@ def main(argv=None) -> int:
         p.add_argument("--iterations", type=int, default=2000,
                        help="fine-tuning iterations (time per iteration does not depend on N)")
         p.add_argument("--no-test", action="store_true")
+        p.add_argument("--tag", default="", help="suffix of the result files (e.g. _flip)")
         p.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     sub.choices["all"].add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000])
     sub.choices["all"].add_argument("--test", type=int, default=200, help="test images")
+    sub.choices["all"].add_argument("--test-all", action="store_true",
+                                    help="test every size (default: the largest only; test time per "
+                                         "image does not depend on the training size)")
     sub.choices["run"].add_argument("--train", type=int, required=True)
     sub.add_parser("report")
     args = parser.parse_args(argv)
@@ -217,12 +240,14 @@ def main(argv=None) -> int:
         write_report(RESULTS, DOC, FIGURE)
         return 0
     if args.command == "run":
-        print(json.dumps(run_size(args.train, args.iterations, args.overrides, not args.no_test), indent=1))
+        print(json.dumps(run_size(args.train, args.iterations, args.overrides, not args.no_test, args.tag),
+                         indent=1))
         return 0
     make_data(args.sizes, args.test)
     for n in sorted(args.sizes):
-        cmd = [sys.executable, "-m", "bench.voc_scale", "run", "--train", str(n),
-               "--iterations", str(args.iterations), *(["--no-test"] if args.no_test else []), *args.overrides]
+        test = not args.no_test and (args.test_all or n == max(args.sizes))
+        cmd = [sys.executable, "-m", "bench.voc_scale", "run", "--train", str(n), "--tag", args.tag,
+               "--iterations", str(args.iterations), *([] if test else ["--no-test"]), *args.overrides]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, cwd=REPO, check=True)
     return 0

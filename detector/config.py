@@ -124,9 +124,12 @@ class FinetuneConfig:
     bank_fg_per_image: int = 64
     bank_bg_per_image: int = 192
     # Memory budget of the bank in MB (float16 pool5): with many images the
-    # per-image caps shrink in proportion so the bank stays under it (VOC 2007
-    # with flips at 4800-d pool5: ~200 windows per image at 2000 MB).
-    # Re-drawing (resample_every) then shows the fc layers other windows.
+    # per-image caps shrink in proportion so the bank stays under it. It binds
+    # past 2000 MB / (256 windows x pool5 bytes) training images (mirrors
+    # count): ~850 at MobileNetV2's 4800-d pool5, ~320 at ZF-5's 12800-d, ~160
+    # at SqueezeNet's 25600-d. VOC 2007 with mirrors at 4800-d: ~21 windows
+    # (5 fg + 16 bg) per image. Raise it if memory allows; re-drawing
+    # (resample_every) shows the fc layers other windows.
     bank_max_mb: float = 2000.0
     # SPP-net fine-tunes with lr 1e-4 then 1e-5 for 250k+50k iterations on
     # VOC; on small sets a few epochs with SGD at 1e-3 converge.
@@ -198,7 +201,8 @@ class BBoxConfig:
     # At most this many training windows per image (sampled), bounding memory.
     max_per_image: int = 64
     # Memory budget of all regression windows in MB (float32 pool5); with
-    # many images the per-image cap shrinks so the total stays under it.
+    # many images the per-image cap shrinks so the total stays under it (binds
+    # past ~850 training images at 4800-d pool5; VOC 2007 with mirrors: 5).
     max_mb: float = 1000.0
 
 

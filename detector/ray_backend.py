@@ -16,7 +16,7 @@ The cluster's nodes need this package installed (``pip install 'sppnet[ray]'``).
 
 A task whose worker dies is re-run up to ``max_retries`` times by Ray (also
 on an ``OSError`` inside the task); any other exception is a bug and stops
-the run with the image it failed on.
+the run, naming the shard's images.
 """
 from __future__ import annotations
 
@@ -35,9 +35,12 @@ SHARDS_PER_SLOT = 2
 
 def _run_shard(fn: Callable, items: list, shared: tuple, threads: int) -> list:
     """``[fn(item, *shared) for item in items]`` in a Ray worker, with ``threads`` threads."""
+    import os
+
     import cv2
     import torch
 
+    os.environ["SPPNET_THREADS"] = str(threads)  # an inherited setting must not win over the task's
     cv2.setNumThreads(threads)
     torch.set_num_threads(threads)
     return [fn(item, *shared) for item in items]
@@ -65,7 +68,8 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
 class RayBackend:
     """A connection to a Ray cluster (or a private one started here) that maps
-    functions over images in shards."""
+    functions over images in shards. In a process where Ray is already
+    initialised (a library user's own ``ray.init``), that connection is used."""
 
     name = "ray"
 
@@ -92,6 +96,11 @@ class RayBackend:
                 message = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 raise BackendError(f"cannot reach {where}: {message}") from None
             self._owns = True
+        biggest = max((node.get("Resources", {}).get("CPU", 0) for node in ray.nodes() if node.get("Alive")),
+                      default=0)
+        if options.threads > biggest:
+            raise BackendError(f"--ray-threads {options.threads}: no node of the Ray cluster has that many CPUs "
+                               f"(the largest has {biggest:g}); its tasks could never start")
         self._remote = ray.remote(_run_shard).options(
             num_cpus=options.threads, max_retries=options.max_retries, retry_exceptions=[OSError])
 
@@ -134,9 +143,9 @@ class RayBackend:
                     try:
                         results = ray.get(ref)
                     except ray.exceptions.RayError as e:
-                        first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+                        last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
                         raise BackendError(f"{desc}: a Ray task on images {shard.start}-{shard.stop - 1} "
-                                           f"failed: {first}") from None
+                                           f"failed: {last}") from None
                     yield from zip(shard, results)
                     bar.update(len(shard))
         finally:

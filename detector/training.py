@@ -266,13 +266,32 @@ class TrainingContext:
 
     def stage(self, name: str, **sections) -> Stage:
         """The checkpoint of stage ``name``, keyed by the data, the windows and ``sections``."""
-        parts = dict(self.common_parts, **{k: asdict(v) for k, v in sections.items()})
+        parts = dict(self.common_parts, **{k: self._section_key(k, v) for k, v in sections.items()})
         return Stage(self.workdir / "stages", name, parts)
 
+    def _section_key(self, name: str, section) -> dict:
+        """A config section as a stage key. The memory budgets key a stage by what they do:
+        the per-image caps they leave, and only where they bind (so a budget that changes
+        nothing keeps the stage, as it was before budgets existed)."""
+        key = asdict(section)
+        n, dim = len(self.records), self.features.output_dim
+        if name == "finetune":
+            del key["bank_max_mb"]
+            caps = bank_caps(self.cfg, n, dim)
+            if caps != (section.bank_fg_per_image, section.bank_bg_per_image):
+                key["bank_caps"] = list(caps)
+        elif name == "bbox":
+            del key["max_mb"]
+            cap = bbox_cap(self.cfg, n, dim)
+            if cap != section.max_per_image:
+                key["bbox_cap"] = cap
+        return key
 
-def labelled_windows(ctx: TrainingContext, record, rng: np.random.Generator):
+
+def labelled_windows(ctx: TrainingContext, record, rng: np.random.Generator, caps: tuple[int, int] | None = None):
     """A training image's windows (its ground truth, then its proposals), each window's best
-    IoU and gt index, and the fine-tuning sample drawn from them (at most the bank's caps).
+    IoU and gt index, and the fine-tuning sample drawn from them (at most ``caps``: default the
+    bank's, :func:`bank_caps`).
 
     Returns (windows float32 [N, 4], max_iou [N], argmax [N], WindowLabels).
     """
@@ -281,7 +300,7 @@ def labelled_windows(ctx: TrainingContext, record, rng: np.random.Generator):
     windows = np.concatenate([gt_boxes, ctx.windows(record)]).astype(np.float32)
     max_iou, arg = match_windows(windows, gt_boxes)
     label_of_best = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
-    max_fg, max_bg = bank_caps(cfg, len(ctx.records), ctx.features.output_dim)
+    max_fg, max_bg = caps or bank_caps(cfg, len(ctx.records), ctx.features.output_dim)
     chosen = label_windows(max_iou, label_of_best, cfg.finetune, max_fg, max_bg, rng)
     return windows, max_iou, arg, chosen
 
@@ -372,8 +391,10 @@ def conv_samples(ctx: TrainingContext) -> list[ConvSample]:
     cfg = ctx.cfg
     rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM])
     samples = []
+    # Boxes only, no pool5 bank to budget: the configured per-image caps.
+    caps = (cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image)
     for r in ctx.records:
-        windows, _, _, labels = labelled_windows(ctx, r, rng)
+        windows, _, _, labels = labelled_windows(ctx, r, rng, caps)
         samples.append(ConvSample(ctx.images[r.image_id], windows, labels))
     return samples
 

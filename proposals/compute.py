@@ -12,7 +12,7 @@ import dataclasses
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +82,11 @@ def compute_image(task: _Task) -> _Result:
     """Compute and store one image's proposals (runs in a worker process)."""
     res = search_image(task)
     if not (res.error or res.bad_image):
-        ProposalStore(task.store_root, task.params).write(task.image_id, res.boxes,
-                                                          task.image_digest, res.seconds)
+        try:
+            ProposalStore(task.store_root, task.params).write(task.image_id, res.boxes,
+                                                              task.image_digest, res.seconds)
+        except OSError as e:  # e.g. a full disk: reported with the file name in the parent
+            return _Result(task.image_id, task.path, error=f"cannot write its cache entry ({e})")
     return dataclasses.replace(res, boxes=None)
 
 
@@ -121,9 +124,15 @@ def _search_shipped(item: tuple[_Task, bytes | None]) -> _Result:
     are the local workers'.
     """
     global _isolated
-    if _isolated is None:
-        _isolated = ProcessPoolExecutor(1, mp_context=worker_context(), initializer=init_worker)
-    return _isolated.submit(search_image, *item).result()
+    for attempt in (1, 2):
+        if _isolated is None:
+            _isolated = ProcessPoolExecutor(1, mp_context=worker_context(), initializer=init_worker)
+        try:
+            return _isolated.submit(search_image, *item).result()
+        except BrokenExecutor:  # the child died (e.g. killed for memory): a new one, once
+            _isolated = None
+            if attempt == 2:
+                raise OSError(f"{item[0].path}: the search process died twice") from None
 
 
 def _with_bytes(task: _Task) -> tuple[_Task, bytes | None]:
@@ -175,7 +184,9 @@ def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir
             ``detector.data.verify``, so none reach this point there).
         backend: None (this machine's worker processes) or a
             ``detector.ray_backend.RayBackend``: the searches run as Ray tasks
-            and this process writes the same entries as they come back.
+            and this process writes the same entries as they come back
+            (precomputed boxes are looked up here: no search to spread, and
+            the workers may not see the file).
     Returns:
         The store; ``store.load(image_id)`` works for every good record.
     Raises:
@@ -183,26 +194,23 @@ def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir
             search, naming the file.
     """
     store, tasks, good_ids = _plan_split(records, cfg, cache_dir, dataset_key, split, skip_bad_images)
-    n_workers = resolve_workers(workers, cfg, len(tasks))
-    bar = tqdm(total=len(tasks), unit="img", desc=f"proposals {dataset_key}/{split}",
-               disable=not progress or not tasks, dynamic_ncols=True)
     failed = set()
-    try:
-        if backend is None:
-            for res in _run_tasks(tasks, n_workers):
+    desc = f"proposals {dataset_key}/{split}"
+    if backend is not None and cfg.method != "precomputed":
+        for i, res in backend.map(_search_shipped, tasks, pack=_with_bytes, desc=desc, progress=progress):
+            if _check_result(res, skip_bad_images):
+                store.write(res.image_id, res.boxes, tasks[i].image_digest, res.seconds)
+            else:
+                failed.add(res.image_id)
+    else:
+        bar = tqdm(total=len(tasks), unit="img", desc=desc, disable=not progress or not tasks, dynamic_ncols=True)
+        try:
+            for res in _run_tasks(tasks, resolve_workers(workers, cfg, len(tasks))):
                 bar.update(1)
                 if not _check_result(res, skip_bad_images):
                     failed.add(res.image_id)
-        else:
-            bar.disable = True  # the backend shows its own
-            for i, res in backend.map(_search_shipped, tasks, pack=_with_bytes,
-                                      desc=f"proposals {dataset_key}/{split}", progress=progress):
-                if _check_result(res, skip_bad_images):
-                    store.write(res.image_id, res.boxes, tasks[i].image_digest, res.seconds)
-                else:
-                    failed.add(res.image_id)
-    finally:
-        bar.close()
+        finally:
+            bar.close()
     store.consolidate([i for i in good_ids if i not in failed])
     return store
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,18 +104,34 @@ def test_test_set_detections_equal_local(trained_run, backend, tmp_path):
     assert remote.without_bbox.mAP == pytest.approx(local.without_bbox.mAP, abs=1e-9)
 
 
-def test_training_on_ray_reuses_the_local_caches(trained_run, backend):
-    """A Ray training run over a local run's workdir recomputes nothing: same cache entries."""
+def test_training_on_ray_writes_the_local_conv5_maps(trained_run, backend, tmp_path):
+    """Training on Ray with an empty cache: its proposal and conv5 stages run as tasks and
+    write what the local run wrote; the stage checkpoints (keyed by content) are reused."""
+    import dataclasses
+    import shutil
+
     from detector.training import train
 
-    result = train(trained_run.cfg, progress=False, backend=backend)
+    run = tmp_path / "run"
+    shutil.copytree(Path(trained_run.cfg.workdir) / "stages", run / "stages")
+    cfg = dataclasses.replace(trained_run.cfg, workdir=str(run), cache_dir=str(tmp_path / "cache"))
+    result = train(cfg, progress=False, backend=backend)
     assert set(result.reused_stages) == {"finetune", "svm", "bbox"}
-    assert result.timings["proposals"] < 5 and result.timings["conv5_cache"] < 5
+    local_root, ray_root = trained_run.cfg.cache_root() / "conv5", tmp_path / "cache" / "conv5"
+    local_files = sorted(p.relative_to(local_root) for p in local_root.rglob("*.npz"))
+    assert local_files and local_files == sorted(p.relative_to(ray_root) for p in ray_root.rglob("*.npz"))
+    for rel in local_files:
+        with np.load(local_root / rel) as a, np.load(ray_root / rel) as b:
+            assert sorted(a.files) == sorted(b.files)
+            for k in a.files:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=f"{rel}:{k}")
 
 
-def test_unreachable_cluster_is_a_clear_error_fast():
+def test_unreachable_cluster_is_a_clear_error_fast(monkeypatch):
     import socket
     import time
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # this module's Ray is running
 
     with socket.socket() as sock:  # a port nothing listens on once this closes
         sock.bind(("127.0.0.1", 0))
