@@ -23,6 +23,11 @@ def load(results: Path) -> list[dict]:
     return sorted(recs, key=lambda r: r["train_images"])
 
 
+def mem(record: dict) -> dict:
+    """Peak memory per stage, MB (records before the sampler fix call it peak_pss_mb)."""
+    return record.get("peak_memory_mb") or record.get("peak_pss_mb", {})
+
+
 def linear_fit(x, y) -> tuple[float, float]:
     """(intercept, slope) of a least-squares line."""
     slope, intercept = np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)
@@ -88,10 +93,10 @@ def figure(recs: list[dict], path: Path) -> None:
     a.set_title("Training time per stage")
     a.legend(fontsize=8)
     a.grid(alpha=0.3)
-    mem_stages = sorted({k for r in recs for k in r["peak_pss_mb"]} - {"other"},
-                        key=lambda k: -max(r["peak_pss_mb"].get(k, 0) for r in recs))[:7]
+    mem_stages = sorted({k for r in recs for k in mem(r)} - {"other"},
+                        key=lambda k: -max(mem(r).get(k, 0) for r in recs))[:7]
     for s in mem_stages:
-        b.plot(n, [r["peak_pss_mb"].get(s, np.nan) / 1024 for r in recs], marker="o", label=s)
+        b.plot(n, [mem(r).get(s, np.nan) / 1024 for r in recs], marker="o", label=s)
     b.set_xlabel("trainval images")
     b.set_ylabel("peak memory, GB (PSS, process + workers)")
     b.set_title("Peak memory per stage")
@@ -154,7 +159,7 @@ def write_report(results: Path, doc: Path, fig_path: Path) -> None:
     mem_stages = ["proposals", "conv5_cache", "pool_training_windows", "finetune", "svm", "bbox", "test"]
     lines += ["| trainval images | " + " | ".join(mem_stages) + " |", "|---" * (len(mem_stages) + 1) + "|"]
     for r in recs:
-        m = r["peak_pss_mb"]
+        m = mem(r)
         lines.append(f"| {r['train_images']} | " + " | ".join(
             f"{m[s] / 1024:.2f}" if s in m else "-" for s in mem_stages) + " |")
     lines += ["", "## Disk (MB)", "", "| trainval images | proposals cache | conv5 cache | stage checkpoints | model |",

@@ -482,6 +482,9 @@ def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
             logger.warning("svm.feature=%s without fine-tuning: fc layers are random projections here "
                            "(no ImageNet-trained fc weights exist for this backbone)", cfg.svm.feature)
         head.eval()
+    if bank is not None:  # the fine-tuning windows are done with: free them before the SVMs
+        empty = torch.zeros(0, bank.fg.shape[1], dtype=bank.fg.dtype)
+        bank = dataclasses.replace(bank, fg=empty, fg_labels=bank.fg_labels[:0].clone(), bg=empty)
     if conv:  # the fine-tuned trunk: its own conv5 cache (keyed by its weights), then the rest
         with timed_stage(timings, "conv5_cache_finetuned"):
             ctx.adopt_trunk(ft_state["trunk"])
