@@ -37,3 +37,7 @@ bench: $(STAMP)
 	$(PY) -m bench.detection speed --images 10
 	$(PY) -m bench.detection report
 	$(PY) -m bench.speed
+	$(PY) -m bench.voc_scale all --sizes 500 1000 2000 --test 200 --iterations 1000 data.flip=false
+	$(PY) -m bench.voc_scale all --sizes 500 2000 --test 200 --iterations 1000 --tag _flip
+	$(PY) -m bench.ray_overhead --model runs/voc_like/train2000/model.pt
+	$(PY) -m bench.voc_scale report
