@@ -82,14 +82,19 @@ def detect_on_backend(detector: Detector, images: list[ImageSource], windows: li
     for i, (dets, plain, seconds) in backend.map(
             _detect_shipped, list(zip(images, windows)), (shipped, without_bbox),
             pack=lambda item: (shippable(item[0]), item[1]), desc="test", progress=progress):
-        detections[images[i].key] = dets
+        # Arrays from Ray's object store are read-only: the caller gets its own, as locally.
+        detections[images[i].key] = _writable(dets)
         if unregressed is not None:
-            unregressed[images[i].key] = plain
+            unregressed[images[i].key] = _writable(plain)
         for stage, s in seconds.items():
             timings[stage] = timings.get(stage, 0.0) + s
     order = [im.key for im in images]  # the local path's order, whatever order shards finished in
     return ({k: detections[k] for k in order}, timings,
             None if unregressed is None else {k: unregressed[k] for k in order})
+
+
+def _writable(dets: Detections) -> Detections:
+    return Detections(dets.boxes.copy(), dets.scores.copy(), dets.labels.copy())
 
 
 def _detect_shipped(item, detector: Detector, without_bbox: bool):

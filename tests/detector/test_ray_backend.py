@@ -97,6 +97,7 @@ def test_test_set_detections_equal_local(trained_run, backend, tmp_path):
         np.testing.assert_array_equal(a[k].boxes, b[k].boxes, err_msg=k)
     for key, dets in local.detections.items():
         other = remote.detections[key]
+        assert other.boxes.flags.writeable and other.scores.flags.writeable  # not Ray's read-only buffers
         np.testing.assert_array_equal(other.labels, dets.labels)
         np.testing.assert_allclose(other.boxes, dets.boxes, rtol=0, atol=1e-4)
         np.testing.assert_allclose(other.scores, dets.scores, rtol=0, atol=1e-5)
