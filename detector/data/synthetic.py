@@ -122,17 +122,22 @@ def draw_synthetic_image(rng: np.random.Generator, width: int, height: int,
         corner = _place(rng, size, width, height, objects)
         if corner is None:
             continue  # image is full; fewer objects is fine
-        x0, y0 = corner
-        mask = _shape_mask(name, size)
-        colour = np.clip(np.array(SHAPE_COLOURS[name], np.float32)
-                         + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, size=3), 0, 255)
-        image[y0:y0 + size, x0:x0 + size][mask] = colour
-        # Tight box from the mask itself, not from the square it was drawn in.
-        rows, cols = np.nonzero(mask)
-        objects.append(_Object(name, x0 + int(cols.min()), y0 + int(rows.min()),
-                               x0 + int(cols.max()), y0 + int(rows.max()),
-                               difficult=size < DIFFICULT_BELOW))
+        box = paint_shape(image, rng, name, SHAPE_COLOURS[name], corner, size)
+        objects.append(_Object(name, *box, difficult=size < DIFFICULT_BELOW))
     return np.clip(image, 0, 255).astype(np.uint8), objects
+
+
+def paint_shape(image: np.ndarray, rng: np.random.Generator, shape: str, rgb: tuple[int, int, int],
+                corner: tuple[int, int], size: int) -> tuple[int, int, int, int]:
+    """Paint ``shape`` in ``rgb`` (jittered per object) into the size x size square at ``corner``
+    of a float image; returns its tight box (0-based inclusive xmin, ymin, xmax, ymax)."""
+    x0, y0 = corner
+    mask = _shape_mask(shape, size)
+    colour = np.clip(np.array(rgb, np.float32) + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, size=3), 0, 255)
+    image[y0:y0 + size, x0:x0 + size][mask] = colour
+    # Tight box from the mask itself, not from the square it was drawn in.
+    rows, cols = np.nonzero(mask)
+    return x0 + int(cols.min()), y0 + int(rows.min()), x0 + int(cols.max()), y0 + int(rows.max())
 
 
 def _encode_image(image: np.ndarray, ext: str) -> bytes:

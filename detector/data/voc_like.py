@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import write_bytes_atomic, write_text_atomic
-from .synthetic import (COLOUR_JITTER, EDGE_MARGIN, _draw_background, _encode_image, _Object, _place,
-                        _shape_mask)
+from .synthetic import EDGE_MARGIN, _draw_background, _encode_image, _Object, _place, paint_shape
 from .voc_writer import VOCObject, format_voc_xml
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
@@ -58,13 +57,7 @@ def draw_voc_like_image(rng: np.random.Generator) -> tuple[np.ndarray, list[VOCO
         corner = _place(rng, size, width, height, taken)
         if corner is None:
             continue  # no room left; fewer objects is fine
-        x0, y0 = corner
-        mask = _shape_mask(shape, size)
-        colour = np.clip(np.array(COLOURS[colour_name], np.float32)
-                         + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, size=3), 0, 255)
-        image[y0:y0 + size, x0:x0 + size][mask] = colour
-        rows, cols = np.nonzero(mask)
-        box = (x0 + int(cols.min()), y0 + int(rows.min()), x0 + int(cols.max()), y0 + int(rows.max()))
+        box = paint_shape(image, rng, shape, COLOURS[colour_name], corner, size)
         taken.append(_Object(VOC_LIKE_CLASSES[cls], *box, difficult=False))
         objects.append(VOCObject(VOC_LIKE_CLASSES[cls], box[0] + 1, box[1] + 1, box[2] + 1, box[3] + 1,
                                  size < DIFFICULT_BELOW))
