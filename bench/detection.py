@@ -114,6 +114,12 @@ EXPERIMENTS = [
     Experiment("reduced_spp5_fc7", "reduced protocol: SPP 5-scale, fc7 + SVM (+ bbox)", "A", "spp5",
                REDUCED + [f"features.scales={FIVE_SCALES}"]),
     Experiment("fewimg_spp1_fc7", "protocol B: SPP 1-scale, fc7 + SVM (+ bbox)", "B", "spp1", FEW_IMAGES, ("raccoon",)),
+    # Issue #13's window-margin A/B at today's defaults (mapping v2, mirrors, random scales):
+    # the cells whose centres lie inside the window (0.5) against the window's own edges (0).
+    Experiment("fewimg_spp1_fc7_m05", "protocol B: SPP 1-scale, window margin 0.5 (default)", "B", "spp1",
+               FEW_IMAGES + ["pool.window_margin=0.5"], ("raccoon",)),
+    Experiment("fewimg_spp1_fc7_m0", "protocol B: SPP 1-scale, window margin 0", "B", "spp1",
+               FEW_IMAGES + ["pool.window_margin=0"], ("raccoon",)),
     Experiment("fewimg_spp5_fc7", "protocol B: SPP 5-scale, fc7 + SVM (+ bbox)", "B", "spp5",
                FEW_IMAGES + [f"features.scales={FIVE_SCALES}"], ("raccoon",)),
     Experiment("fewimg_rcnn_fc7", "protocol B: R-CNN, fc7 + SVM (+ bbox)", "B", "rcnn", FEW_IMAGES + ["mode=rcnn"],
