@@ -1,7 +1,7 @@
 """A VOC 2007-sized run, measured: time, peak memory and disk per stage as trainval grows.
 
 A generated VOC 2007-shaped set (``detector/data/voc_like.py``: ~500 x 375
-images, 20 classes, ~2.4 objects per image, ~25-30% with several classes)
+images, 20 classes, ~2.4 objects per image, ~23% with several classes)
 is trained with ``configs/voc2007_mobilenet.yaml`` (ImageNet MobileNetV2 from
 ../shared/weights, 1 scale) on nested trainval sets of ``--sizes`` images
 (the first N; one split name, so one proposal store) and tested on one fixed

@@ -160,7 +160,7 @@ def write_report(results: Path, doc: Path, fig_path: Path) -> None:
         "```",
         "",
         "Data: a generated set shaped like VOC 2007 (`detector/data/voc_like.py`: VOC's image sizes, "
-        "mostly 500 x 375; 20 classes; ~2.4 objects per image; ~25% of images with several classes; "
+        "mostly 500 x 375; 20 classes; ~2.4 objects per image; ~23% of images with several classes; "
         "selective search finds ~450 windows per image on it, VOC photos give ~2000). "
         "Training: `configs/voc2007_mobilenet.yaml` with the ImageNet MobileNetV2 file of ../shared/weights "
         "(1 scale, 688; fc 2048), with and without mirrored images (`data.flip`, on by default: every "

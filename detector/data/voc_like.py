@@ -10,7 +10,7 @@ those shapes of VOC 2007 and draws the content with the synthetic shapes of
 - 20 classes (5 shapes x 4 colours, e.g. ``red_circle``),
 - about 2.4 objects per image (1 + Poisson(1.4), at most 8; VOC 2007
   trainval: 2.5), of widely varying sizes (24 to 260 px, log-uniform),
-- about 30% of the images with objects of several classes (VOC 2007
+- about 23% of the images with objects of several classes (VOC 2007
   trainval: 33%): a further object repeats the image's first class with
   probability 0.8 (VOC's many-people images), else it is a random class.
 
