@@ -174,13 +174,7 @@ def make_synthetic_voc(root: str | os.PathLike, num_train: int = 200, num_test: 
         raise ValueError(f"classes {classes} must be distinct names from {', '.join(SHAPE_COLOURS)}")
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image_format {image_format!r} must be 'jpg' or 'png'")
-    if num_train < 0 or num_test < 0:
-        raise ValueError("num_train and num_test must be >= 0")
-
-    root = Path(root)
-    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    ids = [f"{k:06d}" for k in range(num_train + num_test)]
+    root, ids = voc_layout(root, num_train, num_test)
     for k, image_id in enumerate(ids):
         rng = np.random.default_rng([seed, k])
         image, objects = draw_synthetic_image(rng, width, height, classes)
@@ -191,6 +185,22 @@ def make_synthetic_voc(root: str | os.PathLike, num_train: int = 200, num_test: 
                               # VOC pixels are 1-based: 0-based inclusive pixel p is written p + 1.
                               VOCObject(o.name, o.xmin + 1, o.ymin + 1, o.xmax + 1, o.ymax + 1, o.difficult)
                               for o in objects], folder="VOCsynthetic"))
+    write_splits(root, ids, num_train)
+    return root
+
+
+def voc_layout(root: str | os.PathLike, num_train: int, num_test: int) -> tuple[Path, list[str]]:
+    """Create a generated set's VOC folders under ``root``; return it and the image ids
+    (zero-padded running numbers, trainval first)."""
+    if num_train < 0 or num_test < 0:
+        raise ValueError("num_train and num_test must be >= 0")
+    root = Path(root)
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root, [f"{k:06d}" for k in range(num_train + num_test)]
+
+
+def write_splits(root: Path, ids: list[str], num_train: int) -> None:
+    """ImageSets/Main/trainval.txt (the first ``num_train`` ids) and test.txt (the rest)."""
     write_text_atomic(root / "ImageSets/Main/trainval.txt", "".join(i + "\n" for i in ids[:num_train]))
     write_text_atomic(root / "ImageSets/Main/test.txt", "".join(i + "\n" for i in ids[num_train:]))
-    return root

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import write_bytes_atomic, write_text_atomic
-from .synthetic import EDGE_MARGIN, _draw_background, _encode_image, _Object, _place, paint_shape
+from .synthetic import (EDGE_MARGIN, _draw_background, _encode_image, _Object, _place, paint_shape,
+                        voc_layout, write_splits)
 from .voc_writer import VOCObject, format_voc_xml
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
@@ -74,12 +75,7 @@ def make_voc_like(root: str | os.PathLike, num_train: int, num_test: int, seed: 
     """
     from tqdm import tqdm
 
-    if num_train < 0 or num_test < 0:
-        raise ValueError("num_train and num_test must be >= 0")
-    root = Path(root)
-    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    ids = [f"{k:06d}" for k in range(num_train + num_test)]
+    root, ids = voc_layout(root, num_train, num_test)
     for k in tqdm(range(len(ids)), desc="generate", unit="img", disable=not progress):
         jpg, xml = root / "JPEGImages" / f"{ids[k]}.jpg", root / "Annotations" / f"{ids[k]}.xml"
         if jpg.exists() and xml.exists():
@@ -88,6 +84,5 @@ def make_voc_like(root: str | os.PathLike, num_train: int, num_test: int, seed: 
         write_bytes_atomic(jpg, _encode_image(image, "jpg"))
         write_text_atomic(xml, format_voc_xml(jpg.name, image.shape[1], image.shape[0], objects,
                                               folder="VOC2007like"))
-    write_text_atomic(root / "ImageSets/Main/trainval.txt", "".join(i + "\n" for i in ids[:num_train]))
-    write_text_atomic(root / "ImageSets/Main/test.txt", "".join(i + "\n" for i in ids[num_train:]))
+    write_splits(root, ids, num_train)
     return root
