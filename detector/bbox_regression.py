@@ -26,7 +26,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from .boxes import as_box_tensor, decode_boxes, encode_boxes, enlarge_boxes
+from .boxes import as_box_tensor, decode_boxes, encode_boxes
 from .config import BBoxConfig, SVMConfig
 from .state_dicts import from_state, to_state
 
@@ -48,9 +48,6 @@ class BoxRegressors:
     """K linear box regressors.
 
     deltas = (feature_scale * x @ weights[k] + bias[k]) * target_std[k] + target_mean[k]
-
-    x is pool5 of the window enlarged by ``context`` (``bbox.context``) of its
-    width/height on each side: :meth:`feature_windows` gives those windows.
     """
 
     weights: np.ndarray  # float32 [K, D, 4]
@@ -59,7 +56,6 @@ class BoxRegressors:
     target_std: np.ndarray  # float32 [K, 4]
     feature_scale: float
     num_samples: np.ndarray  # int64 [K] training windows per class (0: identity)
-    context: float = 0.0
 
     def __post_init__(self):
         k = self.weights.shape[0]
@@ -74,10 +70,6 @@ class BoxRegressors:
     @property
     def num_classes(self) -> int:
         return self.weights.shape[0]
-
-    def feature_windows(self, boxes) -> torch.Tensor:
-        """The windows whose pool5 the regressors read for windows ``boxes`` [N, 4]."""
-        return enlarge_boxes(as_box_tensor(boxes), self.context)
 
     def predict(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Regression deltas. features: [N, D] unscaled, labels: [N] -> float32 [N, 4]."""
@@ -102,17 +94,15 @@ class BoxRegressors:
 
     def to_state_dict(self) -> dict:
         """Tensors and plain numbers only (loadable with torch.load(weights_only=True))."""
-        return to_state(self, _STATE_ARRAYS, _STATE_NUMBERS)
+        return to_state(self, _STATE_ARRAYS, ("feature_scale",))
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "BoxRegressors":
-        state = {"context": 0.0, **state}  # model files from before bbox.context
-        return cls(**from_state(state, _STATE_ARRAYS, _STATE_NUMBERS, "BoxRegressors"))
+        return cls(**from_state(state, _STATE_ARRAYS, ("feature_scale",), "BoxRegressors"))
 
 
 _STATE_ARRAYS = {"weights": np.float32, "bias": np.float32, "target_mean": np.float32,
                  "target_std": np.float32, "num_samples": np.int64}
-_STATE_NUMBERS = ("feature_scale", "context")
 
 
 def fit_ridge(x: np.ndarray, t: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +160,7 @@ def train_box_regressors(features: np.ndarray, boxes: np.ndarray, gt_boxes: np.n
     """Fit one ridge regressor per class on windows overlapping a gt box by >= cfg.min_iou.
 
     Args:
-        features: [N, D] window features (pool5 in R-CNN), unscaled: those of
-            the windows enlarged by ``cfg.context`` (``BoxRegressors.feature_windows``).
+        features: [N, D] window features (pool5 in R-CNN), unscaled.
         boxes: [N, 4] the windows; gt_boxes: [N, 4] each window's best-matching gt box.
         labels: [N] class of that gt box, in [0, num_classes).
         overlaps: [N] IoU of the window with that gt box.
@@ -219,5 +208,4 @@ def train_box_regressors(features: np.ndarray, boxes: np.ndarray, gt_boxes: np.n
     log.info("box regressors trained on %d windows (per class %s)", int(counts.sum()),
              counts.tolist())
     return BoxRegressors(weights=weights, bias=bias, target_mean=mean, target_std=std,
-                         feature_scale=float(feature_scale), num_samples=counts,
-                         context=float(cfg.context))
+                         feature_scale=float(feature_scale), num_samples=counts)

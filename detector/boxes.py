@@ -64,16 +64,6 @@ def flip_boxes(boxes: Tensor, width: float) -> Tensor:
     return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
 
 
-def enlarge_boxes(boxes: Tensor, fraction: float) -> Tensor:
-    """Boxes [N, 4] with each side moved out by ``fraction`` of the box's width
-    (left, right) or height (top, bottom); not clipped to the image."""
-    boxes = as_box_tensor(boxes)
-    if fraction == 0:
-        return boxes.clone()
-    pad = (boxes[:, 2:] - boxes[:, :2]) * fraction
-    return torch.cat([boxes[:, :2] - pad, boxes[:, 2:] + pad], dim=1)
-
-
 def clip_boxes(boxes: Tensor, width: float, height: float) -> Tensor:
     """Clip boxes [N, 4] to the image [0, width] x [0, height]."""
     out = boxes.clone()

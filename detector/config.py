@@ -204,16 +204,6 @@ class BBoxConfig:
     # many images the per-image cap shrinks so the total stays under it (binds
     # past ~850 training images at 4800-d pool5; VOC 2007 with mirrors: 5).
     max_mb: float = 1000.0
-    # Pool the regression features over the window enlarged by this fraction
-    # of its width/height on each side (0: the window itself, as the official
-    # SPP-net and R-CNN code do on pool5). A regressor that sees what lies just
-    # outside a window can tell which way the object continues; R-CNN's crops
-    # carry that context (16 of 227 px per side, about 0.08 of the box).
-    context: float = 0.0
-
-    def validate(self) -> None:
-        if not 0 <= self.context <= 1:
-            raise ValueError(f"bbox.context must be in [0, 1], got {self.context}")
 
 
 @dataclass(frozen=True)

@@ -111,13 +111,7 @@ class Detector:
             with timed_stage(timings, "proposals"):
                 windows = self.propose(image.pixels())
         windows = as_box_tensor(windows)
-        context = self.regressors is not None and self.regressors.context > 0
-        if context:  # the regressors read pool5 of enlarged windows: one pooling call for both
-            both = self.features.pool5(image, torch.cat([windows, self.regressors.feature_windows(windows)]),
-                                       timings)
-            pooled, reg_pooled = both[:len(windows)], both[len(windows):]
-        else:
-            pooled, reg_pooled = self.features.pool5(image, windows, timings), None
+        pooled = self.features.pool5(image, windows, timings)
         if self.test.scorer == "softmax":
             with timed_stage(timings, "fc"):
                 scores = self.head.class_probabilities(pooled)[:, 1:].contiguous()
@@ -127,7 +121,7 @@ class Detector:
             with timed_stage(timings, "svm"):
                 scores = torch.from_numpy(self.svms.score(feats.numpy()))
         height, width = image.pixels().shape[:2]
-        return ScoredWindows(windows, pooled, scores, width, height, reg_pooled)
+        return ScoredWindows(windows, pooled, scores, width, height)
 
     @torch.inference_mode()
     def detect(self, image: np.ndarray, windows=None, name: str = "image",
@@ -157,7 +151,7 @@ class Detector:
             boxes = scored.windows[win_idx]
             if regress and self.regressors is not None and len(win_idx):
                 boxes = torch.from_numpy(self.regressors.apply(
-                    scored.regression_features()[win_idx].numpy(), boxes.numpy(), labels.numpy())).float()
+                    scored.pooled[win_idx].numpy(), boxes.numpy(), labels.numpy())).float()
             boxes = clip_boxes(boxes, scored.width, scored.height)
             det_scores = scored.scores[win_idx, labels]
         with timed_stage(timings, "nms"):
@@ -170,16 +164,10 @@ class Detector:
 
 @dataclass(frozen=True)
 class ScoredWindows:
-    """An image's windows [N, 4], their pool5 vectors [N, D] and SVM scores [N, K];
-    ``reg_pooled``: pool5 [N, D] of the windows the box regressors read
-    (``BoxRegressors.feature_windows``), None when that is ``pooled``."""
+    """An image's windows [N, 4], their pool5 vectors [N, D] and SVM scores [N, K]."""
 
     windows: torch.Tensor
     pooled: torch.Tensor
     scores: torch.Tensor
     width: int
     height: int
-    reg_pooled: torch.Tensor | None = None
-
-    def regression_features(self) -> torch.Tensor:
-        return self.pooled if self.reg_pooled is None else self.reg_pooled

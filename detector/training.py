@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from .bbox_regression import BoxRegressors, train_box_regressors
-from .boxes import enlarge_boxes, flip_boxes
+from .boxes import flip_boxes
 from .build import (build_config_backbone, build_dataset, build_detector, build_head,
                     build_window_features, check_weights, seed_everything)
 from .config import Config
@@ -282,8 +282,6 @@ class TrainingContext:
                 key["bank_caps"] = list(caps)
         elif name == "bbox":
             del key["max_mb"]
-            if not section.context:  # stages from before bbox.context stay valid
-                del key["context"]
             cap = bbox_cap(self.cfg, n, dim)
             if cap != section.max_per_image:
                 key["bbox_cap"] = cap
@@ -355,13 +353,12 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = T
         ft_wanted = np.unique(np.concatenate([chosen.fg_index, chosen.bg_index]))
         if len(ft_wanted) + len(reg) == 0:
             continue
-        if scale_rng is None and not cfg.bbox.context:  # one pass, every window at its selected scale
+        if scale_rng is None:  # one pooling pass, every window at its selected scale
             wanted = np.unique(np.concatenate([ft_wanted, reg]))
             ft_pool = reg_pool = (wanted, ctx.pool5(r, windows[wanted]))
-        else:  # fine-tuning windows at random scales; regression windows, with their context, at the selected one
+        else:  # fine-tuning windows at random scales, regression windows at the selected one
             ft_pool = (ft_wanted, ctx.pool5(r, windows[ft_wanted], scale_rng))
-            reg_windows = enlarge_boxes(torch.from_numpy(windows[reg]), cfg.bbox.context).numpy()
-            reg_pool = (reg, ctx.pool5(r, reg_windows))
+            reg_pool = (reg, ctx.pool5(r, windows[reg]))
         fg.append(_rows(ft_pool, chosen.fg_index).half())
         fg_labels.append(torch.from_numpy(chosen.fg_labels))
         bg.append(_rows(ft_pool, chosen.bg_index).half())

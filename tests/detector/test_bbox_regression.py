@@ -108,20 +108,6 @@ def test_state_dict_round_trip(tmp_path):
                                        if k != "target_std"})
 
 
-def test_context_is_kept_with_the_regressors_and_old_files_read_as_none(tmp_path):
-    x, boxes, gt, _, _ = linear_problem(20)
-    labels = np.zeros(20, np.int64)
-    reg = train_box_regressors(x, boxes, gt, labels, np.ones(20), 1, BBoxConfig(context=0.1))
-    state = reg.to_state_dict()
-    assert BoxRegressors.from_state_dict(state).context == pytest.approx(0.1)
-    old = {k: v for k, v in state.items() if k != "context"}  # a model file from before bbox.context
-    assert BoxRegressors.from_state_dict(old).context == 0.0
-    wide = reg.feature_windows(torch.tensor([[10.0, 10.0, 30.0, 50.0]]))
-    assert wide.tolist() == [[8.0, 6.0, 32.0, 54.0]]
-    with pytest.raises(ValueError, match="bbox.context"):
-        BBoxConfig(context=1.5).validate()
-
-
 @pytest.mark.parametrize("n", [40, 4])  # primal (n >= D) and dual (n < D) solves
 def test_fit_ridge_matches_brute_force(n):
     rng = np.random.default_rng(n)

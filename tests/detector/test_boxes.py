@@ -101,11 +101,3 @@ def test_flip_boxes_mirrors_and_round_trips():
     assert flipped.tolist() == [[90.0, 5.0, 100.0, 20.0], [0.0, 0.0, 10.0, 7.0]]
     torch.testing.assert_close(B.flip_boxes(flipped, 100), boxes)
     assert B.flip_boxes(torch.zeros(0, 4), 100).shape == (0, 4)
-
-
-def test_enlarge_boxes_moves_each_side_by_a_fraction_of_the_size():
-    boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0], [0.0, 0.0, 4.0, 8.0]])
-    out = B.enlarge_boxes(boxes, 0.25)
-    assert out.tolist() == [[0.0, 15.0, 60.0, 45.0], [-1.0, -2.0, 5.0, 10.0]]  # not clipped
-    assert torch.equal(B.enlarge_boxes(boxes, 0.0), boxes) and B.enlarge_boxes(boxes, 0.0) is not boxes
-    assert torch.allclose((out[:, :2] + out[:, 2:]) / 2, (boxes[:, :2] + boxes[:, 2:]) / 2)  # same centre

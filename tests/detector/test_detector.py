@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from detector import boxes as B
 from detector.config import load_detector_config
 from detector.detector import Detector, ScoredWindows
 
@@ -90,48 +89,3 @@ def test_postprocess_caps_detections_per_class_then_per_image():
     # No caps at all.
     dets = detector(score_threshold=-1.5, max_per_class=0).postprocess(scored)
     assert len(dets.labels) == 300
-
-
-class _Features:
-    """pool5 stand-in: each window's 'feature' is its own coordinates; records the calls."""
-
-    backbone = torch.nn.Identity()
-
-    def __init__(self):
-        self.calls = []
-
-    def pool5(self, image, windows, timings=None, scale_rng=None):
-        self.calls.append(windows.clone())
-        return windows.clone()
-
-
-class _Head(torch.nn.Module):
-    def class_probabilities(self, pooled):
-        return torch.full((len(pooled), 3), 0.5)
-
-
-class _ContextRegressors:
-    """Moves each box to the window whose 'features' it was given (the enlarged one)."""
-
-    context = 0.5
-
-    def feature_windows(self, boxes):
-        return B.enlarge_boxes(boxes, self.context)
-
-    def apply(self, features, boxes, labels):
-        return np.asarray(features, np.float32)
-
-
-def test_regressors_read_pool5_of_their_enlarged_windows_in_one_pooling_call():
-    cfg = load_detector_config()
-    features = _Features()
-    det = Detector(features=features, head=_Head(), svms=None, regressors=_ContextRegressors(),
-                   class_names=("a", "b"), test=dataclasses.replace(cfg.test, scorer="softmax", nms_iou=1.0),
-                   svm_feature="fc7", proposals=cfg.proposals, config=cfg)
-    windows = torch.tensor([[20.0, 20.0, 40.0, 30.0]])
-    scored = det.score_windows(np.zeros((100, 100, 3), np.uint8), windows)
-    assert len(features.calls) == 1 and features.calls[0].tolist() == [[20, 20, 40, 30], [10, 15, 50, 35]]
-    assert scored.pooled.tolist() == [[20, 20, 40, 30]] and scored.regression_features().tolist() == [[10, 15, 50, 35]]
-    moved = det.postprocess(scored)
-    assert moved.boxes.tolist() == [[10, 15, 50, 35]] * 2  # both classes, regressed from the wide features
-    assert det.postprocess(scored, regress=False).boxes.tolist() == [[20, 20, 40, 30]] * 2

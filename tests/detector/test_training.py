@@ -1,6 +1,5 @@
 """detector/training.py: mirrored training images, content keys of the stages, what changed."""
 import numpy as np
-import torch
 
 from detector.config import load_detector_config
 from detector.data import make_synthetic_voc
@@ -102,35 +101,3 @@ def test_bank_and_regression_windows_stay_under_their_memory_budgets():
             assert fg / bg == __import__("pytest").approx(64 / 192, rel=0.1)
         assert images * bbox_cap(cfg, images, dim) * dim * 4 <= 50 * MB or bbox_cap(cfg, images, dim) == 1
     assert bank_caps(cfg, 1000, dim)[1] < bank_caps(cfg, 100, dim)[1]
-
-
-def test_regression_context_pools_enlarged_windows_and_keys_only_the_bbox_stage(tmp_path):
-    from detector.boxes import enlarge_boxes
-    from detector.model import load_model
-    from detector.training import collect_training_windows, train
-    data = make_synthetic_voc(tmp_path / "d", num_train=3, num_test=0, seed=6)
-    base = [f"data.root={data}", f"workdir={tmp_path / 'run'}", "backbone.name=tiny", "data.flip=false",
-            "features.scales=[128]", "proposals.max_windows=40", "proposals.workers=1",
-            "finetune.hidden=32", "finetune.iterations=10", "finetune.batch_size=32",
-            "svm.initial_negatives=20"]
-    plain_cfg = load_detector_config(None, base)
-    context_cfg = load_detector_config(None, base + ["bbox.context=0.2"])
-    plain = collect_training_windows(TrainingContext(plain_cfg, progress=False))
-    ctx = TrainingContext(context_cfg, progress=False)
-    wide = collect_training_windows(ctx)
-    np.testing.assert_array_equal(plain.fg.numpy(), wide.fg.numpy())  # fine-tuning windows unchanged
-    np.testing.assert_array_equal(plain.bbox_boxes, wide.bbox_boxes)  # same windows and targets...
-    assert not np.allclose(plain.bbox_features, wide.bbox_features)  # ...other features
-    # The first regression windows are the first image's ground truth: pool them enlarged by hand.
-    record = ctx.records[0]
-    first = wide.bbox_boxes[:len(record.boxes)]
-    np.testing.assert_array_equal(first, np.asarray(record.boxes, np.float32))
-    by_hand = ctx.pool5(record, enlarge_boxes(torch.from_numpy(first), 0.2).numpy()).numpy()
-    np.testing.assert_allclose(wide.bbox_features[:len(first)], by_hand, rtol=1e-5, atol=1e-6)
-
-    train(plain_cfg, progress=False)
-    again = train(context_cfg, progress=False)
-    assert sorted(again.reused_stages) == ["finetune", "svm"]  # only box regression is redone
-    assert load_model(again.model_path).regressors.context == 0.2
-    back = train(plain_cfg, progress=False)  # context 0 keys the stage as before the option existed
-    assert sorted(back.reused_stages) == ["bbox", "finetune", "svm"]
