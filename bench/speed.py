@@ -20,8 +20,8 @@ Parts (``--only``):
 - ``cold``: the first ``detect`` call of a fresh process;
 - ``e2e``: ``detect_files`` end to end, proposals included, on the first
   ``--e2e-images`` raccoon test images and on ../shared/data/photos resized
-  to 500 x 375: pipelined, sequential (``pipeline=False``), and with
-  ``--baseline-src`` (a checkout of the code before this change) the old code.
+  to 500 x 375: pipelined, sequential (``pipeline=False``), pipelined with
+  int8 fc layers (``test.fc_compression=int8``), and with ``--baseline-src`` (a checkout of the code before this change) the old code.
 
 Run: python -m bench.speed --bccd-model runs/bccd/model.pt --raccoon-model runs/raccoon/model.pt
 Writes bench/results/speed.json (and prints it).
@@ -234,9 +234,12 @@ def bench_e2e(model_path: Path, sets: dict, runs: int, baseline_src: str | None)
     from detector.inference import detect_files
 
     det = load_model(model_path, device="cpu")
+    int8 = load_model(model_path, device="cpu", overrides=["test.fc_compression=int8"])
+    # mode -> (detector, pipelined?)
+    detectors = {"pipelined": (det, True), "sequential": (det, False), "pipelined_int8": (int8, True)}
     out = {}
     for set_name, files in sets.items():
-        modes = {"pipelined": [], "sequential": []}
+        modes = {mode: [] for mode in detectors}
         if baseline_src:
             modes["baseline"] = []
         for _ in range(runs):
@@ -249,8 +252,9 @@ def bench_e2e(model_path: Path, sets: dict, runs: int, baseline_src: str | None)
                                              env={**os.environ, "PYTHONPATH": baseline_src}, cwd=baseline_src)
                         seconds = float(res.stdout.strip().splitlines()[-1])
                     else:
-                        seconds = timed(lambda: detect_files(det, files, tmp, progress=False,
-                                                             pipeline=mode == "pipelined"))
+                        model, pipelined = detectors[mode]
+                        seconds = timed(lambda: detect_files(model, files, tmp, progress=False,
+                                                             pipeline=pipelined))
                 modes[mode].append(seconds)
         out[set_name] = {"images": len(files),
                          **{mode: {"median_s": median(t), "img_per_s": len(files) / median(t), "runs_s": t}
