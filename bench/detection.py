@@ -155,12 +155,17 @@ def run_name(exp: Experiment, seed: int) -> str:
     return exp.name if seed == 0 else f"{exp.name}_seed{seed}"
 
 
+# The comparisons are the paper's method, a frozen conv trunk, for both modes
+# (the raccoon config fine-tunes the last conv blocks, which R-CNN mode cannot).
+PAPER_TRUNK = ["finetune.conv_layers=0"]
+
+
 def experiment_config(dataset: str, exp: Experiment, seed: int = 0):
     root, config = DATASETS[dataset]
     seed_override = [f"seed={seed}"] if seed else []
     return load_detector_config(config, [f"data.root={root}", f"workdir={RUNS / dataset / run_name(exp, seed)}",
-                                         f"cache_dir={RUNS / dataset / 'cache'}", *exp.overrides_for(dataset),
-                                         *seed_override])
+                                         f"cache_dir={RUNS / dataset / 'cache'}", *PAPER_TRUNK,
+                                         *exp.overrides_for(dataset), *seed_override])
 
 
 def run_experiment(dataset: str, exp: Experiment, seed: int = 0) -> dict:

@@ -21,7 +21,8 @@ Parts (``--only``):
 - ``e2e``: ``detect_files`` end to end, proposals included, on the first
   ``--e2e-images`` raccoon test images and on ../shared/data/photos resized
   to 500 x 375: pipelined, sequential (``pipeline=False``), pipelined with
-  int8 fc layers (``test.fc_compression=int8``), and with ``--baseline-src`` (a checkout of the code before this change) the old code.
+  int8 fc layers (``test.fc_compression=int8``), and with ``--baseline-src``
+  (a checkout of the code before this change) the old code.
 
 Run: python -m bench.speed --bccd-model runs/bccd/model.pt --raccoon-model runs/raccoon/model.pt
 Writes bench/results/speed.json (and prints it).
