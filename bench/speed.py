@@ -21,7 +21,8 @@ Parts (``--only``):
 - ``e2e``: ``detect_files`` end to end, proposals included, on the first
   ``--e2e-images`` raccoon test images and on ../shared/data/photos resized
   to 500 x 375: pipelined, sequential (``pipeline=False``), pipelined with
-  int8 fc layers (``test.fc_compression=int8``), and with ``--baseline-src``
+  int8 fc layers (``test.fc_compression=int8``) and with int8 plus the
+  search at 400 px (``proposals.max_side=400``), and with ``--baseline-src``
   (a checkout of the code before this change) the old code.
 
 Run: python -m bench.speed --bccd-model runs/bccd/model.pt --raccoon-model runs/raccoon/model.pt
@@ -201,8 +202,11 @@ def bench_cold(model_path: Path, image_path: Path, windows: np.ndarray, runs: in
 
 # ---- end to end --------------------------------------------------------------
 
-def photo_folder(root: Path) -> list[Path]:
-    """../shared/data/photos resized to 500 x 375 (kangaroo-set-like photos)."""
+def photo_folder(root: Path, copies: int = 1) -> list[Path]:
+    """../shared/data/photos resized to 500 x 375 (kangaroo-set-like photos),
+    each written ``copies`` times under its own name: a longer folder, whose
+    run shows the pipeline's steady state (nothing is cached between files,
+    so a copy costs what a new photo of the same content does)."""
     root.mkdir(parents=True, exist_ok=True)
     out = []
     for f in sorted(PHOTOS.iterdir()):
@@ -211,10 +215,20 @@ def photo_folder(root: Path) -> list[Path]:
         image = cv2.imread(str(f), cv2.IMREAD_COLOR)
         if image is None:
             continue
-        target = root / f"{f.stem}.jpg"
-        cv2.imwrite(str(target), cv2.resize(image, KANGAROO_SIZE, interpolation=cv2.INTER_AREA))
-        out.append(target)
-    return out
+        small = cv2.resize(image, KANGAROO_SIZE, interpolation=cv2.INTER_AREA)
+        for k in range(copies):
+            target = root / (f"{f.stem}.jpg" if k == 0 else f"{f.stem}_copy{k}.jpg")
+            cv2.imwrite(str(target), small)
+            out.append(target)
+    return sorted(out)
+
+
+# Pipelined runs with test-time options (mode -> overrides): int8 fc layers,
+# and with them the search on the longer side at 400 px instead of 500
+# (raccoon test: the same recall@0.5, 1.000, in two-thirds of the time;
+# docs/benchmarks_proposals.md).
+E2E_VARIANTS = {"pipelined_int8": ["test.fc_compression=int8"],
+                "pipelined_int8_side400": ["test.fc_compression=int8", "proposals.max_side=400"]}
 
 
 BASELINE_PROBE = """
@@ -231,13 +245,21 @@ print(time.perf_counter() - start)
 """
 
 
-def bench_e2e(model_path: Path, sets: dict, runs: int, baseline_src: str | None) -> dict:
+def bench_e2e(model_path: Path, sets: dict, runs: int, baseline_src: str | None,
+              only_modes: list[str] | None = None) -> dict:
+    from functools import lru_cache
+
     from detector.inference import detect_files
 
-    det = load_model(model_path, device="cpu")
-    int8 = load_model(model_path, device="cpu", overrides=["test.fc_compression=int8"])
-    # mode -> (detector, pipelined?)
-    detectors = {"pipelined": (det, True), "sequential": (det, False), "pipelined_int8": (int8, True)}
+    @lru_cache(maxsize=None)
+    def model(overrides: tuple[str, ...]):
+        return load_model(model_path, device="cpu", overrides=list(overrides))
+
+    # mode -> (test-time overrides, pipelined?); the modes asked for get a detector
+    plan = {"pipelined": ((), True), "sequential": ((), False),
+            **{mode: (tuple(overrides), True) for mode, overrides in E2E_VARIANTS.items()}}
+    detectors = {mode: (model(overrides), pipelined) for mode, (overrides, pipelined) in plan.items()
+                 if only_modes is None or mode in only_modes}
     out = {}
     for set_name, files in sets.items():
         modes = {mode: [] for mode in detectors}
@@ -278,6 +300,11 @@ def main(argv=None) -> int:
     p.add_argument("--rcnn-images", type=int, default=3, help="of those, timed with the R-CNN twin too")
     p.add_argument("--compressions", nargs="+", default=list(COMPRESSIONS), choices=COMPRESSIONS)
     p.add_argument("--e2e-images", type=int, default=16, help="raccoon test images of the folder run")
+    p.add_argument("--e2e-photo-copies", type=int, default=1,
+                   help="write each photo this many times (a longer folder: the pipeline's steady state)")
+    p.add_argument("--e2e-modes", nargs="+", default=None,
+                   choices=["pipelined", "sequential", *E2E_VARIANTS],
+                   help="folder-run modes to time (default: all)")
     p.add_argument("--e2e-runs", type=int, default=3)
     p.add_argument("--baseline-src", help="a checkout of the old code, timed by 'e2e' as 'baseline'")
     p.add_argument("--wait-quiet", type=float, default=600, help="max seconds to wait for a quiet machine")
@@ -294,7 +321,9 @@ def main(argv=None) -> int:
     if "e2e" in args.only:
         rac = load_model(args.raccoon_model, device="cpu").config
         sets["raccoon_test"] = [r.path for r in list(build_dataset(rac.data, rac.data.test_split))[:args.e2e_images]]
-        sets["photos_500x375"] = photo_folder(REPO / "runs" / "bench_photos")
+        copies = args.e2e_photo_copies
+        sets["photos_500x375" if copies == 1 else f"photos_500x375_x{copies}"] = photo_folder(
+            REPO / "runs" / ("bench_photos" if copies == 1 else f"bench_photos_x{copies}"), copies)
     for condition in args.conditions:
         load_before = wait_quiet(args.wait_quiet, args.quiet_load) if condition == "quiet" else os.getloadavg()[0]
         ctx = background_load() if condition == "loaded" else contextlib.nullcontext()
@@ -312,7 +341,8 @@ def main(argv=None) -> int:
                                              [f"test.fc_compression={c}"]) for c in ("none", "int8")}
                 print(condition, "cold", json.dumps(res["cold"]), flush=True)
             if "e2e" in args.only:
-                res["e2e"] = bench_e2e(args.raccoon_model, sets, args.e2e_runs, args.baseline_src)
+                res["e2e"] = bench_e2e(args.raccoon_model, sets, args.e2e_runs, args.baseline_src,
+                                       args.e2e_modes)
                 print(condition, "e2e", json.dumps(res["e2e"]), flush=True)
         res["load_1min_after"] = os.getloadavg()[0]
         out["conditions"][condition] = res
