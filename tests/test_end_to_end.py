@@ -100,3 +100,33 @@ def test_softmax_scorer_needs_a_fine_tuned_head(trained_run):
                               test=dataclasses.replace(cfg.test, scorer="softmax"))
     with pytest.raises(ValueError, match="finetune.enabled=false"):
         build_detector(cfg, base.class_names, base.backbone, base.head, base.svms)
+
+
+def test_detect_tool_searches_with_test_time_proposal_overrides(trained_run, tmp_path):
+    """`sppnet detect ... proposals.max_side=N` (the faster folder run of the README) searches with
+    N in the pipelined workers: its detections are those of the windows that search gives."""
+    import dataclasses
+
+    from detector.images import read_image
+    from proposals import propose_with_config
+
+    images = sorted((trained_run.data / "JPEGImages").iterdir())[:2]
+    img_dir = tmp_path / "in"
+    img_dir.mkdir()
+    for src in images:
+        (img_dir / src.name).write_bytes(src.read_bytes())
+    assert load_tool("detect").main(["--model", str(trained_run.model_path), "--input", str(img_dir),
+                                     "--output", str(tmp_path / "d"), "--threshold", "-100", "--no-progress",
+                                     "proposals.max_side=96"]) == 0
+    results = json.loads((tmp_path / "d" / "results.json").read_text())["images"]
+    detector = load_model(trained_run.model_path)
+    small = dataclasses.replace(detector.proposals, max_side=96)
+    assert max(read_image(images[0]).shape[:2]) > 96  # the override changes the search
+    for entry, src in zip(results, images):
+        image = read_image(src)
+        windows = propose_with_config(image, small)
+        assert not np.array_equal(windows, propose_with_config(image, detector.proposals))
+        expected = detector.detect(image, windows)
+        got = np.array([d["box"] for d in entry["detections"]], dtype=np.float32).reshape(-1, 4)
+        assert len(got) == len(expected.boxes)
+        np.testing.assert_allclose(got, expected.boxes, atol=0.01)
