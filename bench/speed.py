@@ -247,19 +247,15 @@ print(time.perf_counter() - start)
 
 def bench_e2e(model_path: Path, sets: dict, runs: int, baseline_src: str | None,
               only_modes: list[str] | None = None) -> dict:
-    from functools import lru_cache
-
     from detector.inference import detect_files
 
-    @lru_cache(maxsize=None)
-    def model(overrides: tuple[str, ...]):
-        return load_model(model_path, device="cpu", overrides=list(overrides))
-
-    # mode -> (test-time overrides, pipelined?); the modes asked for get a detector
+    # mode -> (test-time overrides, pipelined?), for the modes asked for
     plan = {"pipelined": ((), True), "sequential": ((), False),
             **{mode: (tuple(overrides), True) for mode, overrides in E2E_VARIANTS.items()}}
-    detectors = {mode: (model(overrides), pipelined) for mode, (overrides, pipelined) in plan.items()
-                 if only_modes is None or mode in only_modes}
+    plan = {mode: p for mode, p in plan.items() if only_modes is None or mode in only_modes}
+    # one detector per distinct set of overrides (pipelined and sequential share one)
+    loaded = {o: load_model(model_path, device="cpu", overrides=list(o)) for o, _ in plan.values()}
+    detectors = {mode: (loaded[o], pipelined) for mode, (o, pipelined) in plan.items()}
     out = {}
     for set_name, files in sets.items():
         modes = {mode: [] for mode in detectors}
@@ -322,8 +318,8 @@ def main(argv=None) -> int:
         rac = load_model(args.raccoon_model, device="cpu").config
         sets["raccoon_test"] = [r.path for r in list(build_dataset(rac.data, rac.data.test_split))[:args.e2e_images]]
         copies = args.e2e_photo_copies
-        sets["photos_500x375" if copies == 1 else f"photos_500x375_x{copies}"] = photo_folder(
-            REPO / "runs" / ("bench_photos" if copies == 1 else f"bench_photos_x{copies}"), copies)
+        suffix = "" if copies == 1 else f"_x{copies}"
+        sets[f"photos_500x375{suffix}"] = photo_folder(REPO / "runs" / f"bench_photos{suffix}", copies)
     for condition in args.conditions:
         load_before = wait_quiet(args.wait_quiet, args.quiet_load) if condition == "quiet" else os.getloadavg()[0]
         ctx = background_load() if condition == "loaded" else contextlib.nullcontext()

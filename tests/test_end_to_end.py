@@ -1,4 +1,5 @@
 """Train and test the whole pipeline on a small generated dataset; the mAP must be high."""
+import dataclasses
 import json
 
 import numpy as np
@@ -91,8 +92,6 @@ def test_softmax_scorer_ranks_as_well(trained_run, tmp_path):
 
 
 def test_softmax_scorer_needs_a_fine_tuned_head(trained_run):
-    import dataclasses
-
     from detector.build import build_detector
     base = load_model(trained_run.model_path)
     cfg = trained_run.cfg
@@ -105,8 +104,6 @@ def test_softmax_scorer_needs_a_fine_tuned_head(trained_run):
 def test_detect_tool_searches_with_test_time_proposal_overrides(trained_run, tmp_path):
     """`sppnet detect ... proposals.max_side=N` (the faster folder run of the README) searches with
     N in the pipelined workers: its detections are those of the windows that search gives."""
-    import dataclasses
-
     from detector.images import read_image
     from proposals import propose_with_config
 
