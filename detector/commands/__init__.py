@@ -6,7 +6,8 @@
 Each subcommand is a module here with ``main(argv, prog) -> int``; the files
 in ``tools/`` are wrappers around the same functions. Exit codes: 0 ok,
 2 bad input (argparse usage errors and the user errors of
-:func:`detector.cli.run_cli`), 130 interrupted.
+:func:`detector.cli.run_cli`), 130 interrupted; ``stats`` also exits 1 when
+some images are unreadable.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def format_help() -> str:
              "SPP-net object detection (He et al., 2014).", "", "commands:"]
     for name, cmd in COMMANDS.items():
         lines += [f"  {name.ljust(width)}  {cmd.summary}", f"  {' ' * width}    e.g. {cmd.example}"]
-    lines += ["", "exit codes: 0 ok, 2 bad input, 130 interrupted"]
+    lines += ["", "exit codes: 0 ok, 2 bad input, 130 interrupted (stats: 1 if some images are unreadable)"]
     return "\n".join(lines)
 
 
