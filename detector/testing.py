@@ -114,7 +114,9 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     """Run ``detector`` on ``split`` of its dataset (or the one at ``data_root``), evaluate, report.
 
     Writes to ``out_dir``: ``detections.json`` (COCO results), ``voc/comp4_det_<split>_<class>.txt``,
-    ``metrics.json``, ``report.md`` and PR-curve PNGs. Proposals are cached
+    ``metrics.json``, ``report.md`` and PR-curve PNGs; with box regressors also
+    ``detections_without_bbox.json`` (the same windows unregressed, whose mAP
+    metrics.json gives as ``without_bbox_regression``). Proposals are cached
     under ``cache_dir`` (default the config's cache root). With ``pipeline``
     the missing ones are computed by worker processes while the network runs
     on the images whose windows are ready (:func:`proposals.compute.stream_split`);
@@ -189,6 +191,9 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     # A COCO dataset keeps its own category ids in the results file; others use label + 1.
     category_ids = dict(zip(dataset.class_names, coco_category_ids(dataset)))
     write_coco_results(out_dir / "detections.json", detections, detector.class_names, category_ids)
+    if unregressed is not None:  # the same windows without box regression, for `sppnet evaluate`
+        write_coco_results(out_dir / "detections_without_bbox.json", unregressed, detector.class_names,
+                           category_ids)
     write_voc_results(out_dir / "voc", detections, detector.class_names, split)
     with timed_stage(stage_seconds, "evaluate"):
         result = evaluate_detections(records, detections, detector.class_names, metric,
