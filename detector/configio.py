@@ -4,7 +4,9 @@ The rules: every field has a typed default; unknown keys are an error that
 names the key and the file; a YAML file holds only what differs from the
 defaults; ``section.key=value`` on the command line overrides both (values are
 parsed as YAML, so ``features.scales=[480,688]`` and ``finetune.enabled=false``
-work). Nothing else reads YAML.
+work). A file may start from another with ``_base_: other.yaml`` (a path
+relative to the file; detectron2's ``_BASE_``, mmdetection's ``_base_``): the
+base's keys, then the file's, section by section. Nothing else reads YAML.
 """
 from __future__ import annotations
 
@@ -145,7 +147,11 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
+BASE_KEY = "_base_"  # names the file a config starts from (detectron2's _BASE_)
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
+    """The mapping in one YAML file, as written (``_base_`` not followed)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -158,17 +164,47 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
+def load_yaml_chain(path: str | os.PathLike) -> list[tuple[Path, dict]]:
+    """``[(file, its own keys), ...]`` from the first ``_base_`` down to ``path``.
+
+    Each base path is relative to the file that names it; a cycle or a
+    missing base is a ConfigError naming the file.
+    """
+    chain: list[tuple[Path, dict]] = []
+    seen: list[Path] = []
+    path = Path(path)
+    while True:
+        data = load_yaml(path)
+        resolved = path.resolve()
+        if resolved in seen:
+            names = " -> ".join(str(p) for p in [*seen, resolved])
+            raise ConfigError(f"{path}: _base_ cycle ({names})")
+        seen.append(resolved)
+        base = data.pop(BASE_KEY, None)
+        chain.append((path, data))
+        if base is None:
+            return chain[::-1]
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"{path}: {BASE_KEY} must be a file name, got {base!r}")
+        if not (path.parent / base).is_file():
+            raise ConfigError(f"{path}: {BASE_KEY} file {base} not found (looked for {path.parent / base})")
+        path = path.parent / base
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None = None,
                 overrides: list[str] | None = None) -> T:
-    """Defaults of ``cls``, then the YAML file at ``path``, then ``overrides``."""
-    data = load_yaml(path) if path else {}
-    where = str(path) if path else "config"
+    """Defaults of ``cls``, then the YAML file at ``path`` (after its bases), then ``overrides``."""
+    data: dict = {}
+    cfg = None
+    for file, own in (load_yaml_chain(path) if path else []):
+        # Check each file over its bases, so an error is blamed on the file
+        # that brings it in, not on one that is fine.
+        data = merge(data, own)
+        cfg = _build(cls, data, str(file))
     extra = parse_overrides(overrides)
-    if extra:
-        # Check the file alone first, so an error the overrides bring in is
-        # blamed on the command line, not on a file that is fine.
-        _build(cls, data, where)
-        where = "command line" if not path else f"command line (over {path})"
+    if not extra:
+        return cfg if cfg is not None else _build(cls, data, "config")
+    where = "command line" if not path else f"command line (over {path})"
     return _build(cls, merge(data, extra), where)
 
 

@@ -55,7 +55,7 @@ def test_repo_configs_load():
 
 
 def test_bccd_conv_config_is_the_bccd_config_with_conv_fine_tuning():
-    """The two BCCD configs are separate files; they must differ only where the docs say."""
+    """bccd_mobilenet_conv.yaml starts from bccd_mobilenet.yaml (``_base_``) and differs only where the docs say."""
     root = REPO / "configs"
     conv = load_detector_config(root / "bccd_mobilenet_conv.yaml", ["workdir=w"])
     frozen = load_detector_config(root / "bccd_mobilenet.yaml", ["workdir=w", "finetune.conv_layers=2"])
