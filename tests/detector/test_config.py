@@ -54,13 +54,19 @@ def test_repo_configs_load():
         assert isinstance(load_detector_config(f), Config), f
 
 
-def test_bccd_conv_config_is_the_bccd_config_with_conv_fine_tuning():
-    """bccd_mobilenet_conv.yaml starts from bccd_mobilenet.yaml (``_base_``) and differs only where the docs say."""
+def test_bccd_configs_differ_only_where_the_docs_say():
+    """bccd_mobilenet_conv.yaml and bccd_mobilenet_frozen.yaml start from bccd_mobilenet.yaml (``_base_``)."""
     root = REPO / "configs"
-    conv = load_detector_config(root / "bccd_mobilenet_conv.yaml", ["workdir=w"])
-    frozen = load_detector_config(root / "bccd_mobilenet.yaml", ["workdir=w", "finetune.conv_layers=2"])
-    assert conv.finetune.conv_layers == 2
-    assert conv == frozen
+
+    def load(name, *overrides):
+        return load_detector_config(root / name, ["workdir=w", *overrides])
+
+    base = load("bccd_mobilenet.yaml")
+    assert base.features.scales == [874]
+    assert (base.finetune.conv_layers, base.finetune.iterations) == (2, 1500)
+    assert load("bccd_mobilenet_conv.yaml") == load("bccd_mobilenet.yaml", "finetune.iterations=3000")
+    assert load("bccd_mobilenet_frozen.yaml") == load("bccd_mobilenet.yaml", "finetune.iterations=3000",
+                                                      "finetune.conv_layers=0")
 
 
 def test_device_choice():
