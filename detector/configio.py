@@ -167,28 +167,29 @@ def load_yaml(path: str | os.PathLike) -> dict:
 def load_yaml_chain(path: str | os.PathLike) -> list[tuple[Path, dict]]:
     """``[(file, its own keys), ...]`` from the first ``_base_`` down to ``path``.
 
-    Each base path is relative to the file that names it; a cycle or a
-    missing base is a ConfigError naming the file.
+    Each base path is relative to the file that names it; a cycle, an
+    empty or missing base is a ConfigError naming the file that asks for it.
     """
     chain: list[tuple[Path, dict]] = []
-    seen: list[Path] = []
+    seen = [Path(path).resolve()]
     path = Path(path)
     while True:
         data = load_yaml(path)
-        resolved = path.resolve()
-        if resolved in seen:
-            names = " -> ".join(str(p) for p in [*seen, resolved])
-            raise ConfigError(f"{path}: _base_ cycle ({names})")
-        seen.append(resolved)
-        base = data.pop(BASE_KEY, None)
-        chain.append((path, data))
-        if base is None:
+        if BASE_KEY not in data:
+            chain.append((path, data))
             return chain[::-1]
+        base = data.pop(BASE_KEY)
+        chain.append((path, data))
         if not isinstance(base, str) or not base:
             raise ConfigError(f"{path}: {BASE_KEY} must be a file name, got {base!r}")
-        if not (path.parent / base).is_file():
-            raise ConfigError(f"{path}: {BASE_KEY} file {base} not found (looked for {path.parent / base})")
-        path = path.parent / base
+        nxt = path.parent / base
+        if not nxt.is_file():
+            raise ConfigError(f"{path}: {BASE_KEY} file {base} not found (looked for {nxt})")
+        if nxt.resolve() in seen:
+            names = " -> ".join(str(p) for p in [*seen, nxt.resolve()])
+            raise ConfigError(f"{path}: {BASE_KEY} {base} closes a cycle ({names})")
+        seen.append(nxt.resolve())
+        path = nxt
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None,

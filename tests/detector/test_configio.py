@@ -54,15 +54,19 @@ def test_missing_base_names_the_file_that_asks_for_it(tmp_path):
     write(tmp_path / "odd.yaml", "_base_: [a.yaml]\n")
     with pytest.raises(ConfigError, match=r"odd.yaml: _base_ must be a file name"):
         load_config(Cfg, tmp_path / "odd.yaml")
+    write(tmp_path / "empty.yaml", "_base_:\nname: x\n")
+    with pytest.raises(ConfigError, match=r"empty.yaml: _base_ must be a file name, got None"):
+        load_config(Cfg, tmp_path / "empty.yaml")
 
 
 def test_base_cycle_is_an_error(tmp_path):
     write(tmp_path / "a.yaml", "_base_: b.yaml\n")
     write(tmp_path / "b.yaml", "_base_: a.yaml\n")
-    with pytest.raises(ConfigError, match="cycle"):
+    # Blamed on the file whose _base_ closes the loop.
+    with pytest.raises(ConfigError, match=r"b.yaml: _base_ a.yaml closes a cycle"):
         load_config(Cfg, tmp_path / "a.yaml")
     write(tmp_path / "self.yaml", "_base_: self.yaml\n")
-    with pytest.raises(ConfigError, match="cycle"):
+    with pytest.raises(ConfigError, match=r"self.yaml: _base_ self.yaml closes a cycle"):
         load_config(Cfg, tmp_path / "self.yaml")
 
 
