@@ -171,24 +171,24 @@ def load_yaml_chain(path: str | os.PathLike) -> list[tuple[Path, dict]]:
     empty or missing base is a ConfigError naming the file that asks for it.
     """
     chain: list[tuple[Path, dict]] = []
-    seen = [Path(path).resolve()]
     path = Path(path)
+    seen = [path.resolve()]
     while True:
         data = load_yaml(path)
-        if BASE_KEY not in data:
-            chain.append((path, data))
-            return chain[::-1]
-        base = data.pop(BASE_KEY)
+        has_base = BASE_KEY in data
+        base = data.pop(BASE_KEY, None)
         chain.append((path, data))
+        if not has_base:
+            return chain[::-1]
         if not isinstance(base, str) or not base:
             raise ConfigError(f"{path}: {BASE_KEY} must be a file name, got {base!r}")
         nxt = path.parent / base
         if not nxt.is_file():
             raise ConfigError(f"{path}: {BASE_KEY} file {base} not found (looked for {nxt})")
-        if nxt.resolve() in seen:
-            names = " -> ".join(str(p) for p in [*seen, nxt.resolve()])
-            raise ConfigError(f"{path}: {BASE_KEY} {base} closes a cycle ({names})")
         seen.append(nxt.resolve())
+        if seen[-1] in seen[:-1]:
+            names = " -> ".join(map(str, seen))
+            raise ConfigError(f"{path}: {BASE_KEY} {base} closes a cycle ({names})")
         path = nxt
 
 

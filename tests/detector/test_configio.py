@@ -47,27 +47,19 @@ def test_base_path_is_relative_to_the_file_that_names_it(tmp_path):
     assert load_config(Cfg, child).name == "from-common"
 
 
-def test_missing_base_names_the_file_that_asks_for_it(tmp_path):
-    child = write(tmp_path / "child.yaml", "_base_: nosuch.yaml\n")
-    with pytest.raises(ConfigError, match=r"child.yaml: _base_ file nosuch.yaml not found"):
-        load_config(Cfg, child)
-    write(tmp_path / "odd.yaml", "_base_: [a.yaml]\n")
-    with pytest.raises(ConfigError, match=r"odd.yaml: _base_ must be a file name"):
-        load_config(Cfg, tmp_path / "odd.yaml")
-    write(tmp_path / "empty.yaml", "_base_:\nname: x\n")
-    with pytest.raises(ConfigError, match=r"empty.yaml: _base_ must be a file name, got None"):
-        load_config(Cfg, tmp_path / "empty.yaml")
-
-
-def test_base_cycle_is_an_error(tmp_path):
-    write(tmp_path / "a.yaml", "_base_: b.yaml\n")
-    write(tmp_path / "b.yaml", "_base_: a.yaml\n")
-    # Blamed on the file whose _base_ closes the loop.
-    with pytest.raises(ConfigError, match=r"b.yaml: _base_ a.yaml closes a cycle"):
-        load_config(Cfg, tmp_path / "a.yaml")
-    write(tmp_path / "self.yaml", "_base_: self.yaml\n")
-    with pytest.raises(ConfigError, match=r"self.yaml: _base_ self.yaml closes a cycle"):
-        load_config(Cfg, tmp_path / "self.yaml")
+@pytest.mark.parametrize("files, entry, message", [
+    ({"child.yaml": "_base_: nosuch.yaml\n"}, "child.yaml", r"child.yaml: _base_ file nosuch.yaml not found"),
+    ({"odd.yaml": "_base_: [a.yaml]\n"}, "odd.yaml", r"odd.yaml: _base_ must be a file name"),
+    ({"empty.yaml": "_base_:\nname: x\n"}, "empty.yaml", r"empty.yaml: _base_ must be a file name, got None"),
+    # A cycle is blamed on the file whose _base_ closes the loop.
+    ({"a.yaml": "_base_: b.yaml\n", "b.yaml": "_base_: a.yaml\n"}, "a.yaml", r"b.yaml: _base_ a.yaml closes a cycle"),
+    ({"self.yaml": "_base_: self.yaml\n"}, "self.yaml", r"self.yaml: _base_ self.yaml closes a cycle"),
+])
+def test_bad_base_names_the_file_that_asks_for_it(tmp_path, files, entry, message):
+    for name, text in files.items():
+        write(tmp_path / name, text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(Cfg, tmp_path / entry)
 
 
 def test_error_is_blamed_on_the_file_that_brings_it_in(tmp_path):
