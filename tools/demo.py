@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="demo_output", help="folder for data, caches, model and report")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. features.scales=[288,384]")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     out = Path(args.out)
     start = time.perf_counter()
     cfg = load_detector_config(DEMO_CONFIG, [f"data.root={out / 'data'}", f"workdir={out / 'run'}",

@@ -4,7 +4,9 @@
     sppnet test --model runs/mine/model.pt --split test --out runs/mine/test
 
 Each subcommand is a module here with ``main(argv, prog) -> int``; the files
-in ``tools/`` are wrappers around the same functions. Exit codes: 0 ok,
+in ``tools/`` are wrappers around the same functions. Each parses with
+``parse_intermixed_args``: options and ``key=value`` overrides in any order
+(plain ``parse_args`` stops collecting overrides at the first option). Exit codes: 0 ok,
 2 bad input (argparse usage errors and the user errors of
 :func:`detector.cli.run_cli`), 130 interrupted; ``stats`` also exits 1 when
 some images are unreadable.

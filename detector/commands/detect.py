@@ -35,7 +35,7 @@ def main(argv=None, prog: str | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*",
                    help="test-time key=value overrides (sections proposals, features, test), e.g. test.nms_iou=0.4")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     check_output_dir(args.output, "--output")
     detector = load_model(args.model, device=args.device, overrides=args.overrides)
     summary = detect_files(detector, list_inputs(args.input, recursive=args.recursive), args.output, args.threshold,

@@ -41,7 +41,7 @@ def main(argv=None, prog: str | None = None) -> int:
                    help="operating point of the error analysis and confusion matrix (default: best F1)")
     p.add_argument("--classes", default="",
                    help="comma-separated class names in label order (default: from the data)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     if args.metric == "coco" and args.iou is not None:
         p.error("--iou applies to the VOC metrics only (COCO averages IoU 0.5:0.95)")
     iou = DEFAULT_IOU if args.iou is None else args.iou

@@ -41,7 +41,7 @@ def main(argv=None, prog: str | None = None) -> int:
     add_backend_arguments(p)
     p.add_argument("overrides", nargs="*",
                    help="proposals.key=value (or key=value), e.g. proposals.max_side=0")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     backend_opts = backend_options(args)
 
     overrides = [o if o.startswith("proposals.") else f"proposals.{o}" for o in args.overrides]

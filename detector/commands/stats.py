@@ -27,7 +27,7 @@ def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
     p.add_argument("--annotations", default="", help="coco: JSON path relative to --data, may hold {split}")
     p.add_argument("--images", default="", help="coco: image folder relative to --data, may hold {split}")
     p.add_argument("--class-names", default="", help="comma-separated label order (default: discovered)")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)
 
 
 def main(argv=None, prog: str | None = None) -> int:

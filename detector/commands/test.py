@@ -37,7 +37,7 @@ def main(argv=None, prog: str | None = None) -> int:
     p.add_argument("overrides", nargs="*",
                    help="test-time key=value overrides of the model's config (sections data, proposals, "
                         "features, test), e.g. test.nms_iou=0.4 features.scales=[480,688]")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     backend_opts = backend_options(args)
     out = check_output_dir(args.out, "--out")
     detector = load_model(args.model, device=args.device, overrides=args.overrides)

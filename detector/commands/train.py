@@ -27,7 +27,7 @@ def main(argv=None, prog: str | None = None) -> int:
                    help="where the conv layers and fine-tuning run (default: the config's device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_backend_arguments(p)
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     backend_opts = backend_options(args)
     cfg = load_detector_config(args.config, args.overrides)
     if args.device:

@@ -6,31 +6,9 @@ import torch
 
 import dataclasses
 
-from detector.build import build_config_backbone, build_detector
-from detector.config import load_detector_config
-from detector.heads import FCHead
+from helpers import small_detector
+
 from detector.model import ModelFileError, load_model, save_model
-from detector.pooling import SpatialPyramidPool
-from detector.svm import LinearSVMs
-
-
-def small_detector(with_regressors=True):
-    cfg = load_detector_config(None, ["backbone.name=tiny", "features.scales=[96]", "finetune.hidden=32"])
-    backbone = build_config_backbone(cfg)
-    dim = SpatialPyramidPool(cfg.pool.levels).output_dim(backbone.out_channels)
-    head = FCHead(dim, 32, 2)
-    rng = np.random.default_rng(0)
-    svms = LinearSVMs(rng.normal(size=(2, 32)).astype(np.float32), rng.normal(size=2).astype(np.float32), 0.5)
-    regs = None
-    if with_regressors:
-        n = 200
-        feats = rng.normal(size=(n, dim)).astype(np.float32)
-        boxes = np.tile(np.array([[10, 10, 50, 60]], np.float32), (n, 1))
-        gt = boxes + rng.normal(size=(n, 4)).astype(np.float32)
-        from detector.bbox_regression import train_box_regressors
-        regs = train_box_regressors(feats, boxes, gt, rng.integers(0, 2, n), np.full(n, 0.8, np.float32),
-                                    2, cfg.bbox)
-    return build_detector(cfg, ["a", "b"], backbone, head, svms, regs)
 
 
 def test_save_load_round_trip_gives_same_detections(tmp_path):

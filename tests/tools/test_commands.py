@@ -11,7 +11,9 @@ import pytest
 
 from detector.commands import COMMANDS, main
 
-from helpers import REPO
+from helpers import REPO, load_tool
+
+from detector.cli import run_cli
 TOOLS = {"train": "train", "test": "test", "detect": "detect", "evaluate": "evaluate",
          "propose": "propose", "stats": "dataset_stats"}
 
@@ -56,3 +58,73 @@ def test_console_script_and_tool_wrappers_point_at_the_commands():
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         assert module.main.__module__ == COMMANDS[name].module
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """An untrained model file: enough for the commands to load it and check overrides."""
+    from helpers import small_detector
+
+    from detector.model import save_model
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(path, small_detector(with_regressors=False))
+    return path
+
+
+# Options and key=value overrides interleaved as users type them (issue 25: argparse refused
+# everything after the first option, e.g. data.root=/d after --no-progress). The argv's last
+# word is one the command must have read: the error it leads to names it.
+INTERMIXED = {
+    "train": (["--config", "{tmp}/c.yaml", "finetune.iterations=150", "--no-progress", "data.root={tmp}/nodata",
+               "workdir={tmp}/run"], "{tmp}/nodata"),
+    "test": (["--model", "{model}", "test.nms_iou=0.4", "--out", "{tmp}/t", "--no-progress", "backbone.name=zf5"],
+             "backbone cannot change at test time"),
+    "detect": (["--model", "{model}", "test.nms_iou=0.4", "--input", "{tmp}", "--output", "{tmp}/d",
+                "--no-progress", "backbone.name=zf5"], "backbone cannot change at test time"),
+    "propose": (["--split", "test", "proposals.max_side=0", "--no-progress", "proposals.methd=x"],
+                "unknown key(s) methd"),
+    # No overrides: options in any order, the data root last.
+    "evaluate": (["--split", "test", "--out", "{tmp}/e", "--detections", "{tmp}/d.json", "--data", "{tmp}/nodata"],
+                 "{tmp}/nodata"),
+    "stats": (["--split", "test", "--format", "voc", "--data", "{tmp}/nodata"], "{tmp}/nodata"),
+    "demo": (["--out", "{tmp}/demo", "features.scales=[288]", "--no-progress", "finetune.itrations=3"],
+             "unknown key(s) itrations"),
+}
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    """`sppnet NAME ARGV` in-process; "demo" is tools/demo.py, the README's first command."""
+    if name == "demo":
+        return run_cli(lambda: load_tool("demo").main(argv))
+    return main([name, *argv])
+
+
+@pytest.mark.parametrize("name", [*COMMANDS, "demo"])
+def test_options_and_overrides_in_any_order(name, tmp_path, model_file, capsys):
+    (tmp_path / "c.yaml").write_text("finetune:\n  lr: 0.001\n")
+    argv, expect = INTERMIXED[name]
+    fill = {"tmp": tmp_path, "model": model_file}
+    assert run_command(name, [a.format(**fill) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert expect.format(**fill) in err and "unrecognized arguments" not in err, err
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_still_works(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([name, "--help"])
+    assert e.value.code == 0 and f"usage: sppnet {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["test", "detect", "evaluate", "propose", "stats"])
+def test_required_options_are_still_required_among_overrides(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([name, "test.nms_iou=0.4"])
+    assert e.value.code == 2 and "the following arguments are required" in capsys.readouterr().err
+
+
+def test_a_value_that_looks_like_an_override_belongs_to_its_option(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "a=b.yaml"), f"workdir={tmp_path}"]) == 2
+    assert "a=b.yaml: config file not found" in capsys.readouterr().err
+    assert main(["stats", "--data", str(tmp_path / "data.root=x"), "--split", "test"]) == 2
+    assert "data.root=x: not a VOC-layout folder" in capsys.readouterr().err
