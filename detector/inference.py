@@ -5,11 +5,14 @@ pattern or a text file of paths (:func:`list_inputs`) and writes, as each
 image is done (a killed run keeps what it finished):
 
 - ``results.jsonl``: one JSON line per image (or skipped file), appended;
-- ``<stem>_<ext>_det.jpg``: the image with its detections drawn;
+- ``<id>_<ext>_det.jpg``: the image with its detections drawn;
 - with ``save_voc``, ``voc/``: a VOC-layout folder (``Annotations/<id>.xml``,
   ``JPEGImages/`` with a copy of each image, and at the end
   ``ImageSets/Main/trainval.txt``) that the VOC loader, LabelImg and CVAT
   read: pseudo-labels to train on;
+
+where ``<id>`` is the file's stem, unique within the run (:func:`unique_ids`)
+and always a plain file name, so nothing is written outside the output folder.
 
 and at the end ``results.json`` (all images, the skipped files) and, with
 ``save_coco``, ``coco_results.json`` (a COCO results list; image ids are
@@ -29,6 +32,7 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
+from .data.ids import safe_image_id
 from .data.voc_writer import format_voc_xml, voc_objects
 from .detector import Detector
 from .evaluation.result_files import write_coco_results
@@ -106,13 +110,19 @@ def _folder_files(folder: Path, recursive: bool) -> list[Path]:
 
 
 def unique_ids(files: list[Path]) -> list[str]:
-    """An image id per file: its stem, with _2, _3, ... where stems repeat (a.jpg, a.png)."""
-    seen: dict[str, int] = {}
+    """An image id per file: its stem, with _2, _3, ... where stems repeat (a.jpg, a.png,
+    sub/a.jpg). The user named these files, so a stem that is no valid VOC id (``..``
+    from ``...jpg``, a backslash) is made one (:func:`safe_image_id`) rather than refused."""
+    used: set[str] = set()
     out = []
     for f in files:
-        n = seen.get(f.stem, 0) + 1
-        seen[f.stem] = n
-        out.append(f.stem if n == 1 else f"{f.stem}_{n}")
+        stem = safe_image_id(f.stem)
+        image_id, n = stem, 1
+        while image_id in used:  # also past a real "a_2.jpg" beside a.jpg and a.png
+            n += 1
+            image_id = f"{stem}_{n}"
+        used.add(image_id)
+        out.append(image_id)
     return out
 
 
@@ -195,7 +205,8 @@ def detect_files(detector: Detector, files: Iterable[Path], out_dir: str | os.Pa
                     stream.flush()
                     continue
                 entry = result_entry(f, image, dets, detector.class_names)
-                out_image = out_dir / f"{f.stem}_{f.suffix.lstrip('.').lower()}_det.jpg"  # a.jpg and a.png both survive
+                # By the unique id: sub1/a.jpg and sub2/a.jpg (--recursive) both survive.
+                out_image = out_dir / f"{image_id}_{f.suffix.lstrip('.').lower()}_det.jpg"
                 write_bytes_atomic(out_image, encode_jpeg(draw_detections(image, dets, detector.class_names)))
                 entry["annotated"] = str(out_image)
                 if save_voc:

@@ -24,6 +24,17 @@ class DatasetError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+# How many problems one error message lists (the rest are counted).
+MAX_REPORTED = 20
+
+
+def format_problems(problems: Sequence[str], what: str) -> str:
+    """"<N> <what>:" and one problem per indented line, at most :data:`MAX_REPORTED`."""
+    shown = "\n  ".join(problems[:MAX_REPORTED])
+    more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+    return f"{len(problems)} {what}:\n  {shown}{more}"
+
+
 class Dataset(ABC):
     """Annotated images, indexable and sized.
 

@@ -33,13 +33,10 @@ from pycocotools.coco import COCO
 
 from ..images import ImageReadError, image_size
 from ..records import ImageRecord
-from .base import Dataset, DatasetError, InMemoryDataset
+from .base import Dataset, DatasetError, InMemoryDataset, format_problems
+from .ids import relative_path_problem
 
 logger = logging.getLogger(__name__)
-
-
-# How many invalid entries one error message lists.
-MAX_REPORTED = 20
 
 
 def _is_int(v) -> bool:
@@ -71,6 +68,9 @@ def coco_problems(data: dict) -> list[str]:
                 problems.append(f"images[{k}] (id {im['id']}): {side} {im[side]!r} is not a size in pixels")
         if not isinstance(im.get("file_name"), str) or not im["file_name"]:
             problems.append(f"images[{k}] (id {im['id']}): no 'file_name'")
+        elif problem := relative_path_problem(im["file_name"]):  # it is joined onto the image folder
+            problems.append(f"images[{k}] (id {im['id']}): file_name {im['file_name']!r} {problem}; "
+                            "it must lie inside the image folder")
     for k, a in enumerate(data["annotations"]):
         if not isinstance(a, dict):
             problems.append(f"annotations[{k}]: not an object")
@@ -102,9 +102,7 @@ def _load_coco(annotation_json: Path) -> COCO:
         raise DatasetError(annotation_json, "not a COCO file: needs images, annotations and categories")
     problems = coco_problems(data)
     if problems:
-        shown = "\n  ".join(problems[:MAX_REPORTED])
-        more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
-        raise DatasetError(annotation_json, f"{len(problems)} invalid COCO entries:\n  {shown}{more}")
+        raise DatasetError(annotation_json, format_problems(problems, "invalid COCO entries"))
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress

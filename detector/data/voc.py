@@ -9,6 +9,12 @@ Box convention: VOC stores 1-based inclusive integer pixels; they are
 converted here, once, to the project's 0-based continuous x1, y1, x2, y2
 (see :mod:`detector.boxes`).
 
+An id in ``ImageSets/Main/<split>.txt`` must be a plain file name (no ``/`` or
+``\\``, not ``.`` or ``..``): ``../../secret`` would read
+``Annotations/../../secret.xml``, outside the dataset. Such ids are a
+:class:`DatasetError` naming the split file and its lines, with or without
+``skip_invalid``; a ``<filename>`` that is not a plain name is ignored.
+
 Policies for imperfect annotations (all per file, so ``skip_invalid=True``
 turns them into a logged skip of that image instead of an exception):
 
@@ -37,7 +43,8 @@ import numpy as np
 
 from ..images import IMAGE_EXTENSIONS, ImageReadError, image_size
 from ..records import ImageRecord
-from .base import DatasetError, InMemoryDataset
+from .base import DatasetError, InMemoryDataset, format_problems
+from .ids import file_name_problem
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +56,14 @@ VOC_CLASSES = (
 )
 
 _COORDS = ("xmin", "ymin", "xmax", "ymax")
-# How many invalid annotation files one error message lists.
-MAX_REPORTED = 20
 
 
 def collected_errors(root: Path, split: str, errors: Sequence[DatasetError]) -> DatasetError:
     """One error for every invalid annotation of a split (the only one's, when there is one)."""
     if len(errors) == 1:
         return errors[0]
-    lines = "\n  ".join(str(e) for e in errors[:MAX_REPORTED])
-    more = f"\n  ... and {len(errors) - MAX_REPORTED} more" if len(errors) > MAX_REPORTED else ""
-    return DatasetError(root, f"{len(errors)} invalid annotation files in split {split!r}:\n  {lines}{more}")
+    return DatasetError(root, format_problems([str(e) for e in errors],
+                                              f"invalid annotation files in split {split!r}"))
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,14 @@ def read_split_ids(root: Path, split: str) -> list[str]:
         plain = [n for n in names if "_" not in n] or names
         raise DatasetError(split_file, f"no such split file; splits available: {', '.join(plain) or 'none'}")
     # Lines are "<id>" or, in per-class files, "<id> <+1|-1|0>": take the first token.
-    return [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    numbered = [(n, line.split()[0]) for n, line in enumerate(split_file.read_text().splitlines(), 1)
+                if line.strip()]
+    # An id becomes Annotations/<id>.xml: one like ../../secret would read outside the dataset.
+    bad = [f"line {n}: image id {i!r} {problem}; an id is a file name without its extension"
+           for n, i in numbered if (problem := file_name_problem(i))]
+    if bad:
+        raise DatasetError(split_file, bad[0] if len(bad) == 1 else format_problems(bad, "invalid image ids"))
+    return [i for _, i in numbered]
 
 
 def _text(node: ET.Element, tag: str) -> str | None:
@@ -102,7 +113,11 @@ def _text(node: ET.Element, tag: str) -> str | None:
 def _find_image(root: Path, image_id: str, filename: str | None, image_names: set[str] | None) -> Path:
     """JPEGImages/<filename>, else JPEGImages/<id>.<ext>; ``image_names`` lists JPEGImages
     (one directory listing instead of a stat per candidate: 5k-image splits load faster).
-    ``image_names`` None: the images are not needed (evaluation), so the path is not checked."""
+    ``image_names`` None: the images are not needed (evaluation), so the path is not checked.
+    A ``filename`` that is not a plain file name (``../x.jpg``) is ignored: it is never in
+    the listing, and unchecked it would point outside JPEGImages/."""
+    if filename and file_name_problem(filename):
+        filename = None
     if image_names is None:
         return root / "JPEGImages" / (filename or image_id + ".jpg")
     for name in ([filename] if filename else []) + [image_id + e for e in IMAGE_EXTENSIONS]:
@@ -201,7 +216,7 @@ class VOCDataset(InMemoryDataset):
             None discovers them: the sorted unique names over the split's files.
         skip_invalid: log and skip images whose annotation is invalid instead
             of raising :class:`DatasetError`. Without it every invalid file of
-            the split is reported in one error (up to :data:`MAX_REPORTED`
+            the split is reported in one error (up to :data:`~detector.data.base.MAX_REPORTED`
             listed), so a split with five broken files takes one run to clean.
         require_images: False reads the annotations only (evaluation needs
             no pixels): image files are neither looked up nor required.

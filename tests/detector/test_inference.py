@@ -49,6 +49,9 @@ def test_list_inputs_folder_glob_and_list_file(images, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         list_inputs(tmp_path / "nothing")
     assert unique_ids([images / "a.jpg", images / "a.png", images / "sub" / "a.jpg"]) == ["a", "a_2", "a_3"]
+    # A real a_2.jpg does not share its id; odd stems become plain VOC ids.
+    assert unique_ids([images / "a.jpg", images / "a.png", images / "a_2.jpg"]) == ["a", "a_2", "a_2_2"]
+    assert unique_ids([images / "...jpg", images / "a\\b.jpg", images / "a_b.jpg"]) == ["__", "a_b", "a_b_2"]
 
 
 def test_folder_run_to_voc_and_coco(images, tmp_path):
@@ -62,7 +65,7 @@ def test_folder_run_to_voc_and_coco(images, tmp_path):
     lines = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
     assert len(lines) == 4 and "skipped" in lines[-1] and lines[0]["detections"][0]["class"] == "cat"
     assert json.loads((out / "results.json").read_text()) == summary
-    assert (out / "a_jpg_det.jpg").is_file() and (out / "a_png_det.jpg").is_file()
+    assert (out / "a_jpg_det.jpg").is_file() and (out / "a_2_png_det.jpg").is_file()  # named by the ids
     # The VOC folder is a dataset our loader reads: the pseudo-labels to train on.
     voc = VOCDataset(out / "voc", "trainval", class_names=NAMES)
     assert [r.image_id for r in voc] == ["a", "a_2", "b"]

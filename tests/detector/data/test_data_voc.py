@@ -166,6 +166,16 @@ def test_image_found_by_id_when_filename_is_wrong(tmp_path):
     assert VOCDataset(root, "trainval")[0].path == root / "JPEGImages" / "a.png"
 
 
+@pytest.mark.parametrize("require_images", [True, False])
+def test_filename_outside_jpegimages_is_ignored(tmp_path, require_images):
+    # Unchecked (evaluation reads no images), the report's thumbnails would read ../../x.jpg.
+    text = _xml("a", [_obj("dog", (1, 1, 5, 5))]).replace("a.jpg", "../../x.jpg")
+    root = make_voc(tmp_path / "d", {"a": text}, {"trainval": ["a"]})
+    Image.new("RGB", (W, H)).save(tmp_path / "x.jpg")
+    r = VOCDataset(root, "trainval", require_images=require_images)[0]
+    assert r.path == root / "JPEGImages" / "a.jpg"
+
+
 @pytest.mark.parametrize("size_xml", [None, (0, 0)])
 def test_missing_size_read_from_image_header(tmp_path, size_xml):
     root = make_voc(tmp_path, {"a": _xml("a", [_obj("dog", (1, 1, 5, 5))], size=size_xml)},
