@@ -125,7 +125,9 @@ def _pid_alive(pid: int) -> bool:
 
 def safe_file_name(name: str) -> str:
     """A file-name-safe, reversible form of an image id or key ("a/b" -> "a%2Fb")."""
-    return quote(str(name), safe="-_.") or "_"
+    quoted = quote(str(name), safe="-_.") or "_"
+    # "." and ".." pass quote() but name a folder itself and its parent (a store folder per split).
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 def cache_entry_path(folder: str | os.PathLike, image_id: str, suffix: str) -> Path:

@@ -34,3 +34,12 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert p.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("name, expected", [("a/b", "a%2Fb"), ("..", "%2E%2E"), (".", "%2E"), ("", "_"),
+                                            ("2008_000001", "2008_000001"), ("a..b", "a..b")])
+def test_safe_file_name_stays_inside_its_folder(tmp_path, name, expected):
+    from urllib.parse import unquote
+    assert fileio.safe_file_name(name) == expected
+    assert (tmp_path / fileio.safe_file_name(name)).resolve().parent == tmp_path.resolve()
+    assert unquote(expected) == (name or "_")  # reversible
