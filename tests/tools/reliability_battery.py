@@ -351,6 +351,39 @@ def negative_width_detection(tmp: Path) -> Outcome:
                     "--out", tmp / "e")
 
 
+def split_id_outside(tmp: Path) -> Outcome:
+    data = voc(tmp, train=3, test=1)
+    shutil.copy(data / "Annotations" / f"{split_ids(data, 'trainval')[0]}.xml", tmp / "secret.xml")
+    split = data / "ImageSets" / "Main" / "trainval.txt"
+    split.write_text(split.read_text() + "../../secret\n")  # Annotations/../../secret.xml is tmp's
+    return run_tool("dataset_stats", "--data", data, "--split", "trainval")
+
+
+def odd_photo_names(tmp: Path) -> Outcome:
+    """detect --save-voc on photos named ...jpg, sub1/c.jpg and sub2/c.jpg, then stats on its VOC folder."""
+    data, model = trained(tmp)
+    photos = tmp / "photos"
+    for name, image_id in zip(("...jpg", "sub1/c.jpg", "sub2/c.jpg"), split_ids(data, "test")):
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data / "JPEGImages" / f"{image_id}.jpg", photos / name)
+    (photos / "list.txt").write_text("...jpg\nsub1/c.jpg\nsub2/c.jpg\n")
+    out = run_tool("detect", "--model", model, "--input", photos / "list.txt", "--output", tmp / "d",
+                   "--save-voc", "--no-progress")
+    assert out.code == 0, out.text
+    ids = (tmp / "d" / "voc" / "ImageSets" / "Main" / "trainval.txt").read_text().split()
+    stats = run_tool("dataset_stats", "--data", tmp / "d" / "voc", "--split", "trainval")
+    return Outcome(stats.code, stats.text + f"\nids: {' '.join(ids)}")
+
+
+def intermixed_overrides(tmp: Path) -> Outcome:
+    data, _ = trained(tmp)
+    return run_tool("train", f"data.root={data}", "--no-progress", f"workdir={tmp / 'run'}", *TINY)
+
+
+def _file_name_outside(d):
+    d["images"][0]["file_name"] = "../../secret.jpg"
+
+
 def _drop_name(d):
     del d["categories"][0]["name"]
 
@@ -391,6 +424,12 @@ CASES = [
     Case("Silent wrong results", "Detections: comp4 folder missing one class's file", missing_comp4_class, 0,
          "no result file for class(es) circle"),
     Case("Silent wrong results", "Detections: an empty list", empty_detections, 0, "no detections at all"),
+    Case("Silent wrong results", "ImageSets id ../../secret (a file outside the dataset)", split_id_outside, 2,
+         "line 4: image id '../../secret' holds a path separator"),
+    Case("Silent wrong results", "COCO file_name ../../secret.jpg", lambda t: coco_stats(t, _file_name_outside), 2,
+         "it must lie inside the image folder"),
+    Case("Silent wrong results", "detect --save-voc on photos ...jpg, sub1/c.jpg, sub2/c.jpg", odd_photo_names, 0,
+         "ids: __ c c_2"),
     Case("Dead ends", "Truncated JPEG in the training split (default)", truncated_jpeg_in_training, 0,
          "skipping 1 unreadable image"),
     Case("Dead ends", "Truncated JPEG with data.strict_images=true",
@@ -413,6 +452,8 @@ CASES = [
     Case("Small ones", "finetune.lr: 1e-3 in YAML and finetune.lr=2e-3 on the command line", yaml_float, 0,
          '"model":'),
     Case("Small ones", "Unknown key on the command line", unknown_cli_key, 2, "command line"),
+    Case("Small ones", "train data.root=D --no-progress workdir=W (overrides after an option)", intermixed_overrides,
+         0, "reused"),
     Case("Small ones", "Model file holding pickled code", pickled_model, 2, "not loaded"),
     Case("Small ones", "evaluate.py without the JPEGs", evaluate_without_images, 0, "mean"),
     Case("Small ones", "test.py run from another folder (model's workdir is relative)", relative_cache, 0,
