@@ -11,13 +11,13 @@ image is done (a killed run keeps what it finished):
   ``ImageSets/Main/trainval.txt``) that the VOC loader, LabelImg and CVAT
   read: pseudo-labels to train on;
 
-where ``<id>`` is the file's stem, unique within the run (:func:`unique_ids`)
-and always a plain file name, so nothing is written outside the output folder.
-
 and at the end ``results.json`` (all images, the skipped files) and, with
 ``save_coco``, ``coco_results.json`` (a COCO results list; image ids are
 1, 2, ... in input order, as ``coco_image_id`` in results.json says). Only
 detections with score >= ``threshold`` are saved and drawn.
+
+``<id>`` is the file's stem, unique within the run and always a plain file
+name (:func:`unique_ids`), so nothing is written outside the output folder.
 """
 from __future__ import annotations
 
