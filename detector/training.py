@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from proposals.fit import ProposalFit, fit_warning, format_fit, measure_fit
+
 from .bbox_regression import BoxRegressors, train_box_regressors
 from .boxes import flip_boxes
 from .build import (build_config_backbone, build_dataset, build_detector, build_head,
@@ -115,6 +117,7 @@ class TrainResult:
     stage_paths: dict[str, Path] = field(default_factory=dict)
     feature_cache_bytes: int = 0
     windows_per_train_image: float = 0.0
+    proposal_fit: dict = field(default_factory=dict)  # proposals.fit.ProposalFit.as_dict()
 
 
 class Stage:
@@ -222,6 +225,7 @@ class TrainingContext:
                                            dataset.name, cfg.data.train_split,
                                            workers=cfg.proposals.workers or None, progress=progress,
                                            backend=backend)
+            self.proposal_fit = check_proposal_fit(originals, self.proposals, self.class_names, cfg)
 
         self.backbone = build_config_backbone(cfg)
         self.features = build_window_features(cfg, self.backbone, cfg.cache_root())
@@ -421,6 +425,16 @@ def svm_training_images(ctx: TrainingContext, head: FCHead) -> Callable[[], Iter
     return images
 
 
+def check_proposal_fit(records: list[ImageRecord], store, class_names, cfg: Config) -> ProposalFit:
+    """Recall of the training windows on the training split, logged; a warning below proposals.min_recall."""
+    fit = measure_fit(records, store.load, class_names, cfg.data.train_split, cfg.proposals.min_size)
+    logger.info("%s", format_fit(fit))
+    warning = fit_warning(fit, cfg.proposals)
+    if warning:
+        logger.warning("%s", warning)
+    return fit
+
+
 def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
     """Run every training stage and write ``workdir/model.pt`` and ``train_report.json``.
 
@@ -527,12 +541,14 @@ def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
         stage_paths={s.name: s.path for s in (ft_stage, svm_stage, bb_stage)},
         feature_cache_bytes=ctx.features.cache_bytes(),
         windows_per_train_image=summarize_store(
-            ctx.proposals, [r.image_id for r in ctx.verified.records])["windows_per_image"])
+            ctx.proposals, [r.image_id for r in ctx.verified.records])["windows_per_image"],
+        proposal_fit=ctx.proposal_fit.as_dict())
     extra = {"timings": result.timings, "stats": result.stats, "versions": collect_versions(),
              "feature_cache_bytes": result.feature_cache_bytes, "train_images": result.train_images,
              "flipped_images": cfg.data.flip,
              "skipped_images": result.skipped_images, "reused_stages": reused,
-             "windows_per_train_image": result.windows_per_train_image}
+             "windows_per_train_image": result.windows_per_train_image,
+             "proposal_recall": result.proposal_fit}
     save_model(result.model_path, detector, extra=extra)
     write_json_atomic(result.report_path, _plain({"config": to_dict(cfg), **extra}))
     return result

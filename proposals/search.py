@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from .config import ProposalConfig, ProposalError
+from .dense import dense_windows
 from .windows import finalize_windows, xywh_to_xyxy_array
 
 
@@ -175,18 +176,32 @@ def propose_with_config(image: np.ndarray, cfg: ProposalConfig,
             raise ProposalError("method 'precomputed' needs the image_id to look up "
                                 f"in {cfg.path}")
         return propose_precomputed(image_id, w, h, cfg)
+    if cfg.method == "dense":
+        return finalize_windows(dense_grid(image, cfg, cfg.max_windows), w, h, cfg.min_size, cfg.max_windows)
+    method = "opencv_fast" if cfg.method == "union" else cfg.method
     scale = search_scale(h, w, cfg.max_side, cfg.upscale)
     small = resize_for_search(image, scale)
-    if cfg.method == "selectivesearch":
+    if method == "selectivesearch":
         raw = search_selectivesearch(small, cfg.base_k, cfg.sigma, cfg.segment_min_size)
     else:
-        mode = cfg.method.removeprefix("opencv_")
+        mode = method.removeprefix("opencv_")
         raw = search_opencv(small, mode, cfg.base_k, cfg.inc_k, cfg.sigma, cfg.seed)
     # Map back to the original image: the resized image spans the same extent,
     # so continuous coordinates scale by the per-axis size ratio.
     sh, sw = small.shape[:2]
     raw = raw * np.array([w / sw, h / sh, w / sw, h / sh], dtype=np.float32)
-    return finalize_windows(raw, w, h, cfg.min_size, cfg.max_windows)
+    windows = finalize_windows(raw, w, h, cfg.min_size, cfg.max_windows)
+    if cfg.method == "union":  # the search's windows first, the grid fills what the cap leaves
+        grid = dense_grid(image, cfg, cfg.max_windows - len(windows))
+        windows = finalize_windows(np.concatenate([windows, grid]), w, h, cfg.min_size, cfg.max_windows)
+    return windows
+
+
+def dense_grid(image: np.ndarray, cfg: ProposalConfig, budget: int) -> np.ndarray:
+    """The ranked dense grid (``proposals.dense``) of ``image`` under ``cfg``, at most ``budget`` windows."""
+    return dense_windows(image, min_size=cfg.min_size, max_windows=budget,
+                         scales_per_octave=cfg.dense_scales_per_octave, aspects=cfg.dense_aspects,
+                         stride=cfg.dense_stride)
 
 
 def propose(image: np.ndarray, method: str = "opencv_fast", max_windows: int = 2000,

@@ -33,18 +33,21 @@ import numpy as np
 from detector.fileio import (UNREADABLE_ENTRY_ERRORS, cache_entry_path, file_digest, params_digest,
                              remove_stale_temp_files, safe_file_name, save_npz_atomic, write_json_atomic)
 
-from .config import ProposalConfig, ProposalError
+from .config import DENSE_FIELDS, DENSE_METHODS, ProposalConfig, ProposalError
 
 # Bump when a change in this package changes the boxes for the same parameters.
 STORE_VERSION = 1
 # Fields of ProposalConfig that do not change the boxes (so they do not key the cache).
-RUNTIME_FIELDS = ("workers",)
+RUNTIME_FIELDS = ("workers", "min_recall")
 CONSOLIDATED = "all.npz"
 
 
 def cache_params(cfg: ProposalConfig) -> dict:
     """Everything that determines the boxes, as a JSON-able dict (the cache key)."""
-    params = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_FIELDS}
+    # The dense grid's fields key only the methods that read them, so adding
+    # them left every other method's existing caches (and stage keys) valid.
+    unread = RUNTIME_FIELDS + (() if cfg.method in DENSE_METHODS else DENSE_FIELDS)
+    params = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in unread}
     params["store_version"] = STORE_VERSION
     if cfg.method == "precomputed":
         # Key by the file's content, not only its name: a re-exported file is new boxes.

@@ -4,6 +4,7 @@ Exit code 0: the split is fine; 1: some images are unreadable (training and
 testing would skip them); 2: the annotations or image sizes are wrong.
 
     sppnet stats --data VOCdevkit/VOC2007 --split test
+    sppnet stats --data /data/mine --split trainval --recall --config configs/raccoon_mobilenet.yaml
     sppnet stats --data coco --split val2017 --format coco \
         --annotations annotations/instances_{split}.json --images {split}2017
 """
@@ -27,7 +28,32 @@ def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
     p.add_argument("--annotations", default="", help="coco: JSON path relative to --data, may hold {split}")
     p.add_argument("--images", default="", help="coco: image folder relative to --data, may hold {split}")
     p.add_argument("--class-names", default="", help="comma-separated label order (default: discovered)")
+    p.add_argument("--recall", action="store_true",
+                   help="also compute the split's proposals and report their recall at IoU 0.5 and 0.7 "
+                        "per class (what training reports and warns on)")
+    p.add_argument("--config", help="with --recall: search with this config's proposals section, into its "
+                                    "cache (training then reuses the windows); default: the defaults")
+    p.add_argument("--cache", default="cache/proposals",
+                   help="with --recall and no --config: where the windows are cached")
     return p.parse_intermixed_args(argv)
+
+
+def report_recall(args, dataset) -> None:
+    """Print the proposal fit of the split (``proposals.fit``) and its warning, if any."""
+    from detector.config import Config, load_detector_config
+    from proposals import compute_split
+    from proposals.fit import fit_warning, format_fit, measure_fit
+
+    cfg = load_detector_config(args.config, []) if args.config else Config()
+    cache = cfg.cache_root() / "proposals" if args.config else args.cache
+    records = list(dataset)
+    store = compute_split(records, cfg.proposals, cache, dataset.name, args.split, skip_bad_images=True)
+    good = [r for r in records if r.image_id in store]  # unreadable images were skipped
+    fit = measure_fit(good, store.load, dataset.class_names, args.split, cfg.proposals.min_size)
+    print(format_fit(fit))
+    warning = fit_warning(fit, cfg.proposals)
+    if warning:
+        print(f"warning: {warning}")
 
 
 def main(argv=None, prog: str | None = None) -> int:
@@ -49,5 +75,7 @@ def main(argv=None, prog: str | None = None) -> int:
     print(f"images checked: {len(dataset)}, unreadable: {len(verified.bad)}")
     for bad in verified.bad:
         print(f"  {bad.path}: {bad.reason}")
+    if args.recall:
+        report_recall(args, dataset)
     return 1 if verified.bad else 0
 
