@@ -37,6 +37,8 @@ def main(argv=None, prog: str | None = None) -> int:
         result = train(cfg, progress=not args.no_progress, backend=backend)
     print(json.dumps({"model": str(result.model_path), "report": str(result.report_path),
                       "train_images": result.train_images, "skipped_images": result.skipped_images,
-                      "reused_stages": result.reused_stages, "timings_s": result.timings}, indent=2))
+                      "reused_stages": result.reused_stages,
+                      "classes_without_training_objects": result.classes_without_training_objects,
+                      "timings_s": result.timings}, indent=2))
     return 0
 

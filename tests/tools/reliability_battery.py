@@ -13,6 +13,7 @@ import importlib.util
 import io
 import json
 import logging
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -120,6 +121,18 @@ def edit_xml(data: Path, image_id: str, old: str, new: str, count: int = 1) -> N
     text = path.read_text()
     assert old in text, (path, old)
     path.write_text(text.replace(old, new, count))
+
+
+def remove_class(data: Path, split: str, name: str) -> int:
+    """Delete every object of class ``name`` from the split's annotations; returns how many."""
+    one = re.compile(rf"\s*<object>\s*<name>{re.escape(name)}</name>.*?</object>", re.S)
+    removed = 0
+    for i in split_ids(data, split):
+        path = data / "Annotations" / f"{i}.xml"
+        text, n = one.subn("", path.read_text())
+        path.write_text(text)
+        removed += n
+    return removed
 
 
 def coco_json(tmp: Path, mutate: Callable[[dict], None]) -> Path:
