@@ -35,6 +35,7 @@ from .build import (build_config_backbone, build_dataset, build_detector, build_
                     build_window_features, check_weights, seed_everything)
 from .config import Config
 from .configio import to_dict
+from .data import report_dropped_classes
 from .data.verify import verify_images
 from .evaluation.report import collect_versions
 from .fileio import atomic_path, params_digest, write_json_atomic
@@ -199,6 +200,7 @@ class TrainingContext:
         check_weights(cfg.backbone)  # a wrong path fails now, not after the proposals
         with timed_stage(self.timings, "load_dataset"):
             dataset = build_dataset(cfg.data, cfg.data.train_split)
+            report_dropped_classes(dataset, cfg.data.root, "data.class_names")  # COCO leaves them out
             records = list(dataset)
             if cfg.data.max_train_images > 0:
                 records = records[: cfg.data.max_train_images]

@@ -5,7 +5,7 @@ the evaluation and listed in metrics.json."""
 import json
 import re
 
-from reliability_battery import remove_class, run_tool, train_args, voc
+from reliability_battery import remove_class, run_tool, split_ids, train_args, trained, voc
 
 
 def _summary(text: str) -> dict:
@@ -32,3 +32,27 @@ def test_train_names_a_class_without_training_objects(tmp_path):
     again = run_tool("train", *args)
     assert again.code == 0 and sorted(_summary(again.text)["reused_stages"]) == ["bbox", "finetune", "svm"]
     assert _summary(again.text)["classes_without_training_objects"] == expected
+
+
+def test_test_and_evaluate_score_the_model_classes_and_list_the_others(tmp_path):
+    data, model = trained(tmp_path, without="circle")  # classes inferred from a split without circles
+    report = json.loads((model.parent / "train_report.json").read_text())
+    assert report["classes_without_training_objects"] == {}
+    circles = sum((data / "Annotations" / f"{i}.xml").read_text().count("<name>circle</name>")
+                  for i in split_ids(data, "test"))
+    assert circles
+    out = run_tool("test", "--model", model, "--data", data, "--split", "test", "--out", tmp_path / "t",
+                   "--no-progress")
+    assert out.code == 0, out.text
+    assert out.text.count("not in the model") == 1, out.text
+    assert f"{circles} object(s) of class(es) not in the model are left out: circle ({circles})" in out.text
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert metrics["not_in_model"] == {"circle": circles}
+    assert set(metrics["AP"]) == {"square", "triangle"} and metrics["mAP"] > 0
+    # `sppnet evaluate` with the model's classes reads the split the same way.
+    out = run_tool("evaluate", "--data", data, "--split", "test", "--detections", tmp_path / "t" / "voc",
+                   "--out", tmp_path / "e", "--classes", "square,triangle")
+    assert out.code == 0, out.text
+    again = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert again["not_in_model"] == {"circle": circles} and again["mAP"] == metrics["mAP"]
+    assert "not in the model (--classes) are left out: circle" in out.text
