@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import scipy.linalg
@@ -28,6 +29,7 @@ import torch
 
 from .boxes import as_box_tensor, decode_boxes, encode_boxes
 from .config import BBoxConfig, SVMConfig
+from .records import class_label
 from .state_dicts import from_state, to_state
 
 log = logging.getLogger(__name__)
@@ -136,9 +138,11 @@ def fit_ridge(x: np.ndarray, t: np.ndarray, lam: float) -> tuple[np.ndarray, np.
     return w, t_mean - x_mean @ w
 
 
-def _check_inputs(features, boxes, gt_boxes, labels, overlaps, num_classes) -> None:
+def _check_inputs(features, boxes, gt_boxes, labels, overlaps, num_classes, class_names) -> None:
     n = len(features)
     problems = []
+    if class_names is not None and len(class_names) != num_classes:
+        problems.append(f"{len(class_names)} class names for {num_classes} classes")
     if features.ndim != 2:
         problems.append(f"features must be [N, D], got {features.shape}")
     if boxes.shape != (n, 4) or gt_boxes.shape != (n, 4):
@@ -156,7 +160,8 @@ def _check_inputs(features, boxes, gt_boxes, labels, overlaps, num_classes) -> N
 def train_box_regressors(features: np.ndarray, boxes: np.ndarray, gt_boxes: np.ndarray,
                          labels: np.ndarray, overlaps: np.ndarray, num_classes: int,
                          cfg: BBoxConfig, feature_scale: float | None = None,
-                         target_norm: float = SVMConfig.target_norm) -> BoxRegressors:
+                         target_norm: float = SVMConfig.target_norm,
+                         class_names: Sequence[str] | None = None) -> BoxRegressors:
     """Fit one ridge regressor per class on windows overlapping a gt box by >= cfg.min_iou.
 
     Args:
@@ -167,11 +172,12 @@ def train_box_regressors(features: np.ndarray, boxes: np.ndarray, gt_boxes: np.n
         cfg: the ``bbox`` config section (min_iou, ridge_lambda).
         feature_scale: multiply features by this; None: ``target_norm`` / mean L2
             norm of all N rows of ``features``.
+        class_names: the classes' names, for the log (None: classes named by index).
     """
     features = np.asarray(features, dtype=np.float32)
     boxes, gt_boxes = np.asarray(boxes, np.float32), np.asarray(gt_boxes, np.float32)
     labels, overlaps = np.asarray(labels).astype(np.int64), np.asarray(overlaps, np.float32)
-    _check_inputs(features, boxes, gt_boxes, labels, overlaps, num_classes)
+    _check_inputs(features, boxes, gt_boxes, labels, overlaps, num_classes, class_names)
     if not cfg.ridge_lambda > 0:
         raise ValueError(f"bbox.ridge_lambda must be positive, got {cfg.ridge_lambda}")
     n, d = features.shape
@@ -195,8 +201,8 @@ def train_box_regressors(features: np.ndarray, boxes: np.ndarray, gt_boxes: np.n
     counts = np.bincount(sel_labels, minlength=num_classes).astype(np.int64)
     for k in range(num_classes):
         if counts[k] == 0:
-            log.warning("box regression: class %d has no window with IoU >= %.2f; "
-                        "its boxes stay unchanged", k, cfg.min_iou)
+            log.warning("box regression: %s has no window with IoU >= %.2f; "
+                        "its boxes stay unchanged", class_label(k, class_names), cfg.min_iou)
             continue
         rows = sel_labels == k
         t = targets[rows]
@@ -205,7 +211,8 @@ def train_box_regressors(features: np.ndarray, boxes: np.ndarray, gt_boxes: np.n
         w, b = fit_ridge(sel_features[rows] * np.float32(feature_scale),
                          (t - mean[k]) / std[k], cfg.ridge_lambda)
         weights[k], bias[k] = w, b
-    log.info("box regressors trained on %d windows (per class %s)", int(counts.sum()),
-             counts.tolist())
+    per_class = (dict(zip(class_names, counts.tolist())) if class_names is not None
+                 else counts.tolist())
+    log.info("box regressors trained on %d windows (per class %s)", int(counts.sum()), per_class)
     return BoxRegressors(weights=weights, bias=bias, target_mean=mean, target_std=std,
                          feature_scale=float(feature_scale), num_samples=counts)

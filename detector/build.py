@@ -42,17 +42,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def build_dataset(data: DataConfig, split: str, class_names: Sequence[str] | None = None,
                   root: str | os.PathLike | None = None, format: str | None = None,
-                  require_images: bool = True) -> Dataset:
+                  require_images: bool = True, drop_other_classes: bool = False) -> Dataset:
     """``split`` of the configured dataset.
 
     ``class_names`` (e.g. a model's) override the config's; ``root`` and
     ``format`` override ``data.root`` / ``data.format`` (testing a model on
     another copy of the data). ``require_images=False`` reads annotations
-    only (evaluation needs no pixels).
+    only (evaluation needs no pixels). ``drop_other_classes``: objects of
+    classes not in ``class_names`` are left out, not an error (see
+    :func:`~detector.data.load_dataset`).
     """
     return load_dataset(root if root is not None else data.root, split, format=format or data.format,
                         class_names=class_names or data.class_names or None,
-                        annotations=data.annotations, images=data.images, require_images=require_images)
+                        annotations=data.annotations, images=data.images, require_images=require_images,
+                        drop_other_classes=drop_other_classes)
 
 
 def check_weights(cfg: BackboneConfig) -> None:

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+
+
+def class_label(k: int, class_names: Sequence[str] | None = None) -> str:
+    """How messages name class ``k``: ``class 'circle' (0)``, or ``class 0`` without names
+    (a name alone is ambiguous in a stage's statistics, an index alone unreadable)."""
+    return f"class {class_names[k]!r} ({k})" if class_names is not None else f"class {k}"
 
 
 def _empty_boxes() -> np.ndarray:

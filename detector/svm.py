@@ -41,7 +41,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from .config import SVMConfig
 from .negatives import NegativeCache, find_negative_candidates, suppress_overlapping_negatives
+from .records import class_label
 from .state_dicts import from_state, to_state
 
 log = logging.getLogger(__name__)
@@ -143,14 +144,19 @@ class HardNegativeTrainer:
 
     Call :meth:`collect` once, then :meth:`mine` once per round, then
     :meth:`model`. ``caches[k]`` and ``image_index`` are public for inspection.
+    ``class_names`` (K names, optional) name the classes in the log.
     """
 
     def __init__(self, num_classes: int, cfg: SVMConfig, seed: int = 0,
-                 retrain_limit: int = RETRAIN_LIMIT, max_cached_negatives: int | None = None):
+                 retrain_limit: int = RETRAIN_LIMIT, max_cached_negatives: int | None = None,
+                 class_names: Sequence[str] | None = None):
         _check_config(cfg)
         if num_classes <= 0:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.num_classes, self.cfg, self.seed = num_classes, cfg, seed
+        self.class_names = class_names
         self.retrain_limit = retrain_limit
         self.max_cached_negatives = max_cached_negatives
         self.rng = np.random.default_rng(seed)
@@ -193,11 +199,11 @@ class HardNegativeTrainer:
         self.weights = np.zeros((self.num_classes, self.dim), np.float32)
         for k in range(self.num_classes):
             if len(self.positives[k]) == 0:
-                log.warning("SVM class %d has no (non-difficult) positives: it will never fire", k)
+                log.warning("SVM %s has no (non-difficult) positives: it will never fire", self._label(k))
             elif self.caches[k].size:
                 self._update(k, image_number=None)
             else:
-                log.info("SVM class %d has no seed negatives; mining will start it", k)
+                log.info("SVM %s has no seed negatives; mining will start it", self._label(k))
         self.stats.update(mean_norm=mean_norm, feature_scale=self.feature_scale,
                           feature_dim=self.dim, num_images=len(self.image_index),
                           num_positives=[len(p) for p in self.positives],
@@ -296,8 +302,8 @@ class HardNegativeTrainer:
                 warnings.warn_explicit(caught_warning.message, caught_warning.category,
                                        caught_warning.filename, caught_warning.lineno)
         if not converged:
-            log.warning("SVM class %d: liblinear did not converge in %d iterations",
-                        k, SOLVER_MAX_ITER)
+            log.warning("SVM %s: liblinear did not converge in %d iterations",
+                        self._label(k), SOLVER_MAX_ITER)
         w, b = svc.coef_[0], float(svc.intercept_[0])
         self.weights[k], self.bias[k], self.trained[k] = w, b, True
         z = x @ w + b
@@ -320,10 +326,13 @@ class HardNegativeTrainer:
             "pos_loss": pos_loss, "neg_loss": neg_loss, "reg_loss": reg_loss,
             "objective": pos_loss + neg_loss + reg_loss, "converged": converged,
             "seconds": time.perf_counter() - start})
-        log.debug("SVM class %d: %d pos, %d neg -> %d kept, objective %.4f",
-                  k, num_pos, num_neg, cache.size, pos_loss + neg_loss + reg_loss)
+        log.debug("SVM %s: %d pos, %d neg -> %d kept, objective %.4f",
+                  self._label(k), num_pos, num_neg, cache.size, pos_loss + neg_loss + reg_loss)
 
     # -- helpers ----------------------------------------------------------------
+    def _label(self, k: int) -> str:
+        return class_label(k, self.class_names)
+
     def _set_cache_bound(self) -> None:
         if self.max_cached_negatives is None:
             per_class = CACHE_BUDGET_BYTES // (self.num_classes * self.dim * 4)
@@ -365,7 +374,8 @@ def _check_config(cfg: SVMConfig) -> None:
 
 def train_svms(images: Callable[[], Iterable[TrainImage]], num_classes: int, cfg: SVMConfig,
                seed: int = 0, progress: bool = True, retrain_limit: int = RETRAIN_LIMIT,
-               max_cached_negatives: int | None = None) -> tuple[LinearSVMs, dict]:
+               max_cached_negatives: int | None = None,
+               class_names: Sequence[str] | None = None) -> tuple[LinearSVMs, dict]:
     """Train one linear SVM per class with hard-negative mining.
 
     Args:
@@ -378,10 +388,11 @@ def train_svms(images: Callable[[], Iterable[TrainImage]], num_classes: int, cfg
         retrain_limit: retrain a class after this many new negatives (R-CNN: 2000).
         max_cached_negatives: per-class cache bound after eviction; None derives
             it from CACHE_BUDGET_BYTES.
+        class_names: the K class names, for the log (None: classes named by index).
     Returns:
         (the SVMs, training statistics: JSON-serialisable plain types).
     """
-    trainer = HardNegativeTrainer(num_classes, cfg, seed, retrain_limit, max_cached_negatives)
+    trainer = HardNegativeTrainer(num_classes, cfg, seed, retrain_limit, max_cached_negatives, class_names)
     trainer.collect(tqdm(images(), desc="SVM collect", unit="img", disable=not progress))
     for r in range(cfg.mining_rounds):
         trainer.mine(tqdm(images(), desc=f"SVM mining {r + 1}/{cfg.mining_rounds}", unit="img",

@@ -12,7 +12,7 @@ from typing import Iterable
 from tqdm import tqdm
 
 from .build import build_dataset
-from .data import coco_category_ids
+from .data import coco_category_ids, report_dropped_classes
 from .data.verify import verify_images
 from .detector import Detector
 from .evaluation import (analyse_detections, evaluate_detections, format_report_table, write_coco_results,
@@ -127,7 +127,9 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
 
     Every test image is checked first: an unreadable one is skipped (and
     listed in metrics.json) unless ``data.strict_images``; an image whose size
-    differs from its annotation is an error.
+    differs from its annotation is an error. The model's classes are evaluated:
+    objects of the split's other classes are left out, named with their counts
+    in a warning and in metrics.json's ``not_in_model``.
 
     ``cache_features`` keeps the test images' window features under
     ``cache_dir`` (SPP: conv5 maps; R-CNN mode: per-window pool5, as R-CNN's
@@ -145,11 +147,12 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     cfg = detector.config
     out_dir = check_output_dir(out_dir, "test output folder")
     cache_root = Path(cache_dir) if cache_dir is not None else cfg.cache_root()
-    # The model's class order: labels must index its classes, and an object of
-    # a class it was not trained on is an error naming the annotation file.
+    # The model's class order: labels must index its classes. Objects of a class it
+    # was not trained on are left out and reported once (a split with nothing else is an error).
     dataset = build_dataset(cfg.data, split, class_names=detector.class_names, root=data_root,
-                            format=data_format)
+                            format=data_format, drop_other_classes=True)
     root = data_root or cfg.data.root
+    not_in_model = report_dropped_classes(dataset, root, "the model")
     verified = verify_images(list(dataset), cache_root / "image_checks.json",
                              strict=cfg.data.strict_images, progress=progress, what=f"{root} {split} split")
     records = list(verified.records)
@@ -207,6 +210,7 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
                                     category_ids=category_ids)
         extra["without_bbox_regression"] = {"mAP": plain.mAP, "AP": dict(plain.ap)}
     extra["skipped_images"] = verified.bad_as_dicts()
+    extra["not_in_model"] = not_in_model
     analysis = analyse_detections(records, detections, detector.class_names,  # errors, confusion, F1
                                   use_07_metric=metric == "voc07")
     write_report(out_dir, result, config=cfg, analysis=analysis,

@@ -37,6 +37,7 @@ from .build import (build_config_backbone, build_dataset, build_detector, build_
                     build_window_features, check_weights, seed_everything)
 from .config import Config
 from .configio import to_dict
+from .data import report_dropped_classes
 from .data.verify import verify_images
 from .evaluation.report import collect_versions
 from .fileio import atomic_path, params_digest, write_json_atomic
@@ -118,6 +119,8 @@ class TrainResult:
     feature_cache_bytes: int = 0
     windows_per_train_image: float = 0.0
     proposal_fit: dict = field(default_factory=dict)  # proposals.fit.ProposalFit.as_dict()
+    # class name -> the stages that learned nothing for it (see classes_without_training_objects)
+    classes_without_training_objects: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Stage:
@@ -200,6 +203,7 @@ class TrainingContext:
         check_weights(cfg.backbone)  # a wrong path fails now, not after the proposals
         with timed_stage(self.timings, "load_dataset"):
             dataset = build_dataset(cfg.data, cfg.data.train_split)
+            report_dropped_classes(dataset, cfg.data.root, "data.class_names")  # COCO leaves them out
             records = list(dataset)
             if cfg.data.max_train_images > 0:
                 records = records[: cfg.data.max_train_images]
@@ -409,6 +413,16 @@ def _rows(pool: tuple[np.ndarray, torch.Tensor], index: np.ndarray) -> torch.Ten
     return pooled[torch.from_numpy(np.searchsorted(wanted, index))]
 
 
+def classes_without_training_objects(records, class_names, stages: list[str]) -> dict[str, list[str]]:
+    """The classes with no (non-difficult) object in ``records``, each with ``stages``: the
+    stages that then learn nothing for it (no positive for the SVM, no window for the box
+    regressor or the fine-tuned classifier), so it is never detected."""
+    counts = np.zeros(len(class_names), np.int64)
+    for r in records:
+        counts += np.bincount(training_gt(r)[1], minlength=len(class_names))
+    return {class_names[k]: list(stages) for k in np.flatnonzero(counts == 0)}
+
+
 def svm_training_images(ctx: TrainingContext, head: FCHead) -> Callable[[], Iterable[TrainImage]]:
     """A fresh iterator over the training images' SVM features at each call."""
     layer = ctx.cfg.svm.feature
@@ -510,7 +524,7 @@ def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
         state = svm_stage.load()
         if state is None:
             svms, svm_stats = train_svms(svm_training_images(ctx, head), num_classes, cfg.svm,
-                                         seed=cfg.seed, progress=progress)
+                                         seed=cfg.seed, progress=progress, class_names=ctx.class_names)
             stats["svm"] = _plain(svm_stats)
             svm_stage.save({"svms": svms.to_state_dict(), "stats": stats["svm"]})
         else:
@@ -524,7 +538,8 @@ def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
             if bb_state is None:
                 regressors = train_box_regressors(bank.bbox_features, bank.bbox_boxes, bank.bbox_gt,
                                                   bank.bbox_labels, bank.bbox_iou, num_classes, cfg.bbox,
-                                                  target_norm=cfg.svm.target_norm)
+                                                  target_norm=cfg.svm.target_norm,
+                                                  class_names=ctx.class_names)
                 bb_stage.save({"regressors": regressors.to_state_dict()})
             else:
                 regressors = BoxRegressors.from_state_dict(bb_state["regressors"])
@@ -534,6 +549,8 @@ def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
     from proposals import summarize_store
 
     detector = build_detector(cfg, ctx.class_names, ctx.backbone, head, svms, regressors)
+    stages = [name for name, on in (("finetune", cfg.finetune.enabled), ("svm", True),
+                                    ("bbox", cfg.bbox.enabled)) if on]
     result = TrainResult(
         model_path=ctx.workdir / "model.pt", report_path=ctx.workdir / "train_report.json",
         timings=dict(timings), stats=_plain(stats), train_images=ctx.num_images,
@@ -542,13 +559,16 @@ def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
         feature_cache_bytes=ctx.features.cache_bytes(),
         windows_per_train_image=summarize_store(
             ctx.proposals, [r.image_id for r in ctx.verified.records])["windows_per_image"],
+        classes_without_training_objects=classes_without_training_objects(
+            ctx.verified.records, ctx.class_names, stages),
         proposal_fit=ctx.proposal_fit.as_dict())
     extra = {"timings": result.timings, "stats": result.stats, "versions": collect_versions(),
              "feature_cache_bytes": result.feature_cache_bytes, "train_images": result.train_images,
              "flipped_images": cfg.data.flip,
              "skipped_images": result.skipped_images, "reused_stages": reused,
              "windows_per_train_image": result.windows_per_train_image,
-             "proposal_recall": result.proposal_fit}
+             "proposal_recall": result.proposal_fit,
+             "classes_without_training_objects": result.classes_without_training_objects}
     save_model(result.model_path, detector, extra=extra)
     write_json_atomic(result.report_path, _plain({"config": to_dict(cfg), **extra}))
     return result

@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from detector.data import coco_category_ids, coco_image_ids, load_dataset
+from detector.data import coco_category_ids, coco_image_ids, load_dataset, report_dropped_classes
 from detector.evaluation import (DEFAULT_IOU, METRICS, analyse_detections, evaluate_detections,
                                  format_report_table, read_coco_results, read_voc_results, write_report)
 from detector.fileio import check_output_dir
@@ -40,7 +40,8 @@ def main(argv=None, prog: str | None = None) -> int:
     p.add_argument("--score-threshold", type=float, default=None,
                    help="operating point of the error analysis and confusion matrix (default: best F1)")
     p.add_argument("--classes", default="",
-                   help="comma-separated class names in label order (default: from the data)")
+                   help="comma-separated class names in label order (default: from the data); objects of "
+                        "the split's other classes are left out and listed as not_in_model")
     args = p.parse_intermixed_args(argv)
     if args.metric == "coco" and args.iou is not None:
         p.error("--iou applies to the VOC metrics only (COCO averages IoU 0.5:0.95)")
@@ -52,7 +53,9 @@ def main(argv=None, prog: str | None = None) -> int:
     check_output_dir(args.out, "--out")
     # Scoring needs the annotations only: image files are not read or required.
     dataset = load_dataset(args.data, args.split, format=args.format, class_names=class_names,
-                           annotations=args.annotations, images=args.images, require_images=False)
+                           annotations=args.annotations, images=args.images, require_images=False,
+                           drop_other_classes=True)
+    not_in_model = report_dropped_classes(dataset, args.data, "the model (--classes)")
     records = list(dataset)
     names = dataset.class_names
     category_ids = dict(zip(names, coco_category_ids(dataset)))
@@ -75,7 +78,7 @@ def main(argv=None, prog: str | None = None) -> int:
     files = write_report(args.out, result, config=vars(args), analysis=analysis,
                          timings={"evaluate_s": seconds, "images": len(records)},
                          extra={"split": args.split, "data_root": args.data,
-                                "detections": str(detections_path)})
+                                "detections": str(detections_path), "not_in_model": not_in_model})
     print(format_report_table(result))
     print(f"report: {files.report}")
     return 0

@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from detector.data import DATASET_FORMATS, DatasetError, load_dataset
+from detector.data import DATASET_FORMATS, DatasetError, load_dataset, report_dropped_classes
 from detector.data.stats import compute_dataset_stats, format_dataset_stats
 from detector.data.verify import verify_images
 from detector.images import ImageReadError
@@ -63,6 +63,7 @@ def main(argv=None, prog: str | None = None) -> int:
     try:
         dataset = load_dataset(args.data, args.split, format=args.format, class_names=names,
                                annotations=args.annotations, images=args.images)
+        report_dropped_classes(dataset, args.data, "--class-names")  # COCO leaves them out
     except (DatasetError, ImageReadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

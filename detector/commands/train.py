@@ -37,7 +37,9 @@ def main(argv=None, prog: str | None = None) -> int:
         result = train(cfg, progress=not args.no_progress, backend=backend)
     print(json.dumps({"model": str(result.model_path), "report": str(result.report_path),
                       "train_images": result.train_images, "skipped_images": result.skipped_images,
-                      "reused_stages": result.reused_stages, "timings_s": result.timings,
+                      "reused_stages": result.reused_stages,
+                      "classes_without_training_objects": result.classes_without_training_objects,
+                      "timings_s": result.timings,
                       "proposal_recall": {"iou_0.5": result.proposal_fit.get("recall_50"),
                                           "iou_0.7": result.proposal_fit.get("recall_70")}}, indent=2))
     return 0

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .base import Dataset, DatasetError, InMemoryDataset
+from .base import Dataset, DatasetError, InMemoryDataset, report_dropped_classes
 from .coco import COCODataset, coco_category_ids, coco_image_ids, voc_to_coco_dict
 from .synthetic import make_synthetic_voc
 from .voc import VOC_CLASSES, VOCDataset
@@ -19,13 +19,13 @@ DATASET_FORMATS = ("voc", "coco")
 __all__ = [
     "COCODataset", "DATASET_FORMATS", "Dataset", "DatasetError", "InMemoryDataset", "VOCDataset",
     "VOC_CLASSES", "coco_category_ids", "coco_image_ids", "load_dataset", "make_synthetic_voc",
-    "voc_to_coco_dict",
+    "report_dropped_classes", "voc_to_coco_dict",
 ]
 
 
 def load_dataset(root: str | os.PathLike, split: str, format: str = "voc",
                  class_names: Sequence[str] | None = None, annotations: str = "",
-                 images: str = "", require_images: bool = True) -> Dataset:
+                 images: str = "", require_images: bool = True, drop_other_classes: bool = False) -> Dataset:
     """Open ``split`` of the dataset at ``root`` (the fields of ``DataConfig``).
 
     Args:
@@ -39,11 +39,15 @@ def load_dataset(root: str | os.PathLike, split: str, format: str = "voc",
         images: COCO only, the image folder (may contain ``{split}``); default ``root``.
         require_images: False when only the annotations are needed (evaluation):
             VOC image files are then neither looked up nor required.
+        drop_other_classes: VOC only: objects of classes not in ``class_names`` are
+            left out (``dataset.dropped_classes``) instead of an error. COCO always
+            leaves out the categories not in ``class_names``.
     """
     root = Path(root)
     names = tuple(class_names) if class_names else None
     if format == "voc":
-        return VOCDataset(root, split=split, class_names=names, require_images=require_images)
+        return VOCDataset(root, split=split, class_names=names, require_images=require_images,
+                          drop_other_classes=drop_other_classes)
     if format == "coco":
         if not annotations:
             raise DatasetError(root, "COCO format needs the annotations JSON path (data.annotations)")

@@ -8,11 +8,14 @@ errors in the annotations surface at once, naming the file.
 """
 from __future__ import annotations
 
+import logging
 import os
 from abc import ABC, abstractmethod
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from ..records import ImageRecord
+
+logger = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -43,11 +46,14 @@ class Dataset(ABC):
         name: a short stable name of the data (e.g. ``"VOC2007"``), used with
             ``split`` to key caches and name outputs.
         split: the image set, e.g. ``"trainval"`` or ``"test"``.
+        dropped_classes: objects per class name that the loader left out because
+            the class is not in ``class_names`` (loading a subset of the classes).
     """
 
     class_names: tuple[str, ...]
     name: str
     split: str
+    dropped_classes: dict[str, int]
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -73,10 +79,11 @@ class InMemoryDataset(Dataset):
     """A dataset over a list of records already in memory (what the loaders build)."""
 
     def __init__(self, records: Sequence[ImageRecord], class_names: Sequence[str],
-                 name: str, split: str):
+                 name: str, split: str, dropped_classes: Mapping[str, int] | None = None):
         self.class_names = tuple(class_names)
         self.name = name
         self.split = split
+        self.dropped_classes = dict(sorted((dropped_classes or {}).items()))
         self._records = list(records)
         n = len(self.class_names)
         for r in self._records:
@@ -88,3 +95,22 @@ class InMemoryDataset(Dataset):
 
     def __getitem__(self, index: int) -> ImageRecord:
         return self._records[index]
+
+
+def report_dropped_classes(dataset: Dataset, path: str | os.PathLike, owner: str) -> dict[str, int]:
+    """Say once, in a warning, which objects of ``dataset`` were left out because their class is
+    not in ``owner`` (what gave the class names, e.g. "the model"); return them as
+    {class: objects}. A split whose objects are all of such classes is a DatasetError at
+    ``path``: nothing of it could be trained on or evaluated.
+    """
+    dropped = dataset.dropped_classes
+    if not dropped:
+        return {}
+    listed = ", ".join(f"{name} ({count})" for name, count in dropped.items())
+    if not any(len(r.boxes) for r in dataset):
+        raise DatasetError(path, f"split {dataset.split!r} has no object of a class in {owner} "
+                                 f"({', '.join(dataset.class_names)}); its objects are all of "
+                                 f"class(es) not in {owner}: {listed}")
+    logger.warning("split %r: %d object(s) of class(es) not in %s are left out: %s", dataset.split,
+                   sum(dropped.values()), owner, listed)
+    return dict(dropped)

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -121,7 +122,8 @@ class COCODataset(InMemoryDataset):
         images_dir: folder holding each image's ``file_name``.
         class_names: None: all category names in category-id order. Otherwise
             the classes to keep, in label order; each must be a category name
-            and annotations of the other categories are dropped (logged).
+            and annotations of the other categories are left out (counted per
+            category name in ``dropped_classes``).
         name: dataset name for cache keys; default the JSON file's stem.
         split: the split's name; default the JSON file's stem.
         require_images: False reads the annotations only (evaluation).
@@ -150,7 +152,8 @@ class COCODataset(InMemoryDataset):
         self.label_to_category_id = tuple(id_of_name[n] for n in class_names)
         self.category_id_to_label = {cid: i for i, cid in enumerate(self.label_to_category_id)}
 
-        records, dropped, degenerate = [], 0, 0
+        name_of_id = {c["id"]: c["name"] for c in cats}
+        records, dropped, degenerate = [], Counter(), 0
         for img_id in sorted(coco.getImgIds()):
             info = coco.imgs[img_id]
             path = images_dir / str(info.get("file_name", ""))
@@ -166,7 +169,7 @@ class COCODataset(InMemoryDataset):
             for ann in coco.imgToAnns.get(img_id, []):
                 label = self.category_id_to_label.get(ann["category_id"])
                 if label is None:
-                    dropped += 1
+                    dropped[name_of_id[ann["category_id"]]] += 1
                     continue
                 try:
                     x, y, w, h = (float(v) for v in ann["bbox"])
@@ -186,12 +189,10 @@ class COCODataset(InMemoryDataset):
                                        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
                                        labels=np.asarray(labels, np.int64),
                                        difficult=np.asarray(crowd, bool)))
-        if dropped:
-            logger.warning("%s: dropped %d annotation(s) of categories not in class_names", annotation_json, dropped)
         if degenerate:
             logger.warning("%s: dropped %d zero-area box(es)", annotation_json, degenerate)
         super().__init__(records, class_names, name=name or annotation_json.stem,
-                         split=split or annotation_json.stem)
+                         split=split or annotation_json.stem, dropped_classes=dropped)
 
 
 def coco_image_ids(dataset: Dataset) -> dict[str, int]:

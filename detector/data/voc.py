@@ -19,8 +19,10 @@ Policies for imperfect annotations (all per file, so ``skip_invalid=True``
 turns them into a logged skip of that image instead of an exception):
 
 - malformed or empty XML, a missing ``bndbox`` or coordinate, a non-numeric
-  coordinate, an unknown class (when ``class_names`` is given), a degenerate
-  box (x2 <= x1 or y2 <= y1), a missing image file: :class:`DatasetError`.
+  coordinate, an unknown class (when ``class_names`` is given, unless
+  ``drop_other_classes``: then its objects are left out and counted), a
+  degenerate box (x2 <= x1 or y2 <= y1), a missing image file:
+  :class:`DatasetError`.
 - a box that extends outside the image is clipped to it with a warning (real
   VOC-style data has a few such boxes, off by a pixel or two); one that is
   empty after clipping is an error.
@@ -35,7 +37,8 @@ import logging
 import math
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -205,6 +208,16 @@ def parse_voc_xml(xml_path: Path, root: Path, image_id: str, image_names: set[st
                       np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(difficult, bool))
 
 
+def _keep_classes(item: _ParsedXML, class_names: Sequence[str]) -> tuple[_ParsedXML, list[str]]:
+    """``item`` with only the objects of ``class_names``, and the names of those left out."""
+    keep = np.array([n in class_names for n in item.names], bool)
+    if keep.all():
+        return item, []
+    kept = replace(item, names=[n for n, k in zip(item.names, keep) if k],
+                   boxes=item.boxes[keep], difficult=item.difficult[keep])
+    return kept, [n for n, k in zip(item.names, keep) if not k]
+
+
 class VOCDataset(InMemoryDataset):
     """A PASCAL VOC-layout folder as a :class:`~detector.data.base.Dataset`.
 
@@ -221,11 +234,16 @@ class VOCDataset(InMemoryDataset):
         require_images: False reads the annotations only (evaluation needs
             no pixels): image files are neither looked up nor required.
         name: the dataset's name for cache keys; default the root folder's name.
+        drop_other_classes: with ``class_names``, objects of other classes are left
+            out (counted in ``dropped_classes``) instead of making their file invalid:
+            evaluating a model trained on a subset of the classes (mmdetection and
+            detectron2 drop them too; they are not ignore regions).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "trainval",
                  class_names: Sequence[str] | None = None, skip_invalid: bool = False,
-                 name: str | None = None, require_images: bool = True):
+                 name: str | None = None, require_images: bool = True,
+                 drop_other_classes: bool = False):
         root = Path(root)
         if not (root / "Annotations").is_dir():
             raise DatasetError(root, "not a VOC-layout folder (no Annotations/ inside)")
@@ -234,11 +252,15 @@ class VOCDataset(InMemoryDataset):
         image_names = (set(os.listdir(image_dir)) if image_dir.is_dir() else set()) if require_images else None
         parsed: list[_ParsedXML] = []
         errors: list[DatasetError] = []
+        dropped: Counter[str] = Counter()
         for image_id in read_split_ids(root, split):
             xml_path = root / "Annotations" / f"{image_id}.xml"
             try:
                 item = parse_voc_xml(xml_path, root, image_id, image_names)
-                if class_names is not None:
+                if class_names is not None and drop_other_classes:
+                    item, left_out = _keep_classes(item, class_names)
+                    dropped.update(left_out)
+                elif class_names is not None:
                     unknown = sorted(set(item.names) - set(class_names))
                     if unknown:
                         raise DatasetError(xml_path, f"unknown class name(s) {', '.join(unknown)}; "
@@ -262,4 +284,5 @@ class VOCDataset(InMemoryDataset):
                                boxes=p.boxes, labels=np.asarray([label_of[n] for n in p.names], np.int64),
                                difficult=p.difficult)
                    for p in parsed]
-        super().__init__(records, names, name=name or root.resolve().name, split=split)
+        super().__init__(records, names, name=name or root.resolve().name, split=split,
+                         dropped_classes=dropped)

@@ -86,6 +86,11 @@ def test_class_without_samples_keeps_boxes(caplog):
     two = np.full(60, 2)
     np.testing.assert_array_equal(reg.predict(x, two), np.zeros((60, 4), np.float32))
     np.testing.assert_allclose(reg.apply(x, boxes, two), boxes, atol=1e-4)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="detector.bbox_regression"):
+        train_box_regressors(x, boxes, gt, labels, np.ones(60), 3, SMALL, class_names=["a", "b", "circle"])
+    assert "class 'circle' (2) has no window" in caplog.text
+    assert "{'a': 30, 'b': 30, 'circle': 0}" in caplog.text
     # A one-window class: its deltas are reproduced (zero spread, std left at 1).
     reg1 = train_box_regressors(x[:1], boxes[:1], gt[:1], np.zeros(1, np.int64), np.ones(1), 1,
                                 SMALL)

@@ -163,6 +163,16 @@ def test_class_without_positives_never_fires(caplog):
     assert stats["num_positives"] == [5, 5, 0]
 
 
+def test_log_names_the_class(caplog):
+    images = toy_images(5)
+    with caplog.at_level(logging.WARNING, logger="detector.svm"):
+        train_svms(lambda: iter(images), 3, CFG, progress=False, class_names=["a", "b", "circle"])
+    assert "SVM class 'circle' (2) has no (non-difficult) positives" in caplog.text
+    assert caplog.text.count("has no") == 1
+    with pytest.raises(ValueError, match="2 class names for 3 classes"):
+        train_svms(lambda: iter(images), 3, CFG, progress=False, class_names=["a", "b"])
+
+
 def test_difficult_boxes_are_not_positives():
     images = [dataclasses.replace(im, gt_difficult=np.array([i % 2 == 0, False]))
               for i, im in enumerate(toy_images(6))]

@@ -13,6 +13,7 @@ import importlib.util
 import io
 import json
 import logging
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -89,25 +90,30 @@ def train_args(data: Path, workdir: Path, *extra) -> list:
     return ["--no-progress", f"data.root={data}", f"workdir={workdir}", *TINY, *extra]
 
 
-_TEMPLATE: list[Path] = []
+_TEMPLATES: dict[str, Path] = {}
 
 
-def trained(tmp: Path) -> tuple[Path, Path]:
+def trained(tmp: Path, without: str = "") -> tuple[Path, Path]:
     """A tiny model trained on generated data, copied into ``tmp``: (data root, model path).
 
     Trained once per process and copied (data, caches, stages, model), so
-    each case starts from the same finished run in its own folder.
+    each case starts from the same finished run in its own folder. ``without``:
+    a class whose objects are deleted from the training split first, so the
+    model does not know it (the test split keeps them).
     """
     import atexit
     import tempfile
-    if not _TEMPLATE:
+    if without not in _TEMPLATES:
         template = Path(tempfile.mkdtemp(prefix="reliability-"))
         atexit.register(shutil.rmtree, template, True)
-        out = run_tool("train", *train_args(voc(template), template / "run"))
+        data = voc(template)
+        if without:
+            assert remove_class(data, "trainval", without)
+        out = run_tool("train", *train_args(data, template / "run"))
         assert out.code == 0, out.text
-        _TEMPLATE.append(template)
+        _TEMPLATES[without] = template
     for name in ("data", "run"):
-        shutil.copytree(_TEMPLATE[0] / name, tmp / name)
+        shutil.copytree(_TEMPLATES[without] / name, tmp / name)
     return tmp / "data", tmp / "run" / "model.pt"
 
 
@@ -120,6 +126,18 @@ def edit_xml(data: Path, image_id: str, old: str, new: str, count: int = 1) -> N
     text = path.read_text()
     assert old in text, (path, old)
     path.write_text(text.replace(old, new, count))
+
+
+def remove_class(data: Path, split: str, name: str) -> int:
+    """Delete every object of class ``name`` from the split's annotations; returns how many."""
+    one = re.compile(rf"\s*<object>\s*<name>{re.escape(name)}</name>.*?</object>", re.S)
+    removed = 0
+    for i in split_ids(data, split):
+        path = data / "Annotations" / f"{i}.xml"
+        text, n = one.subn("", path.read_text())
+        path.write_text(text)
+        removed += n
+    return removed
 
 
 def coco_json(tmp: Path, mutate: Callable[[dict], None]) -> Path:
@@ -380,6 +398,20 @@ def intermixed_overrides(tmp: Path) -> Outcome:
     return run_tool("train", f"data.root={data}", "--no-progress", f"workdir={tmp / 'run'}", *TINY)
 
 
+
+def class_not_in_model(tmp: Path) -> Outcome:
+    data, model = trained(tmp, without="circle")
+    return run_tool("test", "--model", model, "--data", data, "--split", "test", "--out", tmp / "t", "--no-progress")
+
+
+def no_class_in_model(tmp: Path) -> Outcome:
+    data, model = trained(tmp, without="circle")
+    for i in split_ids(data, "test"):  # every test object becomes a circle
+        path = data / "Annotations" / f"{i}.xml"
+        path.write_text(re.sub(r"<name>\w+</name>", "<name>circle</name>", path.read_text()))
+    return run_tool("test", "--model", model, "--data", data, "--split", "test", "--out", tmp / "t", "--no-progress")
+
+
 def _file_name_outside(d):
     d["images"][0]["file_name"] = "../../secret.jpg"
 
@@ -436,6 +468,10 @@ CASES = [
          lambda t: truncated_jpeg_in_training(t, "data.strict_images=true"), 2, "unreadable image(s)"),
     Case("Dead ends", "Five broken annotation files in one split", broken_xml_files, 2,
          "5 invalid annotation files"),
+    Case("Dead ends", "Test split with a class the model was not trained on", class_not_in_model, 0,
+         "not in the model are left out: circle"),
+    Case("Dead ends", "Test split with none of the model's classes", no_class_in_model, 2,
+         "has no object of a class in the model"),
     Case("Dead ends", "test.py with key=value overrides (a training-only key refused)", test_overrides, 2,
          "backbone cannot change at test time"),
     Case("Failing late", "test.py --out is an existing file", out_is_a_file, 2, "exists and is a file"),

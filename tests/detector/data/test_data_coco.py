@@ -53,6 +53,7 @@ def test_class_names_subset_drops_other_categories(tmp_path):
     ds = COCODataset(write_coco(tmp_path), tmp_path / "img", class_names=["dog"])
     assert ds.class_names == ("dog",) and ds.label_to_category_id == (7,)
     assert [len(r.boxes) for r in ds] == [0, 1]
+    assert ds.dropped_classes == {"cat": 2}
     with pytest.raises(DatasetError, match="horse"):
         COCODataset(write_coco(tmp_path), tmp_path / "img", class_names=["horse"])
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector.data import VOC_CLASSES, DatasetError, VOCDataset, load_dataset
+from detector.data import VOC_CLASSES, DatasetError, VOCDataset, load_dataset, report_dropped_classes
 
 W, H = 60, 40  # image size of the hand-made images
 from helpers import TOOLS
@@ -129,6 +129,27 @@ def test_skip_invalid_logs_and_keeps_the_rest(tmp_path, caplog):
     assert ds.class_names == ("dog",)  # classes of skipped files are not discovered
     for name in ("a.xml", "c.xml", "missing.xml"):
         assert name in caplog.text
+
+
+def test_drop_other_classes_leaves_them_out_and_counts_them(tmp_path, caplog):
+    anns = {"a": _xml("a", [_obj("cat", (1, 1, 5, 5)), _obj("dog", (2, 2, 9, 9), 1), _obj("cat", (3, 3, 8, 8))]),
+            "b": _xml("b", [_obj("bird", (1, 1, 5, 5))])}
+    root = make_voc(tmp_path, anns, {"test": ["a", "b"]})
+    ds = VOCDataset(root, "test", class_names=["dog", "horse"], drop_other_classes=True)
+    assert ds.dropped_classes == {"bird": 1, "cat": 2}
+    np.testing.assert_array_equal(ds[0].boxes, [[1, 1, 9, 9]])
+    assert ds[0].labels.tolist() == [0] and ds[0].difficult.tolist() == [True] and len(ds[1].boxes) == 0
+    with caplog.at_level(logging.WARNING):
+        assert report_dropped_classes(ds, root, "the model") == {"bird": 1, "cat": 2}
+    assert "3 object(s) of class(es) not in the model are left out: bird (1), cat (2)" in caplog.text
+    # Without the flag they stay an error; with nothing of the kept classes, reporting is one.
+    with pytest.raises(DatasetError, match="unknown class name"):
+        VOCDataset(root, "test", class_names=["dog", "horse"])
+    only_others = VOCDataset(root, "test", class_names=["horse"], drop_other_classes=True)
+    with pytest.raises(DatasetError, match=r"no object of a class in the model \(horse\); its objects are all "
+                                           r"of class\(es\) not in the model: bird \(1\), cat \(2\), dog \(1\)"):
+        report_dropped_classes(only_others, root, "the model")
+    assert report_dropped_classes(VOCDataset(root, "test"), root, "the model") == {}
 
 
 def test_split_listing_an_id_without_annotation(tmp_path):
