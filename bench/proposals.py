@@ -2,6 +2,8 @@
 
     python -m bench.proposals --data ../shared/data/raccoon --data ../shared/data/bccd/BCCD \
         --split test --limit 20 --repeats 3 --settings fast_fullres default --out bench/out
+    python -m bench.proposals --make-defects runs/defects --split trainval --limit 0 --repeats 1 \
+        --settings default quality dense_6 union_6 --out bench/results/proposal_fit/defects
 
 Each image is searched ``--repeats`` times per setting, the settings taking
 turns image by image (so a change in machine load hits all of them alike);
@@ -48,6 +50,13 @@ SETTINGS = {
     # of the image.
     "side_400": dict(max_side=400),
     "side_400_k64": dict(max_side=400, base_k=64, inc_k=64),
+    # Proposal fit (issue 28): OpenCV's quality mode at the defaults' k, the
+    # ranked dense grid alone and after the search, with min_size at 6 px (the
+    # setting the fit warning suggests for the defects' narrow scratches).
+    "quality": dict(method="opencv_quality"),
+    "union": dict(method="union"),
+    "dense_6": dict(method="dense", min_size=6.0),
+    "union_6": dict(method="union", min_size=6.0),
 }
 
 
@@ -106,7 +115,10 @@ def bench_large_photo(path: str, repeats: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", action="append", required=True, help="VOC-layout root (repeatable)")
+    p.add_argument("--data", action="append", default=[], help="VOC-layout root (repeatable)")
+    p.add_argument("--make-defects", metavar="DIR",
+                   help="generate the texture-defect set (detector.data.defects: 200 trainval, 100 test "
+                        "images) in DIR and add it to --data")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=20, help="first N images of the split (0 = all)")
     p.add_argument("--repeats", type=int, default=3)
@@ -117,6 +129,11 @@ def main(argv=None) -> int:
     p.add_argument("--large-photo", help="also time the default setting on this photo at 12 Mpx")
     p.add_argument("--out", default="bench/out")
     args = p.parse_args(argv)
+    if args.make_defects:
+        from detector.data.defects import make_defect_voc
+        args.data.append(str(make_defect_voc(args.make_defects)))
+    if not args.data:
+        p.error("give --data or --make-defects")
     cv2.setNumThreads(1)
     rows, results = [], {}
     for root in args.data:
