@@ -31,9 +31,7 @@ def as_box_tensor(boxes) -> Tensor:
 
 def box_area(boxes: Tensor) -> Tensor:
     """Area of each box. boxes: [N, 4] -> [N]; degenerate boxes have area 0."""
-    w = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
-    h = (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
-    return w * h
+    return _area(*boxes.unbind(-1))
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -44,13 +42,32 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Returns:
         [N, M] IoU in [0, 1]; 0 where both boxes have zero area.
     """
-    area1 = box_area(boxes1)
-    area2 = box_area(boxes2)
-    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
+    return _iou(boxes1.T[:, :, None], boxes2.T[:, None, :])
+
+
+def paired_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of each box with its partner: boxes1, boxes2 [N, 4] -> [N].
+
+    The same float32 operations as :func:`box_iou`, element by element, so
+    ``paired_box_iou(a[i], b[j])`` equals ``box_iou(a, b)[i, j]`` bit for bit;
+    for many small images at once (evaluation pairs every detection with its
+    own image's boxes) it avoids one call per image.
+    """
+    # Coordinates first and contiguous: each operation then runs over one dense row.
+    return _iou(boxes1.T.contiguous(), boxes2.T.contiguous())
+
+
+def _area(x1: Tensor, y1: Tensor, x2: Tensor, y2: Tensor) -> Tensor:
+    return (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+
+
+def _iou(coords1: Tensor, coords2: Tensor) -> Tensor:
+    """IoU of coordinate-first boxes [4, ...] (x1, y1, x2, y2 rows) that broadcast."""
+    x1, y1, x2, y2 = coords1
+    u1, v1, u2, v2 = coords2
+    inter = ((torch.min(x2, u2) - torch.max(x1, u1)).clamp(min=0)
+             * (torch.min(y2, v2) - torch.max(y1, v1)).clamp(min=0))
+    union = _area(x1, y1, x2, y2) + _area(u1, v1, u2, v2) - inter
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
 

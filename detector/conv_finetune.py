@@ -20,13 +20,13 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .config import FinetuneConfig
 from .features import network_input
 from .finetune import WindowLabels, feature_std, moving_average, sgd_step
 from .heads import FCHead
 from .pooling import SpatialPyramidPool, map_windows_to_features
+from .progress import progress_of
 from .window_features import ImageSource
 
 
@@ -94,7 +94,7 @@ def finetune_with_conv(head: FCHead, backbone, pool: SpatialPyramidPool, samples
     start, avg_loss, avg_acc = time.perf_counter(), None, None
     log = open(log_path, "w") if log_path else None
     try:
-        for it in tqdm(range(cfg.iterations), desc="fine-tune conv + fc", disable=not progress, unit="it"):
+        for it in progress_of(range(cfg.iterations), desc="fine-tune conv + fc", unit="it", enabled=progress):
             batch = [usable[i] for i in rng.choice(len(usable), images, replace=False)]
             scale = int(rng.choice(scales))  # a random training scale per mini-batch
             x, y = _pooled_batch(backbone, pool, batch, scale, max_size, margin, n_fg, n_bg, gen)

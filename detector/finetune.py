@@ -18,10 +18,10 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .config import FinetuneConfig
 from .heads import FCHead
+from .progress import progress_of
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tens
     start = time.perf_counter()
     avg_loss, avg_acc = None, None
     log = open(log_path, "w") if log_path else None
-    bar = tqdm(range(cfg.iterations), desc="fine-tune fc", disable=not progress, unit="it")
+    bar = progress_of(range(cfg.iterations), desc="fine-tune fc", unit="it", enabled=progress)
     try:
         draws = 0
         for it in bar:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from tqdm import tqdm
 
 from .data.ids import safe_image_id
 from .data.voc_writer import format_voc_xml, voc_objects
@@ -38,6 +37,7 @@ from .detector import Detector
 from .evaluation.result_files import write_coco_results
 from .fileio import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .images import ImageReadError, ImageTooSmallError, encode_jpeg, is_image_file, read_image
+from .progress import progress_of
 from .records import Detections
 from .visualize import draw_detections
 
@@ -190,7 +190,7 @@ def detect_files(detector: Detector, files: Iterable[Path], out_dir: str | os.Pa
     detector, searches = _searches_ahead(detector, files, pipeline)
     try:
         with open(out_dir / "results.jsonl", "w") as stream:
-            for f, image_id in tqdm(list(zip(files, ids)), desc="detect", disable=not progress, unit="img"):
+            for f, image_id in progress_of(list(zip(files, ids)), desc="detect", unit="img", enabled=progress):
                 try:
                     if not is_image_file(f):
                         raise ImageReadError(f"{f}: not an image file (extension {f.suffix!r})")

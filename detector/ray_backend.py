@@ -23,9 +23,8 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterator, Sequence
 
-from tqdm import tqdm
-
 from .backends import BackendError, BackendOptions
+from .progress import progress_of
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ class RayBackend:
         limit = SHARDS_PER_SLOT * self.task_slots()
         in_flight: dict = {}
         upcoming = iter(shards)
-        bar = tqdm(total=n, desc=f"{desc} (ray)", unit="img", disable=not progress, dynamic_ncols=True)
+        bar = progress_of(desc=f"{desc} (ray)", unit="img", total=n, enabled=progress)
         try:
             while True:
                 for shard in upcoming:

@@ -46,11 +46,11 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
-from tqdm import tqdm
 
 from .config import SVMConfig
 from .negatives import NegativeCache, find_negative_candidates, suppress_overlapping_negatives
 from .records import class_label
+from .progress import progress_of
 from .state_dicts import from_state, to_state
 
 log = logging.getLogger(__name__)
@@ -393,10 +393,10 @@ def train_svms(images: Callable[[], Iterable[TrainImage]], num_classes: int, cfg
         (the SVMs, training statistics: JSON-serialisable plain types).
     """
     trainer = HardNegativeTrainer(num_classes, cfg, seed, retrain_limit, max_cached_negatives, class_names)
-    trainer.collect(tqdm(images(), desc="SVM collect", unit="img", disable=not progress))
+    trainer.collect(progress_of(images(), desc="SVM collect", unit="img", enabled=progress))
     for r in range(cfg.mining_rounds):
-        trainer.mine(tqdm(images(), desc=f"SVM mining {r + 1}/{cfg.mining_rounds}", unit="img",
-                          total=len(trainer.image_index), disable=not progress))
+        trainer.mine(progress_of(images(), desc=f"SVM mining {r + 1}/{cfg.mining_rounds}", unit="img",
+                                 total=len(trainer.image_index), enabled=progress))
     sizes = trainer.stats["cache_sizes"][-1]
     log.info("SVMs trained: %d updates, final cache sizes %s", len(trainer.stats["updates"]), sizes)
     return trainer.model(), trainer.stats

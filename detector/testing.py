@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from tqdm import tqdm
-
 from .build import build_dataset
 from .data import coco_category_ids, report_dropped_classes
 from .data.verify import verify_images
@@ -18,6 +16,7 @@ from .detector import Detector
 from .evaluation import (analyse_detections, evaluate_detections, format_report_table, write_coco_results,
                          write_report, write_voc_results)
 from .fileio import check_output_dir
+from .progress import progress_of
 from .records import Detections
 from .timing import timed_stage
 from .window_features import ImageSource, shippable, decode_shipped
@@ -55,7 +54,7 @@ def detect_records(detector: Detector, images: list[ImageSource], windows: Itera
     unregressed: dict[str, Detections] | None = {} if without_bbox else None
     timings: dict[str, float] = {}
     upcoming = None if windows is None else iter(windows)
-    for image in tqdm(images, desc="test", disable=not progress, unit="img"):
+    for image in progress_of(images, desc="test", unit="img", enabled=progress):
         w = None
         if upcoming is not None:
             with timed_stage(timings, "proposals"):

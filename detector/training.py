@@ -27,7 +27,6 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from proposals.fit import ProposalFit, fit_warning, format_fit, measure_fit
 
@@ -46,6 +45,7 @@ from .finetune import finetune_head, label_windows
 from .heads import FCHead
 from .model import save_model
 from .pooling import MAPPING_VERSION
+from .progress import progress_of
 from .records import ImageRecord
 from .svm import LinearSVMs, TrainImage, train_svms
 from .timing import timed_stage
@@ -351,7 +351,7 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = T
     max_reg = bbox_cap(cfg, len(ctx.records), ctx.features.output_dim)
     fg, fg_labels, bg = [], [], []
     bb_feats, bb_boxes, bb_gt, bb_labels, bb_iou = [], [], [], [], []
-    for r in tqdm(ctx.records, desc="pool training windows", disable=not ctx.progress, unit="img"):
+    for r in progress_of(ctx.records, desc="pool training windows", unit="img", enabled=ctx.progress):
         gt_boxes, gt_labels = training_gt(r)
         windows, max_iou, arg, chosen = labelled_windows(ctx, r, ft_rng)
         reg = (np.flatnonzero(max_iou >= cfg.bbox.min_iou) if len(gt_boxes) and bbox

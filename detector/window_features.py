@@ -26,7 +26,6 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from .boxes import as_box_tensor, box_iou
 from .features import FeatureCache, FeatureMap, compute_feature_maps, feature_cache_key
@@ -34,6 +33,7 @@ from .fileio import file_digest
 from .images import ImageReadError, read_image
 from .pooling import (DEFAULT_WINDOW_MARGIN, FeatureGrid, SpatialPyramidPool, map_windows_to_features,
                       select_scales)
+from .progress import progress_of
 from .threads import POOL_THREADS, limit_threads
 from .timing import timed_stage
 
@@ -175,7 +175,7 @@ class SPPFeatures(WindowFeatures):
                                        progress=progress):
                 self.cache.save(todo[i].key, maps, todo[i].digest())
             return
-        for im in tqdm(todo, desc="conv5 cache", disable=not progress or not todo, unit="img"):
+        for im in progress_of(todo, desc="conv5 cache", unit="img", enabled=progress and bool(todo)):
             maps = compute_feature_maps(self.backbone, im.pixels(), self.scales, self.max_size, im.name)
             self.cache.save(im.key, maps, im.digest())
             im._pixels = None  # the decoded image is not needed again; keep memory flat

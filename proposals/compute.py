@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from detector.fileio import file_digest
 from detector.images import ImageReadError, read_image
+from detector.progress import progress_of
 from detector.records import ImageRecord
 
 from .config import ProposalConfig
@@ -178,7 +178,7 @@ def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir
         cache_dir: root of all proposal caches.
         dataset_key, split: name the store (e.g. "bccd", "test").
         workers: processes (None: cfg.workers; 0: all cores).
-        progress: show a tqdm bar with the ETA.
+        progress: show a progress bar with the ETA (log lines when stderr is not a terminal).
         skip_bad_images: skip an unreadable image with a warning instead of
             raising (training and testing verify their images up front, see
             ``detector.data.verify``, so none reach this point there).
@@ -203,7 +203,7 @@ def compute_split(records: Sequence[ImageRecord], cfg: ProposalConfig, cache_dir
             else:
                 failed.add(res.image_id)
     else:
-        bar = tqdm(total=len(tasks), unit="img", desc=desc, disable=not progress or not tasks, dynamic_ncols=True)
+        bar = progress_of(desc=desc, unit="img", total=len(tasks), enabled=progress and bool(tasks))
         try:
             for res in _run_tasks(tasks, resolve_workers(workers, cfg, len(tasks))):
                 bar.update(1)

@@ -25,7 +25,8 @@ def main(argv=None, prog: str | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.root=/data/VOC2007")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="where the conv layers and fine-tuning run (default: the config's device)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars or interval log lines (each stage still logs when it finishes)")
     add_backend_arguments(p)
     args = p.parse_intermixed_args(argv)
     backend_opts = backend_options(args)

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Sequence
 
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from ..fileio import write_json_atomic
+from ..progress import progress_of
 from ..records import ImageRecord
 from .base import DatasetError
 
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 # How many problems one message lists before it says "and N more".
 MAX_LISTED = 20
+# Fewer unchecked images than this take under a second: no bar, only the end-of-stage line.
+SHOW_PROGRESS_FROM = 50
 # Bump when the checks change, so cached verdicts are redone.
 CHECK_VERSION = 1
 # EXIF orientations that swap width and height (rotations by 90 or 270 degrees).
@@ -186,8 +188,8 @@ def verify_images(records: Sequence[ImageRecord], cache_file: str | os.PathLike 
     if todo:
         with ThreadPoolExecutor(max_workers=n) as pool:
             results = pool.map(lambda i: check_image(records[i].path), todo)
-            for i, check in tqdm(zip(todo, results), total=len(todo), desc=f"check images ({what})",
-                                 disable=not progress or len(todo) < 50, unit="img"):
+            for i, check in progress_of(zip(todo, results), total=len(todo), desc=f"check images ({what})",
+                                        unit="img", enabled=progress and len(todo) >= SHOW_PROGRESS_FROM):
                 checks[i] = check
                 cache.put(Path(records[i].path), check)
         cache.save()

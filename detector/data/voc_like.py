@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import write_bytes_atomic, write_text_atomic
+from ..progress import progress_of
 from .synthetic import (EDGE_MARGIN, _draw_background, _encode_image, _Object, _place, paint_shape,
                         voc_layout, write_splits)
 from .voc_writer import VOCObject, format_voc_xml
@@ -73,10 +74,8 @@ def make_voc_like(root: str | os.PathLike, num_train: int, num_test: int, seed: 
     already exists with its annotation is kept (the output is deterministic),
     so a bigger set can be grown from a smaller one with the same seed.
     """
-    from tqdm import tqdm
-
     root, ids = voc_layout(root, num_train, num_test)
-    for k in tqdm(range(len(ids)), desc="generate", unit="img", disable=not progress):
+    for k in progress_of(range(len(ids)), desc="generate", unit="img", enabled=progress):
         jpg, xml = root / "JPEGImages" / f"{ids[k]}.jpg", root / "Annotations" / f"{ids[k]}.xml"
         if jpg.exists() and xml.exists():
             continue

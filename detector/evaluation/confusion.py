@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
-import torch
 
-from detector.boxes import box_iou
+from detector.evaluation.pairs import image_pairs
+from detector.evaluation.voc_ap import flatten_detections, flatten_ground_truth
 from detector.records import Detections, ImageRecord
 
 BACKGROUND = "background"
@@ -56,49 +56,54 @@ class ConfusionMatrix:
                 "ignored_detections": self.ignored, "matrix": self.matrix.tolist()}
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return box_iou(torch.from_numpy(np.ascontiguousarray(a, np.float32)),
-                   torch.from_numpy(np.ascontiguousarray(b, np.float32))).numpy()
+def _greedy_pass(det: np.ndarray, gt: np.ndarray, iou: np.ndarray, det_free: list, gt_free: list
+                 ) -> list[tuple[int, int]]:
+    """Candidate pairs (det, gt, iou [P]; det = score rank) matched greedily: each
+    detection in rank order takes its free box with the highest IoU (the first
+    box on a tie, as argmax). Frees are updated in place; returns the pairs.
 
-
-def _greedy_pass(iou: np.ndarray, allowed: np.ndarray, det_free: np.ndarray, gt_free: np.ndarray,
-                 threshold: float) -> list[tuple[int, int]]:
-    """Detections (rows, in score order) take the best free allowed box; returns the pairs."""
-    pairs = []
-    for d in np.flatnonzero(det_free):
-        cand = np.where(allowed[d] & gt_free & (iou[d] >= threshold), iou[d], -1.0)
-        if cand.size and cand.max() >= 0:
-            g = int(cand.argmax())
-            pairs.append((int(d), g))
-            det_free[d], gt_free[g] = False, False
-    return pairs
+    Sorted by (detection, -IoU, box), a detection's first pair with a free box
+    is its choice, so one pass over the pairs replays the greedy loop.
+    """
+    order = np.lexsort((gt, -iou, det))
+    taken = []
+    for d, g in zip(det[order].tolist(), gt[order].tolist()):
+        if det_free[d] and gt_free[g]:
+            det_free[d] = gt_free[g] = False
+            taken.append((d, g))
+    return taken
 
 
 def confusion_matrix(gt_records: Sequence[ImageRecord], detections: Mapping[str, Detections],
                      class_names: Sequence[str], score_threshold: float,
                      iou_threshold: float = 0.5) -> ConfusionMatrix:
-    """The confusion matrix of ``detections`` against ``gt_records`` (rules in the module docstring)."""
+    """The confusion matrix of ``detections`` against ``gt_records`` (rules in the module docstring).
+
+    Raises:
+        EvaluationInputError: as ``evaluate_voc``.
+    """
     class_names = tuple(class_names)
     bg = len(class_names)
+    gt = flatten_ground_truth(gt_records, bg)
+    image, _, boxes, labels, scores = flatten_detections(gt_records, detections, gt.index, bg)
+    keep = np.flatnonzero(scores >= score_threshold)
+    keep = keep[np.lexsort((-scores[keep], image[keep]))]  # per image by decreasing score, ties in input order
+    d_labels = labels[keep]
+    pairs = image_pairs(image[keep], boxes[keep], gt.offsets, gt.boxes)  # pairs.det: rank in keep
+    hit = pairs.iou >= iou_threshold
+    real = ~gt.difficult[pairs.gt]
+    same = d_labels[pairs.det] == gt.labels[pairs.gt]
+    det_free, gt_free = [True] * len(keep), (~gt.difficult).tolist()
     matrix = np.zeros((bg + 1, bg + 1), np.int64)
-    ignored = 0
-    for rec in gt_records:
-        det = detections.get(rec.image_id, Detections())
-        keep = np.flatnonzero(det.scores >= score_threshold)
-        keep = keep[np.argsort(-det.scores[keep], kind="stable")]
-        d_boxes, d_labels = det.boxes[keep], det.labels[keep].astype(np.int64)
-        real = ~rec.difficult
-        g_boxes, g_labels = rec.boxes[real], rec.labels[real].astype(np.int64)
-        iou = _iou(d_boxes, g_boxes)
-        det_free, gt_free = np.ones(len(keep), bool), np.ones(len(g_labels), bool)
-        same = d_labels[:, None] == g_labels[None, :]
-        for d, g in _greedy_pass(iou, same, det_free, gt_free, iou_threshold):
-            matrix[g_labels[g], d_labels[d]] += 1
-        for d, g in _greedy_pass(iou, ~same, det_free, gt_free, iou_threshold):
-            matrix[g_labels[g], d_labels[d]] += 1
-        on_difficult = (_iou(d_boxes, rec.boxes[~real]) >= iou_threshold).any(axis=1) \
-            if (~real).any() else np.zeros(len(keep), bool)
-        ignored += int(np.sum(det_free & on_difficult))
-        np.add.at(matrix[bg], d_labels[det_free & ~on_difficult], 1)
-        np.add.at(matrix[:, bg], g_labels[gt_free], 1)
+    # Own class first in every image, then the other classes: images are independent.
+    for allowed in (hit & real & same, hit & real & ~same):
+        taken = np.array(_greedy_pass(pairs.det[allowed], pairs.gt[allowed], pairs.iou[allowed], det_free,
+                                      gt_free), np.int64).reshape(-1, 2)
+        np.add.at(matrix, (gt.labels[taken[:, 1]], d_labels[taken[:, 0]]), 1)
+    left = np.array(det_free, bool)
+    on_difficult = np.zeros(len(keep), bool)
+    on_difficult[pairs.det[hit & ~real]] = True
+    ignored = int(np.sum(left & on_difficult))
+    matrix[bg] += np.bincount(d_labels[left & ~on_difficult], minlength=bg + 1)
+    matrix[:, bg] += np.bincount(gt.labels[np.array(gt_free, bool)], minlength=bg + 1)
     return ConfusionMatrix(class_names, matrix, float(score_threshold), float(iou_threshold), ignored)

@@ -70,10 +70,11 @@ class ErrorBreakdown:
                 "walk": {"recall": list(self.walk_recalls), **self.walk}}
 
 
-def detection_kinds(matched: MatchedDetections) -> np.ndarray:
-    """The kind of every detection (rules in the module docstring): an array [D] of KINDS strings."""
+def kind_codes(matched: MatchedDetections) -> np.ndarray:
+    """The kind of every detection (rules in the module docstring) as int8 [D]
+    indices into KINDS: integer counts (bincount) instead of string comparisons."""
     m, thr = matched.matches, matched.iou_threshold
-    kind = np.full(len(m.labels), "background", dtype=object)
+    code = np.full(len(m.labels), KINDS.index("background"), np.int8)
     rules = [  # first rule that applies wins, so they are applied last to first
         (matched.fp & (m.other_iou >= LOCALISATION_IOU), "confusion"),
         (matched.fp & (m.best_iou >= LOCALISATION_IOU), "localisation"),
@@ -83,8 +84,13 @@ def detection_kinds(matched: MatchedDetections) -> np.ndarray:
         (matched.tp, "tp"),
     ]
     for mask, name in rules:
-        kind[mask] = name
-    return kind
+        code[mask] = KINDS.index(name)
+    return code
+
+
+def detection_kinds(matched: MatchedDetections) -> np.ndarray:
+    """The kind of every detection (rules in the module docstring): an array [D] of KINDS strings."""
+    return np.array(KINDS, dtype=object)[kind_codes(matched)]
 
 
 def found_score(matched: MatchedDetections) -> np.ndarray:
@@ -109,13 +115,16 @@ def walk_length(tp: np.ndarray, n_pos: int, recall: float) -> int:
 
 def count_until_recall(kinds: np.ndarray, tp: np.ndarray, n_pos: int, recall: float) -> dict[str, int]:
     """False positives by kind among ranked detections (kinds, tp [D]) up to
-    :func:`walk_length`."""
+    :func:`walk_length`; ``kinds`` are KINDS strings or their codes (:func:`kind_codes`)."""
     seen = kinds[:walk_length(tp, n_pos, recall)]
-    return {k: int(np.sum(seen == k)) for k in FP_KINDS}
+    if seen.dtype == object:
+        return {k: int(np.sum(seen == k)) for k in FP_KINDS}
+    return _by_kind(seen)
 
 
-def _by_kind(kinds: np.ndarray) -> dict[str, int]:
-    return {k: int(np.sum(kinds == k)) for k in FP_KINDS}
+def _by_kind(codes: np.ndarray) -> dict[str, int]:
+    counts = np.bincount(codes, minlength=len(KINDS))
+    return {k: int(counts[KINDS.index(k)]) for k in FP_KINDS}
 
 
 def _by_size(sizes: np.ndarray) -> dict[str, int]:
@@ -125,10 +134,12 @@ def _by_size(sizes: np.ndarray) -> dict[str, int]:
 def analyse_errors(matched: MatchedDetections, score_threshold: float,
                    use_07_metric: bool = True) -> ErrorBreakdown:
     """False positives by kind, missed objects by size and the mAP fixing each would add."""
-    kinds = detection_kinds(matched)
+    kinds = kind_codes(matched)
     names = matched.class_names
     above = matched.matches.scores >= score_threshold
-    fp_by_class = {c: _by_kind(kinds[above & (matched.matches.labels == i)]) for i, c in enumerate(names)}
+    per_class = np.bincount(matched.matches.labels[above] * len(KINDS) + kinds[above],
+                            minlength=len(names) * len(KINDS)).reshape(len(names), len(KINDS))
+    fp_by_class = {c: {k: int(per_class[i, KINDS.index(k)]) for k in FP_KINDS} for i, c in enumerate(names)}
 
     positives = ~matched.gt_ignored
     found = found_score(matched)
@@ -136,15 +147,16 @@ def analyse_errors(matched: MatchedDetections, score_threshold: float,
     never_found = positives & ~np.isfinite(found)
 
     base = mean_ap(class_aps(matched, use_07_metric))
-    gain = {k: mean_ap(class_aps(matched, use_07_metric, drop=kinds == k)) - base for k in FP_KINDS}
+    gain = {k: mean_ap(class_aps(matched, use_07_metric, drop=kinds == KINDS.index(k))) - base for k in FP_KINDS}
     missed_per_class = np.bincount(matched.gt_labels[never_found], minlength=len(names))
     gain["missed"] = mean_ap(class_aps(matched, use_07_metric, n_pos_less=missed_per_class)) - base
 
     walk = {k: [0] * len(WALK_RECALLS) for k in FP_KINDS}
     for c in range(len(names)):
         order = matched.ranking(c)
+        ranked_kinds, ranked_tp, n_pos = kinds[order], matched.tp[order], matched.n_positives(c)
         for j, r in enumerate(WALK_RECALLS):
-            counts = count_until_recall(kinds[order], matched.tp[order], matched.n_positives(c), r)
+            counts = count_until_recall(ranked_kinds, ranked_tp, n_pos, r)
             for k in FP_KINDS:
                 walk[k][j] += counts[k]
     return ErrorBreakdown(

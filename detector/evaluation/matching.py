@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from detector.evaluation.voc_ap import (DetectionMatches, count_true_positives, flatten_ground_truth,
-                                        match_detections, precision_recall, voc_ap)
+                                        match_detections, precision_recall, rank_by_class, voc_ap)
 from detector.records import Detections, ImageRecord
 
 
@@ -39,6 +39,7 @@ class MatchedDetections:
     gt_labels: np.ndarray  # int64 [G]
     gt_ignored: np.ndarray  # bool [G]: difficult (or outside the evaluated range)
     gt_image: np.ndarray  # int64 [G] index into the records
+    rankings: tuple[np.ndarray, ...]  # per class: what ranking(c) returns, sorted once
 
     @property
     def fp(self) -> np.ndarray:
@@ -48,8 +49,7 @@ class MatchedDetections:
     def ranking(self, label: int) -> np.ndarray:
         """int64 indices of the detections of class ``label``, by decreasing score
         (stable: ties keep image then input order, as AP ranks them)."""
-        mine = np.flatnonzero(self.matches.labels == label)
-        return mine[np.argsort(-self.matches.scores[mine], kind="stable")]
+        return self.rankings[label]
 
     def n_positives(self, label: int) -> int:
         """Non-ignored ground-truth boxes of class ``label``."""
@@ -70,18 +70,13 @@ def match_records(gt_records: Sequence[ImageRecord], detections: Mapping[str, De
         EvaluationInputError: as ``evaluate_voc``.
     """
     class_names = tuple(class_names)
-    index, offsets, gt_labels, difficult = flatten_ground_truth(gt_records, len(class_names))
-    m = match_detections(gt_records, detections, index, offsets, len(class_names))
-    gt_boxes = np.concatenate([np.asarray(r.boxes, np.float32).reshape(-1, 4) for r in gt_records]
-                              + [np.zeros((0, 4), np.float32)])
-    gt_image = np.repeat(np.arange(len(gt_records)), np.diff(offsets))
-    # match_detections' order: records in order, each image's detections in input order.
-    det_boxes = np.concatenate([np.asarray(detections[r.image_id].boxes, np.float32).reshape(-1, 4)
-                                for r in gt_records if r.image_id in detections]
-                               + [np.zeros((0, 4), np.float32)])
-    matched = MatchedDetections(class_names, float(iou_threshold), m, det_boxes, np.zeros(0, bool),
-                                np.zeros(0, bool), gt_boxes, gt_labels, difficult, gt_image)
-    return with_ignored(matched, difficult if gt_ignored is None else difficult | np.asarray(gt_ignored, bool))
+    gt = flatten_ground_truth(gt_records, len(class_names))
+    m = match_detections(gt_records, detections, gt, len(class_names))
+    gt_image = np.repeat(np.arange(len(gt_records)), np.diff(gt.offsets))
+    rankings = tuple(rank_by_class(m.labels, m.scores, len(class_names)))
+    matched = MatchedDetections(class_names, float(iou_threshold), m, m.boxes, np.zeros(0, bool),
+                                np.zeros(0, bool), gt.boxes, gt.labels, gt.difficult, gt_image, rankings)
+    return with_ignored(matched, gt.difficult if gt_ignored is None else gt.difficult | np.asarray(gt_ignored, bool))
 
 
 def with_ignored(matched: MatchedDetections, gt_ignored: np.ndarray) -> MatchedDetections:
@@ -91,8 +86,7 @@ def with_ignored(matched: MatchedDetections, gt_ignored: np.ndarray) -> MatchedD
     tp = np.zeros(len(m.labels), bool)
     ignored = np.zeros(len(m.labels), bool)
     for c in range(len(matched.class_names)):
-        mine = np.flatnonzero(m.labels == c)
-        order = mine[np.argsort(-m.scores[mine], kind="stable")]
+        order = matched.ranking(c)
         t, f = count_true_positives(m.best_iou[order], m.best_gt[order], gt_ignored, matched.iou_threshold)
         tp[order] = t > 0
         ignored[order] = (t == 0) & (f == 0)

@@ -38,10 +38,12 @@ class F1Curve:
                 "recall": None if i is None or math.isnan(self.best_threshold) else float(self.recall[i])}
 
 
-def f1_curve(scores: np.ndarray, tp: np.ndarray, counted: np.ndarray, n_pos: int) -> F1Curve:
+def f1_curve(scores: np.ndarray, tp: np.ndarray, counted: np.ndarray, n_pos: int,
+             order: np.ndarray | None = None) -> F1Curve:
     """F1 against threshold from detections' scores [D], true-positive flags [D],
-    counted flags [D] (False for ignored detections) and the number of objects."""
-    order = np.argsort(-scores, kind="stable")
+    counted flags [D] (False for ignored detections) and the number of objects;
+    ``order``: the detections by decreasing score, if already sorted (stable)."""
+    order = np.argsort(-scores, kind="stable") if order is None else order
     s = scores[order].astype(np.float64)
     tp_c = np.cumsum(tp[order].astype(np.float64))
     n_c = np.cumsum(counted[order].astype(np.float64))
@@ -65,7 +67,6 @@ def f1_curves(matched: MatchedDetections) -> dict[str, F1Curve]:
     counted = ~matched.ignored
     curves = {}
     for c, name in enumerate(matched.class_names):
-        mine = m.labels == c
-        curves[name] = f1_curve(m.scores[mine], matched.tp[mine], counted[mine], matched.n_positives(c))
+        curves[name] = f1_curve(m.scores, matched.tp, counted, matched.n_positives(c), matched.ranking(c))
     curves[ALL_CLASSES] = f1_curve(m.scores, matched.tp, counted, int(np.sum(~matched.gt_ignored)))
     return curves

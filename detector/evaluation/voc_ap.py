@@ -25,8 +25,9 @@ Same rules as the official VOC devkit (``VOCevaldet.m``) and py-faster-rcnn's
 * Recall is over the non-difficult ground-truth boxes of the class.
 
 Why it is fast: whether detection d is a true positive depends only on the
-earlier detections whose best box is the same box. So, after one IoU matrix
-per image (all classes at once, masked by label), a detection is a true
+earlier detections whose best box is the same box. So, after one IoU over
+every (detection, box of its image) pair (:mod:`detector.evaluation.pairs`,
+all classes at once, masked by label), a detection is a true
 positive exactly when it is the first, in score order, of the above-threshold
 detections on a given non-difficult box: one ``np.unique`` per class instead
 of a Python loop over detections.
@@ -42,9 +43,8 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
-import torch
 
-from detector.boxes import box_iou
+from detector.evaluation.pairs import first_max, image_pairs
 from detector.records import Detections, ImageRecord
 
 # VOC 2007 11-point AP samples recall at 0, 0.1, ..., 1.0. Built exactly as in
@@ -115,29 +115,49 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> fl
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
-def flatten_ground_truth(gt_records: Sequence[ImageRecord], n_classes: int):
-    """Concatenate all gt boxes: per-image offsets plus flat labels/difficult."""
-    index = {}
-    counts = np.zeros(len(gt_records), dtype=np.int64)
+@dataclass(frozen=True)
+class FlatGroundTruth:
+    """All records' boxes concatenated; image i's are ``offsets[i]:offsets[i + 1]``."""
+
+    index: dict[str, int]  # image_id -> record index
+    offsets: np.ndarray  # int64 [R + 1]
+    boxes: np.ndarray  # float32 [G, 4]
+    labels: np.ndarray  # int64 [G]
+    difficult: np.ndarray  # bool [G]
+
+
+def stack_boxes(arrays) -> np.ndarray:
+    """Box arrays [n_i, 4] concatenated into float32 [sum n_i, 4] (also when there are none)."""
+    return np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b in arrays]
+                          + [np.zeros((0, 4), np.float32)])
+
+
+def flatten_ground_truth(gt_records: Sequence[ImageRecord], n_classes: int) -> FlatGroundTruth:
+    """Concatenate all gt boxes, checking ids and labels."""
+    index: dict[str, int] = {}
     for i, rec in enumerate(gt_records):
-        if rec.image_id in index:
-            raise EvaluationInputError(f"image id {rec.image_id!r} appears twice in the ground truth")
-        index[rec.image_id] = i
-        counts[i] = len(rec.labels)
-        if len(rec.labels) and (rec.labels.min() < 0 or rec.labels.max() >= n_classes):
-            raise EvaluationInputError(f"image {rec.image_id!r}: ground-truth label out of range "
-                                       f"[0, {n_classes})")
+        index.setdefault(rec.image_id, i)
+    counts = np.array([len(rec.labels) for rec in gt_records], np.int64)
     offsets = np.concatenate(([0], np.cumsum(counts)))
     labels = np.concatenate([r.labels for r in gt_records] + [np.zeros(0, np.int64)]).astype(np.int64)
+    # The first record that is a repeat or holds a bad label is blamed (a repeat first).
+    repeat = next((i for i, r in enumerate(gt_records) if index[r.image_id] != i), len(gt_records))
+    bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+    bad_image = int(np.searchsorted(offsets, bad[0], side="right")) - 1 if len(bad) else len(gt_records)
+    if repeat < len(gt_records) and repeat <= bad_image:
+        raise EvaluationInputError(f"image id {gt_records[repeat].image_id!r} appears twice in the ground truth")
+    if len(bad):
+        raise EvaluationInputError(f"image {gt_records[bad_image].image_id!r}: ground-truth label out of range "
+                                   f"[0, {n_classes})")
     difficult = np.concatenate([r.difficult for r in gt_records] + [np.zeros(0, bool)]).astype(bool)
-    return index, offsets, labels, difficult
+    return FlatGroundTruth(index, offsets, stack_boxes(r.boxes for r in gt_records), labels, difficult)
 
 
 @dataclass(frozen=True)
 class DetectionMatches:
     """Every detection, flattened in image order (``gt_records``) then input order,
-    with the ground-truth boxes it overlaps most. Flat gt indices index the
-    concatenation of the records' boxes (``offsets[i]`` is image i's first).
+    with the ground-truth boxes it overlaps most. Flat gt indices index
+    :class:`FlatGroundTruth`'s boxes.
 
     ``best_iou``/``best_gt``: the same-class gt box with the highest IoU (-inf
     and -1 where the image has none); ``other_iou``/``other_gt``: the same over
@@ -146,6 +166,7 @@ class DetectionMatches:
 
     image_index: np.ndarray  # int64 [D] index into gt_records
     det_index: np.ndarray  # int64 [D] index into that image's Detections
+    boxes: np.ndarray  # float32 [D, 4]
     labels: np.ndarray  # int64 [D]
     scores: np.ndarray  # float64 [D]
     best_iou: np.ndarray  # float64 [D]
@@ -154,41 +175,51 @@ class DetectionMatches:
     other_gt: np.ndarray  # int64 [D]
 
 
-def match_detections(gt_records, detections, index, offsets, n_classes) -> DetectionMatches:
-    """Best same-class (and other-class) gt box for every detection (see DetectionMatches)."""
+def flatten_detections(gt_records: Sequence[ImageRecord], detections: Mapping[str, Detections],
+                       index: Mapping[str, int], n_classes: int):
+    """(image_index, det_index, boxes, labels, scores) of every detection, in
+    DetectionMatches' order, checking ids and labels. The scores keep their
+    dtype (float32 from this package), so comparisons with a Python float
+    threshold round as they do per image."""
     unknown = [k for k in detections if k not in index]
     if unknown:
         raise EvaluationInputError(f"{len(unknown)} detected image id(s) are not in the ground truth, "
                                    f"e.g. {unknown[:3]}")
-    parts = []
-    for i, rec in enumerate(gt_records):
-        det = detections.get(rec.image_id)
-        if det is None or len(det) == 0:
-            continue
-        if det.labels.min() < 0 or det.labels.max() >= n_classes:
-            raise EvaluationInputError(f"image {rec.image_id!r}: detection label out of range "
-                                       f"[0, {n_classes})")
-        n = len(det)
-        best = [np.full(n, -np.inf), np.full(n, -1, dtype=np.int64)]
-        other = [np.full(n, -np.inf), np.full(n, -1, dtype=np.int64)]
-        if len(rec.labels):
-            iou = box_iou(torch.from_numpy(np.ascontiguousarray(det.boxes, dtype=np.float32)),
-                          torch.from_numpy(np.ascontiguousarray(rec.boxes, dtype=np.float32)))
-            iou = iou.numpy().astype(np.float64)
-            same = det.labels[:, None] == rec.labels[None, :]
-            # Only boxes of the detection's class compete for the match; the
-            # argmax takes the first of equal maxima, like the devkit's strict ">".
-            for out, mask in ((best, same), (other, ~same)):
-                masked = np.where(mask, iou, -np.inf)
-                j = masked.argmax(axis=1)
-                out[0] = masked[np.arange(n), j]
-                out[1] = np.where(np.isfinite(out[0]), offsets[i] + j, -1)
-        parts.append((np.full(n, i, np.int64), np.arange(n, dtype=np.int64),
-                      det.labels.astype(np.int64), det.scores.astype(np.float64), *best, *other))
-    columns = ([np.concatenate(c) for c in zip(*parts)] if parts else
-               [np.zeros(0, t) for t in (np.int64, np.int64, np.int64, np.float64, np.float64,
-                                          np.int64, np.float64, np.int64)])
-    return DetectionMatches(*columns)
+    found = [(i, detections[r.image_id]) for i, r in enumerate(gt_records) if r.image_id in detections]
+    found = [(i, d) for i, d in found if len(d)]
+    counts = np.array([len(d) for _, d in found], np.int64)
+    image = np.repeat(np.array([i for i, _ in found], np.int64), counts)
+    det_index = np.arange(len(image), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    labels = np.concatenate([d.labels for _, d in found] + [np.zeros(0, np.int64)]).astype(np.int64)
+    bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+    if len(bad):
+        raise EvaluationInputError(f"image {gt_records[image[bad[0]]].image_id!r}: detection label out of range "
+                                   f"[0, {n_classes})")
+    scores = np.concatenate([d.scores for _, d in found] + [np.zeros(0, np.float32)])
+    return image, det_index, stack_boxes(d.boxes for _, d in found), labels, scores
+
+
+def match_detections(gt_records, detections, gt: FlatGroundTruth, n_classes: int) -> DetectionMatches:
+    """Best same-class (and other-class) gt box for every detection (see DetectionMatches)."""
+    image, det_index, boxes, labels, scores = flatten_detections(gt_records, detections, gt.index, n_classes)
+    pairs = image_pairs(image, boxes, gt.offsets, gt.boxes)
+    iou = pairs.iou.astype(np.float64)
+    same = labels[pairs.det] == gt.labels[pairs.gt]
+    # Only boxes of the detection's class compete for the match; the first of
+    # equal maxima wins (in box order), like the devkit's strict ">".
+    columns = []
+    for mask in (same, ~same):
+        best, position = first_max(np.where(mask, iou, -np.inf), pairs.det, len(labels))
+        columns += [best, np.append(pairs.gt, -1)[position]]  # position -1: the appended -1
+    return DetectionMatches(image, det_index, boxes, labels, scores.astype(np.float64), *columns)
+
+
+def rank_by_class(labels: np.ndarray, scores: np.ndarray, n_classes: int) -> list[np.ndarray]:
+    """Per class, int64 indices of its detections by decreasing score; the sort
+    is stable (ties keep detection order) and done once for all classes."""
+    by_score = np.argsort(-scores, kind="stable")
+    by_class = by_score[np.argsort(labels[by_score], kind="stable")]
+    return np.split(by_class, np.searchsorted(labels[by_class], np.arange(1, n_classes)))
 
 
 def count_true_positives(best_iou: np.ndarray, best_gt: np.ndarray, gt_difficult: np.ndarray,
@@ -243,15 +274,14 @@ def evaluate_voc(gt_records: Sequence[ImageRecord], detections: Mapping[str, Det
     """
     class_names = tuple(class_names)
     n_classes = len(class_names)
-    index, offsets, gt_labels, gt_difficult = flatten_ground_truth(gt_records, n_classes)
-    m = match_detections(gt_records, detections, index, offsets, n_classes)
+    gt = flatten_ground_truth(gt_records, n_classes)
+    m = match_detections(gt_records, detections, gt, n_classes)
+    gt_labels, gt_difficult = gt.labels, gt.difficult
     labels, scores, best_iou, best_gt = m.labels, m.scores, m.best_iou, m.best_gt
     n_pos = np.bincount(gt_labels[~gt_difficult], minlength=n_classes)
 
     ap, precision, recall, n_gt, n_det = {}, {}, {}, {}, {}
-    for c, name in enumerate(class_names):
-        mine = np.flatnonzero(labels == c)
-        order = mine[np.argsort(-scores[mine], kind="stable")]
+    for (c, name), order in zip(enumerate(class_names), rank_by_class(labels, scores, n_classes)):
         tp, fp = count_true_positives(best_iou[order], best_gt[order], gt_difficult, iou_threshold)
         n_gt[name], n_det[name] = int(n_pos[c]), int(len(order))
         if n_pos[c] == 0:

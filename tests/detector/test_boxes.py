@@ -31,6 +31,17 @@ def test_iou_degenerate_and_empty():
     assert B.box_iou(torch.zeros(0, 4), z).shape == (0, 1)
 
 
+def test_paired_iou_equals_the_pairwise_matrix_bit_for_bit():
+    gen = torch.Generator().manual_seed(1)
+    a, b = random_boxes(40, gen), random_boxes(7, gen)
+    a[3] = torch.tensor([3.0, 3.0, 3.0, 3.0])  # degenerate: IoU 0
+    b[2] = a[5]  # identical: IoU 1
+    i, j = torch.meshgrid(torch.arange(40), torch.arange(7), indexing="ij")
+    paired = B.paired_box_iou(a[i.flatten()], b[j.flatten()])
+    assert torch.equal(paired, B.box_iou(a, b).flatten())
+    assert B.paired_box_iou(torch.zeros(0, 4), torch.zeros(0, 4)).shape == (0,)
+
+
 def test_area_and_clip():
     b = torch.tensor([[-5.0, 2.0, 20.0, 8.0], [4.0, 4.0, 2.0, 9.0]])
     assert B.box_area(b).tolist() == [150.0, 0.0]

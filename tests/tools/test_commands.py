@@ -1,9 +1,10 @@
-"""The `sppnet` entry point (detector.commands): help with examples, dispatch, exit codes."""
+"""The `sppnet` entry point (detector.commands): help with examples, dispatch, exit codes, logs."""
 from __future__ import annotations
 
 import configparser
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -12,17 +13,20 @@ import pytest
 from detector.commands import COMMANDS, main
 
 from helpers import REPO, load_tool
+from reliability_battery import TINY
 
 from detector.cli import run_cli
 TOOLS = {"train": "train", "test": "test", "detect": "detect", "evaluate": "evaluate",
          "propose": "propose", "stats": "dataset_stats"}
 
 
-def sppnet(*args):
-    """`sppnet ARGS` as a user runs it, on this checkout's package."""
+def sppnet(*args, stderr=None, timeout=120):
+    """`sppnet ARGS` as a user runs it, on this checkout's package (``stderr``: an open
+    file to redirect it to, as ``2> log``; else captured)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "detector.commands", *args], capture_output=True, text=True,
-                          timeout=120, cwd=REPO, env=env)
+    streams = dict(capture_output=True) if stderr is None else dict(stdout=subprocess.PIPE, stderr=stderr)
+    return subprocess.run([sys.executable, "-m", "detector.commands", *args], text=True,
+                          timeout=timeout, cwd=REPO, env=env, **streams)
 
 
 def test_help_lists_every_command_with_an_example():
@@ -128,3 +132,26 @@ def test_a_value_that_looks_like_an_override_belongs_to_its_option(tmp_path, cap
     assert "a=b.yaml: config file not found" in capsys.readouterr().err
     assert main(["stats", "--data", str(tmp_path / "data.root=x"), "--split", "test"]) == 2
     assert "data.root=x: not a VOC-layout folder" in capsys.readouterr().err
+
+
+def test_logs_redirected_to_a_file_have_lines_not_carriage_returns(tmp_path):
+    """Issue 25: with stderr in a file, each stage logs plain lines instead of a redrawn tqdm bar."""
+    from detector.data import make_synthetic_voc
+
+    data = make_synthetic_voc(tmp_path / "data", num_train=10, num_test=4, seed=3)
+    runs = {"train": ["train", f"data.root={data}", f"workdir={tmp_path / 'run'}", *TINY],
+            "test": ["test", "--model", str(tmp_path / "run" / "model.pt"), "--data", str(data),
+                     "--split", "test", "--out", str(tmp_path / "t")]}
+    stages = {"train": ["check images", "proposals data/trainval", "conv5 cache", "pool training windows",
+                        "fine-tune fc", "SVM collect", "SVM mining 1/1"],
+              "test": ["check images", "test"]}
+    for name, args in runs.items():
+        log = tmp_path / f"{name}.log"
+        with open(log, "w") as stream:
+            res = sppnet(*args, stderr=stream, timeout=600)
+        text = log.read_bytes().decode()  # bytes: reading as text would turn "\r" into "\n"
+        assert res.returncode == 0, text
+        assert "\r" not in text
+        for stage in stages[name]:
+            assert re.search(rf"^INFO detector.progress: {re.escape(stage)}.*: done, \d+ (img|it) in ", text, re.M), \
+                (stage, text)

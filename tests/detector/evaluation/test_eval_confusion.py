@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
+from detector.boxes import box_iou
 from detector.evaluation.confusion import confusion_matrix
 from test_eval_errors import NAMES, hand_case
 from test_eval_voc import det, random_problem, rec
@@ -47,3 +50,56 @@ def test_row_and_column_sums_on_random_data():
         kept = np.concatenate([d.labels[d.scores >= 0.3] for d in detections.values()])
         assert cm.matrix[:, :n].sum() + cm.ignored == len(kept)
         assert cm.matrix[n, n] == 0
+
+
+def reference_confusion(records, detections, n_classes, score_threshold, iou_threshold):
+    """The matrix and ignored count by the module docstring's rules, image by image and
+    detection by detection (the loop the vectorised confusion_matrix replaced)."""
+    bg = n_classes
+    matrix, ignored = np.zeros((bg + 1, bg + 1), np.int64), 0
+    for r in records:
+        d = detections.get(r.image_id, det([], [], []))
+        keep = np.flatnonzero(d.scores >= score_threshold)
+        keep = keep[np.argsort(-d.scores[keep], kind="stable")]
+        real = ~r.difficult
+        iou = box_iou(torch.from_numpy(d.boxes[keep]), torch.from_numpy(r.boxes)).numpy()
+        det_free, gt_free = np.ones(len(keep), bool), real.copy()
+        for own in (True, False):
+            for k in range(len(keep)):
+                if not det_free[k]:
+                    continue
+                label = d.labels[keep[k]]
+                allowed = gt_free & ((r.labels == label) if own else (r.labels != label))
+                cand = np.where(allowed & (iou[k] >= iou_threshold), iou[k], -1.0)
+                if cand.size and cand.max() >= 0:
+                    g = int(cand.argmax())
+                    matrix[r.labels[g], label] += 1
+                    det_free[k], gt_free[g] = False, False
+        for k in np.flatnonzero(det_free):
+            if np.any(~real & (iou[k] >= iou_threshold)):
+                ignored += 1
+            else:
+                matrix[bg, d.labels[keep[k]]] += 1
+        np.add.at(matrix[:, bg], r.labels[gt_free], 1)
+    return matrix, ignored
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("score_threshold, iou_threshold", [(0.3, 0.5), (0.0, 0.7), (0.7, 0.3)])
+def test_vectorised_matrix_equals_the_greedy_loop(seed, score_threshold, iou_threshold):
+    records, detections, names = random_problem(seed)
+    # Copies of a box, of its class and of the next, tie on IoU, also for a detection
+    # of a third class on that box: the first box must win.
+    for i in range(0, len(records), 3):
+        r = records[i]
+        if len(r.labels):
+            label = int(r.labels[0])
+            records[i] = rec(r.image_id, np.r_[r.boxes, r.boxes[:1], r.boxes[:1]],
+                             np.r_[r.labels, label, (label + 1) % len(names)], np.r_[r.difficult, False, False])
+            d = detections.get(r.image_id, det([], [], []))
+            detections[r.image_id] = det(np.r_[d.boxes, r.boxes[:1]], np.r_[d.scores, 0.75],
+                                         np.r_[d.labels, (label + 2) % len(names)])
+    cm = confusion_matrix(records, detections, names, score_threshold, iou_threshold)
+    matrix, ignored = reference_confusion(records, detections, len(names), score_threshold, iou_threshold)
+    np.testing.assert_array_equal(cm.matrix, matrix)
+    assert cm.ignored == ignored

@@ -21,7 +21,7 @@ import math
 import numpy as np
 import pytest
 
-from detector.evaluation.errors import analyse_errors, count_until_recall, detection_kinds
+from detector.evaluation.errors import analyse_errors, count_until_recall, detection_kinds, kind_codes
 from detector.evaluation.matching import class_aps, match_records, mean_ap
 from detector.evaluation.voc_ap import evaluate_voc
 from test_eval_voc import det, random_problem, rec
@@ -100,3 +100,11 @@ def test_ap_from_matches_equals_evaluate_voc(seed, use07):
     # Removing every false positive leaves precision 1 wherever a class has hits.
     fixed = class_aps(matched, use07, drop=matched.fp)
     assert all(f >= a - 1e-12 for f, a in zip(fixed, aps) if not math.isnan(a))
+
+
+def test_count_until_recall_takes_kind_codes_too():
+    records, detections = hand_case()
+    matched = match_records(records, detections, NAMES)
+    names, codes, tp = detection_kinds(matched), kind_codes(matched), matched.tp
+    for n_pos, recall in ((3, 0.5), (3, 1.0), (1, 0.3)):
+        assert count_until_recall(codes, tp, n_pos, recall) == count_until_recall(names, tp, n_pos, recall)
