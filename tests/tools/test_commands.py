@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import configparser
 import importlib.util
-import os
 import subprocess
 import sys
 
@@ -11,16 +10,15 @@ import pytest
 
 from detector.commands import COMMANDS, main
 
-from helpers import REPO
+from helpers import REPO, sppnet_env
 TOOLS = {"train": "train", "test": "test", "detect": "detect", "evaluate": "evaluate",
          "propose": "propose", "stats": "dataset_stats"}
 
 
 def sppnet(*args):
     """`sppnet ARGS` as a user runs it, on this checkout's package."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "detector.commands", *args], capture_output=True, text=True,
-                          timeout=120, cwd=REPO, env=env)
+                          timeout=120, cwd=REPO, env=sppnet_env())
 
 
 def test_help_lists_every_command_with_an_example():
