@@ -21,6 +21,7 @@ the run, naming the shard's images.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Callable, Iterator, Sequence
 
 from .backends import BackendError, BackendOptions
@@ -65,6 +66,48 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                            f"(is Ray running there? start it with: ray start --head)") from None
 
 
+# What Ray's client-side token authentication reads (Ray 2.5x; see
+# https://docs.ray.io/en/latest/ray-security/token-auth.html).
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+AUTH_SETTINGS = "the cluster's token in RAY_AUTH_TOKEN, in a file named by RAY_AUTH_TOKEN_PATH or in ~/.ray/auth_token"
+
+
+def connect_error(e: BaseException, address: str) -> BackendError:
+    """The one-line error for a failed ``ray.init``, with Ray's own reason.
+
+    Ray wraps the cause: "Failed to connect to Ray cluster at <node ip>" holds,
+    as its cause, a RuntimeError whose text ends in the last attempt's
+    traceback, whose last line is the reason: an ``AuthenticationError`` when
+    the client's token authentication does not match the cluster's (a client
+    in token mode without a token gets that error from ``ray.init`` itself).
+    That reason, and for authentication the settings that fix it, go in the
+    message.
+    """
+    where = f"the Ray cluster at {address}" if address else "a local Ray"
+    first = _line(e, 0)
+    innermost = e
+    while innermost.__cause__ is not None:
+        innermost = innermost.__cause__
+    reason = _line(innermost, -1) if innermost is not e else first
+    if type(e).__name__ == "AuthenticationError" or "AuthenticationError: " in reason or "InvalidAuthToken" in reason:
+        # Ray's text goes on with a paragraph of advice; its first sentence is the reason.
+        ray_reason = reason.split("AuthenticationError: ")[-1].split(". ")[0].rstrip(".")
+        if os.environ.get(AUTH_MODE_ENV, "").lower() == "token":
+            fix = f"this client's token is missing or not the cluster's: put {AUTH_SETTINGS}"
+        else:
+            fix = (f"the cluster uses token authentication, this client does not: set {AUTH_MODE_ENV}=token, "
+                   f"with {AUTH_SETTINGS}")
+        return BackendError(f"{where} refused this client: {ray_reason} ({fix})")
+    detail = f" ({reason})" if reason not in first else ""
+    return BackendError(f"cannot reach {where}: {first}{detail}")
+
+
+def _line(e: BaseException, index: int) -> str:
+    """One non-empty line of an exception's text (Ray puts whole tracebacks in messages)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[index] if lines else type(e).__name__
+
+
 class RayBackend:
     """A connection to a Ray cluster (or a private one started here) that maps
     functions over images in shards. In a process where Ray is already
@@ -91,12 +134,13 @@ class RayBackend:
                 else:
                     ray.init(num_cpus=options.num_cpus or None, **kwargs)
             except Exception as e:  # ConnectionError, ValueError, RuntimeError... from Ray
-                where = f"the Ray cluster at {options.address}" if options.address else "a local Ray"
-                message = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise BackendError(f"cannot reach {where}: {message}") from None
+                raise connect_error(e, options.address) from None
             self._owns = True
-        biggest = max((node.get("Resources", {}).get("CPU", 0) for node in ray.nodes() if node.get("Alive")),
-                      default=0)
+        alive = [node for node in ray.nodes() if node.get("Alive")]
+        cpus = [node.get("Resources", {}).get("CPU", 0) for node in alive]
+        if options.address:
+            logger.info("joined the Ray cluster at %s: %d nodes, %g CPUs", options.address, len(alive), sum(cpus))
+        biggest = max(cpus, default=0)
         if options.threads > biggest:
             raise BackendError(f"--ray-threads {options.threads}: no node of the Ray cluster has that many CPUs "
                                f"(the largest has {biggest:g}); its tasks could never start")

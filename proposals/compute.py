@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import select
+import threading
 import time
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 import warnings
@@ -109,6 +111,35 @@ def search_image(task: _Task, data: bytes | None = None) -> _Result:
         return _Result(task.image_id, task.path, error=f"{type(e).__name__}: {e}")
 
 
+def _init_isolated(owner: int) -> None:
+    """:func:`init_worker`, and end this process when process ``owner`` (the Ray worker
+    that started it) ends.
+
+    A private Ray's shutdown ends its workers without running their exit
+    handlers (which would shut this pool down) and kills only the workers'
+    direct children, the forkservers: this process, a forkserver's child,
+    was re-parented to init and waited on its task queue for good, one per
+    worker of every run. The watch is a thread blocked on a pidfd (Linux
+    5.3+; elsewhere nothing watches): it never calls ``rand()``, so the
+    searches stay undisturbed.
+    """
+    init_worker()
+    if not hasattr(os, "pidfd_open"):
+        return
+    try:
+        owner_fd = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(0)  # the owner is gone already
+    except OSError:
+        return  # a kernel without pidfds
+
+    def exit_with_owner() -> None:
+        select.select([owner_fd], [], [])  # readable once the owner has ended
+        os._exit(0)
+
+    threading.Thread(target=exit_with_owner, name="exit-with-owner", daemon=True).start()
+
+
 _isolated: ProcessPoolExecutor | None = None
 
 
@@ -126,7 +157,8 @@ def _search_shipped(item: tuple[_Task, bytes | None]) -> _Result:
     global _isolated
     for attempt in (1, 2):
         if _isolated is None:
-            _isolated = ProcessPoolExecutor(1, mp_context=worker_context(), initializer=init_worker)
+            _isolated = ProcessPoolExecutor(1, mp_context=worker_context(), initializer=_init_isolated,
+                                            initargs=(os.getpid(),))
         try:
             return _isolated.submit(search_image, *item).result()
         except BrokenExecutor:  # the child died (e.g. killed for memory): a new one, once

@@ -5,6 +5,7 @@ Importable from every test module (tests/conftest.py puts this folder on sys.pat
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,98 @@ def small_detector(with_regressors: bool = True):
         regs = train_box_regressors(feats, boxes, gt, rng.integers(0, 2, n), np.full(n, 0.8, np.float32),
                                     2, cfg.bbox)
     return build_detector(cfg, ["a", "b"], backbone, head, svms, regs)
+
+
+# -- running `sppnet` as a user does, and what it leaves behind -------------------------------
+
+def sppnet_env(**extra: str) -> dict:
+    """The environment for `python -m detector.commands`: this checkout's package first."""
+    import os
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def session_processes(sid: int) -> dict[int, str]:
+    """{pid: command line} of the live (not zombie) processes of session ``sid`` (Linux /proc).
+
+    A process keeps its session when it is re-parented to init, so this finds
+    what a command left behind wherever it ended up in the process tree.
+    """
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            state, _ppid, _pgrp, session = stat[stat.rindex(")") + 2:].split()[:4]
+            if int(session) == sid and state != "Z":
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+        except (OSError, ValueError):
+            continue  # ended while we looked
+    return found
+
+
+def end_session(sid: int, grace: float) -> dict[int, str]:
+    """Wait up to ``grace`` seconds for session ``sid`` to empty; SIGKILL what is left
+    (processes this test started) and return it."""
+    import os
+    import signal
+    import time
+
+    deadline = time.monotonic() + grace
+    while (left := session_processes(sid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+@dataclass(frozen=True)
+class SessionRun:
+    returncode: int
+    stderr: str
+    left: dict  # {pid: command line} still running in its session after it ended
+
+
+def run_sppnet_session(*args, env: dict | None = None, timeout: float = 180, grace: float = 20,
+                       interrupt_when=None) -> SessionRun:
+    """`sppnet ARGS` in a session of its own; afterwards, what of that session still runs.
+
+    ``interrupt_when(processes)``: a predicate on the session's processes; once
+    it holds, Ctrl-C (SIGINT to the foreground process group, as a terminal
+    sends it). Every wait is bounded; whatever outlives ``grace`` is killed
+    (and reported in ``left``).
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    err = tempfile.TemporaryFile("w+")  # not a pipe: a chatty command must not block on it
+    proc = subprocess.Popen([sys.executable, "-m", "detector.commands", *map(str, args)], cwd=REPO,
+                            env=env or sppnet_env(), stdout=subprocess.DEVNULL, stderr=err,
+                            start_new_session=True)
+    try:
+        if interrupt_when is not None:
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and not interrupt_when(session_processes(proc.pid)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"sppnet {' '.join(map(str, args))}: never reached the point to interrupt")
+                time.sleep(0.2)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        left = end_session(proc.pid, grace)
+        err.seek(0)
+        stderr = err.read()
+        err.close()
+    return SessionRun(proc.returncode, stderr, left)

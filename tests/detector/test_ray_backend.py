@@ -157,6 +157,45 @@ def test_ray_init_failure_names_the_address(monkeypatch):
     assert calls == ["auto"]
 
 
+def _refused(address):
+    """What Ray 2.5x raises when the cluster refuses this client's token: its
+    AuthenticationError, formatted into the text of the cause (ray/_private/node.py)."""
+    auth = ray.exceptions.AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing "
+                                              "or incorrect")
+    cause = RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                         '  File "python/ray/includes/common.pxi", line 119, in ray._raylet.check_status\n'
+                         f"ray.exceptions.AuthenticationError: {auth}\n")
+    try:
+        raise cause
+    except RuntimeError as e:
+        raise ConnectionError(f"Failed to connect to Ray cluster at {address}") from e
+
+
+def _no_token(address):
+    """What ``ray.init`` raises itself in token mode without a token."""
+    raise ray.exceptions.AuthenticationError("Token authentication is enabled but no authentication token was found")
+
+
+@pytest.mark.parametrize("refuse, client_mode, reason, fix", [
+    (_refused, "", "RPC error: InvalidAuthToken: Authentication token is missing or incorrect",
+     "the cluster uses token authentication, this client does not: set RAY_AUTH_MODE=token, with the "
+     "cluster's token in RAY_AUTH_TOKEN"),
+    (_refused, "token", "RPC error: InvalidAuthToken: Authentication token is missing or incorrect",
+     "this client's token is missing or not the cluster's: put the cluster's token in RAY_AUTH_TOKEN"),
+    (_no_token, "token", "Token authentication is enabled but no authentication token was found",
+     "this client's token is missing or not the cluster's: put the cluster's token in RAY_AUTH_TOKEN")])
+def test_an_authentication_refusal_gives_rays_reason_and_the_setting(monkeypatch, refuse, client_mode, reason, fix):
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda address=None, **kwargs: refuse("192.0.2.7:6391"))
+    monkeypatch.setattr("detector.ray_backend.check_reachable", lambda address: None)
+    monkeypatch.setenv("RAY_AUTH_MODE", client_mode)
+    with pytest.raises(BackendError) as e:
+        build_backend(BackendOptions(name="ray", address="127.0.0.1:6391"))
+    message = str(e.value)
+    assert message.startswith(f"the Ray cluster at 127.0.0.1:6391 refused this client: {reason} (")
+    assert fix in message and "\n" not in message and "cannot reach" not in message
+
+
 def test_command_line_backend_errors(tmp_path, capsys):
     from detector.commands import propose
 

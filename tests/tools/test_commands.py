@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import configparser
 import importlib.util
-import os
 import re
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 
 from detector.commands import COMMANDS, main
 
-from helpers import REPO, load_tool
+from helpers import REPO, load_tool, sppnet_env
 from reliability_battery import TINY
 
 from detector.cli import run_cli
@@ -23,10 +22,9 @@ TOOLS = {"train": "train", "test": "test", "detect": "detect", "evaluate": "eval
 def sppnet(*args, stderr=None, timeout=120):
     """`sppnet ARGS` as a user runs it, on this checkout's package (``stderr``: an open
     file to redirect it to, as ``2> log``; else captured)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     streams = dict(capture_output=True) if stderr is None else dict(stdout=subprocess.PIPE, stderr=stderr)
     return subprocess.run([sys.executable, "-m", "detector.commands", *args], text=True,
-                          timeout=timeout, cwd=REPO, env=env, **streams)
+                          timeout=timeout, cwd=REPO, env=sppnet_env(), **streams)
 
 
 def test_help_lists_every_command_with_an_example():
