@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from proposals.fit import ProposalFit, fit_warning, format_fit, measure_fit
+from proposals.tune import tune_cached
 
 from .bbox_regression import BoxRegressors, train_box_regressors
 from .boxes import flip_boxes
@@ -221,6 +222,17 @@ class TrainingContext:
         self.records = originals + ([flipped_record(r) for r in originals] if cfg.data.flip else [])
         self.num_images = len(originals)
         self.class_names = tuple(dataset.class_names)
+        self.proposal_tuning: dict = {}
+        if cfg.proposals.auto:  # the chosen setting replaces the section: the model records it
+            with timed_stage(self.timings, "proposal_tuning"):
+                tuning = tune_cached(originals, self.verified.digests, self.class_names, cfg.proposals,
+                                     cfg.cache_root() / "proposal_tuning", cfg.seed, log=logger.info)
+            logger.info("proposals.auto: chose %s %s (recall@0.5 target %.2f %s on %d sample images)",
+                        tuning.chosen_name, tuning.overrides(), tuning.target,
+                        "reached" if tuning.reached else "NOT reached: the best recall was kept",
+                        tuning.sample_images)
+            cfg = self.cfg = dataclasses.replace(cfg, proposals=tuning.chosen)
+            self.proposal_tuning = tuning.as_dict()
         self.images = {r.image_id: ImageSource.from_record(r, self.digest(r), flip=is_flipped(r))
                        for r in self.records}
 
@@ -458,6 +470,7 @@ def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
     seed_everything(cfg.seed)
     start = time.perf_counter()
     ctx = TrainingContext(cfg, progress, backend)
+    cfg = ctx.cfg  # proposals.auto may have chosen the proposal setting
     timings = ctx.timings
     stats: dict = {}
     reused: list[str] = []
@@ -568,6 +581,7 @@ def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
              "skipped_images": result.skipped_images, "reused_stages": reused,
              "windows_per_train_image": result.windows_per_train_image,
              "proposal_recall": result.proposal_fit,
+             **({"proposal_tuning": ctx.proposal_tuning} if ctx.proposal_tuning else {}),
              "classes_without_training_objects": result.classes_without_training_objects}
     save_model(result.model_path, detector, extra=extra)
     write_json_atomic(result.report_path, _plain({"config": to_dict(cfg), **extra}))

@@ -18,7 +18,8 @@ All methods then apply min_size, dedupe and the max_windows cap. ``union``
 keeps the selective search windows (fast mode) first and fills the rest of
 ``max_windows`` with the dense grid (``proposals.dense``).
 
-``min_recall`` is not a search parameter: training compares the windows with
+``min_recall`` and ``auto*`` are not search parameters (``auto`` replaces the
+section by the setting it chooses, ``proposals.tune``): training compares the windows with
 the training split's ground truth and warns below it (``proposals.fit``).
 """
 from __future__ import annotations
@@ -95,6 +96,16 @@ class ProposalConfig:
     # selective search on VOC reaches ~0.98 at 2000 windows (Uijlings et al.),
     # so 0.9 flags data that the search does not fit, not its usual misses.
     min_recall: float = 0.9
+    # Training tries a few settings on a sample of the training split first and
+    # keeps the cheapest whose recall@0.5 reaches auto_target (proposals.tune);
+    # the choice replaces this section in the model's config, so test and
+    # detect search the same way. Off by default: a known setting needs no trial.
+    auto: bool = False
+    # The recall the tuner asks for: above min_recall, so a tuned setting does not warn.
+    auto_target: float = 0.95
+    # Training images tried per setting: 20 keep the trial under a minute at
+    # ~0.5 s per search while holding ~50 objects on the small sets.
+    auto_sample: int = 20
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -125,3 +136,7 @@ class ProposalConfig:
             raise ValueError("proposals.dense_stride must be positive")
         if not 0 <= self.min_recall <= 1:
             raise ValueError("proposals.min_recall must be in [0, 1]")
+        if not 0 < self.auto_target <= 1:
+            raise ValueError("proposals.auto_target must be in (0, 1]")
+        if self.auto_sample < 1:
+            raise ValueError("proposals.auto_sample must be >= 1")

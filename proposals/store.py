@@ -38,7 +38,7 @@ from .config import DENSE_FIELDS, DENSE_METHODS, ProposalConfig, ProposalError
 # Bump when a change in this package changes the boxes for the same parameters.
 STORE_VERSION = 1
 # Fields of ProposalConfig that do not change the boxes (so they do not key the cache).
-RUNTIME_FIELDS = ("workers", "min_recall")
+RUNTIME_FIELDS = ("workers", "min_recall", "auto", "auto_target", "auto_sample")
 CONSOLIDATED = "all.npz"
 
 

@@ -2,6 +2,7 @@
 
     sppnet propose --data ../shared/data/raccoon --split test --report runs/props
     sppnet propose --data DATA --split test proposals.method=opencv_quality proposals.upscale=2
+    sppnet propose --data DATA --split trainval --tune --report runs/props
 
 Windows go to ``--cache`` (default ./cache/proposals), one store per dataset,
 split and parameter setting; a killed run resumes; an image whose file
@@ -19,10 +20,12 @@ from detector.config import load_detector_config
 from detector.configio import from_dict, parse_overrides
 from detector.data import load_dataset
 from detector.fileio import params_digest
+from detector.images import read_image
 from proposals import ProposalConfig, compute_split, evaluate_proposals, summarize_store
 from proposals.compute import resolve_workers
 from proposals.report import write_report
 from proposals.store import cache_params
+from proposals.tune import sample_records, tune_proposals
 
 
 def main(argv=None, prog: str | None = None) -> int:
@@ -37,6 +40,10 @@ def main(argv=None, prog: str | None = None) -> int:
     p.add_argument("--workers", type=int, help="processes (default: proposals.workers; 0 = all cores)")
     p.add_argument("--limit", type=int, default=0, help="only the first N images of the split (0 = all)")
     p.add_argument("--report", help="write recall report (md, json, png) into this folder")
+    p.add_argument("--tune", action="store_true",
+                   help="first try a few settings on proposals.auto_sample images of the split, print recall, "
+                        "windows and seconds of each, and search the split with the chosen one (what "
+                        "proposals.auto=true does in training)")
     p.add_argument("--no-progress", action="store_true")
     add_backend_arguments(p)
     p.add_argument("overrides", nargs="*",
@@ -65,6 +72,13 @@ def main(argv=None, prog: str | None = None) -> int:
     if args.limit > 0:
         records = records[:args.limit]
     dataset_key = dataset.name
+    if args.tune:
+        tuning = tune_proposals(sample_records(records, cfg.auto_sample, seed=0), lambda r: read_image(r.path),
+                                dataset.class_names, cfg, target=cfg.auto_target, log=print)
+        cfg = tuning.chosen
+        chosen = " ".join(f"proposals.{k}={v}" for k, v in tuning.overrides().items()) or "(no change)"
+        print(f"chosen: {tuning.chosen_name}: {chosen} (recall@0.5 target {tuning.target:g} "
+              f"{'reached' if tuning.reached else 'not reached; the best recall kept'})")
     workers = resolve_workers(args.workers, cfg, len(records))
     start = time.perf_counter()
     with open_backend(backend_opts) as backend:
