@@ -8,6 +8,7 @@ command joins is in tests/detector/test_ray_cluster.py.
 """
 from __future__ import annotations
 
+import shutil
 import sys
 
 import pytest
@@ -42,7 +43,6 @@ def test_local_workers_end_on_success_error_and_ctrl_c(data, tmp_path):
     assert ok.left == {}
 
     broken = tmp_path / "broken"
-    import shutil
     shutil.copytree(data, broken)
     jpg = sorted((broken / "JPEGImages").glob("*.jpg"))[2]
     jpg.write_bytes(jpg.read_bytes()[:200])
@@ -51,7 +51,7 @@ def test_local_workers_end_on_success_error_and_ctrl_c(data, tmp_path):
     assert bad.left == {}
 
     stopped = run_sppnet_session(*_propose(data, tmp_path / "int", "--workers", "2", *SLOW),
-                                 interrupt_when=_forked(3))
+                                 interrupt_when=_forked(3))  # the forkserver and 2 workers
     assert stopped.returncode == 130 and "interrupted" in stopped.stderr, stopped.stderr
     assert stopped.left == {}
 
@@ -67,6 +67,6 @@ def test_private_ray_ends_on_success_and_ctrl_c(data, tmp_path):
     assert ok.left == {}
 
     stopped = run_sppnet_session(*_propose(data, tmp_path / "int", *ray, *SLOW), env=env,
-                                 interrupt_when=_forked(4))
+                                 interrupt_when=_forked(4))  # 2 workers: a forkserver and a search each
     assert stopped.returncode == 130 and "interrupted" in stopped.stderr, stopped.stderr
     assert stopped.left == {}
