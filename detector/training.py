@@ -486,10 +486,8 @@ def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
             if ft_state is None:
                 ctx.workdir.mkdir(parents=True, exist_ok=True)
                 if conv:
-                    stats["finetune"] = finetune_with_conv(
-                        head, ctx.backbone, ctx.features.pool, conv_samples(ctx), cfg.finetune,
-                        cfg.features.scales, cfg.features.max_size, cfg.pool.window_margin, cfg.seed,
-                        ctx.workdir / "finetune_loss.jsonl", progress)
+                    stats["finetune"] = finetune_with_conv(head, ctx.features, conv_samples(ctx), cfg.finetune,
+                                                           cfg.seed, ctx.workdir / "finetune_loss.jsonl", progress)
                     ft_state = {"head": head.state_dict(), "trunk": ctx.backbone.state_dict(),
                                 "stats": stats["finetune"]}
                 else:
