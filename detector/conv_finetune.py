@@ -2,10 +2,10 @@
 
 SPP-net fine-tunes only the fc layers on cached pool5 vectors. Here the last
 ``finetune.conv_layers`` blocks of the trunk learn too: each mini-batch
-takes a few training images, resizes each to a random training scale, runs
-the conv layers with autograd, maps its windows onto that scale's conv5 map,
-pools them with the same pyramid (which carries the gradient, see
-``SpatialPyramidPool``) and trains fc6/fc7/classifier and those conv blocks
+takes a few training images and pools their windows at a random training
+scale through ``WindowFeatures.trainable_pool5``: the conv pass, window
+mapping and pyramid of test time, run with autograd (``SpatialPyramidPool``
+carries the gradient), so fc6/fc7/classifier and those conv blocks learn
 together. The window labels are the fc fine-tuning's (IoU >= 0.5 positives,
 [0.1, 0.5) background, 25% positives per batch).
 """
@@ -22,12 +22,10 @@ import torch
 from torch import nn
 
 from .config import FinetuneConfig
-from .features import network_input
 from .finetune import WindowLabels, feature_std, moving_average, sgd_step
 from .heads import FCHead
-from .pooling import SpatialPyramidPool, map_windows_to_features
 from .progress import progress_of
-from .window_features import ImageSource
+from .window_features import ImageSource, SPPFeatures
 
 
 @dataclass(frozen=True)
@@ -39,13 +37,11 @@ class ConvSample:
     labels: WindowLabels  # indices into windows; fg labels are class + 1
 
 
-def _pooled_batch(backbone, pool: SpatialPyramidPool, samples: Sequence[ConvSample], scale: int, max_size: int,
-                  margin: float, per_image_fg: int, per_image_bg: int, gen: torch.Generator):
+def _pooled_batch(features: SPPFeatures, samples: Sequence[ConvSample], scale: int, per_image_fg: int,
+                  per_image_bg: int, gen: torch.Generator):
     """pool5 [B, D] (with gradient) and labels [B] of windows drawn from ``samples`` at ``scale``."""
     feats, labels = [], []
     for s in samples:
-        x, factor = network_input(backbone, s.image.pixels(), scale, max_size)
-        fmap = backbone(x)[0].float().cpu()
         fi = s.labels.fg_index[torch.randint(len(s.labels.fg_index), (per_image_fg,), generator=gen)] \
             if len(s.labels.fg_index) else np.zeros(0, np.int64)
         bi = s.labels.bg_index[torch.randint(len(s.labels.bg_index), (per_image_bg,), generator=gen)] \
@@ -53,18 +49,17 @@ def _pooled_batch(backbone, pool: SpatialPyramidPool, samples: Sequence[ConvSamp
         index = np.concatenate([fi, bi])
         if len(index) == 0:
             continue
-        boxes = torch.from_numpy(s.windows[index] * factor)
-        cells = map_windows_to_features(boxes, backbone.grid, fmap.shape[1], fmap.shape[2], margin)
-        feats.append(pool(fmap, cells))
+        feats.append(features.trainable_pool5(s.image, s.windows[index], scale))
         fg_label = dict(zip(s.labels.fg_index.tolist(), s.labels.fg_labels.tolist()))
         labels.append(torch.tensor([fg_label[i] for i in fi.tolist()] + [0] * len(bi), dtype=torch.int64))
     return torch.cat(feats), torch.cat(labels)
 
 
-def finetune_with_conv(head: FCHead, backbone, pool: SpatialPyramidPool, samples: Sequence[ConvSample],
-                       cfg: FinetuneConfig, scales: Sequence[int], max_size: int, margin: float,
-                       seed: int = 0, log_path: Path | None = None, progress: bool = True) -> dict:
-    """SGD on the head and the last ``cfg.conv_layers`` conv blocks, through the pyramid.
+def finetune_with_conv(head: FCHead, features: SPPFeatures, samples: Sequence[ConvSample],
+                       cfg: FinetuneConfig, seed: int = 0, log_path: Path | None = None,
+                       progress: bool = True) -> dict:
+    """SGD on the head and the last ``cfg.conv_layers`` conv blocks of ``features``' trunk,
+    through its pyramid, at a random scale of ``features.scales`` per mini-batch.
 
     The backbone is frozen again afterwards (its weights are the fine-tuned ones).
     Returns statistics: iterations, final loss and accuracy (moving averages), seconds.
@@ -79,8 +74,9 @@ def finetune_with_conv(head: FCHead, backbone, pool: SpatialPyramidPool, samples
     n_fg = max(1, round(cfg.batch_size * cfg.fg_fraction / images))
     n_bg = max(1, cfg.batch_size // images - n_fg)
     with torch.no_grad():  # input scale from a first batch, as the fc fine-tuning sets it
-        first, _ = _pooled_batch(backbone, pool, usable[:images], scales[0], max_size, margin, n_fg, n_bg, gen)
+        first, _ = _pooled_batch(features, usable[:images], features.scales[0], n_fg, n_bg, gen)
     head.input_scale.fill_(1.0 / feature_std(first))
+    backbone = features.backbone
     conv_params = backbone.unfreeze_last(cfg.conv_layers)
     params = [{"params": [p for n, p in head.named_parameters() if n.endswith("weight")] + conv_params,
                "weight_decay": cfg.weight_decay},
@@ -96,8 +92,8 @@ def finetune_with_conv(head: FCHead, backbone, pool: SpatialPyramidPool, samples
     try:
         for it in progress_of(range(cfg.iterations), desc="fine-tune conv + fc", unit="it", enabled=progress):
             batch = [usable[i] for i in rng.choice(len(usable), images, replace=False)]
-            scale = int(rng.choice(scales))  # a random training scale per mini-batch
-            x, y = _pooled_batch(backbone, pool, batch, scale, max_size, margin, n_fg, n_bg, gen)
+            scale = int(rng.choice(features.scales))  # a random training scale per mini-batch
+            x, y = _pooled_batch(features, batch, scale, n_fg, n_bg, gen)
             loss_value, acc = sgd_step(head, opt, sched, loss_fn, x, y)
             avg_loss, avg_acc = moving_average(avg_loss, loss_value), moving_average(avg_acc, acc)
             if log and (it % 20 == 0 or it == cfg.iterations - 1):

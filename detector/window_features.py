@@ -10,11 +10,12 @@ in this image", with two answers:
 - :class:`detector.rcnn.CropFeatures` (R-CNN mode): every window warped and
   convolved on its own (optionally with R-CNN's per-window cache).
 
-``Detector`` and training each hold one and never ask which. Both answer
-under ``torch.inference_mode``: their vectors carry no gradient to the conv
-layers (``differentiable`` is False), which is the paper's frozen trunk; a
-conv-fine-tuning extractor would be a third implementation with
-``differentiable = True``.
+``Detector`` and training each hold one and never ask which. ``pool5``
+answers under ``torch.inference_mode``: its vectors carry no gradient to the
+conv layers, which is the paper's frozen trunk. Conv fine-tuning (past the
+paper) asks ``trainable_pool5`` instead: the same conv pass, window mapping
+and pyramid, run with autograd at one training scale. Only
+:class:`SPPFeatures` has it (R-CNN mode does not fine-tune conv layers).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .boxes import as_box_tensor, box_iou
-from .features import FeatureCache, FeatureMap, compute_feature_maps, feature_cache_key
+from .features import FeatureCache, FeatureMap, compute_feature_maps, feature_cache_key, network_input
 from .fileio import file_digest
 from .images import ImageReadError, read_image
 from .pooling import (DEFAULT_WINDOW_MARGIN, FeatureGrid, SpatialPyramidPool, map_windows_to_features,
@@ -83,9 +84,6 @@ class ImageSource:
 class WindowFeatures(ABC):
     """pool5 vectors [N, pool.output_dim(C)] of windows given in original image pixels."""
 
-    # True for an extractor whose vectors carry gradients into the conv layers.
-    differentiable = False
-
     def __init__(self, backbone, pool: SpatialPyramidPool):
         self.backbone = backbone
         self.pool = pool
@@ -103,6 +101,12 @@ class WindowFeatures(ABC):
         size (the official fine-tuning at several scales); an extractor with
         one scale, or none, ignores it.
         """
+
+    def trainable_pool5(self, image: ImageSource, windows, scale: int) -> Tensor:
+        """pool5 of ``windows`` [N, 4] in ``image`` resized to one training ``scale``
+        (shorter side, px), with autograd: the gradient reaches every conv layer that
+        learns (conv fine-tuning). Never cached."""
+        raise TypeError(f"{type(self).__name__}: no differentiable pool5 (conv fine-tuning is SPP-net's)")
 
     @abstractmethod
     def with_cache(self, root: str | Path) -> "WindowFeatures":
@@ -192,6 +196,13 @@ class SPPFeatures(WindowFeatures):
             return pool_windows(maps, windows, self.pool, self.backbone.grid, self.canonical_window,
                                 self.window_margin, chosen)
 
+    def trainable_pool5(self, image: ImageSource, windows, scale: int) -> Tensor:
+        # The conv pass of compute_feature_maps, with autograd and uncached.
+        x, factor = network_input(self.backbone, image.pixels(), scale, self.max_size)
+        fmap = FeatureMap(self.backbone(x)[0].float().cpu(), factor, tuple(x.shape[2:]))
+        return pool_maps([fmap], windows, self.pool, self.backbone.grid, self.canonical_window,
+                         self.window_margin)
+
     def cache_bytes(self) -> int:
         return 0 if self.cache is None else self.cache.size_bytes()
 
@@ -223,6 +234,13 @@ def _conv5_shipped(item: tuple[str, bytes, bool], backbone, scales: Sequence[int
 def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, grid: FeatureGrid,
                  canonical_window: int, margin: float = DEFAULT_WINDOW_MARGIN,
                  chosen: Tensor | None = None) -> Tensor:
+    """:func:`pool_maps` without autograd (the frozen trunk's pool5, as at test time)."""
+    return pool_maps(maps, windows, pool, grid, canonical_window, margin, chosen)
+
+
+def pool_maps(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, grid: FeatureGrid,
+              canonical_window: int, margin: float = DEFAULT_WINDOW_MARGIN,
+              chosen: Tensor | None = None) -> Tensor:
     """Pooled conv5 ("pool5") vectors of windows given in original image coordinates.
 
     Args:
@@ -236,7 +254,8 @@ def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, 
         chosen: [N] the scale index of each window (default: scale selection,
             the scale where its area is closest to ``canonical_window``**2).
     Returns:
-        float32 [N, pool.output_dim(C)].
+        float32 [N, pool.output_dim(C)]; it carries the gradient of maps that require
+        one (``SpatialPyramidPool`` pools them with autograd).
 
     The engine runs with :data:`~detector.threads.POOL_THREADS` (1) torch
     thread, whatever the caller's setting (restored afterwards).

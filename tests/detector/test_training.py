@@ -1,9 +1,19 @@
-"""detector/training.py: mirrored training images, content keys of the stages, what changed."""
+"""detector/training.py and training_windows.py: mirrored training images, the windows the
+stages train on, conv fine-tuning, the memory budgets."""
 import numpy as np
 
 from detector.config import load_detector_config
 from detector.data import make_synthetic_voc
-from detector.training import FLIP_SUFFIX, TrainingContext, describe_changes, flipped_record
+from detector.data.mirror import FLIP_SUFFIX, flipped_record
+from detector.training_windows import TrainingContext, collect_training_windows
+
+
+def prepared_context(cfg) -> TrainingContext:
+    """A training context after the proposal and conv5-cache stages."""
+    ctx = TrainingContext(cfg, progress=False)
+    ctx.propose()
+    ctx.cache_conv5()
+    return ctx
 
 
 def test_flipped_record_mirrors_the_boxes_only(tmp_path):
@@ -22,7 +32,7 @@ def test_context_trains_on_mirrors_with_mirrored_pixels_and_windows(tmp_path):
     cfg = load_detector_config(None, [f"data.root={data}", f"workdir={tmp_path / 'run'}", "backbone.name=tiny",
                                       "features.scales=[96]", "proposals.max_windows=30",
                                       "proposals.workers=1"])
-    ctx = TrainingContext(cfg, progress=False)
+    ctx = prepared_context(cfg)
     assert cfg.data.flip and ctx.num_images == 3 and len(ctx.records) == 6
     original, mirror = ctx.records[0], ctx.records[3]
     assert mirror.image_id == original.image_id + FLIP_SUFFIX
@@ -38,25 +48,13 @@ def test_context_trains_on_mirrors_with_mirrored_pixels_and_windows(tmp_path):
     assert pooled.shape == (4, ctx.features.output_dim)
 
 
-def test_describe_changes_names_what_moved():
-    old = {"data": {"classes": ["a"], "images": {"x": "1", "y": "2"}}, "svm": {"C": 0.001, "neg_iou": 0.3},
-           "seed": 0}
-    new = {"data": {"classes": ["a"], "images": {"x": "1", "y": "3", "z": "4"}}, "svm": {"C": 0.01, "neg_iou": 0.3},
-           "seed": 1}
-    text = describe_changes(old, new)
-    assert "training data: 1 changed, 1 added image(s)" in text and "svm.C" in text and "seed" in text
-    assert "neg_iou" not in text
-    assert describe_changes(old, old) == "checkpoint missing"
-
-
 def test_training_windows_at_random_scales_keep_regression_at_the_selected_scale(tmp_path):
-    from detector.training import collect_training_windows
     data = make_synthetic_voc(tmp_path / "d", num_train=2, num_test=0, seed=4)
     base = [f"data.root={data}", f"workdir={tmp_path / 'run'}", "backbone.name=tiny", "data.flip=false",
             "features.scales=[96,160]", "proposals.max_windows=40", "proposals.workers=1"]
-    random = collect_training_windows(TrainingContext(load_detector_config(None, base), progress=False))
-    fixed = collect_training_windows(TrainingContext(load_detector_config(
-        None, base + ["finetune.random_scale=false"]), progress=False))
+    random = collect_training_windows(prepared_context(load_detector_config(None, base)))
+    fixed = collect_training_windows(prepared_context(
+        load_detector_config(None, base + ["finetune.random_scale=false"])))
     assert random.fg.shape == fixed.fg.shape and len(random.fg) > 0
     assert not np.array_equal(random.bg.numpy(), fixed.bg.numpy())  # fine-tuning windows moved scale
     np.testing.assert_array_equal(random.bbox_features, fixed.bbox_features)  # regression did not
@@ -87,7 +85,7 @@ def test_conv_fine_tuning_changes_the_trunk_and_the_features_after_it(tmp_path):
 
 def test_bank_and_regression_windows_stay_under_their_memory_budgets():
     from detector.config import load_detector_config
-    from detector.training import MB, bank_caps, bbox_cap
+    from detector.training_windows import MB, bank_caps, bbox_cap
 
     cfg = load_detector_config(None, ["finetune.bank_max_mb=100", "bbox.max_mb=50"])
     dim = 4800

@@ -47,7 +47,7 @@ def test_image_source_decodes_once(record, monkeypatch):
 def test_spp_features_match_the_pipeline_by_hand(backbone, record):
     cfg = load_detector_config(None, ["backbone.name=tiny", "features.scales=[96,192]"])
     features = build_window_features(cfg, backbone)
-    assert isinstance(features, SPPFeatures) and not features.differentiable
+    assert isinstance(features, SPPFeatures)
     timings = {}
     got = features.pool5(ImageSource.from_record(record), WINDOWS, timings)
     maps = compute_feature_maps(backbone, ImageSource.from_record(record).pixels(), [96, 192], cfg.features.max_size)
@@ -119,3 +119,33 @@ def test_random_scales_for_fine_tuning(backbone, record):
     want = pool_windows(maps, windows, features.pool, backbone.grid, 224, chosen=chosen)
     torch.testing.assert_close(random, want)
     assert not torch.equal(random, selected)  # some windows moved to the other scale
+
+
+def test_trainable_pool5_is_test_time_pool5_with_a_gradient(record):
+    """Conv fine-tuning's pool5 (with autograd, one scale) equals the frozen pool5 of test time
+    for the same trunk, image and windows, at each scale, and its gradient reaches the trunk."""
+    cfg = load_detector_config(None, ["backbone.name=tiny", "features.scales=[96,192]"])
+    trunk = build_config_backbone(cfg)  # its own: the test unfreezes a block
+    features = build_window_features(cfg, trunk)
+    image = ImageSource.from_record(record)
+    windows = np.tile(WINDOWS, (2, 1))
+    maps = features.feature_maps(image)
+    learning = trunk.unfreeze_last(1)
+    try:
+        for k, scale in enumerate(cfg.features.scales):
+            trained = features.trainable_pool5(image, windows, scale)
+            tested = pool_windows(maps, windows, features.pool, trunk.grid, 224,
+                                  chosen=torch.full((len(windows),), k))
+            assert trained.requires_grad and not tested.requires_grad
+            assert torch.equal(trained.detach(), tested)
+            trained.sum().backward()
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learning)
+    finally:
+        trunk.freeze()
+
+
+def test_only_spp_features_pool_with_a_gradient(backbone, record):
+    from detector.rcnn import CropFeatures
+    crops = CropFeatures(backbone, SpatialPyramidPool([1]), 64, 4)
+    with pytest.raises(TypeError, match="no differentiable pool5"):
+        crops.trainable_pool5(ImageSource.from_record(record), WINDOWS, 96)

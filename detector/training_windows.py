@@ -1,0 +1,379 @@
+"""What every training stage shares: the verified data, its proposals, the window features,
+the stage keys, and the windows the fc layers and box regressors train on.
+
+The stages themselves are declared in ``detector.training``. With ``data.flip``
+every image also trains as its mirror (``detector.data.mirror``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from proposals.fit import ProposalFit, fit_warning, format_fit, measure_fit
+from proposals.tune import tune_cached
+
+from .boxes import flip_boxes
+from .build import build_config_backbone, build_dataset, build_window_features, check_weights
+from .config import Config
+from .conv_finetune import ConvSample
+from .data import report_dropped_classes
+from .data.mirror import flipped_record, is_flipped, original_id
+from .data.verify import verify_images
+from .fileio import params_digest
+from .finetune import label_windows
+from .heads import FCHead
+from .pooling import MAPPING_VERSION, FeatureGrid
+from .progress import progress_of
+from .records import ImageRecord
+from .stages import BBOX_WINDOWS, FINETUNE_WINDOWS, Checkpoint
+from .svm import TrainImage
+from .timing import timed_stage
+from .window_features import ImageSource, match_windows
+
+logger = logging.getLogger(__name__)
+
+# Independent random streams (seeded by cfg.seed), so the fine-tuning bank
+# does not change when a box-regression parameter changes the number of draws.
+_FINETUNE_STREAM, _BBOX_STREAM, _SCALE_STREAM = 1, 2, 3
+
+
+def training_gt(record) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth used for training: difficult objects are left out (py-faster-rcnn default)."""
+    keep = ~record.difficult
+    return record.boxes[keep], record.labels[keep]
+
+
+def annotation_digest(record) -> str:
+    """Digest of what training reads from an annotation: boxes, labels, difficult flags."""
+    return params_digest([record.image_id, np.round(record.boxes.astype(np.float64), 3).tolist(),
+                          record.labels.tolist(), record.difficult.tolist()])
+
+
+@dataclass(frozen=True)
+class TrainingWindows:
+    """pool5 of the windows the fc layers and the box regressors train on.
+
+    fg/bg: float16 [F, D] / [B, D] fine-tuning positives and background;
+    fg_labels: int64 [F] class index + 1. bbox_*: the regression windows,
+    float32 features [R, D], windows [R, 4], their best gt boxes [R, 4],
+    int64 labels [R] and float32 IoU [R].
+    """
+
+    fg: torch.Tensor
+    fg_labels: torch.Tensor
+    bg: torch.Tensor
+    bbox_features: np.ndarray
+    bbox_boxes: np.ndarray
+    bbox_gt: np.ndarray
+    bbox_labels: np.ndarray
+    bbox_iou: np.ndarray
+
+    def without(self, part: str) -> "TrainingWindows":
+        """The same windows less one part's (FINETUNE_WINDOWS or BBOX_WINDOWS), its memory freed."""
+        if part == FINETUNE_WINDOWS:
+            empty = torch.zeros(0, self.fg.shape[1], dtype=self.fg.dtype)
+            return dataclasses.replace(self, fg=empty, fg_labels=self.fg_labels[:0].clone(), bg=empty)
+        if part == BBOX_WINDOWS:
+            return dataclasses.replace(self, bbox_features=self.bbox_features[:0].copy(),
+                                       bbox_boxes=self.bbox_boxes[:0].copy(), bbox_gt=self.bbox_gt[:0].copy(),
+                                       bbox_labels=self.bbox_labels[:0].copy(), bbox_iou=self.bbox_iou[:0].copy())
+        raise ValueError(f"unknown part of the training windows: {part!r}")
+
+
+class TrainingContext:
+    """What every training stage shares: the verified data, the backbone and its window
+    features, the parts every stage key holds; the proposals once ``propose`` ran."""
+
+    def __init__(self, cfg: Config, progress: bool = True, backend=None):
+        self.cfg = cfg
+        self.progress = progress
+        self.backend = backend
+        self.workdir = Path(cfg.workdir)
+        self.timings: dict[str, float] = {}
+        check_weights(cfg.backbone)  # a wrong path fails now, not after the proposals
+        with timed_stage(self.timings, "load_dataset"):
+            dataset = build_dataset(cfg.data, cfg.data.train_split)
+            report_dropped_classes(dataset, cfg.data.root, "data.class_names")  # COCO leaves them out
+            records = list(dataset)
+            if cfg.data.max_train_images > 0:
+                records = records[: cfg.data.max_train_images]
+            if not records:
+                raise ValueError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no images")
+            if not any(len(r.boxes) for r in records):
+                raise ValueError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no objects "
+                                 f"to train on ({len(records)} images, none annotated)")
+            self.verified = verify_images(records, cfg.cache_root() / "image_checks.json",
+                                          strict=cfg.data.strict_images, progress=progress,
+                                          what=f"{cfg.data.root} {cfg.data.train_split} split")
+        self.dataset_name = dataset.name
+        originals = list(self.verified.records)
+        # With data.flip every image also trains as its mirror: same file and
+        # digest, mirrored boxes and windows, its own conv5 cache entry.
+        self.records = originals + ([flipped_record(r) for r in originals] if cfg.data.flip else [])
+        self.num_images = len(originals)
+        self.class_names = tuple(dataset.class_names)
+        self.proposal_tuning: dict = {}
+        if cfg.proposals.auto:  # before the stage keys: the chosen setting keys them, and the model records it
+            with timed_stage(self.timings, "proposal_tuning"):
+                tuning = tune_cached(originals, self.verified.digests, self.class_names, cfg.proposals,
+                                     cfg.cache_root() / "proposal_tuning", cfg.seed, log=logger.info)
+            logger.info("proposals.auto: chose %s %s (recall@0.5 target %.2f %s on %d sample images)",
+                        tuning.chosen_name, tuning.overrides(), tuning.target,
+                        "reached" if tuning.reached else "NOT reached: the best recall was kept",
+                        tuning.sample_images)
+            cfg = self.cfg = dataclasses.replace(cfg, proposals=tuning.chosen)
+            self.proposal_tuning = tuning.as_dict()
+        self.images = {r.image_id: ImageSource.from_record(r, self.digest(r), flip=is_flipped(r))
+                       for r in self.records}
+        self.backbone = build_config_backbone(cfg)
+        self.features = build_window_features(cfg, self.backbone, cfg.cache_root())
+        self.common_parts = shared_parts(
+            cfg, self.class_names, {r.image_id: params_digest([annotation_digest(r), self.digest(r)])
+                                    for r in self.records}, self.backbone.digest(), self.backbone.grid)
+        self.proposals = None  # a proposals.store.ProposalStore once propose() ran
+        self.proposal_fit: ProposalFit | None = None
+
+    def propose(self) -> None:
+        """The proposals of every original image (cached per image), and their fit, logged."""
+        from proposals import compute_split
+
+        cfg, originals = self.cfg, list(self.verified.records)
+        self.proposals = compute_split(originals, cfg.proposals, cfg.cache_root() / "proposals",
+                                       self.dataset_name, cfg.data.train_split,
+                                       workers=cfg.proposals.workers or None, progress=self.progress,
+                                       backend=self.backend)
+        self.proposal_fit = check_proposal_fit(originals, self.proposals, self.class_names, cfg)
+
+    def cache_conv5(self) -> None:
+        """Fill the window features' cache for every training image (and mirror)."""
+        self.features.prepare(list(self.images.values()), self.progress, self.backend)
+
+    def adopt_trunk(self, state: dict) -> None:
+        """Load fine-tuned conv weights into the backbone and fill their conv5 cache."""
+        self.backbone.load_state_dict(state)
+        self.features = build_window_features(self.cfg, self.backbone, self.cfg.cache_root())
+        self.cache_conv5()
+
+    def digest(self, record) -> str:
+        """Content digest of a record's image file (a mirror shares its original's)."""
+        return self.verified.digests[original_id(record.image_id)]
+
+    def windows(self, record) -> np.ndarray:
+        """The record's proposals (a mirror's are its original's, mirrored)."""
+        if is_flipped(record):
+            boxes = self.proposals.load(original_id(record.image_id))
+            return flip_boxes(boxes, record.width).numpy().astype(np.float32)
+        return self.proposals.load(record.image_id)
+
+    def pool5(self, record, boxes: np.ndarray, scale_rng: np.random.Generator | None = None) -> torch.Tensor:
+        """pool5 vectors [N, D] of ``boxes`` in ``record``'s image (``scale_rng``: random scales)."""
+        return self.features.pool5(self.images[record.image_id], boxes, scale_rng=scale_rng)
+
+    def checkpoint(self, name: str, sections: Sequence[str]) -> Checkpoint:
+        """The checkpoint of stage ``name``, keyed by the shared parts and the config ``sections``."""
+        parts = stage_parts(self.cfg, self.common_parts, sections, len(self.records), self.features.output_dim)
+        return Checkpoint(self.workdir / "stages", name, parts)
+
+
+def shared_parts(cfg: Config, class_names: Sequence[str], image_digests: dict[str, str], backbone_digest: str,
+                 grid: FeatureGrid) -> dict:
+    """What every stage key holds: the training data (class names; each image's and mirror's
+    annotation and pixel digest), the proposal parameters, the trunk, the windows' features, the seed."""
+    from proposals.store import cache_params
+
+    windows = ({"mode": "rcnn", "rcnn": asdict(cfg.rcnn)} if cfg.mode == "rcnn" else
+               {"mode": "spp", "features": asdict(cfg.features)})
+    return {
+        "data": {"classes": list(class_names), "images": dict(image_digests)},
+        "proposals": cache_params(cfg.proposals),
+        "backbone": backbone_digest,
+        # The cell grid and the mapping rule's version: a changed mapping
+        # changes every pooled vector, though no parameter changed.
+        "windows": dict(windows, pool=asdict(cfg.pool), grid=asdict(grid), mapping=MAPPING_VERSION),
+        "seed": cfg.seed,
+    }
+
+
+def stage_parts(cfg: Config, shared: dict, sections: Sequence[str], num_records: int, dim: int) -> dict:
+    """A stage key: the shared parts and each of ``sections`` (config section names).
+
+    The memory budgets key a stage by what they do: the per-image caps they
+    leave for ``num_records`` records of ``dim``-long pool5, and only where
+    they bind (so a budget that changes nothing keeps the stage, as it was
+    before budgets existed).
+    """
+    parts = dict(shared)
+    for name in sections:
+        section = getattr(cfg, name)
+        key = asdict(section)
+        if name == "finetune":
+            del key["bank_max_mb"]
+            caps = bank_caps(cfg, num_records, dim)
+            if caps != (section.bank_fg_per_image, section.bank_bg_per_image):
+                key["bank_caps"] = list(caps)
+        elif name == "bbox":
+            del key["max_mb"]
+            cap = bbox_cap(cfg, num_records, dim)
+            if cap != section.max_per_image:
+                key["bbox_cap"] = cap
+        parts[name] = key
+    return parts
+
+
+def labelled_windows(ctx: TrainingContext, record, rng: np.random.Generator, caps: tuple[int, int] | None = None):
+    """A training image's windows (its ground truth, then its proposals), each window's best
+    IoU and gt index, and the fine-tuning sample drawn from them (at most ``caps``: default the
+    bank's, :func:`bank_caps`).
+
+    Returns (windows float32 [N, 4], max_iou [N], argmax [N], WindowLabels).
+    """
+    cfg = ctx.cfg
+    gt_boxes, gt_labels = training_gt(record)
+    windows = np.concatenate([gt_boxes, ctx.windows(record)]).astype(np.float32)
+    max_iou, arg = match_windows(windows, gt_boxes)
+    label_of_best = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
+    max_fg, max_bg = caps or bank_caps(cfg, len(ctx.records), ctx.features.output_dim)
+    chosen = label_windows(max_iou, label_of_best, cfg.finetune, max_fg, max_bg, rng)
+    return windows, max_iou, arg, chosen
+
+
+MB = 1 << 20
+
+
+def bank_caps(cfg: Config, num_images: int, dim: int) -> tuple[int, int]:
+    """Fine-tuning windows kept per image (fg, bg): the config's per-image caps, shrunk in
+    proportion when ``num_images`` of them would pass ``finetune.bank_max_mb`` (float16 pool5)."""
+    fg, bg = cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image
+    fit = cfg.finetune.bank_max_mb * MB / (2 * dim * max(num_images, 1))
+    if fg + bg > fit:
+        shrink = fit / (fg + bg)
+        fg, bg = max(1, int(fg * shrink)), max(1, int(bg * shrink))
+    return fg, bg
+
+
+def bbox_cap(cfg: Config, num_images: int, dim: int) -> int:
+    """Box-regression windows kept per image: ``bbox.max_per_image``, or fewer when
+    ``num_images`` of them would pass ``bbox.max_mb`` (float32 pool5)."""
+    fit = int(cfg.bbox.max_mb * MB / (4 * dim * max(num_images, 1)))
+    return max(1, min(cfg.bbox.max_per_image, fit))
+
+
+def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = True) -> TrainingWindows:
+    """One pass over the images: pool5 of the fine-tuning and box-regression windows.
+
+    Windows are the proposals plus the ground-truth boxes (R-CNN adds the
+    ground truth to its positives). ``draw`` numbers the fine-tuning bank
+    (each draw samples other windows, see ``finetune.resample_every``);
+    ``bbox=False`` leaves the box-regression windows out.
+    """
+    cfg = ctx.cfg
+    ft_rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM, draw])
+    bb_rng = np.random.default_rng([cfg.seed, _BBOX_STREAM])
+    # Random scales need their own pooling pass; with one scale there is no choice to make.
+    several = cfg.mode == "spp" and len(cfg.features.scales) > 1 and cfg.finetune.random_scale
+    scale_rng = np.random.default_rng([cfg.seed, _SCALE_STREAM, draw]) if several else None
+    max_reg = bbox_cap(cfg, len(ctx.records), ctx.features.output_dim)
+    fg, fg_labels, bg = [], [], []
+    bb_feats, bb_boxes, bb_gt, bb_labels, bb_iou = [], [], [], [], []
+    for r in progress_of(ctx.records, desc="pool training windows", unit="img", enabled=ctx.progress):
+        gt_boxes, gt_labels = training_gt(r)
+        windows, max_iou, arg, chosen = labelled_windows(ctx, r, ft_rng)
+        reg = (np.flatnonzero(max_iou >= cfg.bbox.min_iou) if len(gt_boxes) and bbox
+               else np.zeros(0, np.int64))
+        if len(reg) > max_reg:
+            reg = np.sort(bb_rng.choice(reg, max_reg, replace=False))
+        ft_wanted = np.unique(np.concatenate([chosen.fg_index, chosen.bg_index]))
+        if len(ft_wanted) + len(reg) == 0:
+            continue
+        if scale_rng is None:  # one pooling pass, every window at its selected scale
+            wanted = np.unique(np.concatenate([ft_wanted, reg]))
+            ft_pool = reg_pool = (wanted, ctx.pool5(r, windows[wanted]))
+        else:  # fine-tuning windows at random scales, regression windows at the selected one
+            ft_pool = (ft_wanted, ctx.pool5(r, windows[ft_wanted], scale_rng))
+            reg_pool = (reg, ctx.pool5(r, windows[reg]))
+        fg.append(_rows(ft_pool, chosen.fg_index).half())
+        fg_labels.append(torch.from_numpy(chosen.fg_labels))
+        bg.append(_rows(ft_pool, chosen.bg_index).half())
+        if len(reg):
+            bb_feats.append(_rows(reg_pool, reg).numpy())
+            bb_boxes.append(windows[reg])
+            bb_gt.append(gt_boxes[arg[reg]])
+            bb_labels.append(gt_labels[arg[reg]])
+            bb_iou.append(max_iou[reg])
+    dim = ctx.features.output_dim
+
+    def cat(parts, empty):
+        return torch.cat(parts) if parts else empty
+
+    def npcat(parts, shape, dtype):
+        return np.concatenate(parts) if parts else np.zeros(shape, dtype)
+
+    return TrainingWindows(
+        fg=cat(fg, torch.zeros(0, dim, dtype=torch.float16)),
+        fg_labels=cat(fg_labels, torch.zeros(0, dtype=torch.int64)),
+        bg=cat(bg, torch.zeros(0, dim, dtype=torch.float16)),
+        bbox_features=npcat(bb_feats, (0, dim), np.float32), bbox_boxes=npcat(bb_boxes, (0, 4), np.float32),
+        bbox_gt=npcat(bb_gt, (0, 4), np.float32), bbox_labels=npcat(bb_labels, (0,), np.int64),
+        bbox_iou=npcat(bb_iou, (0,), np.float32))
+
+
+def conv_samples(ctx: TrainingContext) -> list[ConvSample]:
+    """Every training image with its labelled windows, for conv fine-tuning (at most the
+    bank's fg + bg windows per image, sampled once)."""
+    cfg = ctx.cfg
+    rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM])
+    samples = []
+    # Boxes only, no pool5 bank to budget: the configured per-image caps.
+    caps = (cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image)
+    for r in ctx.records:
+        windows, _, _, labels = labelled_windows(ctx, r, rng, caps)
+        samples.append(ConvSample(ctx.images[r.image_id], windows, labels))
+    return samples
+
+
+def _rows(pool: tuple[np.ndarray, torch.Tensor], index: np.ndarray) -> torch.Tensor:
+    """Rows of pooled vectors for window ``index`` (pool: sorted window indices, their vectors)."""
+    wanted, pooled = pool
+    return pooled[torch.from_numpy(np.searchsorted(wanted, index))]
+
+
+def classes_without_training_objects(records, class_names, stages: list[str]) -> dict[str, list[str]]:
+    """The classes with no (non-difficult) object in ``records``, each with ``stages``: the
+    stages that then learn nothing for it (no positive for the SVM, no window for the box
+    regressor or the fine-tuned classifier), so it is never detected."""
+    counts = np.zeros(len(class_names), np.int64)
+    for r in records:
+        counts += np.bincount(training_gt(r)[1], minlength=len(class_names))
+    return {class_names[k]: list(stages) for k in np.flatnonzero(counts == 0)}
+
+
+def svm_training_images(ctx: TrainingContext, head: FCHead) -> Callable[[], Iterable[TrainImage]]:
+    """A fresh iterator over the training images' SVM features at each call."""
+    layer = ctx.cfg.svm.feature
+
+    def images() -> Iterator[TrainImage]:
+        for r in ctx.records:
+            windows = ctx.windows(r)
+            both = np.concatenate([r.boxes, windows]).astype(np.float32)
+            feats = head.features(ctx.pool5(r, both), layer).numpy()
+            g = len(r.boxes)
+            yield TrainImage(image_id=r.image_id, features=feats[g:], boxes=windows,
+                             gt_features=feats[:g], gt_boxes=r.boxes, gt_labels=r.labels,
+                             gt_difficult=r.difficult)
+    return images
+
+
+def check_proposal_fit(records: list[ImageRecord], store, class_names, cfg: Config) -> ProposalFit:
+    """Recall of the training windows on the training split, logged; a warning below proposals.min_recall."""
+    fit = measure_fit(records, store.load, class_names, cfg.data.train_split, cfg.proposals.min_size)
+    logger.info("%s", format_fit(fit))
+    warning = fit_warning(fit, cfg.proposals)
+    if warning:
+        logger.warning("%s", warning)
+    return fit

@@ -1,0 +1,137 @@
+"""detector/stages.py with the stages of detector/training.py: keys, reuse, pooling, what changed."""
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from detector.config import load_detector_config
+from detector.pooling import FeatureGrid
+from detector.stages import Checkpoint, describe_changes, key_sections, run_stages
+from detector.training import training_stages
+from detector.training_windows import shared_parts, stage_parts
+
+# Checkpoint digests that the hand-wired train() of commit 2851bfc (before the stages were
+# declared) gave for these configs, on the stub inputs of `checkpoint_names`: its boolean
+# rules copied verbatim onto a TrainingContext holding those inputs. Equal digests mean an
+# existing workdir reuses every stage. A changed config default changes them on purpose
+# (every workdir then recomputes that stage); record the new ones then.
+OLD_DIGESTS = {
+    "frozen": ([], {"finetune": "7a070aee5a402da2", "svm": "28b0956e44062b24", "bbox": "36f15f118c7cac51"}),
+    "frozen_pool5": (["svm.feature=pool5"],
+                     {"finetune": "7a070aee5a402da2", "svm": "0b824c1c1243beac", "bbox": "36f15f118c7cac51"}),
+    "conv": (["finetune.conv_layers=1"],
+             {"finetune": "1a61ddaab358a66e", "svm": "8ac4dbfcb386ad22", "bbox": "723065c8a2a8ba36"}),
+    "conv_pool5": (["finetune.conv_layers=1", "svm.feature=pool5"],
+                   {"finetune": "1a61ddaab358a66e", "svm": "a3bee8a8c8e0791e", "bbox": "723065c8a2a8ba36"}),
+    "rcnn": (["mode=rcnn"], {"finetune": "505d0cc91d92e2d3", "svm": "9e1242c7d83a5bcd", "bbox": "bf737161b7e2f85d"}),
+    "no_finetune": (["finetune.enabled=false"], {"svm": "6d7fd5d32686a7d2", "bbox": "36f15f118c7cac51"}),
+    "no_finetune_pool5": (["finetune.enabled=false", "svm.feature=pool5"],
+                          {"svm": "0b824c1c1243beac", "bbox": "36f15f118c7cac51"}),
+    "no_bbox": (["bbox.enabled=false"], {"finetune": "7a070aee5a402da2", "svm": "28b0956e44062b24"}),
+    "budgets": (["finetune.bank_max_mb=1", "bbox.max_mb=1"],
+                {"finetune": "5df824bfe71a84a7", "svm": "26cef9e4e5512a07", "bbox": "f92c27c74506bf0e"}),
+    "seed1_scales": (["seed=1", "features.scales=[480,688]"],
+                     {"finetune": "d2cf17217ab69e63", "svm": "d42390f70b73e527", "bbox": "31239eaf36efc77d"}),
+}
+
+
+def checkpoint_names(cfg) -> dict[str, str]:
+    """Each checkpointed stage's file name, as TrainingContext.checkpoint derives it, on stub
+    inputs: two classes, an image and its mirror, a trunk digest, 50 records of 4800-d pool5."""
+    shared = shared_parts(cfg, ["a", "b"], {"x": "d1", "x#flip": "d2"}, "b0", FeatureGrid(stride=16, offset=7.5))
+    stages = training_stages(cfg)
+    sections = key_sections(stages)
+    return {s.name: Checkpoint(Path("w"), s.name, stage_parts(cfg, shared, sections[s.name], 50, 4800)).path.name
+            for s in stages if s.checkpointed}
+
+
+@pytest.mark.parametrize("name", list(OLD_DIGESTS))
+def test_stage_keys_are_the_hand_wired_trains(name):
+    overrides, digests = OLD_DIGESTS[name]
+    assert checkpoint_names(load_detector_config(None, overrides)) == {
+        stage: f"{stage}-{digest}.pt" for stage, digest in digests.items()}
+
+
+def test_a_stage_is_keyed_by_the_sections_upstream_of_what_it_reads():
+    frozen = key_sections(training_stages(load_detector_config(None, [])))
+    assert frozen["bbox"] == ("bbox",) and frozen["svm"] == ("finetune", "svm")  # fc7 reads the head
+    conv = key_sections(training_stages(load_detector_config(None, ["finetune.conv_layers=2",
+                                                                    "svm.feature=pool5"])))
+    assert conv["bbox"] == ("finetune", "bbox") and conv["svm"] == ("finetune", "svm")  # the fine-tuned trunk
+    plain = key_sections(training_stages(load_detector_config(None, ["finetune.enabled=false"])))
+    assert plain["svm"] == ("svm",) and "finetune" not in plain
+
+
+@dataclass
+class RecordingHost:
+    """A StageHost that records what the runner asks of it."""
+
+    stages_dir: Path
+    timings: dict = field(default_factory=dict)
+    reused: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+
+    def checkpoint(self, name, sections):
+        return Checkpoint(self.stages_dir, name, {"sections": list(sections)})
+
+    def pool_windows(self, parts):
+        self.events.append(("pool", sorted(parts)))
+
+    def release_windows(self, parts):
+        self.events.append(("release", sorted(parts)))
+
+
+def recorded(stages):
+    """The declared stages with bodies that only record that they ran or were restored."""
+    def body(name):
+        def run(host):
+            host.events.append(("run", name))
+            return {"stage": name}
+        return run
+
+    def restore(host, state):
+        host.events.append(("restore", state["stage"]))
+    return [dataclasses.replace(s, run=body(s.name), restore=restore if s.checkpointed else None) for s in stages]
+
+
+def run_recorded(tmp_path, overrides):
+    host = RecordingHost(tmp_path / "stages")
+    run_stages(recorded(training_stages(load_detector_config(None, overrides))), host)
+    return host
+
+
+def test_windows_are_pooled_once_for_the_stages_that_compute_and_freed_after(tmp_path):
+    host = run_recorded(tmp_path, [])
+    assert host.events == [("run", "proposals"), ("run", "conv5_cache"), ("pool", ["bbox", "finetune"]),
+                           ("run", "finetune"), ("release", ["finetune"]), ("run", "svm"), ("run", "bbox"),
+                           ("release", ["bbox"])]
+    assert set(host.timings) == {"proposals", "conv5_cache", "pool_training_windows", "finetune", "svm", "bbox"}
+    again = run_recorded(tmp_path, [])  # every checkpoint there: restored, nothing pooled
+    assert again.events == [("run", "proposals"), ("run", "conv5_cache"), ("restore", "finetune"),
+                            ("restore", "svm"), ("restore", "bbox")]
+    assert again.reused == ["finetune", "svm", "bbox"]
+    for path in (tmp_path / "stages").glob("bbox-*.pt"):
+        path.unlink()
+    assert run_recorded(tmp_path, []).events[2:] == [("restore", "finetune"), ("restore", "svm"),
+                                                     ("pool", ["bbox"]), ("run", "bbox"), ("release", ["bbox"])]
+
+
+def test_conv_fine_tuning_pools_on_the_fine_tuned_trunk_only(tmp_path):
+    host = run_recorded(tmp_path, ["finetune.conv_layers=1"])
+    assert host.events == [("run", "proposals"), ("run", "conv5_cache"), ("run", "finetune"),
+                           ("run", "conv5_cache_finetuned"), ("run", "svm"), ("pool", ["bbox"]), ("run", "bbox"),
+                           ("release", ["bbox"])]
+    no_bbox = run_recorded(tmp_path / "b", ["bbox.enabled=false"])
+    assert ("pool", ["finetune"]) in no_bbox.events and ("pool", ["bbox", "finetune"]) not in no_bbox.events
+
+
+def test_describe_changes_names_what_moved():
+    old = {"data": {"classes": ["a"], "images": {"x": "1", "y": "2"}}, "svm": {"C": 0.001, "neg_iou": 0.3},
+           "seed": 0}
+    new = {"data": {"classes": ["a"], "images": {"x": "1", "y": "3", "z": "4", "z#flip": "5"}},
+           "svm": {"C": 0.01, "neg_iou": 0.3}, "seed": 1}
+    text = describe_changes(old, new)
+    assert "training data: 1 changed, 1 added image(s)" in text and "svm.C" in text and "seed" in text
+    assert "neg_iou" not in text
+    assert describe_changes(old, old) == "checkpoint missing"
