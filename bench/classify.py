@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.classify [--seeds 0 1 2] [--only spp_multi ...]
 
-configs/classify_bccd.yaml (MobileNetV2 ImageNet weights, last 2 blocks
+configs/classify/bccd_mobilenet.yaml (MobileNetV2 ImageNet weights, last 2 blocks
 learn, tested at 128 px; 100 crops per class and 6 epochs, see PROTOCOL) in four variants: the pyramid or a
 global average pool over the conv map, trained at 128 px only or at 128 and
 96 px in turn (one size per epoch). Every input is the crop warped to a
@@ -24,7 +24,7 @@ from detector.classification.report import evaluation_dict, train_record
 from detector.classification.training import train_classifier
 from detector.fileio import write_json_atomic
 
-CONFIG = "configs/classify_bccd.yaml"
+CONFIG = "configs/classify/bccd_mobilenet.yaml"
 RESULTS = Path("bench/results/classify")
 # Fewer examples and epochs than the config: with all 300 crops per class
 # every variant errs on 2-3 of ~945 test crops, too few to compare.

@@ -51,7 +51,7 @@ COMMANDS = {
                      "sppnet stats --data /data/mine --split trainval"),
     "classify": Command("detector.commands.classify",
                         "image classifier with spatial pyramid pooling: train, evaluate, predict (multi-size)",
-                        "sppnet classify train --config configs/classify_bccd.yaml workdir=runs/cls"),
+                        "sppnet classify train --config configs/classify/bccd_mobilenet.yaml workdir=runs/cls"),
 }
 
 

@@ -1,6 +1,6 @@
 """Image classification with spatial pyramid pooling (SPP-net Sec. 3): train, evaluate, predict.
 
-    sppnet classify train --config configs/classify_bccd.yaml [key=value ...]
+    sppnet classify train --config configs/classify/bccd_mobilenet.yaml [key=value ...]
     sppnet classify evaluate --model runs/cls/model.pt --out runs/cls/test [data.root=... data.test_split=...]
     sppnet classify predict --model runs/cls/model.pt --input crops/ --output runs/cls/pred
 
