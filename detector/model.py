@@ -69,21 +69,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = "aut
             :func:`detector.config.with_test_overrides`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt or unsafe files
-        raise ModelFileError(f"{path}: not a readable model file ({_first_line(e)})") from None
-    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-        raise ModelFileError(f"{path}: not an SPP-net model file (no '{MODEL_FORMAT}' header)")
-    if state.get("version") != MODEL_VERSION:
-        raise ModelFileError(f"{path}: model format version {state.get('version')} is not supported "
-                             f"(this code reads version {MODEL_VERSION})")
-    try:
-        cfg = from_dict(Config, state["config"], f"{path}:config")
-    except ConfigError as e:
-        raise ModelFileError(str(e)) from None
+    state, cfg = read_model_file(path, MODEL_FORMAT, MODEL_VERSION, "an SPP-net model", Config)
     cfg = with_test_overrides(cfg, overrides)
     if state.get("mapping_version", 1) != MAPPING_VERSION:
         logger.warning("%s: trained with window-mapping rule %s, this code maps windows with rule %s: its "
@@ -107,6 +93,26 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = "aut
     regressors = (BoxRegressors.from_state_dict(state["regressors"])
                   if state.get("regressors") is not None else None)
     return build_detector(cfg, class_names, backbone, head, svms, regressors)
+
+
+def read_model_file(path: Path, format: str, version: int, what: str, config_class: type) -> tuple[dict, object]:
+    """A model file's state dict (weights_only) and its config, after checking the
+    format header and version; every problem is a ModelFileError naming the file."""
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or unsafe files
+        raise ModelFileError(f"{path}: not a readable model file ({_first_line(e)})") from None
+    if not isinstance(state, dict) or state.get("format") != format:
+        raise ModelFileError(f"{path}: not {what} file (no '{format}' header)")
+    if state.get("version") != version:
+        raise ModelFileError(f"{path}: model format version {state.get('version')} is not supported "
+                             f"(this code reads version {version})")
+    try:
+        return state, from_dict(config_class, state["config"], f"{path}:config")
+    except ConfigError as e:
+        raise ModelFileError(str(e)) from None
 
 
 def _first_line(e: Exception) -> str:

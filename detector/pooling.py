@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .range_max import pool_into
+from .spp import SpatialPyramidPool2d
 
 # SPP-net scale selection: the scale whose scaled window area is closest to
 # 224 x 224, the crop size the network was pre-trained on (paper, Sec. 4.1).
@@ -174,8 +175,8 @@ class SpatialPyramidPool(nn.Module):
     map does not require one, or under ``torch.no_grad()`` /
     ``torch.inference_mode()``) the fast exact engine answers. When the map
     requires a gradient (fine-tuning conv layers through the pyramid), the
-    same bins are max-pooled with autograd (one ``adaptive_max_pool2d`` per
-    window and level, whose bins are exactly [floor(i*w/n), ceil((i+1)*w/n)))
+    same bins are max-pooled with autograd (per
+    window, through :class:`detector.spp.SpatialPyramidPool2d`'s exact rule)
     and the gradient flows to each bin's maximum.
     """
 
@@ -222,11 +223,11 @@ class SpatialPyramidPool(nn.Module):
     def _pool_with_grad(self, feature_map: Tensor, cells: Tensor) -> Tensor:
         """The same bins and layout through autograd (slower; for training through the pyramid)."""
         channels = feature_map.shape[0]
+        layer = SpatialPyramidPool2d(self.levels, rule="exact")
         rows = []
         for x0, y0, x1, y1 in cells.tolist():
             crop = feature_map[None, :, y0:y1, x0:x1]
-            rows.append(torch.cat([nn.functional.adaptive_max_pool2d(crop, n)[0].permute(1, 2, 0).reshape(-1)
-                                   for n in self.levels]))
+            rows.append(torch.cat([p[0].permute(1, 2, 0).reshape(-1) for p in layer.pool_levels(crop)]))
         if not rows:
             return feature_map.new_zeros((0, self.output_dim(channels)))
         return torch.stack(rows)

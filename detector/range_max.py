@@ -12,6 +12,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .spp import bin_edges
+
 # Windows pooled per chunk. Larger chunks mean fewer, larger ops (~15 per
 # chunk); smaller ones keep the chunk's scratch and output rows (50 KB a
 # window at C = 256) nearer the core. Measured on the benchmark (1 thread,
@@ -235,12 +237,9 @@ def _reduce_bins(fine: Tensor, coarse: Tensor, scratch: Tensor) -> None:
 
 
 def _bin_edges(start: Tensor, size: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Bin ranges [lo, hi) per window along one axis: [N] -> two [N, n]."""
-    i = torch.arange(n, dtype=torch.long)
-    lo = start[:, None] + torch.div(i[None, :] * size[:, None], n, rounding_mode="floor")
-    # ceil(a / n) = -floor(-a / n) for integers.
-    hi = start[:, None] - torch.div(-(i[None, :] + 1) * size[:, None], n, rounding_mode="floor")
-    return lo, hi
+    """Bin ranges [lo, hi) per window along one axis: [N] -> two [N, n] (the exact rule)."""
+    lo, hi = bin_edges(size, n, "exact")
+    return start[:, None] + lo, start[:, None] + hi
 
 
 class _SparseTable:

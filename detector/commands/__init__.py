@@ -49,6 +49,9 @@ COMMANDS = {
     "stats": Command("detector.commands.stats",
                      "per-class counts, image and box sizes of a dataset split",
                      "sppnet stats --data /data/mine --split trainval"),
+    "classify": Command("detector.commands.classify",
+                        "image classifier with spatial pyramid pooling: train, evaluate, predict (multi-size)",
+                        "sppnet classify train --config configs/classify/bccd_mobilenet.yaml workdir=runs/cls"),
 }
 
 

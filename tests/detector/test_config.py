@@ -52,6 +52,12 @@ def test_repo_configs_load():
     files = sorted(root.glob("*.yaml"))
     for f in files:
         assert isinstance(load_detector_config(f), Config), f
+    # configs/classify/: `sppnet classify` configs, another dataclass.
+    from detector.classification.config import ClassifyConfig, load_classify_config
+    classify = sorted((root / "classify").glob("*.yaml"))
+    assert classify
+    for f in classify:
+        assert isinstance(load_classify_config(f), ClassifyConfig), f
 
 
 def test_bccd_configs_differ_only_where_the_docs_say():

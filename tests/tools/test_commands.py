@@ -16,7 +16,7 @@ from reliability_battery import TINY
 
 from detector.cli import run_cli
 TOOLS = {"train": "train", "test": "test", "detect": "detect", "evaluate": "evaluate",
-         "propose": "propose", "stats": "dataset_stats"}
+         "propose": "propose", "stats": "dataset_stats", "classify": "classify"}
 
 
 def sppnet(*args, stderr=None, timeout=120):
@@ -89,6 +89,8 @@ INTERMIXED = {
     "evaluate": (["--split", "test", "--out", "{tmp}/e", "--detections", "{tmp}/d.json", "--data", "{tmp}/nodata"],
                  "{tmp}/nodata"),
     "stats": (["--split", "test", "--format", "voc", "--data", "{tmp}/nodata"], "{tmp}/nodata"),
+    "classify": (["train", "train.epochs=1", "--no-eval", "data.root={tmp}/nodata", "workdir={tmp}/run"],
+                 "{tmp}/nodata"),
     "demo": (["--out", "{tmp}/demo", "features.scales=[288]", "--no-progress", "finetune.itrations=3"],
              "unknown key(s) itrations"),
 }
