@@ -17,6 +17,7 @@ import torch
 from .backbones import Backbone, WeightsError, build_backbone
 from .config import BackboneConfig, Config, DataConfig
 from .data import Dataset, load_dataset
+from .devices import resolve_device
 from .heads import FCHead
 from .pooling import SpatialPyramidPool
 from .window_features import SPPFeatures, WindowFeatures
@@ -27,17 +28,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None: CUDA when available, else the CPU; otherwise the device named."""
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available on this machine; use cpu or auto")
-    return torch.device(device)
 
 
 def build_dataset(data: DataConfig, split: str, class_names: Sequence[str] | None = None,

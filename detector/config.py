@@ -298,7 +298,7 @@ class Config:
 
     def torch_device(self):
         """The torch.device that ``device`` names ("auto": CUDA if available)."""
-        from .build import resolve_device
+        from .devices import resolve_device  # here, not at the top: loading a config needs no torch
         return resolve_device(self.device)
 
 

@@ -17,7 +17,8 @@ import torch
 
 from .backbones import build_backbone
 from .bbox_regression import BoxRegressors
-from .build import build_detector, build_pool, resolve_device
+from .build import build_detector, build_pool
+from .devices import resolve_device
 from .config import Config, with_test_overrides
 from .configio import ConfigError, from_dict, to_dict
 from .detector import Detector

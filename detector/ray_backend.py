@@ -24,7 +24,7 @@ import logging
 import os
 from typing import Callable, Iterator, Sequence
 
-from .backends import BackendError, BackendOptions
+from .backend_options import BackendError, BackendOptions
 from .progress import progress_of
 
 logger = logging.getLogger(__name__)
