@@ -123,10 +123,7 @@ class TrainingContext:
             with timed_stage(self.timings, "proposal_tuning"):
                 tuning = tune_cached(originals, self.verified.digests, self.class_names, cfg.proposals,
                                      cfg.cache_root() / "proposal_tuning", cfg.seed, log=logger.info)
-            logger.info("proposals.auto: chose %s %s (recall@0.5 target %.2f %s on %d sample images)",
-                        tuning.chosen_name, tuning.overrides(), tuning.target,
-                        "reached" if tuning.reached else "NOT reached: the best recall was kept",
-                        tuning.sample_images)
+            logger.info("proposals.auto: chose %s", tuning.describe())
             cfg = self.cfg = dataclasses.replace(cfg, proposals=tuning.chosen)
             self.proposal_tuning = tuning.as_dict()
         self.images = {r.image_id: ImageSource.from_record(r, self.digest(r), flip=is_flipped(r))

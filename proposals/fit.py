@@ -30,6 +30,10 @@ FIT_IOUS = (0.5, 0.7)
 # Objects whose shorter side is under this multiple of proposals.min_size are
 # "small for the search": the warning suggests a lower min_size when many are.
 SMALL_FACTOR = 1.5
+# A lower min_size is worth trying when more than this share of the objects is small for it.
+SMALL_SHARE = 0.2
+# The lowest min_size suggested: under 4 px a window holds less than one conv5 cell's detail.
+LOWEST_MIN_SIZE = 4.0
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,21 @@ def format_fit(fit: ProposalFit) -> str:
     return "\n".join(lines)
 
 
+def lower_min_size(small: int, objects: int, min_size: float) -> float:
+    """min_size at a third (at least LOWEST_MIN_SIZE) when more than SMALL_SHARE of ``objects``
+    are ``small`` (shorter side under SMALL_FACTOR x min_size); else ``min_size`` unchanged.
+    The one rule behind the fit warning's tip and the tuner's ``small_min_size`` candidate."""
+    if objects and small > SMALL_SHARE * objects and min_size > LOWEST_MIN_SIZE:
+        return max(LOWEST_MIN_SIZE, min_size // 3)
+    return min_size
+
+
 def suggest_settings(fit: ProposalFit, cfg: ProposalConfig) -> list[str]:
     """Settings worth trying when the fit is low, most likely first (README "On your data")."""
     tips = []
-    if fit.small_objects > 0.2 * fit.objects and cfg.min_size > 4:
-        tips.append(f"proposals.min_size={max(4, int(cfg.min_size // 3))} ({fit.small_objects} of "
+    min_size = lower_min_size(fit.small_objects, fit.objects, cfg.min_size)
+    if min_size != cfg.min_size:
+        tips.append(f"proposals.min_size={min_size:g} ({fit.small_objects} of "
                     f"{fit.objects} objects have a side under {SMALL_FACTOR * cfg.min_size:g} px)")
     if cfg.method not in ("dense", "union"):
         tips.append("proposals.method=union (selective search plus a ranked dense grid; "

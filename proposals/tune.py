@@ -39,7 +39,7 @@ import numpy as np
 from detector.records import ImageRecord
 
 from .config import ProposalConfig
-from .fit import SMALL_FACTOR, measure_fit
+from .fit import SMALL_FACTOR, lower_min_size, measure_fit
 from .search import propose_with_config
 
 # k values of OpenCV's selective search are segment sizes in pixels, set for
@@ -77,6 +77,12 @@ class TuneResult:
     def overrides(self) -> dict:
         return next(r.overrides for r in self.rows if r.name == self.chosen_name)
 
+    def describe(self) -> str:
+        """One line: the choice as command-line overrides, and whether it reached the target."""
+        chosen = " ".join(f"proposals.{k}={v}" for k, v in self.overrides().items()) or "(no change)"
+        outcome = "reached" if self.reached else "not reached; the best recall kept"
+        return f"{self.chosen_name}: {chosen} (recall@0.5 target {self.target:g} {outcome})"
+
 
 def candidate_settings(base: ProposalConfig, records: Sequence[ImageRecord]) -> list[tuple[str, ProposalConfig]]:
     """The settings tried (module docstring), named, in the order listed there."""
@@ -91,8 +97,7 @@ def candidate_settings(base: ProposalConfig, records: Sequence[ImageRecord]) -> 
         out.append(("k_scaled", dataclasses.replace(base, base_k=base_k, inc_k=inc_k)))
     sides = np.concatenate([np.minimum(r.boxes[:, 2] - r.boxes[:, 0], r.boxes[:, 3] - r.boxes[:, 1])
                             for r in records]) if records else np.zeros(0)
-    small = len(sides) and (sides < SMALL_FACTOR * base.min_size).mean() > 0.2
-    min_size = max(4.0, base.min_size // 3) if small and base.min_size > 4 else base.min_size
+    min_size = lower_min_size(int((sides < SMALL_FACTOR * base.min_size).sum()), len(sides), base.min_size)
     if min_size != base.min_size:
         out.append(("small_min_size", dataclasses.replace(base, min_size=min_size)))
     if base.method in ("opencv_fast", "opencv_single"):

@@ -76,9 +76,7 @@ def main(argv=None, prog: str | None = None) -> int:
         tuning = tune_proposals(sample_records(records, cfg.auto_sample, seed=0), lambda r: read_image(r.path),
                                 dataset.class_names, cfg, target=cfg.auto_target, log=print)
         cfg = tuning.chosen
-        chosen = " ".join(f"proposals.{k}={v}" for k, v in tuning.overrides().items()) or "(no change)"
-        print(f"chosen: {tuning.chosen_name}: {chosen} (recall@0.5 target {tuning.target:g} "
-              f"{'reached' if tuning.reached else 'not reached; the best recall kept'})")
+        print(f"chosen: {tuning.describe()}")
     workers = resolve_workers(args.workers, cfg, len(records))
     start = time.perf_counter()
     with open_backend(backend_opts) as backend:
