@@ -57,6 +57,8 @@ SETTINGS = {
     "union": dict(method="union"),
     "dense_6": dict(method="dense", min_size=6.0),
     "union_6": dict(method="union", min_size=6.0),
+    "dense_4": dict(method="dense", min_size=4.0),
+    "union_4": dict(method="union", min_size=4.0),
 }
 
 

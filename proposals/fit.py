@@ -34,6 +34,9 @@ SMALL_FACTOR = 1.5
 SMALL_SHARE = 0.2
 # The lowest min_size suggested: under 4 px a window holds less than one conv5 cell's detail.
 LOWEST_MIN_SIZE = 4.0
+# A lowered min_size also goes down to the shorter side of the smallest objects but this
+# share (their quantile), so that thin objects (scratches 4 px wide) get windows too.
+SMALL_QUANTILE = 0.05
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class ProposalFit:
     recall_70: float
     per_class: dict[str, ClassFit]
     small_objects: int  # shorter side < SMALL_FACTOR x proposals.min_size
+    small_side: float = 0.0  # the SMALL_QUANTILE quantile of the objects' shorter sides (px)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +91,13 @@ def measure_fit(records: Sequence[ImageRecord], windows_of: Callable[[str], np.n
     return ProposalFit(split=split, images=len(records), objects=len(best_iou),
                        windows_per_image=float(np.mean(counts)) if counts else 0.0,
                        recall_50=recall(everything, FIT_IOUS[0]), recall_70=recall(everything, FIT_IOUS[1]),
-                       per_class=per_class, small_objects=int((shorter < SMALL_FACTOR * min_size).sum()))
+                       per_class=per_class, small_objects=int((shorter < SMALL_FACTOR * min_size).sum()),
+                       small_side=small_side(shorter))
+
+
+def small_side(shorter: np.ndarray) -> float:
+    """The SMALL_QUANTILE quantile of objects' shorter sides (0 without objects)."""
+    return float(np.quantile(shorter, SMALL_QUANTILE)) if len(shorter) else 0.0
 
 
 def format_fit(fit: ProposalFit) -> str:
@@ -101,19 +111,20 @@ def format_fit(fit: ProposalFit) -> str:
     return "\n".join(lines)
 
 
-def lower_min_size(small: int, objects: int, min_size: float) -> float:
-    """min_size at a third (at least LOWEST_MIN_SIZE) when more than SMALL_SHARE of ``objects``
-    are ``small`` (shorter side under SMALL_FACTOR x min_size); else ``min_size`` unchanged.
-    The one rule behind the fit warning's tip and the tuner's ``small_min_size`` candidate."""
+def lower_min_size(small: int, objects: int, min_size: float, smallest: float) -> float:
+    """When more than SMALL_SHARE of ``objects`` are ``small`` (shorter side under SMALL_FACTOR x
+    min_size): min_size at a third, or ``smallest`` (:func:`small_side`) if lower, but at least
+    LOWEST_MIN_SIZE; else ``min_size`` unchanged. The one rule behind the fit warning's tip and
+    the tuner's ``small_min_size`` candidate."""
     if objects and small > SMALL_SHARE * objects and min_size > LOWEST_MIN_SIZE:
-        return max(LOWEST_MIN_SIZE, min_size // 3)
+        return max(LOWEST_MIN_SIZE, min(min_size // 3, float(np.floor(smallest))))
     return min_size
 
 
 def suggest_settings(fit: ProposalFit, cfg: ProposalConfig) -> list[str]:
     """Settings worth trying when the fit is low, most likely first (README "On your data")."""
     tips = []
-    min_size = lower_min_size(fit.small_objects, fit.objects, cfg.min_size)
+    min_size = lower_min_size(fit.small_objects, fit.objects, cfg.min_size, fit.small_side)
     if min_size != cfg.min_size:
         tips.append(f"proposals.min_size={min_size:g} ({fit.small_objects} of "
                     f"{fit.objects} objects have a side under {SMALL_FACTOR * cfg.min_size:g} px)")

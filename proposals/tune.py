@@ -18,8 +18,9 @@ test and detect search the same way):
 2. ``k_scaled``: base_k and inc_k scaled with the searched image area against
    a 500-pixel side (the k is a segment size in pixels: k = 100 at 500 px is
    k = 16 at 200 px), and upscaled images get a proportionally larger k;
-3. ``small_min_size``: min_size lowered to a third (at least 4 px), when the
-   sample has objects under 1.5 x min_size;
+3. ``small_min_size``: min_size lowered to a third, or to the shorter side of
+   the sample's smallest objects (5% quantile) if lower, at least 4 px, when
+   the sample has objects under 1.5 x min_size (``proposals.fit.lower_min_size``);
 4. ``quality``: OpenCV's quality mode (more colour spaces and k values);
 5. ``union``: the search's windows plus the ranked dense grid
    (:mod:`proposals.dense`), with the lower min_size when 3 applies;
@@ -39,7 +40,7 @@ import numpy as np
 from detector.records import ImageRecord
 
 from .config import ProposalConfig
-from .fit import SMALL_FACTOR, lower_min_size, measure_fit
+from .fit import SMALL_FACTOR, lower_min_size, measure_fit, small_side
 from .search import propose_with_config
 
 # k values of OpenCV's selective search are segment sizes in pixels, set for
@@ -97,7 +98,8 @@ def candidate_settings(base: ProposalConfig, records: Sequence[ImageRecord]) -> 
         out.append(("k_scaled", dataclasses.replace(base, base_k=base_k, inc_k=inc_k)))
     sides = np.concatenate([np.minimum(r.boxes[:, 2] - r.boxes[:, 0], r.boxes[:, 3] - r.boxes[:, 1])
                             for r in records]) if records else np.zeros(0)
-    min_size = lower_min_size(int((sides < SMALL_FACTOR * base.min_size).sum()), len(sides), base.min_size)
+    min_size = lower_min_size(int((sides < SMALL_FACTOR * base.min_size).sum()), len(sides), base.min_size,
+                              small_side(sides))
     if min_size != base.min_size:
         out.append(("small_min_size", dataclasses.replace(base, min_size=min_size)))
     if base.method in ("opencv_fast", "opencv_single"):

@@ -26,6 +26,9 @@ def test_candidates_scale_k_with_the_searched_area_and_lower_min_size_for_small_
     assert list(names) == ["configured", "k_scaled", "small_min_size", "quality", "union", "dense"]
     assert (names["k_scaled"].base_k, names["k_scaled"].inc_k) == (16, 16)  # 100 x (200 / 500)^2
     assert names["small_min_size"].min_size == 6 and names["union"].min_size == 6
+    # Thin objects (scratches 4 px wide): min_size goes down to their shorter side, not just a third.
+    thin = [record("t", [[0, 0, 40, 4], [50, 50, 54, 90], [100, 100, 130, 130]])]
+    assert dict(candidate_settings(ProposalConfig(), thin))["dense"].min_size == 4
     # VOC-sized images with large objects: nothing to scale, min_size stays.
     big = [record("b", [[0, 0, 200, 300]], width=500, height=375)]
     assert "k_scaled" not in dict(candidate_settings(ProposalConfig(), big))
