@@ -22,9 +22,7 @@ import os
 import statistics
 import time
 
-# detector before torch: it sets THP_MEM_ALLOC_ENABLE, which torch reads on import.
-import detector  # noqa: F401  (isort: skip)
-from detector import range_max
+from detector import range_max  # bench/__init__.py set THP_MEM_ALLOC_ENABLE before torch loads
 from detector.pooling import SpatialPyramidPool, to_channel_major
 
 import torch  # noqa: E402

@@ -43,8 +43,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import detector  # noqa: F401  (isort: skip) sets THP_MEM_ALLOC_ENABLE before torch loads
-
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -13,6 +13,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers.py for every test folder
 
+from detector.hugepages import enable_huge_pages  # noqa: E402
+
+enable_huge_pages()  # as the sppnet command does, before torch loads
+
 
 @dataclass(frozen=True)
 class TrainedRun:

@@ -13,13 +13,17 @@ import sys
 import time
 from pathlib import Path
 
-from detector.cli import run_cli
-from detector.config import load_detector_config
-from detector.data import make_synthetic_voc
-from detector.inference import detect_files
-from detector.model import load_model
-from detector.testing import print_outcome, run_test
-from detector.training import train
+from detector.hugepages import enable_huge_pages
+
+enable_huge_pages()  # before torch loads, as the sppnet command does
+
+from detector.cli import run_cli  # noqa: E402
+from detector.config import load_detector_config  # noqa: E402
+from detector.data import make_synthetic_voc  # noqa: E402
+from detector.inference import detect_files  # noqa: E402
+from detector.model import load_model  # noqa: E402
+from detector.testing import print_outcome, run_test  # noqa: E402
+from detector.training import train  # noqa: E402
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 # 150 training images give every class a few hundred positives; 60 test

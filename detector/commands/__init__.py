@@ -17,7 +17,11 @@ import sys
 from dataclasses import dataclass
 from importlib import import_module
 
-from detector.cli import run_cli
+from detector.hugepages import enable_huge_pages
+
+enable_huge_pages()  # before torch loads (it reads the variable once)
+
+from detector.cli import run_cli  # noqa: E402
 
 PROG = "sppnet"
 EXIT_BAD_INPUT = 2

@@ -349,14 +349,17 @@ def test_pool_when_no_bin_needs_more_than_one_lookup():
         assert torch.equal(out, brute_force_pool(fmap, cells, levels))
 
 
-def test_importing_detector_enables_huge_pages_unless_set():
-    code = "import os, detector; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert run.stdout.strip() == "1", run.stderr
-    run = subprocess.run([sys.executable, "-c", code], env={**env, "THP_MEM_ALLOC_ENABLE": "0"},
-                         capture_output=True, text=True)
-    assert run.stdout.strip() == "0", run.stderr
+def test_the_sppnet_command_enables_huge_pages_unless_set_and_the_library_does_not():
+    def value(module: str, **extra) -> str:
+        code = f"import os, {module}; print(os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset'))"
+        env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+        run = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    assert value("detector.commands") == "1"
+    assert value("detector.commands", THP_MEM_ALLOC_ENABLE="0") == "0"  # the user's value wins
+    assert value("detector") == "unset" and value("detector.pooling") == "unset"
 
 
 def test_pyramid_with_gradient_matches_the_exact_engine_and_brute_force_gradients():

@@ -13,7 +13,7 @@ from detector.records import ImageRecord
 from proposals import ProposalConfig, ProposalError, ProposalStore, compute_split, propose_with_config
 from proposals.precomputed import save_precomputed_npz
 from proposals.store import CONSOLIDATED
-from helpers import TOOLS
+from helpers import load_tool
 
 CFG = ProposalConfig(max_side=0, min_size=10.0)
 
@@ -187,17 +187,13 @@ def test_precomputed_split_needs_no_pixels(tmp_path):
 
 
 def test_propose_tool_caches_and_reports(tmp_path, capsys):
-    import importlib.util
     import json
 
     from detector.data import make_synthetic_voc
 
     root = make_synthetic_voc(tmp_path / "voc", num_train=0, num_test=3, image_size=(128, 96),
                               image_format="png")
-    spec = importlib.util.spec_from_file_location(
-        "propose_tool", TOOLS / "propose.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("propose")
     argv = ["--data", str(root), "--split", "test", "--cache", str(tmp_path / "cache"),
             "--workers", "1", "--report", str(tmp_path / "rep"), "--no-progress",
             "max_side=0", "proposals.min_size=10"]

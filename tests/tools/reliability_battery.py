@@ -9,7 +9,6 @@ the table in docs/reliability.md is what the code does.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import logging
@@ -23,6 +22,10 @@ from typing import Callable
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
+# The package and tests/helpers.py, when this file runs as a script.
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from helpers import load_tool  # noqa: E402
 # Small enough to train in seconds on 2 cores, big enough to detect the shapes.
 TINY = ["backbone.name=tiny", "features.scales=[192]", "finetune.hidden=64", "finetune.iterations=40",
         "finetune.resample_every=20",
@@ -51,11 +54,6 @@ class Case:
     expect: str  # a phrase the user must see
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_tool(name: str, *argv) -> Outcome:
@@ -72,7 +70,7 @@ def run_tool(name: str, *argv) -> Outcome:
     out = io.StringIO()
     try:
         with contextlib.redirect_stderr(stream), contextlib.redirect_stdout(out):
-            code = run_cli(lambda: _tool(name).main([str(a) for a in argv]))
+            code = run_cli(lambda: load_tool(name).main([str(a) for a in argv]))
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
@@ -523,5 +521,4 @@ def write_docs(path: Path = REPO / "docs" / "reliability.md") -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     write_docs()

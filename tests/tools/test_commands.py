@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import configparser
-import importlib.util
 import re
 import subprocess
 import sys
@@ -56,10 +55,7 @@ def test_console_script_and_tool_wrappers_point_at_the_commands():
     cfg.read(REPO / "setup.cfg")
     assert cfg["options.entry_points"]["console_scripts"].split() == ["sppnet", "=", "detector.commands:main"]
     for name, tool in TOOLS.items():
-        spec = importlib.util.spec_from_file_location(f"tool_{tool}", REPO / "tools" / f"{tool}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        assert module.main.__module__ == COMMANDS[name].module
+        assert load_tool(tool).main.__module__ == COMMANDS[name].module
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """End-to-end test of tools/evaluate.py on a tiny generated VOC tree."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -12,17 +11,9 @@ from detector.data import VOCDataset, make_synthetic_voc
 from detector.evaluation import write_coco_results, write_voc_results
 from detector.records import Detections
 
-from helpers import TOOLS
+from helpers import load_tool
 
-TOOL = TOOLS / "evaluate.py"
 CLASSES = ("circle", "square", "triangle")
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("evaluate_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +33,7 @@ def voc_tree(tmp_path_factory):
 
 
 def run_tool(argv):
-    tool = load_tool()
+    tool = load_tool("evaluate")
     return run_cli(lambda: tool.main([str(a) for a in argv]))
 
 
