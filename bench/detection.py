@@ -283,7 +283,8 @@ def main(argv=None) -> int:
     if args.command in ("report", "all"):
         from bench.detection_report import assemble_benchmarks_doc, write_detection_report
         write_detection_report(RESULTS, REPO / "docs" / "benchmarks_detection.md",
-                               {"python": platform.python_version(), **collect_versions()})
+                               {"python": platform.python_version(), **collect_versions()},
+                               {e.name: e.protocol for e in EXPERIMENTS})
         print(f"wrote {assemble_benchmarks_doc(REPO / 'docs')}")
     return 0
 

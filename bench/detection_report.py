@@ -83,14 +83,13 @@ def protocol_table(runs: list[dict]) -> list[str]:
     return lines
 
 
-def head_swap_table(runs: list[dict], swaps: list[dict]) -> list[str]:
+def head_swap_table(runs: list[dict], swaps: list[dict], protocols: dict[str, str]) -> list[str]:
     """Raccoon SPP 1-scale: fc head and SVM windows from protocol B or P, tested on both windows.
 
     The plain and crossed runs come from ``runs``; the swapped heads from
-    ``bench/head_swap.py`` (``swaps``). Cells: mean over seeds (range).
+    ``bench/head_swap.py`` (``swaps``), whose experiments ``protocols`` maps to
+    their window protocol (bench.detection's experiments). Cells: mean over seeds (range).
     """
-    from bench.detection import BY_NAME
-
     spp = {(r["protocol"], r.get("seed", 0)): r for r in runs
            if r["dataset"] == "raccoon" and r["method"] == "spp1"}
     # (head, SVM windows, test windows) of the plain and crossed runs, by protocol.
@@ -100,7 +99,7 @@ def head_swap_table(runs: list[dict], swaps: list[dict]) -> list[str]:
         values[head, svm, test] = [(r["mAP"], r["mAP_without_bbox"]) for (p, _), r in sorted(spp.items())
                                    if p == protocol]
     for s in swaps:
-        head, svm = BY_NAME[s["head_from"]].protocol, BY_NAME[s["svm_windows_from"]].protocol
+        head, svm = protocols[s["head_from"]], protocols[s["svm_windows_from"]]
         for test in ("B", "P"):
             values.setdefault((head, svm, test), []).append((s[f"test_{test}"]["mAP"],
                                                              s[f"test_{test}"]["mAP_without_bbox"]))
@@ -209,7 +208,7 @@ def speed_table(speeds: list[dict]) -> list[str]:
     return lines
 
 
-def write_detection_report(results: Path, out_md: Path, versions: dict) -> None:
+def write_detection_report(results: Path, out_md: Path, versions: dict, protocols: dict[str, str]) -> None:
     runs, speeds = _load(results)
     swap_file = results / "swap" / "raccoon_head_swap.json"
     swaps = json.loads(swap_file.read_text())["runs"] if swap_file.exists() else []
@@ -233,7 +232,7 @@ def write_detection_report(results: Path, out_md: Path, versions: dict) -> None:
         *(["### Raccoon, SPP 1-scale: which stage do denser windows change?", "",
            "The fc head fine-tuned under protocol B (~1000 windows per training image) or P (~1900), "
            "the SVMs trained on B's or P's windows with that head, tested on both (mean over seeds, "
-           "range). Mixed rows: `bench/head_swap.py`.", "", *head_swap_table(runs, swaps), ""]
+           "range). Mixed rows: `bench/head_swap.py`.", "", *head_swap_table(runs, swaps, protocols), ""]
           if swaps else []),
         *(["### Raccoon: which false positives outrank the true ones?", "",
            f"Detections in decreasing score (as AP walks them) until {100 * fp_analysis['recall']:.0f}% of the "
