@@ -179,7 +179,7 @@ def run_experiment(dataset: str, exp: Experiment, seed: int = 0) -> dict:
     test_dir = Path(cfg.workdir) / ("test" if not exp.train_as else f"test_{exp.name}")
     # With R-CNN's test cache, test times here are cache reads; the
     # side-by-side `speed` step times R-CNN's conv passes.
-    cached = cfg.mode == "rcnn" and (exp.rcnn_test_cache or exp.train_as is not None)
+    cached = exp.method == "rcnn" and (exp.rcnn_test_cache or exp.train_as is not None)
     outcome = run_test(detector, cfg.data.test_split, test_dir, cache_dir=cfg.cache_root(),
                        cache_features=cached)
     record = {

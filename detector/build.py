@@ -6,6 +6,8 @@ Every other module takes explicit arguments; only these builders read the
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import random
 from pathlib import Path
@@ -84,6 +86,20 @@ def build_window_features(cfg: Config, backbone: Backbone,
                                cfg.pool.canonical_window, cfg.features.cache_dtype,
                                window_margin=cfg.pool.window_margin)
     return features.with_cache(cache_root) if cache_root is not None else features
+
+
+def window_features_key(cfg: Config) -> dict:
+    """What the window features read from the config, for the stage keys: R-CNN mode's crops,
+    or SPP's scales (the same dict as before this function existed: the keys stay valid)."""
+    if cfg.mode == "rcnn":
+        return {"mode": "rcnn", "rcnn": dataclasses.asdict(cfg.rcnn)}
+    return {"mode": "spp", "features": dataclasses.asdict(cfg.features)}
+
+
+def random_training_scales(cfg: Config) -> bool:
+    """Whether fine-tuning pools each window at a random scale (SPP at several scales with
+    ``finetune.random_scale``; R-CNN mode has no scales)."""
+    return cfg.mode == "spp" and len(cfg.features.scales) > 1 and cfg.finetune.random_scale
 
 
 def build_detector(cfg: Config, class_names: Sequence[str], backbone: Backbone, head: FCHead, svms,

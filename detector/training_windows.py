@@ -19,7 +19,8 @@ from proposals.fit import ProposalFit, fit_warning, format_fit, measure_fit
 from proposals.tune import tune_cached
 
 from .boxes import flip_boxes
-from .build import build_config_backbone, build_dataset, build_window_features, check_weights
+from .build import (build_config_backbone, build_dataset, build_window_features, check_weights,
+                    random_training_scales, window_features_key)
 from .config import Config
 from .conv_finetune import ConvSample
 from .data import report_dropped_classes
@@ -184,8 +185,7 @@ def shared_parts(cfg: Config, class_names: Sequence[str], image_digests: dict[st
     annotation and pixel digest), the proposal parameters, the trunk, the windows' features, the seed."""
     from proposals.store import cache_params
 
-    windows = ({"mode": "rcnn", "rcnn": asdict(cfg.rcnn)} if cfg.mode == "rcnn" else
-               {"mode": "spp", "features": asdict(cfg.features)})
+    windows = window_features_key(cfg)
     return {
         "data": {"classes": list(class_names), "images": dict(image_digests)},
         "proposals": cache_params(cfg.proposals),
@@ -273,8 +273,8 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = T
     ft_rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM, draw])
     bb_rng = np.random.default_rng([cfg.seed, _BBOX_STREAM])
     # Random scales need their own pooling pass; with one scale there is no choice to make.
-    several = cfg.mode == "spp" and len(cfg.features.scales) > 1 and cfg.finetune.random_scale
-    scale_rng = np.random.default_rng([cfg.seed, _SCALE_STREAM, draw]) if several else None
+    scale_rng = (np.random.default_rng([cfg.seed, _SCALE_STREAM, draw]) if random_training_scales(cfg)
+                 else None)
     max_reg = bbox_cap(cfg, len(ctx.records), ctx.features.output_dim)
     fg, fg_labels, bg = [], [], []
     bb_feats, bb_boxes, bb_gt, bb_labels, bb_iou = [], [], [], [], []
