@@ -21,6 +21,7 @@ from .devices import resolve_device
 from .heads import FCHead
 from .pooling import SpatialPyramidPool
 from .window_features import SPPFeatures, WindowFeatures
+from .window_rules import WindowRules
 
 
 def seed_everything(seed: int) -> None:
@@ -71,6 +72,12 @@ def build_head(cfg: Config, in_dim: int, num_classes: int) -> FCHead:
     return FCHead(in_dim, cfg.finetune.hidden, num_classes, cfg.finetune.dropout)
 
 
+def window_rules(cfg: Config) -> WindowRules:
+    """The window -> cells rules the config names."""
+    return WindowRules(cfg.pool.canonical_window, cfg.pool.window_margin, cfg.features.scale_rule,
+                       cfg.pool.window_scaling)
+
+
 def build_window_features(cfg: Config, backbone: Backbone,
                           cache_root: str | os.PathLike | None = None) -> WindowFeatures:
     """SPP features (``mode: spp``) or warped-crop features (``mode: rcnn``) on ``backbone``,
@@ -81,8 +88,7 @@ def build_window_features(cfg: Config, backbone: Backbone,
         features: WindowFeatures = CropFeatures(backbone, pool, cfg.rcnn.crop_size, cfg.rcnn.context_pad)
     else:
         features = SPPFeatures(backbone, pool, cfg.features.scales, cfg.features.max_size,
-                               cfg.pool.canonical_window, cfg.features.cache_dtype,
-                               window_margin=cfg.pool.window_margin)
+                               window_rules(cfg), cfg.features.cache_dtype)
     return features.with_cache(cache_root) if cache_root is not None else features
 
 
