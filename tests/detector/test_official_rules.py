@@ -235,3 +235,24 @@ def test_window_rules_can_be_screened_at_test_time_but_not_the_pyramid():
 def test_bad_rule_values_are_named(override, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_detector_config(None, [override])
+
+
+def test_the_paper_config_trains_and_tests_with_every_official_rule(tmp_path):
+    """voc2007_zf5_5scale.yaml on a tiny set: every official rule at once, through training
+    (mirrors for fine-tuning only, difficult objects in, strict negatives, identical-vector dedup,
+    random-window norm, lr steps) and testing (side scale rule, corner scaling, 7/16, NMS first)."""
+    from detector.data import make_synthetic_voc
+    from detector.model import load_model
+    from detector.testing import run_test
+    from detector.training import train
+    data = make_synthetic_voc(tmp_path / "d", num_train=3, num_test=2, seed=3)  # 2 difficult objects
+    cfg = load_detector_config(CONFIGS / "voc2007_zf5_5scale.yaml", [
+        f"data.root={data}", "data.class_names=[]", f"workdir={tmp_path / 'run'}", "backbone.name=tiny",
+        "features.scales=[96,128]", "proposals.max_windows=30", "proposals.workers=1", "finetune.hidden=32",
+        "finetune.iterations=12", "finetune.lr_steps=[4,8]", "finetune.batch_size=32", "svm.initial_negatives=20"])
+    result = train(cfg, progress=False)
+    assert result.stats["finetune"]["iterations"] == 12
+    detector = load_model(result.model_path)
+    assert detector.test.order == "nms_then_regress" and detector.features.rules.scaling == "corner"
+    outcome = run_test(detector, "test", tmp_path / "test", "voc07", progress=False, pipeline=False)
+    assert 0.0 <= outcome.result.mAP <= 1.0 and outcome.without_bbox is not None
