@@ -23,6 +23,7 @@ from .devices import resolve_device
 from .heads import FCHead
 from .pooling import SpatialPyramidPool
 from .window_features import SPPFeatures, WindowFeatures
+from .window_rules import WindowRules
 
 
 def seed_everything(seed: int) -> None:
@@ -73,6 +74,12 @@ def build_head(cfg: Config, in_dim: int, num_classes: int) -> FCHead:
     return FCHead(in_dim, cfg.finetune.hidden, num_classes, cfg.finetune.dropout)
 
 
+def window_rules(cfg: Config) -> WindowRules:
+    """The window -> cells rules the config names."""
+    return WindowRules(cfg.pool.canonical_window, cfg.pool.window_margin, cfg.features.scale_rule,
+                       cfg.pool.window_scaling)
+
+
 def build_window_features(cfg: Config, backbone: Backbone,
                           cache_root: str | os.PathLike | None = None) -> WindowFeatures:
     """SPP features (``mode: spp``) or warped-crop features (``mode: rcnn``) on ``backbone``,
@@ -83,17 +90,16 @@ def build_window_features(cfg: Config, backbone: Backbone,
         features: WindowFeatures = CropFeatures(backbone, pool, cfg.rcnn.crop_size, cfg.rcnn.context_pad)
     else:
         features = SPPFeatures(backbone, pool, cfg.features.scales, cfg.features.max_size,
-                               cfg.pool.canonical_window, cfg.features.cache_dtype,
-                               window_margin=cfg.pool.window_margin)
+                               window_rules(cfg), cfg.features.cache_dtype)
     return features.with_cache(cache_root) if cache_root is not None else features
 
 
-def window_features_key(cfg: Config) -> dict:
+def window_features_key(cfg: Config, spp_features: dict) -> dict:
     """What the window features read from the config, for the stage keys: R-CNN mode's crops,
-    or SPP's scales (the same dict as before this function existed: the keys stay valid)."""
+    or ``spp_features`` (the ``features`` section as the stage keys hold it)."""
     if cfg.mode == "rcnn":
         return {"mode": "rcnn", "rcnn": dataclasses.asdict(cfg.rcnn)}
-    return {"mode": "spp", "features": dataclasses.asdict(cfg.features)}
+    return {"mode": "spp", "features": spp_features}
 
 
 def random_training_scales(cfg: Config) -> bool:

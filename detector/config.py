@@ -18,6 +18,14 @@ from .pooling import CANONICAL_WINDOW, DEFAULT_LEVELS, DEFAULT_WINDOW_MARGIN
 BACKBONES = ("zf5", "alexnet", "vgg16", "squeezenet1_0", "mobilenet_v2", "resnet18", "resnet50", "tiny")
 SVM_FEATURES = ("pool5", "fc6", "fc7")
 SCORERS = ("svm", "softmax")
+# The training stages a data rule (mirrors, difficult objects) can apply to.
+DATA_STAGES = ("finetune", "svm", "bbox")
+# Test-time order of box regression and NMS (docs/method.md, "Test time").
+TEST_ORDERS = ("regress_then_nms", "nms_then_regress")
+SCALE_RULES = ("area", "side")
+WINDOW_SCALINGS = ("plain", "corner")
+NEG_DEDUPS = ("nms", "identical")
+BBOX_NORM_WINDOWS = ("regression", "random")
 # Test-time forms of the fc layers (detector/heads.py, compress_head).
 FC_COMPRESSIONS = ("none", "svd", "int8", "svd_int8")
 
@@ -45,14 +53,35 @@ class DataConfig:
     # all (and recorded in train_report.json / metrics.json); true makes any
     # such file an error instead (ultralytics' default behaviour is the skip).
     strict_images: bool = False
-    # Also train on every training image's left-right mirror (the official
-    # code's flip_finetune = true; here for the SVMs and box regression too):
-    # twice the training windows and conv5 cache, no change at test time.
+    # Also train on every training image's left-right mirror: twice the
+    # training windows and conv5 cache, no change at test time.
     flip: bool = True
+    # The stages that train on the mirrors when flip is true. The official
+    # code mirrors for fine-tuning only (Script_spp_voc.m:27,34: flip_finetune
+    # true, flip false); the default keeps all three.
+    flip_stages: list[str] = field(default_factory=lambda: list(DATA_STAGES))
+    # The stages whose ground truth includes objects marked difficult. The
+    # official code keeps them in all three (Script_spp_voc.m:43
+    # with_hard_samples = false -> roidb_from_voc.m:136-141 keeps every
+    # object); the default leaves them out of all (py-faster-rcnn's default).
+    difficult_stages: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.format not in ("voc", "coco"):
             raise ValueError(f"data.format {self.format!r} must be voc or coco")
+        for name in ("flip_stages", "difficult_stages"):
+            unknown = [s for s in getattr(self, name) if s not in DATA_STAGES]
+            if unknown:
+                raise ValueError(f"data.{name}: {', '.join(map(repr, unknown))} not one of "
+                                 f"{', '.join(DATA_STAGES)}")
+
+    def uses_mirrors(self, stage: str) -> bool:
+        """Whether training ``stage`` (one of DATA_STAGES) sees the mirrored images."""
+        return self.flip and stage in self.flip_stages
+
+    def uses_difficult(self, stage: str) -> bool:
+        """Whether training ``stage``'s ground truth includes difficult objects."""
+        return stage in self.difficult_stages
 
 
 @dataclass(frozen=True)
@@ -86,24 +115,44 @@ class FeatureConfig:
     max_size: int = 2000
     # conv5 maps are cached as float16 on disk: half the bytes, no measurable mAP change.
     cache_dtype: str = "float16"
+    # Which scale pools a window when there are several (pool.canonical_window
+    # is the target side T): "area", the scale whose scaled window area is
+    # closest to T^2 (the paper's words); "side", the official
+    # spm_expected_scale.m:17-21: the scale s nearest round(T * min_side /
+    # sqrt(area)) (T = 208 for ZF-5: 13 cells x 16 px). With one scale there
+    # is no choice to make.
+    scale_rule: str = "area"
 
     def validate(self) -> None:
         if not self.scales or any(s <= 0 for s in self.scales):
             raise ValueError("features.scales must be a non-empty list of positive sizes")
         if self.cache_dtype not in ("float16", "float32"):
             raise ValueError("features.cache_dtype must be float16 or float32")
+        if self.scale_rule not in SCALE_RULES:
+            raise ValueError(f"features.scale_rule {self.scale_rule!r} must be one of {', '.join(SCALE_RULES)}")
 
 
 @dataclass(frozen=True)
 class PoolConfig:
     # The paper's 4-level pyramid: 6x6 + 3x3 + 2x2 + 1x1 = 50 bins (pooling.DEFAULT_LEVELS).
     levels: list[int] = field(default_factory=lambda: list(DEFAULT_LEVELS))
-    # Scale selection picks the scale where the window's area is closest to 224^2.
+    # Scale selection's target side (features.scale_rule): 224, the paper's
+    # crop; the official ZF-5 model uses 208 (sz_conv_standard 13 x 16 px).
     canonical_window: int = CANONICAL_WINDOW
     # Window -> conv5 cells: keep the cells whose centres lie inside the window
     # (paper, Appendix A). In strides; the official code's per-model "offset"
-    # is this * S - 0.5 px. Cell centres come from the backbone (its grid).
+    # is this * S - 0.5 px (ZF-5's 6.5 px: 7/16 = 0.4375). Cell centres come
+    # from the backbone (its grid).
     window_margin: float = DEFAULT_WINDOW_MARGIN
+    # Window -> resized image: "plain" multiplies the coordinates by the
+    # resize factor; "corner" aligns the corner pixels' centres as the
+    # official spp_features_convX_to_poolX.m:45 does (detector/window_scaling.py).
+    window_scaling: str = "plain"
+
+    def validate(self) -> None:
+        if self.window_scaling not in WINDOW_SCALINGS:
+            raise ValueError(f"pool.window_scaling {self.window_scaling!r} must be one of "
+                             f"{', '.join(WINDOW_SCALINGS)}")
 
 
 @dataclass(frozen=True)
@@ -154,8 +203,18 @@ class FinetuneConfig:
     resample_every: int = 0
     # Drop the learning rate by 10x after this fraction of the iterations.
     lr_step_fraction: float = 0.8
+    # Or at these iterations (each a 10x drop; empty: lr_step_fraction). The
+    # official solver: [30000, 60000] of 200000 at lr 1e-3
+    # (pascal_finetune_fc_spm_solver.prototxt:15-25).
+    lr_steps: list[int] = field(default_factory=list)
+
+    def milestones(self) -> list[int]:
+        """The iterations at which the learning rate drops 10x."""
+        return list(self.lr_steps) or [int(self.iterations * self.lr_step_fraction)]
 
     def validate(self) -> None:
+        if any(s <= 0 for s in self.lr_steps) or list(self.lr_steps) != sorted(self.lr_steps):
+            raise ValueError("finetune.lr_steps must be increasing positive iterations")
         if self.bank_max_mb <= 0:
             raise ValueError("finetune.bank_max_mb must be > 0")
         if self.conv_layers < 0 or self.conv_images_per_batch < 1 or self.resample_every < 0:
@@ -175,7 +234,14 @@ class SVMConfig:
     target_norm: float = 20.0
     # Negatives: windows with IoU <= 0.3 with every ground-truth box of the class.
     neg_iou: float = 0.3
-    # Drop a negative overlapping another kept negative by more than 0.7.
+    # True: IoU < neg_iou instead (the official Script_spp_voc.m:49 with
+    # spp_train.m:280,291: overlap < 0.3).
+    neg_iou_strict: bool = False
+    # Duplicate negatives within an image and class: "nms" drops a negative
+    # overlapping another kept one by more than neg_nms (R-CNN's rule);
+    # "identical" pools windows with identical pooled features once, as the
+    # official spp_train.m:261-263 keeps one window per cell range and scale.
+    neg_dedup: str = "nms"
     neg_nms: float = 0.7
     # R-CNN hard-negative thresholds: mine windows scoring > -1.0001, evict
     # cached negatives scoring < -1.2.
@@ -189,6 +255,8 @@ class SVMConfig:
     def validate(self) -> None:
         if self.feature not in SVM_FEATURES:
             raise ValueError(f"svm.feature {self.feature!r} must be one of {', '.join(SVM_FEATURES)}")
+        if self.neg_dedup not in NEG_DEDUPS:
+            raise ValueError(f"svm.neg_dedup {self.neg_dedup!r} must be one of {', '.join(NEG_DEDUPS)}")
 
 
 @dataclass(frozen=True)
@@ -204,6 +272,16 @@ class BBoxConfig:
     # many images the per-image cap shrinks so the total stays under it (binds
     # past ~850 training images at 4800-d pool5; VOC 2007 with mirrors: 5).
     max_mb: float = 1000.0
+    # Which windows set the feature scale (target_norm / mean L2 norm):
+    # "regression", the regression windows themselves; "random", up to 200
+    # random windows from each of up to 200 random training images (the
+    # official spp_feature_stats.m:40-63).
+    norm_windows: str = "regression"
+
+    def validate(self) -> None:
+        if self.norm_windows not in BBOX_NORM_WINDOWS:
+            raise ValueError(f"bbox.norm_windows {self.norm_windows!r} must be one of "
+                             f"{', '.join(BBOX_NORM_WINDOWS)}")
 
 
 @dataclass(frozen=True)
@@ -236,6 +314,11 @@ class TestConfig:
     # Singular values kept per fc layer with "svd"/"svd_int8": Fast R-CNN kept
     # 1024 of fc6's 4096 and 256 of fc7's; 1/4 of the width is the default here.
     svd_rank: int = 256
+    # "regress_then_nms": every window above the threshold is regressed, then
+    # NMS and the per-class cap act on the regressed boxes. "nms_then_regress":
+    # the official spp_test_svm_bbox_regressor.m:106-138: NMS on the proposal
+    # boxes, the top max_per_class, then regression, with no second NMS.
+    order: str = "regress_then_nms"
 
     def validate(self) -> None:
         if self.max_per_class < 0 or self.max_per_image < 0:
@@ -249,6 +332,8 @@ class TestConfig:
                              f"{', '.join(FC_COMPRESSIONS)}")
         if self.svd_rank <= 0:
             raise ValueError("test.svd_rank must be positive")
+        if self.order not in TEST_ORDERS:
+            raise ValueError(f"test.order {self.order!r} must be one of {', '.join(TEST_ORDERS)}")
 
 
 @dataclass(frozen=True)
@@ -312,16 +397,22 @@ def load_detector_config(path: str | os.PathLike | None = None,
 # tools/detect.py): where the data is, the windows, the scales and the
 # test-time thresholds. The rest is what the model's weights were trained with.
 TEST_TIME_SECTIONS = ("data", "proposals", "features", "test")
+# Single keys of other sections a test run may change: the window -> cell
+# rules act at test time too, so they can be screened on a trained model
+# (which was trained with its own rule: a screen, not a retrained model).
+TEST_TIME_KEYS = {"pool": ("window_margin", "window_scaling")}
 
 
 def with_test_overrides(cfg: Config, overrides: list[str] | None) -> Config:
     """A variant of a model's config with test-time ``key=value`` overrides applied.
 
-    Only :data:`TEST_TIME_SECTIONS` may change; anything else is an error
-    naming the key.
+    Only :data:`TEST_TIME_SECTIONS` and :data:`TEST_TIME_KEYS` may change;
+    anything else is an error naming the key.
     """
     tree = parse_overrides(overrides)
-    fixed = sorted(k for k in tree if k not in TEST_TIME_SECTIONS)
+    fixed = sorted([k for k in tree if k not in TEST_TIME_SECTIONS and k not in TEST_TIME_KEYS]
+                   + [f"{k}.{sub}" for k in TEST_TIME_KEYS if isinstance(tree.get(k), dict)
+                      for sub in tree[k] if sub not in TEST_TIME_KEYS[k]])
     if fixed:
         raise ConfigError(f"command line: {', '.join(fixed)} cannot change at test time (the model was "
                           f"trained with it); test-time sections are {', '.join(TEST_TIME_SECTIONS)}")

@@ -83,8 +83,7 @@ def finetune_with_conv(head: FCHead, features: SPPFeatures, samples: Sequence[Co
               {"params": [p for n, p in head.named_parameters() if n.endswith("bias")],
                "weight_decay": 0.0, "lr": 2 * cfg.lr}]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(cfg.iterations * cfg.lr_step_fraction)],
-                                                 gamma=0.1)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestones(), gamma=0.1)
     loss_fn = nn.CrossEntropyLoss()
     head.train()
     start, avg_loss, avg_acc = time.perf_counter(), None, None

@@ -144,22 +144,42 @@ class Detector:
 
     def postprocess(self, scored: "ScoredWindows", timings: dict | None = None,
                     regress: bool = True) -> Detections:
-        """Threshold, regress (unless ``regress`` is False), clip and NMS the scored windows."""
+        """Threshold, regress (unless ``regress`` is False), clip and NMS the scored windows,
+        regression before or after NMS as ``test.order`` says."""
         test = self.test
-        with timed_stage(timings, "bbox"):
-            win_idx, labels = torch.nonzero(scored.scores > test.score_threshold, as_tuple=True)
-            boxes = scored.windows[win_idx]
-            if regress and self.regressors is not None and len(win_idx):
-                boxes = torch.from_numpy(self.regressors.apply(
-                    scored.pooled[win_idx].numpy(), boxes.numpy(), labels.numpy())).float()
-            boxes = clip_boxes(boxes, scored.width, scored.height)
-            det_scores = scored.scores[win_idx, labels]
-        with timed_stage(timings, "nms"):
-            keep = batched_nms(boxes, det_scores, labels, test.nms_iou, test.max_per_class)
-            keep = keep[: test.max_per_image or None]
-        return Detections(boxes[keep].numpy().astype(np.float32),
-                          det_scores[keep].numpy().astype(np.float32),
-                          labels[keep].numpy().astype(np.int64))
+        win_idx, labels = torch.nonzero(scored.scores > test.score_threshold, as_tuple=True)
+        boxes, det_scores = scored.windows[win_idx], scored.scores[win_idx, labels]
+        regress = regress and self.regressors is not None
+        if test.order == "nms_then_regress":
+            # The official order: NMS on the proposal boxes themselves, the top
+            # max_per_class, then each kept window regressed; no second NMS.
+            with timed_stage(timings, "nms"):
+                keep = batched_nms(boxes, det_scores, labels, test.nms_iou, test.max_per_class)
+                keep = keep[: test.max_per_image or None]
+            win_idx, labels, boxes, det_scores = win_idx[keep], labels[keep], boxes[keep], det_scores[keep]
+            with timed_stage(timings, "bbox"):
+                if regress:
+                    boxes = self._regress(scored, win_idx, labels, boxes)
+                boxes = clip_boxes(boxes, scored.width, scored.height)
+        else:
+            with timed_stage(timings, "bbox"):
+                if regress:
+                    boxes = self._regress(scored, win_idx, labels, boxes)
+                boxes = clip_boxes(boxes, scored.width, scored.height)
+            with timed_stage(timings, "nms"):
+                keep = batched_nms(boxes, det_scores, labels, test.nms_iou, test.max_per_class)
+                keep = keep[: test.max_per_image or None]
+            boxes, det_scores, labels = boxes[keep], det_scores[keep], labels[keep]
+        return Detections(boxes.numpy().astype(np.float32), det_scores.numpy().astype(np.float32),
+                          labels.numpy().astype(np.int64))
+
+    def _regress(self, scored: "ScoredWindows", win_idx: torch.Tensor, labels: torch.Tensor,
+                 boxes: torch.Tensor) -> torch.Tensor:
+        """Windows ``win_idx`` moved by their class's (``labels``) box regressor."""
+        if not len(win_idx):
+            return boxes
+        return torch.from_numpy(self.regressors.apply(
+            scored.pooled[win_idx].numpy(), boxes.numpy(), labels.numpy())).float()
 
 
 @dataclass(frozen=True)

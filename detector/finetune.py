@@ -34,6 +34,10 @@ class WindowLabels:
     fg_labels: np.ndarray  # int64 [P], class index + 1
     bg_index: np.ndarray  # int64 [Q]
 
+    def empty(self) -> "WindowLabels":
+        """No windows (an image fine-tuning does not learn from)."""
+        return WindowLabels(self.fg_index[:0], self.fg_labels[:0], self.bg_index[:0])
+
 
 def label_windows(max_iou: np.ndarray, gt_label_of_best: np.ndarray, cfg: FinetuneConfig,
                   max_fg: int, max_bg: int, rng: np.random.Generator) -> WindowLabels:
@@ -108,8 +112,7 @@ def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tens
               {"params": [p for n, p in head.named_parameters() if n.endswith("bias")],
                "weight_decay": 0.0, "lr": 2 * cfg.lr}]  # Caffe convention: biases learn 2x
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-    step_at = int(cfg.iterations * cfg.lr_step_fraction)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[step_at], gamma=0.1)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestones(), gamma=0.1)
     loss_fn = nn.CrossEntropyLoss()
     head.train()
     start = time.perf_counter()

@@ -80,22 +80,41 @@ class NegativeCache:
 
 
 def find_negative_candidates(boxes: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray,
-                             num_classes: int, neg_iou: float) -> np.ndarray:
+                             num_classes: int, neg_iou: float, strict: bool = False) -> np.ndarray:
     """Which windows may be negatives of which class.
 
     Args:
         boxes: [M, 4] windows; gt_boxes: [G, 4]; gt_labels: [G] in [0, K).
+        strict: IoU < neg_iou instead of <= (the official spp_train.m:280).
     Returns:
         bool [M, K]: True where the window's IoU with every ground-truth box of
-        that class is <= neg_iou (always True for classes absent from the image).
+        that class is <= neg_iou (< with ``strict``; always True for classes
+        absent from the image).
     """
     candidates = np.ones((len(boxes), num_classes), dtype=bool)
     if len(boxes) == 0 or len(gt_boxes) == 0:
         return candidates
     iou = box_iou(as_box_tensor(boxes), as_box_tensor(gt_boxes)).numpy()
+    below = np.less if strict else np.less_equal
     for k in np.unique(gt_labels):
-        candidates[:, k] = iou[:, gt_labels == k].max(axis=1) <= neg_iou
+        candidates[:, k] = below(iou[:, gt_labels == k].max(axis=1), neg_iou)
     return candidates
+
+
+def first_of_identical(features: np.ndarray) -> np.ndarray:
+    """Sorted int64 indices of the first row of each group of identical rows of ``features`` [M, D].
+
+    The official spp_train.m:261-263 (``dedup = true``) pools one window per
+    cell range and scale; two such windows have identical pooled features,
+    so keeping one row per identical vector keeps the same negatives (it
+    also merges two different cell ranges that happen to pool the same
+    vector, which teaches the SVM nothing new either).
+    """
+    if len(features) == 0:
+        return np.zeros(0, dtype=np.int64)
+    rows = np.ascontiguousarray(features).view(np.dtype((np.void, features.dtype.itemsize * features.shape[1])))
+    _, first = np.unique(rows.ravel(), return_index=True)
+    return np.sort(first).astype(np.int64)
 
 
 def suppress_overlapping_negatives(boxes: np.ndarray, scores: np.ndarray,

@@ -43,18 +43,30 @@ DEFAULT_WINDOW_MARGIN = 0.5
 
 
 def select_scales(boxes: Tensor, scale_factors: Sequence[float],
-                  canonical: int = CANONICAL_WINDOW) -> Tensor:
+                  canonical: int = CANONICAL_WINDOW, rule: str = "area",
+                  min_side: int | None = None) -> Tensor:
     """Pick one scale per window (SPP-net multi-scale testing).
 
     Args:
         boxes: [N, 4] windows (x1, y1, x2, y2) in ORIGINAL image pixels.
         scale_factors: one factor per scale; resized size = original * factor.
-        canonical: the side of the target square area, 224 in the paper.
+        canonical: the target side T: 224 in the paper's words, 208 in the
+            official ZF-5 model (13 cells of 16 px).
+        rule: "area": the scale where the scaled window's area
+            ``area * factor**2`` is closest to T**2. "side": the official
+            ``spm_expected_scale.m:17-21`` with ``spp_features_convX_to_poolX.m:39``:
+            the scale whose shorter side ``factor * min_side`` is nearest
+            ``round(T * min_side / sqrt(area))``, the shorter side at which the
+            window's side would be T (MATLAB's +1 pixel sides are our
+            continuous widths; the area is taken as at least 1 px^2). Between
+            neighbouring scales a < b "side" switches to b where the ideal
+            side passes (a + b) / 2, "area" where it passes sqrt((a^2 + b^2) / 2).
+        min_side: the original image's shorter side (rule "side" only).
     Returns:
-        LongTensor [N]: index into ``scale_factors`` of the scale where the
-        scaled window's area ``area * factor**2`` is closest to canonical**2.
+        LongTensor [N]: index into ``scale_factors`` of the chosen scale.
         Ties go to the smaller factor (less computation and less
-        up-sampling), whatever order the factors were given in.
+        up-sampling; the official code's first minimum over its ascending
+        scales), whatever order the factors were given in.
     """
     if len(scale_factors) == 0:
         raise ValueError("select_scales: scale_factors is empty")
@@ -66,7 +78,18 @@ def select_scales(boxes: Tensor, scale_factors: Sequence[float],
     # Visit the factors in ascending order so argmin's "first minimum" rule
     # sends ties to the smaller factor; map back to the caller's indices.
     order = torch.argsort(factors, stable=True)
-    diff = (area[:, None] * factors[order][None, :] ** 2 - float(canonical) ** 2).abs()
+    if rule == "area":
+        diff = (area[:, None] * factors[order][None, :] ** 2 - float(canonical) ** 2).abs()
+    elif rule == "side":
+        if min_side is None or min_side <= 0:
+            raise ValueError("select_scales: rule 'side' needs the image's shorter side (min_side > 0)")
+        expected = torch.floor(canonical * min_side / area.clamp(min=1.0).sqrt() + 0.5)  # MATLAB round
+        # factor * min_side is the scale s up to float error (factor = s / min_side):
+        # rounded to 1e-6 px so a window exactly between two scales ties as it does in MATLAB.
+        side = torch.round(factors[order] * min_side * 1e6) / 1e6
+        diff = (side[None, :] - expected[:, None]).abs()
+    else:
+        raise ValueError(f"select_scales: rule {rule!r} must be area or side")
     if diff.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long)
     return order[diff.argmin(dim=1)]

@@ -4,14 +4,19 @@ The procedure follows R-CNN's ``rcnn_train.m`` (which SPP-net reuses):
 
 * Positives of class k: the features of the image's ground-truth boxes of
   class k, excluding ``difficult`` ones (evaluation ignores them, so they are
-  not taught as positives either; Fast R-CNN does the same by default).
+  not taught as positives either; Fast R-CNN does the same by default; the
+  training stage passes none as difficult when ``data.difficult_stages``
+  names svm, the official code's choice).
 * Candidate negatives of class k: every window, proposals and ground-truth
   boxes alike (R-CNN's feature cache holds both), whose IoU with every
-  ground-truth box of class k is ``<= neg_iou``. Difficult boxes count here:
+  ground-truth box of class k is ``<= neg_iou`` (``< neg_iou`` with
+  ``neg_iou_strict``, the official rule). Difficult boxes count here:
   a window on a difficult object is neither a positive nor a negative.
-* ``neg_nms``: per image and class, candidate negatives are suppressed greedily
-  at IoU > ``neg_nms``, keeping the one the current model scores highest (the
-  hardest), ties broken by window order (proposal order, then gt order).
+* Duplicates (``neg_dedup``): "nms", per image and class candidate negatives
+  are suppressed greedily at IoU > ``neg_nms``, keeping the one the current
+  model scores highest (the hardest), ties broken by window order (proposal
+  order, then gt order); "identical" (the official code), a window whose
+  features equal an earlier window's of the image is dropped.
 * Passes over the images (``images()`` is called ``1 + mining_rounds`` times):
   1. *collect*: positives, the exact mean L2 norm of all proposal windows
      (for the feature scale), and seed negatives: up to
@@ -48,7 +53,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
 from .config import SVMConfig
-from .negatives import NegativeCache, find_negative_candidates, suppress_overlapping_negatives
+from .negatives import (NegativeCache, find_negative_candidates, first_of_identical,
+                        suppress_overlapping_negatives)
 from .records import class_label
 from .progress import progress_of
 from .state_dicts import from_state, to_state
@@ -216,7 +222,8 @@ class HardNegativeTrainer:
         boxes = np.concatenate([image.boxes, image.gt_boxes]).astype(np.float32)
         feats = _window_features(image)
         cand = find_negative_candidates(boxes, image.gt_boxes, image.gt_labels,
-                                        self.num_classes, self.cfg.neg_iou)
+                                        self.num_classes, self.cfg.neg_iou, self.cfg.neg_iou_strict)
+        distinct = self._distinct(feats)
         # No model yet: every score is 0 and the NMS keeps window order. For the
         # classes absent from the image all windows are candidates, so one NMS
         # serves them all.
@@ -224,18 +231,29 @@ class HardNegativeTrainer:
         for k in range(self.num_classes):
             if cand[:, k].all():
                 if kept_all is None:
-                    kept_all = suppress_overlapping_negatives(boxes, np.zeros(len(boxes)),
-                                                              self.cfg.neg_nms)
+                    kept_all = self._deduplicated(np.arange(len(boxes)), boxes, np.zeros(len(boxes)), distinct)
                 idx = kept_all
             else:
                 idx = np.flatnonzero(cand[:, k])
-                idx = idx[suppress_overlapping_negatives(boxes[idx], np.zeros(len(idx)),
-                                                         self.cfg.neg_nms)]
+                idx = self._deduplicated(idx, boxes, np.zeros(len(idx)), distinct)
             if len(idx) > self.cfg.initial_negatives:
                 idx = np.sort(self.rng.choice(idx, self.cfg.initial_negatives, replace=False))
             if len(idx):
                 self.caches[k].add_reservoir(feats[idx], index * KEY_STRIDE + idx,
                                              self.max_cached_negatives, self.rng)
+
+    def _distinct(self, feats: np.ndarray) -> np.ndarray | None:
+        """With ``svm.neg_dedup=identical``: the image's windows that are the first of their
+        identical feature vectors (the official dedup, computed over all its windows)."""
+        return first_of_identical(feats) if self.cfg.neg_dedup == "identical" else None
+
+    def _deduplicated(self, idx: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                      distinct: np.ndarray | None) -> np.ndarray:
+        """One class's candidate negatives ``idx`` (with their ``scores``) less their duplicates:
+        those not in ``distinct`` (``neg_dedup=identical``) or suppressed at IoU > ``neg_nms``."""
+        if distinct is not None:
+            return idx[np.isin(idx, distinct)]
+        return idx[suppress_overlapping_negatives(boxes[idx], scores, self.cfg.neg_nms)]
 
     # -- mining rounds ----------------------------------------------------------
     def mine(self, images: Iterable[TrainImage]) -> None:
@@ -255,14 +273,14 @@ class HardNegativeTrainer:
             # candidates count as hard: R-CNN's first_time behaviour.
             scores = (feats @ self.weights.T) * np.float32(self.feature_scale) + self.bias
             cand = find_negative_candidates(boxes, image.gt_boxes, image.gt_labels,
-                                            self.num_classes, self.cfg.neg_iou)
+                                            self.num_classes, self.cfg.neg_iou, self.cfg.neg_iou_strict)
+            distinct = self._distinct(feats)
             for k in np.flatnonzero(has_pos):
                 # Thresholding before the NMS keeps the same windows as after
                 # it (a hard window can only be suppressed by a harder one)
                 # and leaves the NMS only the few hard candidates.
                 idx = np.flatnonzero(cand[:, k] & (scores[:, k] > self.cfg.hard_threshold))
-                idx = idx[suppress_overlapping_negatives(boxes[idx], scores[idx, k],
-                                                         self.cfg.neg_nms)]
+                idx = self._deduplicated(idx, boxes, scores[idx, k], distinct)
                 keys = index * KEY_STRIDE + idx
                 new = ~self.caches[k].contains(keys)
                 if new.any():

@@ -154,9 +154,12 @@ def restore_svms(run: TrainingRun, state: dict) -> None:
 
 def train_bbox_stage(run: TrainingRun) -> dict:
     ctx, w = run.ctx, run.windows
+    target_norm = ctx.cfg.svm.target_norm
+    # bbox.norm_windows=random: scaled by random windows' mean norm; None: the regression windows'.
+    scale = target_norm / w.bbox_norm if w.bbox_norm else None
     run.regressors = train_box_regressors(w.bbox_features, w.bbox_boxes, w.bbox_gt, w.bbox_labels, w.bbox_iou,
-                                          len(ctx.class_names), ctx.cfg.bbox, target_norm=ctx.cfg.svm.target_norm,
-                                          class_names=ctx.class_names)
+                                          len(ctx.class_names), ctx.cfg.bbox, feature_scale=scale,
+                                          target_norm=target_norm, class_names=ctx.class_names)
     return {"regressors": run.regressors.to_state_dict()}
 
 

@@ -21,7 +21,7 @@ from proposals.tune import tune_cached
 from .boxes import flip_boxes
 from .build import (build_config_backbone, build_dataset, build_window_features, check_weights,
                     random_training_scales, window_features_key)
-from .config import Config
+from .config import DATA_STAGES, Config
 from .conv_finetune import ConvSample
 from .data import report_dropped_classes
 from .data.mirror import flipped_record, is_flipped, original_id
@@ -41,13 +41,51 @@ logger = logging.getLogger(__name__)
 
 # Independent random streams (seeded by cfg.seed), so the fine-tuning bank
 # does not change when a box-regression parameter changes the number of draws.
-_FINETUNE_STREAM, _BBOX_STREAM, _SCALE_STREAM = 1, 2, 3
+_FINETUNE_STREAM, _BBOX_STREAM, _SCALE_STREAM, _NORM_STREAM = 1, 2, 3, 4
+# bbox.norm_windows=random: the official spp_feature_stats.m:40-41 measures the
+# mean norm on 200 random windows of each of at most 200 random images.
+NORM_IMAGES, NORM_WINDOWS_PER_IMAGE = 200, 200
+
+# Config fields added after workdirs existed: a stage key holds one only when
+# it differs from its default, so existing workdirs keep their stages.
+LATER_FIELDS = {"features": ("scale_rule",), "pool": ("window_scaling",), "finetune": ("lr_steps",),
+                "svm": ("neg_iou_strict", "neg_dedup"), "bbox": ("norm_windows",)}
 
 
-def training_gt(record) -> tuple[np.ndarray, np.ndarray]:
-    """Ground truth used for training: difficult objects are left out (py-faster-rcnn default)."""
+def training_gt(record, use_difficult: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth a training stage learns from: difficult objects left out (py-faster-rcnn's
+    default) unless ``use_difficult`` (the official code; ``data.difficult_stages``)."""
+    if use_difficult:
+        return record.boxes, record.labels
     keep = ~record.difficult
     return record.boxes[keep], record.labels[keep]
+
+
+def sees(cfg: Config, stage: str, record) -> bool:
+    """Whether training ``stage`` learns from ``record`` (a mirror only with ``data.flip_stages``)."""
+    return not is_flipped(record) or cfg.data.uses_mirrors(stage)
+
+
+def records_seen(cfg: Config, num_records: int, stage: str) -> int:
+    """How many of ``num_records`` training records (mirrors included when ``data.flip``) ``stage`` sees."""
+    return num_records // 2 if cfg.data.flip and not cfg.data.uses_mirrors(stage) else num_records
+
+
+def section_key(cfg: Config, name: str) -> dict:
+    """Config section ``name`` as a stage key holds it: :data:`LATER_FIELDS` only off their
+    defaults; for a training stage, the data rules that differ from the default ones."""
+    section = getattr(cfg, name)
+    key = asdict(section)
+    default = type(section)()
+    for later in LATER_FIELDS.get(name, ()):
+        if key[later] == getattr(default, later):
+            del key[later]
+    if name in DATA_STAGES:
+        if cfg.data.uses_difficult(name):
+            key["difficult"] = True
+        if cfg.data.flip and not cfg.data.uses_mirrors(name):
+            key["mirrors"] = False
+    return key
 
 
 def annotation_digest(record) -> str:
@@ -74,6 +112,8 @@ class TrainingWindows:
     bbox_gt: np.ndarray
     bbox_labels: np.ndarray
     bbox_iou: np.ndarray
+    # bbox.norm_windows=random: the mean pool5 L2 norm of random training windows.
+    bbox_norm: float | None = None
 
     def without(self, part: str) -> "TrainingWindows":
         """The same windows less one part's (FINETUNE_WINDOWS or BBOX_WINDOWS), its memory freed."""
@@ -83,7 +123,8 @@ class TrainingWindows:
         if part == BBOX_WINDOWS:
             return dataclasses.replace(self, bbox_features=self.bbox_features[:0].copy(),
                                        bbox_boxes=self.bbox_boxes[:0].copy(), bbox_gt=self.bbox_gt[:0].copy(),
-                                       bbox_labels=self.bbox_labels[:0].copy(), bbox_iou=self.bbox_iou[:0].copy())
+                                       bbox_labels=self.bbox_labels[:0].copy(), bbox_iou=self.bbox_iou[:0].copy(),
+                                       bbox_norm=None)
         raise ValueError(f"unknown part of the training windows: {part!r}")
 
 
@@ -185,14 +226,14 @@ def shared_parts(cfg: Config, class_names: Sequence[str], image_digests: dict[st
     annotation and pixel digest), the proposal parameters, the trunk, the windows' features, the seed."""
     from proposals.store import cache_params
 
-    windows = window_features_key(cfg)
+    windows = window_features_key(cfg, section_key(cfg, "features"))
     return {
         "data": {"classes": list(class_names), "images": dict(image_digests)},
         "proposals": cache_params(cfg.proposals),
         "backbone": backbone_digest,
         # The cell grid and the mapping rule's version: a changed mapping
         # changes every pooled vector, though no parameter changed.
-        "windows": dict(windows, pool=asdict(cfg.pool), grid=asdict(grid), mapping=MAPPING_VERSION),
+        "windows": dict(windows, pool=section_key(cfg, "pool"), grid=asdict(grid), mapping=MAPPING_VERSION),
         "seed": cfg.seed,
     }
 
@@ -201,22 +242,22 @@ def stage_parts(cfg: Config, shared: dict, sections: Sequence[str], num_records:
     """A stage key: the shared parts and each of ``sections`` (config section names).
 
     The memory budgets key a stage by what they do: the per-image caps they
-    leave for ``num_records`` records of ``dim``-long pool5, and only where
-    they bind (so a budget that changes nothing keeps the stage, as it was
-    before budgets existed).
+    leave for the stage's share of ``num_records`` records (mirrors included)
+    of ``dim``-long pool5, and only where they bind (so a budget that changes
+    nothing keeps the stage, as it was before budgets existed).
     """
     parts = dict(shared)
     for name in sections:
         section = getattr(cfg, name)
-        key = asdict(section)
+        key = section_key(cfg, name)
         if name == "finetune":
             del key["bank_max_mb"]
-            caps = bank_caps(cfg, num_records, dim)
+            caps = bank_caps(cfg, records_seen(cfg, num_records, name), dim)
             if caps != (section.bank_fg_per_image, section.bank_bg_per_image):
                 key["bank_caps"] = list(caps)
         elif name == "bbox":
             del key["max_mb"]
-            cap = bbox_cap(cfg, num_records, dim)
+            cap = bbox_cap(cfg, records_seen(cfg, num_records, name), dim)
             if cap != section.max_per_image:
                 key["bbox_cap"] = cap
         parts[name] = key
@@ -231,11 +272,12 @@ def labelled_windows(ctx: TrainingContext, record, rng: np.random.Generator, cap
     Returns (windows float32 [N, 4], max_iou [N], argmax [N], WindowLabels).
     """
     cfg = ctx.cfg
-    gt_boxes, gt_labels = training_gt(record)
+    gt_boxes, gt_labels = training_gt(record, cfg.data.uses_difficult("finetune"))
     windows = np.concatenate([gt_boxes, ctx.windows(record)]).astype(np.float32)
     max_iou, arg = match_windows(windows, gt_boxes)
     label_of_best = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
-    max_fg, max_bg = caps or bank_caps(cfg, len(ctx.records), ctx.features.output_dim)
+    max_fg, max_bg = caps or bank_caps(cfg, records_seen(cfg, len(ctx.records), "finetune"),
+                                       ctx.features.output_dim)
     chosen = label_windows(max_iou, label_of_best, cfg.finetune, max_fg, max_bg, rng)
     return windows, max_iou, arg, chosen
 
@@ -275,34 +317,47 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = T
     # Random scales need their own pooling pass; with one scale there is no choice to make.
     scale_rng = (np.random.default_rng([cfg.seed, _SCALE_STREAM, draw]) if random_training_scales(cfg)
                  else None)
-    max_reg = bbox_cap(cfg, len(ctx.records), ctx.features.output_dim)
-    fg, fg_labels, bg = [], [], []
+    max_reg = bbox_cap(cfg, records_seen(cfg, len(ctx.records), "bbox"), ctx.features.output_dim)
+    bb_difficult = cfg.data.uses_difficult("bbox")
+    shared_gt = bb_difficult == cfg.data.uses_difficult("finetune")
+    norm_ids = norm_images(ctx) if bbox and cfg.bbox.norm_windows == "random" else set()
+    norm_rng = np.random.default_rng([cfg.seed, _NORM_STREAM])
+    fg, fg_labels, bg, norms = [], [], [], []
     bb_feats, bb_boxes, bb_gt, bb_labels, bb_iou = [], [], [], [], []
     for r in progress_of(ctx.records, desc="pool training windows", unit="img", enabled=ctx.progress):
-        gt_boxes, gt_labels = training_gt(r)
         windows, max_iou, arg, chosen = labelled_windows(ctx, r, ft_rng)
-        reg = (np.flatnonzero(max_iou >= cfg.bbox.min_iou) if len(gt_boxes) and bbox
+        if not sees(cfg, "finetune", r):
+            chosen = chosen.empty()
+        # The regression windows and their ground truth: the fine-tuning ones
+        # unless the two stages differ on difficult objects.
+        gt_boxes, gt_labels = training_gt(r, bb_difficult)
+        bb_windows, bb_max, bb_arg = ((windows, max_iou, arg) if shared_gt else
+                                      _matched(np.concatenate([gt_boxes, ctx.windows(r)]), gt_boxes))
+        reg = (np.flatnonzero(bb_max >= cfg.bbox.min_iou) if len(gt_boxes) and bbox and sees(cfg, "bbox", r)
                else np.zeros(0, np.int64))
         if len(reg) > max_reg:
             reg = np.sort(bb_rng.choice(reg, max_reg, replace=False))
+        if r.image_id in norm_ids:
+            picked = norm_rng.permutation(len(bb_windows))[:NORM_WINDOWS_PER_IMAGE]
+            norms.append(torch.linalg.vector_norm(ctx.pool5(r, bb_windows[picked]), dim=1).numpy())
         ft_wanted = np.unique(np.concatenate([chosen.fg_index, chosen.bg_index]))
         if len(ft_wanted) + len(reg) == 0:
             continue
-        if scale_rng is None:  # one pooling pass, every window at its selected scale
+        if scale_rng is None and shared_gt:  # one pooling pass, every window at its selected scale
             wanted = np.unique(np.concatenate([ft_wanted, reg]))
             ft_pool = reg_pool = (wanted, ctx.pool5(r, windows[wanted]))
-        else:  # fine-tuning windows at random scales, regression windows at the selected one
+        else:  # fine-tuning windows (at random scales), regression windows at the selected one
             ft_pool = (ft_wanted, ctx.pool5(r, windows[ft_wanted], scale_rng))
-            reg_pool = (reg, ctx.pool5(r, windows[reg]))
+            reg_pool = (reg, ctx.pool5(r, bb_windows[reg]))
         fg.append(_rows(ft_pool, chosen.fg_index).half())
         fg_labels.append(torch.from_numpy(chosen.fg_labels))
         bg.append(_rows(ft_pool, chosen.bg_index).half())
         if len(reg):
             bb_feats.append(_rows(reg_pool, reg).numpy())
-            bb_boxes.append(windows[reg])
-            bb_gt.append(gt_boxes[arg[reg]])
-            bb_labels.append(gt_labels[arg[reg]])
-            bb_iou.append(max_iou[reg])
+            bb_boxes.append(bb_windows[reg])
+            bb_gt.append(gt_boxes[bb_arg[reg]])
+            bb_labels.append(gt_labels[bb_arg[reg]])
+            bb_iou.append(bb_max[reg])
     dim = ctx.features.output_dim
 
     def cat(parts, empty):
@@ -317,7 +372,22 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = T
         bg=cat(bg, torch.zeros(0, dim, dtype=torch.float16)),
         bbox_features=npcat(bb_feats, (0, dim), np.float32), bbox_boxes=npcat(bb_boxes, (0, 4), np.float32),
         bbox_gt=npcat(bb_gt, (0, 4), np.float32), bbox_labels=npcat(bb_labels, (0,), np.int64),
-        bbox_iou=npcat(bb_iou, (0,), np.float32))
+        bbox_iou=npcat(bb_iou, (0,), np.float32),
+        bbox_norm=float(np.concatenate(norms).mean(dtype=np.float64)) if norms else None)
+
+
+def norm_images(ctx: TrainingContext) -> set[str]:
+    """The images whose random windows set the regression features' norm
+    (``bbox.norm_windows=random``): at most :data:`NORM_IMAGES` of those box regression sees."""
+    ids = [r.image_id for r in ctx.records if sees(ctx.cfg, "bbox", r)]
+    rng = np.random.default_rng([ctx.cfg.seed, _NORM_STREAM])
+    return {ids[i] for i in rng.permutation(len(ids))[:NORM_IMAGES]}
+
+
+def _matched(windows: np.ndarray, gt_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32 windows [N, 4] with each one's best IoU and gt index (``match_windows``)."""
+    windows = windows.astype(np.float32)
+    return (windows, *match_windows(windows, gt_boxes))
 
 
 def conv_samples(ctx: TrainingContext) -> list[ConvSample]:
@@ -328,7 +398,7 @@ def conv_samples(ctx: TrainingContext) -> list[ConvSample]:
     samples = []
     # Boxes only, no pool5 bank to budget: the configured per-image caps.
     caps = (cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image)
-    for r in ctx.records:
+    for r in (r for r in ctx.records if sees(cfg, "finetune", r)):
         windows, _, _, labels = labelled_windows(ctx, r, rng, caps)
         samples.append(ConvSample(ctx.images[r.image_id], windows, labels))
     return samples
@@ -354,15 +424,18 @@ def svm_training_images(ctx: TrainingContext, head: FCHead) -> Callable[[], Iter
     """A fresh iterator over the training images' SVM features at each call."""
     layer = ctx.cfg.svm.feature
 
+    # With data.difficult_stages naming svm, no object is held out of the positives.
+    difficult = not ctx.cfg.data.uses_difficult("svm")
+
     def images() -> Iterator[TrainImage]:
-        for r in ctx.records:
+        for r in (r for r in ctx.records if sees(ctx.cfg, "svm", r)):
             windows = ctx.windows(r)
             both = np.concatenate([r.boxes, windows]).astype(np.float32)
             feats = head.features(ctx.pool5(r, both), layer).numpy()
             g = len(r.boxes)
             yield TrainImage(image_id=r.image_id, features=feats[g:], boxes=windows,
                              gt_features=feats[:g], gt_boxes=r.boxes, gt_labels=r.labels,
-                             gt_difficult=r.difficult)
+                             gt_difficult=r.difficult & difficult)
     return images
 
 

@@ -32,11 +32,11 @@ from .boxes import as_box_tensor, box_iou
 from .features import FeatureCache, FeatureMap, compute_feature_maps, feature_cache_key, network_input
 from .fileio import file_digest
 from .images import ImageReadError, read_image
-from .pooling import (DEFAULT_WINDOW_MARGIN, FeatureGrid, SpatialPyramidPool, map_windows_to_features,
-                      select_scales)
+from .pooling import FeatureGrid, SpatialPyramidPool, map_windows_to_features, select_scales
 from .progress import progress_of
 from .threads import POOL_THREADS, limit_threads
 from .timing import timed_stage
+from .window_rules import WindowRules, scale_windows
 
 
 class ImageSource:
@@ -44,19 +44,27 @@ class ImageSource:
     when it comes from a file, the id and content digest that key caches."""
 
     def __init__(self, name: str, path: Path | None = None, key: str | None = None,
-                 pixels: np.ndarray | None = None, digest: str | None = None, flip: bool = False):
+                 pixels: np.ndarray | None = None, digest: str | None = None, flip: bool = False,
+                 size: tuple[int, int] | None = None):
         self.name = name
         self.path = None if path is None else Path(path)
         self.key = key
         self.flip = flip
         self._pixels = pixels
         self._digest = digest
+        self._size = size
 
     @classmethod
     def from_record(cls, record, digest: str | None = None, flip: bool = False) -> "ImageSource":
         """A dataset image: cacheable under its image id (``digest``: the file's, if known);
-        ``flip``: its left-right mirror (the record's id must say so, e.g. ``flipped_record``)."""
-        return cls(str(record.path), record.path, record.image_id, digest=digest, flip=flip)
+        ``flip``: its left-right mirror (the record's id must say so, e.g. ``flipped_record``).
+        Its size is the record's (checked against the file by ``data.verify``)."""
+        return cls(str(record.path), record.path, record.image_id, digest=digest, flip=flip,
+                   size=(record.height, record.width))
+
+    def min_side(self) -> int:
+        """The shorter side in pixels (the record's when known: no decoding)."""
+        return min(self._size) if self._size is not None else min(self.pixels().shape[:2])
 
     @classmethod
     def from_pixels(cls, pixels: np.ndarray, name: str = "image") -> "ImageSource":
@@ -129,29 +137,26 @@ class SPPFeatures(WindowFeatures):
         pool: the spatial pyramid.
         scales: shorter-side lengths of the conv passes.
         max_size: cap on the longer side after resizing.
-        canonical_window: scale selection's target side (224).
-        window_margin: the window mapping's margin in strides (see ``map_windows_to_features``).
+        rules: scale selection, window scaling and mapping (``WindowRules``).
         cache_dtype: dtype of cached maps ("float16" or "float32").
         cache: conv5 maps of file images are kept here when given.
     """
 
     def __init__(self, backbone, pool: SpatialPyramidPool, scales: Sequence[int], max_size: int,
-                 canonical_window: int, cache_dtype: str = "float16", cache: FeatureCache | None = None,
-                 window_margin: float = DEFAULT_WINDOW_MARGIN):
+                 rules: WindowRules = WindowRules(), cache_dtype: str = "float16",
+                 cache: FeatureCache | None = None):
         super().__init__(backbone, pool)
         self.scales = list(scales)
         self.max_size = max_size
-        self.canonical_window = canonical_window
-        self.window_margin = window_margin
+        self.rules = rules
         self.cache_dtype = cache_dtype
         self.cache = cache
 
     def with_cache(self, root: str | Path) -> "SPPFeatures":
         key = feature_cache_key(self.backbone.name, self.backbone.digest(), str(self.backbone.preprocess),
                                 self.scales, self.max_size, self.cache_dtype)
-        return SPPFeatures(self.backbone, self.pool, self.scales, self.max_size, self.canonical_window,
-                           self.cache_dtype, FeatureCache(Path(root) / "conv5", key, self.cache_dtype),
-                           self.window_margin)
+        return SPPFeatures(self.backbone, self.pool, self.scales, self.max_size, self.rules,
+                           self.cache_dtype, FeatureCache(Path(root) / "conv5", key, self.cache_dtype))
 
     def feature_maps(self, image: ImageSource) -> list[FeatureMap]:
         """The image's conv5 maps, one per scale, from the cache where possible."""
@@ -192,16 +197,16 @@ class SPPFeatures(WindowFeatures):
         chosen = None
         if scale_rng is not None and len(maps) > 1:
             chosen = torch.from_numpy(scale_rng.integers(0, len(maps), len(windows)))
+        min_side = image.min_side() if self.rules.needs_min_side else None
         with timed_stage(timings, "pool"):
-            return pool_windows(maps, windows, self.pool, self.backbone.grid, self.canonical_window,
-                                self.window_margin, chosen)
+            return pool_windows(maps, windows, self.pool, self.backbone.grid, self.rules, chosen, min_side)
 
     def trainable_pool5(self, image: ImageSource, windows, scale: int) -> Tensor:
         # The conv pass of compute_feature_maps, with autograd and uncached.
         x, factor = network_input(self.backbone, image.pixels(), scale, self.max_size)
         fmap = FeatureMap(self.backbone(x)[0].float().cpu(), factor, tuple(x.shape[2:]))
-        return pool_maps([fmap], windows, self.pool, self.backbone.grid, self.canonical_window,
-                         self.window_margin)
+        min_side = image.min_side() if self.rules.needs_min_side else None
+        return pool_maps([fmap], windows, self.pool, self.backbone.grid, self.rules, min_side=min_side)
 
     def cache_bytes(self) -> int:
         return 0 if self.cache is None else self.cache.size_bytes()
@@ -232,15 +237,15 @@ def _conv5_shipped(item: tuple[str, bytes, bool], backbone, scales: Sequence[int
 
 @torch.inference_mode()
 def pool_windows(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, grid: FeatureGrid,
-                 canonical_window: int, margin: float = DEFAULT_WINDOW_MARGIN,
-                 chosen: Tensor | None = None) -> Tensor:
+                 rules: WindowRules = WindowRules(), chosen: Tensor | None = None,
+                 min_side: int | None = None) -> Tensor:
     """:func:`pool_maps` without autograd (the frozen trunk's pool5, as at test time)."""
-    return pool_maps(maps, windows, pool, grid, canonical_window, margin, chosen)
+    return pool_maps(maps, windows, pool, grid, rules, chosen, min_side)
 
 
 def pool_maps(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, grid: FeatureGrid,
-              canonical_window: int, margin: float = DEFAULT_WINDOW_MARGIN,
-              chosen: Tensor | None = None) -> Tensor:
+              rules: WindowRules = WindowRules(), chosen: Tensor | None = None,
+              min_side: int | None = None) -> Tensor:
     """Pooled conv5 ("pool5") vectors of windows given in original image coordinates.
 
     Args:
@@ -248,11 +253,12 @@ def pool_maps(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, gri
         windows: [N, 4] boxes (x1, y1, x2, y2) in the original image.
         pool: the spatial pyramid pooling layer.
         grid: the backbone's cell grid (``Backbone.grid``: stride, centre offset).
-        canonical_window: scale selection target side (224 in the paper).
-        margin: the window mapping's margin, in strides (0.5: the cells whose
-            centres lie inside the window; see ``map_windows_to_features``).
-        chosen: [N] the scale index of each window (default: scale selection,
-            the scale where its area is closest to ``canonical_window``**2).
+        rules: scale selection (``select_scales``), window scaling
+            (``scale_windows``) and the mapping's margin in strides (0.5: the
+            cells whose centres lie inside the window; ``map_windows_to_features``).
+        chosen: [N] the scale index of each window (default: scale selection).
+        min_side: the original image's shorter side, for the rules that read it
+            (``WindowRules.needs_min_side``).
     Returns:
         float32 [N, pool.output_dim(C)]; it carries the gradient of maps that require
         one (``SpatialPyramidPool`` pools them with autograd).
@@ -270,13 +276,15 @@ def pool_maps(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, gri
     elif len(maps) == 1:
         chosen = torch.zeros(len(windows), dtype=torch.int64)
     else:
-        chosen = select_scales(windows, [m.factor for m in maps], canonical_window)
+        chosen = select_scales(windows, [m.factor for m in maps], rules.canonical_window, rules.scale_rule,
+                               min_side)
     for s, fmap in enumerate(maps):
         sel = torch.nonzero(chosen == s).squeeze(1)
         if sel.numel() == 0:
             continue
         _, h, w = fmap.features.shape
-        cells = map_windows_to_features(windows[sel] * fmap.factor, grid, h, w, margin)
+        scaled = scale_windows(windows[sel], fmap.factor, rules.scaling, min_side)
+        cells = map_windows_to_features(scaled, grid, h, w, rules.margin)
         with limit_threads(POOL_THREADS):
             out[sel] = pool(fmap.features, cells)
     return out

@@ -34,7 +34,8 @@ def main(argv=None, prog: str | None = None) -> int:
     p.add_argument("--recursive", action="store_true", help="with a folder --input: its subfolders too")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*",
-                   help="test-time key=value overrides (sections proposals, features, test), e.g. test.nms_iou=0.4")
+                   help="test-time key=value overrides (sections proposals, features, test; "
+                        "pool.window_margin, pool.window_scaling), e.g. test.nms_iou=0.4")
     args = p.parse_intermixed_args(argv)
     check_output_dir(args.output, "--output")
     detector = load_model(args.model, device=args.device, overrides=args.overrides)

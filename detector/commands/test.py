@@ -36,7 +36,8 @@ def main(argv=None, prog: str | None = None) -> int:
     add_backend_arguments(p)
     p.add_argument("overrides", nargs="*",
                    help="test-time key=value overrides of the model's config (sections data, proposals, "
-                        "features, test), e.g. test.nms_iou=0.4 features.scales=[480,688]")
+                        "features, test; pool.window_margin, pool.window_scaling), e.g. test.nms_iou=0.4 "
+                        "features.scales=[480,688] test.order=nms_then_regress")
     args = p.parse_intermixed_args(argv)
     backend_opts = backend_options(args)
     out = check_output_dir(args.out, "--out")

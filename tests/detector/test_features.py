@@ -46,7 +46,7 @@ def test_cache_resumes_and_detects_stale_images(tmp_path, backbone):
     rec = write_image(tmp_path / "a.png")
     key = feature_cache_key("tiny", "w", "none", [96], 2000, "float16")
     cache = FeatureCache(tmp_path / "cache", key)
-    spp = SPPFeatures(backbone, SpatialPyramidPool(), [96], 2000, 224, cache=cache)
+    spp = SPPFeatures(backbone, SpatialPyramidPool(), [96], 2000, cache=cache)
     first = spp.feature_maps(ImageSource.from_record(rec))
     entry = cache.dir / "a.npz"
     assert entry.exists()

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from detector.config import FinetuneConfig
@@ -59,3 +60,15 @@ def test_resample_draws_new_banks_every_n_iterations():
     no_redraw = finetune_head(FCHead(dim, 32, k, dropout=0.0), *bank(0),
                               FinetuneConfig(iterations=50, lr=0.01), progress=False, resample=redraw)
     assert no_redraw["redraws"] == 0 and draws == [1, 2]  # resample_every=0: one bank
+
+
+def test_lr_steps_drop_the_rate_at_the_given_iterations(tmp_path):
+    # The official solver's shape, scaled down: 10x down at iterations 20 and 40 of 41.
+    import json
+    cfg = FinetuneConfig(hidden=8, iterations=41, lr=0.001, lr_steps=[20, 40], batch_size=8)
+    rng = torch.Generator().manual_seed(0)
+    fg, bg = torch.randn(16, 12, generator=rng), torch.randn(32, 12, generator=rng)
+    finetune_head(FCHead(12, 8, 2), fg, torch.ones(16, dtype=torch.int64), bg, cfg, seed=0,
+                  log_path=tmp_path / "loss.jsonl", progress=False)
+    lrs = {r["iter"]: r["lr"] for r in map(json.loads, (tmp_path / "loss.jsonl").read_text().splitlines())}
+    assert lrs[0] == pytest.approx(1e-3) and lrs[20] == pytest.approx(1e-4) and lrs[40] == pytest.approx(1e-5)

@@ -135,3 +135,26 @@ def test_describe_changes_names_what_moved():
     assert "training data: 1 changed, 1 added image(s)" in text and "svm.C" in text and "seed" in text
     assert "neg_iou" not in text
     assert describe_changes(old, old) == "checkpoint missing"
+
+
+# Each official rule off its default recomputes exactly the stages it changes; left at its
+# default it changes no key (test_stage_keys_are_the_hand_wired_trains above).
+ALL_STAGES = {"finetune", "svm", "bbox"}
+
+
+@pytest.mark.parametrize("override, changed", [
+    ("test.order=nms_then_regress", set()),                      # test time only
+    ("svm.neg_iou_strict=true", {"svm"}),
+    ("svm.neg_dedup=identical", {"svm"}),
+    ("bbox.norm_windows=random", {"bbox"}),
+    ("finetune.lr_steps=[100]", {"finetune", "svm"}),            # the SVMs read fc7
+    ("data.flip_stages=[finetune]", {"svm", "bbox"}),
+    ("data.difficult_stages=[bbox]", {"bbox"}),
+    ("data.difficult_stages=[finetune]", {"finetune", "svm"}),
+    ("features.scale_rule=side", ALL_STAGES),                    # every pooled window
+    ("pool.window_scaling=corner", ALL_STAGES),
+])
+def test_an_official_rule_keys_the_stages_it_changes(override, changed):
+    base = checkpoint_names(load_detector_config(None, []))
+    moved = checkpoint_names(load_detector_config(None, [override]))
+    assert {stage for stage in base if base[stage] != moved[stage]} == changed

@@ -1,6 +1,7 @@
 """detector/training.py and training_windows.py: mirrored training images, the windows the
 stages train on, conv fine-tuning, the memory budgets."""
 import numpy as np
+import pytest
 
 from detector.config import load_detector_config
 from detector.data import make_synthetic_voc
@@ -99,3 +100,71 @@ def test_bank_and_regression_windows_stay_under_their_memory_budgets():
             assert fg / bg == __import__("pytest").approx(64 / 192, rel=0.1)
         assert images * bbox_cap(cfg, images, dim) * dim * 4 <= 50 * MB or bbox_cap(cfg, images, dim) == 1
     assert bank_caps(cfg, 1000, dim)[1] < bank_caps(cfg, 100, dim)[1]
+
+
+# -- the official data rules (data.difficult_stages, data.flip_stages) and bbox.norm_windows ---------
+
+def rules_context(tmp_path, *overrides):
+    """A prepared context on 3 synthetic images whose first holds 2 difficult objects (seed 3)."""
+    data = tmp_path / "d"
+    if not data.exists():
+        make_synthetic_voc(data, num_train=3, num_test=0, seed=3)
+    return prepared_context(load_detector_config(None, [
+        f"data.root={data}", f"workdir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}",
+        "backbone.name=tiny", "features.scales=[96]", "proposals.max_windows=30", "proposals.workers=1",
+        *overrides]))
+
+
+def svm_images(ctx):
+    from detector.build import build_head
+    from detector.training_windows import svm_training_images
+    head = build_head(ctx.cfg, ctx.features.output_dim, len(ctx.class_names))
+    return list(svm_training_images(ctx, head)())
+
+
+def test_difficult_objects_are_in_the_stages_that_name_them(tmp_path):
+    default = rules_context(tmp_path)
+    official = rules_context(tmp_path, "data.difficult_stages=[finetune,svm,bbox]")
+    first = default.records[0]
+    difficult = first.boxes[first.difficult]
+    assert len(difficult) == 2 and len(first.boxes) == 4
+
+    def regression_targets(ctx):
+        return {tuple(b) for b in collect_training_windows(ctx).bbox_gt.tolist()}
+    hard = {tuple(b) for b in difficult.tolist()}
+    assert not hard & regression_targets(default)  # left out: never a regression target
+    assert hard <= regression_targets(official)    # in: each is its own window's target (IoU 1)
+    # Fine-tuning: its windows start with the ground truth it learns from, the difficult boxes
+    # too in the official rule, which makes them and the windows on them positives.
+    from detector.training_windows import labelled_windows
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(labelled_windows(official, first, rng)[0][:4], first.boxes)
+    np.testing.assert_array_equal(labelled_windows(default, first, rng)[0][:2], first.boxes[~first.difficult])
+    assert len(collect_training_windows(official).fg) > len(collect_training_windows(default).fg)
+    # SVM positives: a difficult object is flagged (left out) by default, not in the official rule.
+    assert svm_images(default)[0].gt_difficult.tolist() == first.difficult.tolist()
+    assert not svm_images(official)[0].gt_difficult.any()
+
+
+def test_mirrors_for_fine_tuning_only(tmp_path):
+    everywhere = collect_training_windows(rules_context(tmp_path / "a"))
+    no_mirrors = collect_training_windows(rules_context(tmp_path / "b", "data.flip=false"))
+    ctx = rules_context(tmp_path / "c", "data.flip_stages=[finetune]")
+    official = collect_training_windows(ctx)
+    # Fine-tuning sees every image and mirror, as before; regression only the originals.
+    np.testing.assert_array_equal(official.fg.numpy(), everywhere.fg.numpy())
+    np.testing.assert_array_equal(official.bbox_boxes, no_mirrors.bbox_boxes)
+    np.testing.assert_array_equal(official.bbox_features, no_mirrors.bbox_features)
+    assert len(everywhere.bbox_boxes) > len(no_mirrors.bbox_boxes)
+    assert [im.image_id for im in svm_images(ctx)] == [r.image_id for r in ctx.verified.records]
+
+
+def test_random_norm_windows_measure_every_window_of_a_small_set(tmp_path):
+    from detector.training_windows import training_gt
+    ctx = rules_context(tmp_path, "bbox.norm_windows=random", "data.flip=false")
+    windows = collect_training_windows(ctx)
+    # 3 images (<= 200), <= 200 windows each (gt + 30 proposals): every window counts.
+    norms = [np.linalg.norm(ctx.pool5(r, np.concatenate([training_gt(r)[0], ctx.windows(r)])).numpy(), axis=1)
+             for r in ctx.records]
+    assert windows.bbox_norm == pytest.approx(float(np.concatenate(norms).mean()), rel=1e-5)
+    assert collect_training_windows(rules_context(tmp_path, "data.flip=false")).bbox_norm is None

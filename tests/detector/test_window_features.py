@@ -51,7 +51,7 @@ def test_spp_features_match_the_pipeline_by_hand(backbone, record):
     timings = {}
     got = features.pool5(ImageSource.from_record(record), WINDOWS, timings)
     maps = compute_feature_maps(backbone, ImageSource.from_record(record).pixels(), [96, 192], cfg.features.max_size)
-    want = pool_windows(maps, WINDOWS, SpatialPyramidPool(cfg.pool.levels), backbone.grid, 224)
+    want = pool_windows(maps, WINDOWS, SpatialPyramidPool(cfg.pool.levels), backbone.grid)
     torch.testing.assert_close(got, want)
     assert got.shape == (3, features.output_dim) and set(timings) == {"conv", "pool"}
 
@@ -88,13 +88,13 @@ def test_pool_windows_uses_each_windows_scale(backbone):
     maps = compute_feature_maps(backbone, image, [96, 288], 2000)
     windows = torch.tensor([[0, 0, 20, 20], [0, 0, 128, 96], [30, 20, 90, 80]], dtype=torch.float32)
     pool = SpatialPyramidPool([6, 3, 2, 1])
-    out = pool_windows(maps, windows, pool, backbone.grid, 224)
+    out = pool_windows(maps, windows, pool, backbone.grid)
     chosen = select_scales(windows, [m.factor for m in maps], 224)
     for i, s in enumerate(chosen.tolist()):
         f = maps[s].features
         cells = map_windows_to_features(windows[i:i + 1] * maps[s].factor, backbone.grid, f.shape[1], f.shape[2])
         torch.testing.assert_close(out[i:i + 1], pool(f, cells))
-    assert pool_windows(maps, torch.zeros(0, 4), pool, backbone.grid, 224).shape == (0, out.shape[1])
+    assert pool_windows(maps, torch.zeros(0, 4), pool, backbone.grid).shape == (0, out.shape[1])
 
 
 def test_match_windows():
@@ -116,7 +116,7 @@ def test_random_scales_for_fine_tuning(backbone, record):
     random = features.pool5(image, windows, scale_rng=np.random.default_rng(0))
     maps = features.feature_maps(image)
     chosen = torch.from_numpy(rng.integers(0, 2, len(windows)))
-    want = pool_windows(maps, windows, features.pool, backbone.grid, 224, chosen=chosen)
+    want = pool_windows(maps, windows, features.pool, backbone.grid, chosen=chosen)
     torch.testing.assert_close(random, want)
     assert not torch.equal(random, selected)  # some windows moved to the other scale
 
@@ -134,7 +134,7 @@ def test_trainable_pool5_is_test_time_pool5_with_a_gradient(record):
     try:
         for k, scale in enumerate(cfg.features.scales):
             trained = features.trainable_pool5(image, windows, scale)
-            tested = pool_windows(maps, windows, features.pool, trunk.grid, 224,
+            tested = pool_windows(maps, windows, features.pool, trunk.grid,
                                   chosen=torch.full((len(windows),), k))
             assert trained.requires_grad and not tested.requires_grad
             assert torch.equal(trained.detach(), tested)

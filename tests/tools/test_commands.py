@@ -151,3 +151,18 @@ def test_logs_redirected_to_a_file_have_lines_not_carriage_returns(tmp_path):
         for stage in stages[name]:
             assert re.search(rf"^INFO detector.progress: {re.escape(stage)}.*: done, \d+ (img|it) in ", text, re.M), \
                 (stage, text)
+
+
+def test_detect_screens_the_official_test_time_rules(tmp_path, model_file, capsys):
+    # The test-time rules of docs/method.md are key=value overrides of a trained model;
+    # the pyramid it was trained with is not.
+    from helpers import write_noise_image
+    (tmp_path / "in").mkdir()
+    write_noise_image(tmp_path / "in" / "a.jpg")
+    rules = ["test.order=nms_then_regress", "pool.window_margin=0.4375", "pool.window_scaling=corner",
+             "features.scale_rule=side", "features.scales=[96,128]"]
+    assert main(["detect", "--model", str(model_file), "--input", str(tmp_path / "in"), "--output",
+                 str(tmp_path / "out"), "--no-progress", *rules]) == 0
+    assert main(["detect", "--model", str(model_file), "--input", str(tmp_path / "in"), "--output",
+                 str(tmp_path / "out2"), "--no-progress", "pool.levels=[2,1]"]) == 2
+    assert "error: command line: pool.levels cannot change at test time" in capsys.readouterr().err
