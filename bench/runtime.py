@@ -101,6 +101,8 @@ def compare(want, got) -> dict:
         free[j] = False
         out["max_box_diff_px"] = max(out["max_box_diff_px"], float(diff[j]))
         out["max_score_diff"] = max(out["max_score_diff"], float(abs(got.scores[j] - score)))
+    out["within_tolerance"] = bool(len(want.boxes) == len(got.boxes) and "unmatched" not in out
+                                   and out["max_box_diff_px"] <= 0.01 and out["max_score_diff"] <= 1e-4)
     return out
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from ..box_arrays import batched_nms_array, clip_box_array, decode_box_array
 from ..config import Config, with_test_overrides
 from ..configio import ConfigError, from_dict
+from ..distinct import distinct_rows
 from ..images import ImageTooSmallError, check_image_size
 from ..mapping import FeatureGrid, map_windows_to_cells, select_scale_indices
 from ..preprocess import resize_image, scale_factor
@@ -106,13 +107,19 @@ class OnnxDetector:
             with timed_stage(timings, "pool"):
                 pooled = self.pool5(maps, windows)
             with timed_stage(timings, "fc"):
-                if len(pooled):
-                    scores, deltas = head.run(["scores", "deltas"], {"pool5": pooled})
-                else:
-                    k = len(self.class_names)
-                    scores, deltas = np.zeros((0, k), np.float32), np.zeros((0, k, 4), np.float32)
+                scores, deltas = self.score(head, pooled)
         height, width = image.shape[:2]
         return self.postprocess(windows, scores, deltas, width, height, timings)
+
+    def score(self, head, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """head.onnx on each distinct pool5 row once (detector/distinct.py, as the torch
+        detector does): scores [N, K] and box deltas [N, K, 4]."""
+        if len(pooled) == 0:
+            k = len(self.class_names)
+            return np.zeros((0, k), np.float32), np.zeros((0, k, 4), np.float32)
+        first, inverse = distinct_rows(pooled)
+        scores, deltas = head.run(["scores", "deltas"], {"pool5": pooled[first]})
+        return scores[inverse], deltas[inverse]
 
     def conv_maps(self, image: np.ndarray, trunk, name: str = "image") -> list[ConvMap]:
         """conv5 of the image at each of ``features.scales`` (trunk.onnx)."""

@@ -68,3 +68,17 @@ def test_clip_valid_and_decode_equal_torch():
     got = decode_box_array(windows, deltas)
     want = decode_boxes(torch.from_numpy(windows), torch.from_numpy(deltas)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-4)
+
+
+def test_distinct_rows_finds_exact_copies_only():
+    from detector.distinct import distinct_rows
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(50, 300)).astype(np.float32)
+    rows = base[rng.integers(0, 50, 200)]
+    rows[-1] = rows[0]
+    rows[-1, 1] += 1.0  # same probe columns (0 and the spread ones skip column 1), another row
+    first, inverse = distinct_rows(rows)
+    np.testing.assert_array_equal(rows[first][inverse], rows)
+    assert len(first) == len(np.unique(rows, axis=0)) and (np.diff(first) > 0).all()
+    assert distinct_rows(np.zeros((0, 5), np.float32))[0].shape == (0,)
