@@ -75,6 +75,19 @@ def test_runtime_detections_equal_torch_on_the_trained_model(trained_run, tmp_pa
     assert total > 0
 
 
+def test_runtime_equals_torch_where_windows_share_cells(small_export, photos):
+    """An untrained detector scores hundreds of overlapping windows above the threshold, many
+    sharing their cells (same pool5): NMS must keep the same ones on both paths."""
+    model, export = small_export
+    torch_detector, runtime = load_model(model, device="cpu"), load_export(export)
+    for path in sorted(photos.iterdir()):
+        image = read_image(path)
+        windows = torch_detector.propose(image)
+        want = torch_detector.detect(image, windows)
+        assert len(want.boxes) > 20
+        assert_same_detections(want, runtime.detect(image, windows), str(path))
+
+
 def test_int8_export_quantises_the_fc_layers(trained_run, tmp_path):
     export_model(trained_run.model_path, tmp_path / "fp32")
     export_model(trained_run.model_path, tmp_path / "int8", int8=True)
