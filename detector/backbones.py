@@ -39,10 +39,8 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Callable, Mapping
 
-import numpy as np
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 import torchvision
@@ -51,6 +49,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from .images import ImageTooSmallError
 from .pooling import FeatureGrid
+from .preprocess import PREPROCESS_PRESETS, Preprocess  # noqa: F401 (torch-free; re-exported)
 
 # SPP-net's conv5 stride; every trunk here is cut to end there.
 FEATURE_STRIDE = 16
@@ -62,51 +61,6 @@ DEFAULT_INIT_SEED = 0
 class WeightsError(ValueError):
     """A weights file is missing, unreadable or does not fit the architecture."""
 
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How to turn an RGB uint8 image into the network's input.
-
-    ``out[c] = (image[channel_order][c] * scale - mean[c]) / std[c]``; ``mean``
-    and ``std`` are in the output channel order and in scaled units.
-    """
-    channel_order: str  # "RGB" or "BGR"
-    scale: float  # 1/255 (values in [0, 1]) or 1.0 (values 0-255)
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def __post_init__(self):
-        if self.channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"Preprocess.channel_order must be RGB or BGR, got {self.channel_order!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
-            raise ValueError("Preprocess: mean and std need 3 values, std positive")
-
-    def apply(self, image_rgb: np.ndarray) -> Tensor:
-        """RGB uint8 array [H, W, 3] -> float32 Tensor [3, H, W]."""
-        if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
-            shape = getattr(image_rgb, "shape", None)
-            raise ValueError(f"Preprocess.apply expects an RGB array [H, W, 3], got shape {shape}")
-        if image_rgb.dtype != np.uint8:
-            raise ValueError(f"Preprocess.apply expects uint8 pixels, got {image_rgb.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(image_rgb)).permute(2, 0, 1).to(torch.float32)
-        if self.channel_order == "BGR":
-            x = x.flip(0)
-        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
-        return ((x * self.scale - mean) / std).contiguous()
-
-
-PREPROCESS_PRESETS: dict[str, Preprocess] = {
-    # torchvision ImageNet weights (torchvision.models docs).
-    "imagenet": Preprocess("RGB", 1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    # Caffe models: BGR 0-255 minus the ImageNet mean pixel (104, 117, 123), no std.
-    "caffe": Preprocess("BGR", 1.0, (104.0, 117.0, 123.0), (1.0, 1.0, 1.0)),
-    # The official SPP-net code's input (utils/caffe_anysize_test.m: BGR,
-    # 0-255, minus 128 in every channel), what its ZF-5 weights were trained on.
-    "caffe_bgr128": Preprocess("BGR", 1.0, (128.0, 128.0, 128.0), (1.0, 1.0, 1.0)),
-    # TF/Inception-style: x / 127.5 - 1, i.e. [-1, 1].
-    "inception": Preprocess("RGB", 1 / 255, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-}
 
 # Local weight files whose preprocessing is not torchvision's (see
 # /work/shared/weights/README.md), keyed by file name.

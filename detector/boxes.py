@@ -6,20 +6,17 @@ pixel columns 0..9 inclusive is (0, y1, 10, y2) and has width 10. Loaders
 convert their formats into this one (VOC's 1-based inclusive pixels in
 ``detector.data.voc``, COCO's xywh in ``detector.data.coco``, selective search's
 (x, y, w, h) in ``proposals``). Every stage, from SVM mining to evaluation, uses
-the IoU defined here.
+the IoU defined here. :mod:`detector.box_arrays` repeats the few operations
+that the torch-free paths (proposals, the ONNX runtime) need, on numpy.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 from torch import Tensor
 import torchvision.ops
 
-# Regression deltas dw, dh are clamped before exp() so a wild prediction cannot
-# overflow (same bound as torchvision's BoxCoder: log(1000 / 16)).
-BBOX_XFORM_CLIP = math.log(1000.0 / 16)
+from .box_arrays import BBOX_XFORM_CLIP, valid_box_mask  # noqa: F401 (they live beside the numpy twins)
 
 
 def as_box_tensor(boxes) -> Tensor:
@@ -89,14 +86,8 @@ def clip_boxes(boxes: Tensor, width: float, height: float) -> Tensor:
     return out
 
 
-def valid_boxes(boxes: Tensor, min_size: float = 0.0) -> Tensor:
-    """Boolean mask [N] of boxes whose width and height both exceed ``min_size``
-    (``>= min_size`` when min_size > 0; ``> 0`` when it is 0)."""
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    if min_size > 0:
-        return (w >= min_size) & (h >= min_size)
-    return (w > 0) & (h > 0)
+# The rule reads only indexing, subtraction and comparisons: one function for tensors and arrays.
+valid_boxes = valid_box_mask
 
 
 def encode_boxes(proposals: Tensor, targets: Tensor) -> Tensor:
@@ -148,11 +139,16 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 
 def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float,
                 max_per_label: int = 0) -> Tensor:
-    """NMS done independently per label. Returns kept indices by decreasing score;
-    with ``max_per_label`` > 0, only the best ``max_per_label`` of each label."""
+    """NMS done independently per label. Returns kept indices by decreasing score
+    (equal scores in input order); with ``max_per_label`` > 0, only the best ``max_per_label`` of each label."""
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64)
     keep = torchvision.ops.batched_nms(boxes.float(), scores.float(), labels, iou_threshold)
+    # Above 1000 boxes torchvision orders the kept boxes with an unstable sort: equal
+    # scores then come in no defined order. A stable sort makes it input order on
+    # both of its paths (and lets detector.box_arrays reproduce it).
+    keep = keep.sort().values
+    keep = keep[torch.sort(scores[keep], descending=True, stable=True).indices]
     if max_per_label > 0:
         keep = keep[rank_within_label(labels[keep]) < max_per_label]
     return keep

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from proposals.config import ProposalConfig
 
 from .configio import ConfigError, from_dict, load_config, merge, parse_overrides, to_dict
-from .pooling import CANONICAL_WINDOW, DEFAULT_LEVELS, DEFAULT_WINDOW_MARGIN
+from .mapping import CANONICAL_WINDOW, DEFAULT_LEVELS, DEFAULT_WINDOW_MARGIN
 
 BACKBONES = ("zf5", "alexnet", "vgg16", "squeezenet1_0", "mobilenet_v2", "resnet18", "resnet50", "tiny")
 SVM_FEATURES = ("pool5", "fc6", "fc7")

@@ -17,6 +17,7 @@ from proposals.config import ProposalConfig
 from .bbox_regression import BoxRegressors
 from .boxes import as_box_tensor, batched_nms, clip_boxes
 from .config import Config, TestConfig
+from .distinct import distinct_rows
 from .heads import FCHead
 from .records import Detections
 from .svm import LinearSVMs
@@ -112,14 +113,17 @@ class Detector:
                 windows = self.propose(image.pixels())
         windows = as_box_tensor(windows)
         pooled = self.features.pool5(image, windows, timings)
-        if self.test.scorer == "softmax":
-            with timed_stage(timings, "fc"):
-                scores = self.head.class_probabilities(pooled)[:, 1:].contiguous()
-        else:
-            with timed_stage(timings, "fc"):
-                feats = self.head.features(pooled, self.svm_feature)
+        # Each distinct pool5 vector is scored once (detector/distinct.py: exact ties).
+        with timed_stage(timings, "fc"):
+            first, inverse = (torch.from_numpy(a) for a in distinct_rows(pooled.numpy()))
+            distinct = pooled[first]
+            if self.test.scorer == "softmax":
+                scores = self.head.class_probabilities(distinct)[:, 1:][inverse].contiguous()
+            else:
+                feats = self.head.features(distinct, self.svm_feature)
+        if self.test.scorer != "softmax":
             with timed_stage(timings, "svm"):
-                scores = torch.from_numpy(self.svms.score(feats.numpy()))
+                scores = torch.from_numpy(self.svms.score(feats.numpy()))[inverse]
         height, width = image.pixels().shape[:2]
         return ScoredWindows(windows, pooled, scores, width, height)
 

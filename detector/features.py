@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -20,6 +19,7 @@ from torch import Tensor
 from .fileio import (UNREADABLE_ENTRY_ERRORS, cache_entry_path, dir_size_bytes, params_digest,
                      remove_stale_temp_files, save_npz_atomic)
 from .images import check_image_size
+from .preprocess import resize_image, scale_factor  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -35,22 +35,6 @@ class FeatureMap:
     features: Tensor
     factor: float
     image_size: tuple[int, int]
-
-
-def scale_factor(height: int, width: int, scale: int, max_size: int) -> float:
-    """Factor that makes the shorter side ``scale`` px, the longer at most ``max_size``."""
-    factor = scale / min(height, width)
-    if max(height, width) * factor > max_size:
-        factor = max_size / max(height, width)
-    return factor
-
-
-def resize_image(image: np.ndarray, factor: float) -> np.ndarray:
-    """Resize an RGB uint8 image [H, W, 3] by ``factor`` (bilinear; area when shrinking)."""
-    h, w = image.shape[:2]
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, size, interpolation=interp)
 
 
 @torch.inference_mode()

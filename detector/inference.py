@@ -27,19 +27,22 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
 from .data.ids import safe_image_id
 from .data.voc_writer import format_voc_xml, voc_objects
-from .detector import Detector
 from .evaluation.result_files import write_coco_results
 from .fileio import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .images import ImageReadError, ImageTooSmallError, encode_jpeg, is_image_file, read_image
 from .progress import progress_of
 from .records import Detections
 from .visualize import draw_detections
+
+if TYPE_CHECKING:  # either detector: the torch one or the ONNX runtime's (no torch on that path)
+    from .deploy.runtime import OnnxDetector
+    from .detector import Detector
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +155,7 @@ def result_entry(f: Path, image: np.ndarray, dets: Detections, class_names) -> d
                            for b, s, l in zip(dets.boxes, dets.scores, dets.labels)]}
 
 
-def _searches_ahead(detector: Detector, files: list[Path], pipeline: bool):
+def _searches_ahead(detector: "Detector | OnnxDetector", files: list[Path], pipeline: bool):
     """(detector, iterator of (path, future of its windows) over the image files in
     order), searched ahead in worker processes, the detector leaving their cores
     to them; or (detector, None) when the run is not pipelined (the detector
@@ -167,7 +170,7 @@ def _searches_ahead(detector: Detector, files: list[Path], pipeline: bool):
             propose_files(images, detector.proposals, workers))
 
 
-def detect_files(detector: Detector, files: Iterable[Path], out_dir: str | os.PathLike,
+def detect_files(detector: "Detector | OnnxDetector", files: Iterable[Path], out_dir: str | os.PathLike,
                  threshold: float = 0.0, progress: bool = True, save_voc: bool = False,
                  save_coco: bool = False, pipeline: bool = True) -> dict:
     """Detect objects in each image file and write the outputs of the module docstring.

@@ -13,6 +13,9 @@ Appendix A):
 3. :class:`SpatialPyramidPool` max-pools each cell range into n x n bins for
    every pyramid level and concatenates the results.
 
+The rules of steps 1 and 2 live in :mod:`detector.mapping` (numpy, shared
+with the torch-free runtime); the functions here wrap them for tensors.
+
 Pooling is exact (same bins and maxima as the brute-force definition) and
 fast on the CPU: bins are answered by a 2-D sparse table (range-maximum
 query: at most four overlapping power-of-two blocks per bin, one or two
@@ -22,160 +25,35 @@ figures.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from .mapping import (CANONICAL_WINDOW, DEFAULT_LEVELS, DEFAULT_WINDOW_MARGIN, MAPPING_VERSION,  # noqa: F401
+                      FeatureGrid, map_windows_to_cells, select_scale_indices)
 from .range_max import pool_into
 from .spp import SpatialPyramidPool2d
-
-# SPP-net scale selection: the scale whose scaled window area is closest to
-# 224 x 224, the crop size the network was pre-trained on (paper, Sec. 4.1).
-CANONICAL_WINDOW = 224
-# The paper's 4-level pyramid for detection: 6x6 + 3x3 + 2x2 + 1x1 = 50 bins.
-DEFAULT_LEVELS = (6, 3, 2, 1)
-# Window mapping: each edge moves inwards by this many strides before it is
-# rounded to the nearest cell centre; 0.5 keeps exactly the cells whose
-# centres lie inside the window (Appendix A).
-DEFAULT_WINDOW_MARGIN = 0.5
 
 
 def select_scales(boxes: Tensor, scale_factors: Sequence[float],
                   canonical: int = CANONICAL_WINDOW, rule: str = "area",
                   min_side: int | None = None) -> Tensor:
-    """Pick one scale per window (SPP-net multi-scale testing).
-
-    Args:
-        boxes: [N, 4] windows (x1, y1, x2, y2) in ORIGINAL image pixels.
-        scale_factors: one factor per scale; resized size = original * factor.
-        canonical: the target side T: 224 in the paper's words, 208 in the
-            official ZF-5 model (13 cells of 16 px).
-        rule: "area": the scale where the scaled window's area
-            ``area * factor**2`` is closest to T**2. "side": the official
-            ``spm_expected_scale.m:17-21`` with ``spp_features_convX_to_poolX.m:39``:
-            the scale whose shorter side ``factor * min_side`` is nearest
-            ``round(T * min_side / sqrt(area))``, the shorter side at which the
-            window's side would be T (MATLAB's +1 pixel sides are our
-            continuous widths; the area is taken as at least 1 px^2). Between
-            neighbouring scales a < b "side" switches to b where the ideal
-            side passes (a + b) / 2, "area" where it passes sqrt((a^2 + b^2) / 2).
-        min_side: the original image's shorter side (rule "side" only).
-    Returns:
-        LongTensor [N]: index into ``scale_factors`` of the chosen scale.
-        Ties go to the smaller factor (less computation and less
-        up-sampling; the official code's first minimum over its ascending
-        scales), whatever order the factors were given in.
-    """
-    if len(scale_factors) == 0:
-        raise ValueError("select_scales: scale_factors is empty")
-    factors = torch.as_tensor(list(scale_factors), dtype=torch.float64)
-    if not bool((factors > 0).all()):
-        raise ValueError(f"select_scales: scale factors must be positive, got {list(scale_factors)}")
-    boxes = boxes.reshape(-1, 4).to(torch.float64)
-    area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
-    # Visit the factors in ascending order so argmin's "first minimum" rule
-    # sends ties to the smaller factor; map back to the caller's indices.
-    order = torch.argsort(factors, stable=True)
-    if rule == "area":
-        diff = (area[:, None] * factors[order][None, :] ** 2 - float(canonical) ** 2).abs()
-    elif rule == "side":
-        if min_side is None or min_side <= 0:
-            raise ValueError("select_scales: rule 'side' needs the image's shorter side (min_side > 0)")
-        expected = torch.floor(canonical * min_side / area.clamp(min=1.0).sqrt() + 0.5)  # MATLAB round
-        # factor * min_side is the scale s up to float error (factor = s / min_side):
-        # rounded to 1e-6 px so a window exactly between two scales ties as it does in MATLAB.
-        side = torch.round(factors[order] * min_side * 1e6) / 1e6
-        diff = (side[None, :] - expected[:, None]).abs()
-    else:
-        raise ValueError(f"select_scales: rule {rule!r} must be area or side")
-    if diff.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long)
-    return order[diff.argmin(dim=1)]
-
-
-# Bump when the window -> cell rule changes: training stages keyed by it are
-# recomputed (2: the official rule on each backbone's measured cell centres).
-MAPPING_VERSION = 2
-
-
-@dataclass(frozen=True)
-class FeatureGrid:
-    """Where a backbone's conv5 cells sit in its input image.
-
-    Cell j (0-based) along either axis is centred on 0-based pixel
-    ``stride * j + offset``, i.e. at continuous coordinate
-    ``stride * j + offset + 0.5`` (pixel i covers [i, i + 1)). The offset
-    depends on the network's padding: 0 when every layer pads floor(p/2)
-    (ZF-5 as in the paper), 7.5 for VGG-16's conv5_3 (2x2 pools), 15 for
-    AlexNet, 17 for SqueezeNet 1.0 (table in docs/window_mapping.md); the
-    backbone tests measure it by back-propagating from one cell.
-    """
-    stride: int
-    offset: float = 0.0
-
-    def __post_init__(self):
-        if self.stride <= 0:
-            raise ValueError(f"FeatureGrid: stride must be positive, got {self.stride}")
+    """Pick one scale per window (SPP-net multi-scale testing): LongTensor [N] of
+    :func:`detector.mapping.select_scale_indices` (the rules, on numpy) for boxes [N, 4]
+    in ORIGINAL image pixels; ties go to the smaller factor."""
+    return torch.from_numpy(select_scale_indices(boxes.detach().cpu().numpy(), scale_factors, canonical,
+                                                 rule, min_side))
 
 
 def map_windows_to_features(boxes: Tensor, grid: FeatureGrid, map_height: int, map_width: int,
                             margin: float = DEFAULT_WINDOW_MARGIN) -> Tensor:
-    """Project windows onto feature-map cells (SPP-net Appendix A, the official rule).
-
-    In cell units u(x) = (x - c) / S, where S = ``grid.stride`` and c =
-    ``grid.offset + 0.5`` is cell 0's centre in continuous coordinates, each
-    axis of a window [X1, X2) maps to the inclusive cell range::
-
-        first = floor(u(X1) + margin + 0.5)     (official: left/top)
-        last  = ceil(u(X2) - margin - 0.5)      (official: right/bottom)
-
-    then an inverted range (first > last) collapses to its midpoint
-    floor((first + last) / 2), and both ends are clamped to the map. With
-    the default margin of half a stride this keeps exactly the cells whose
-    centres lie inside the window, Appendix A's rule ("left edge -> floor(x/S)
-    + 1, right edge -> ceil(x/S) - 1" for 0-based cells centred on S*x'); it
-    is ShaoqingRen/SPP_net's ``spm_pool_caffe_mex.cpp`` with its ``offset``
-    = margin * S - 0.5 pixels (its boxes are 1-based pixel indices). The kept
-    span is centred on the window to within half a stride, without bias.
-    docs/window_mapping.md derives it, with a worked example.
-
-    Args:
-        boxes: [N, 4] windows (x1, y1, x2, y2) in the RESIZED image's 0-based
-            continuous pixel coordinates.
-        grid: the backbone's cell grid (stride and centre offset).
-        map_height, map_width: size of the feature map, in cells.
-        margin: how far (in strides) each edge moves inwards before it is
-            rounded to the nearest cell centre: 0.5 keeps the cells whose
-            centres are inside the window, 0 also the nearest one outside
-            each edge when that is closer than half a stride.
-    Returns:
-        LongTensor [N, 4] of cell ranges (x0, y0, x1, y1), half-open
-        [x0, x1) x [y0, y1), with 0 <= x0 < x1 <= map_width and likewise y.
-    """
-    if map_height <= 0 or map_width <= 0:
-        raise ValueError(f"map_windows_to_features: map size ({map_height}x{map_width}) "
-                         "must be positive")
-    boxes = boxes.reshape(-1, 4).to(torch.float64)
-    if not bool(torch.isfinite(boxes).all()):
-        raise ValueError("map_windows_to_features: boxes contain NaN or infinite values")
-    x = _map_axis(boxes[:, 0], boxes[:, 2], grid, margin, map_width)
-    y = _map_axis(boxes[:, 1], boxes[:, 3], grid, margin, map_height)
-    return torch.stack([x[0], y[0], x[1], y[1]], dim=1)
-
-
-def _map_axis(lo: Tensor, hi: Tensor, grid: FeatureGrid, margin: float,
-              size: int) -> tuple[Tensor, Tensor]:
-    """One axis of :func:`map_windows_to_features`: float64 edges -> long [c0, c1)."""
-    centre0 = grid.offset + 0.5
-    first = torch.floor((lo - centre0) / grid.stride + margin + 0.5).long()
-    last = torch.ceil((hi - centre0) / grid.stride - margin - 0.5).long()
-    mid = torch.div(first + last, 2, rounding_mode="floor")
-    inverted = first > last
-    first = torch.where(inverted, mid, first).clamp(0, size - 1)
-    last = torch.where(inverted, mid, last).clamp(0, size - 1)
-    return first, last + 1
+    """Project windows [N, 4] in the RESIZED image onto feature-map cells: LongTensor
+    [N, 4] of half-open cell ranges (x0, y0, x1, y1) by
+    :func:`detector.mapping.map_windows_to_cells` (the official rule, on numpy,
+    shared with the torch-free runtime)."""
+    return torch.from_numpy(map_windows_to_cells(boxes.detach().cpu().numpy(), grid, map_height,
+                                                 map_width, margin))
 
 
 class SpatialPyramidPool(nn.Module):

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .pyramid_plan import level_places, plan_levels
 from .spp import bin_edges
 
 # Windows pooled per chunk. Larger chunks mean fewer, larger ops (~15 per
@@ -20,26 +21,6 @@ from .spp import bin_edges
 # loaded machine, median of 9 alternating runs): 24 -> 52 ms, 32 -> 49 ms,
 # 48 -> 48 ms, 64 -> 56 ms, 80 -> 63 ms. Results are identical for any value.
 CHUNK_WINDOWS = 48
-
-
-def _plan_levels(levels: tuple[int, ...]) -> tuple[list[int], dict[int, int]]:
-    """Split levels into those pooled from the map and those reduced from a
-    finer level: {n: m} with m the smallest other level that n divides.
-
-    Bin i of level n is exactly the union of bins k*i .. k*i + k - 1 of level
-    m = k*n: the first starts at floor(k*i*w/m) = floor(i*w/n), the last ends
-    at ceil(k*(i+1)*w/m) = ceil((i+1)*w/n), and consecutive bins touch or
-    overlap. So the max over those k x k bins is the bin's max.
-    """
-    distinct = sorted(set(levels), reverse=True)
-    direct, derived = [], {}
-    for n in distinct:
-        finer = [m for m in distinct if m != n and m % n == 0]
-        if finer:
-            derived[n] = min(finer)
-        else:
-            direct.append(n)
-    return direct, derived
 
 
 def pool_into(out: Tensor, feature_map: Tensor, cells: Tensor, levels: tuple[int, ...],
@@ -67,7 +48,7 @@ def pool_into(out: Tensor, feature_map: Tensor, cells: Tensor, levels: tuple[int
     channels = feature_map.shape[0]
     n_win = cells.shape[0]
     chunk = min(chunk_windows or CHUNK_WINDOWS, n_win)
-    direct, derived = _plan_levels(levels)
+    direct, derived = plan_levels(levels)
     edges = {n: (_bin_edges(cells[:, 1], cells[:, 3] - cells[:, 1], n),
                  _bin_edges(cells[:, 0], cells[:, 2] - cells[:, 0], n)) for n in direct}
     tallest = max(int((yhi - ylo).max()) for (ylo, yhi), _ in edges.values())
@@ -84,7 +65,7 @@ def pool_into(out: Tensor, feature_map: Tensor, cells: Tensor, levels: tuple[int
     blocks = table.buffer[:table.spare_row]  # gathers must not overlap their output
     extra = feature_map.new_empty((2 * spare, channels))
     folded = {n: feature_map.new_empty((chunk * n * n * (m // n), channels)) for n, m in derived.items()}
-    places = _level_places(levels)
+    places = level_places(levels)
     for index, lo in enumerate(range(0, n_win, chunk)):
         hi = min(lo + chunk, n_win)
         s, e = plan.bounds[index], plan.bounds[index + 1]
@@ -106,16 +87,6 @@ def pool_into(out: Tensor, feature_map: Tensor, cells: Tensor, levels: tuple[int
                            out=out_rows[lo * bins:hi * bins])
         if derived:
             _derive_levels(out[lo:hi].view(hi - lo, bins, channels), places, derived, folded)
-
-
-def _level_places(levels: tuple[int, ...]) -> dict[int, list[int]]:
-    """Where each distinct level's bins start among a window's output rows
-    (a level given twice is pooled once and copied)."""
-    places, start = {}, 0
-    for n in levels:
-        places.setdefault(n, []).append(start)
-        start += n * n
-    return places
 
 
 def _derive_levels(chunk_bins: Tensor, places: dict[int, list[int]], derived: dict[int, int],
@@ -212,7 +183,7 @@ def _plan_lookups(table: "_SparseTable", edges: dict, levels: tuple[int, ...],
                                 - torch.index_select(bounds, 0, torch.div(key, 2, rounding_mode="floor")))
     source_bins = source_bins.view(n_win, per_window)
     source = torch.zeros(n_win, sum(n * n for n in levels), dtype=torch.long)
-    places, done = _level_places(levels), 0
+    places, done = level_places(levels), 0
     for n in edges:
         for start in places[n]:
             source[:, start:start + n * n] = source_bins[:, done:done + n * n]

@@ -29,11 +29,11 @@ sees them for the duration of the block.)
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from typing import Iterator
 
 import cv2
-import torch
 
 # Environment override of the network's intra-op threads (a positive integer).
 THREADS_ENV = "SPPNET_THREADS"
@@ -111,9 +111,13 @@ def network_threads(configured: int = 0, reserved: int = 0) -> int:
 @contextmanager
 def limit_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads and ``n`` OpenCV threads,
-    then restore the caller's counts (also when the block raises)."""
+    then restore the caller's counts (also when the block raises). Torch's are
+    left alone where torch is not loaded (the torch-free runtime sets its
+    onnxruntime threads itself)."""
     n = max(1, int(n))
-    torch_before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
+    torch = sys.modules.get("torch")
+    torch_before = torch.get_num_threads() if torch is not None else n
+    cv_before = cv2.getNumThreads()
     if torch_before != n:
         torch.set_num_threads(n)
     if cv_before != n:
@@ -121,7 +125,7 @@ def limit_threads(n: int) -> Iterator[None]:
     try:
         yield
     finally:
-        if torch.get_num_threads() != torch_before:
+        if torch is not None and torch.get_num_threads() != torch_before:
             torch.set_num_threads(torch_before)
         if cv2.getNumThreads() != cv_before:
             cv2.setNumThreads(cv_before)

@@ -12,6 +12,7 @@ import dataclasses
 import multiprocessing
 import os
 import select
+import sys
 import threading
 import time
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
@@ -65,19 +66,21 @@ def worker_context():
     """The multiprocessing context workers start from (:data:`START_METHOD`)."""
     ctx = multiprocessing.get_context(START_METHOD)
     if START_METHOD == "forkserver":
-        # The server imports torch/OpenCV once; workers fork from it (no
+        # The server imports OpenCV once; workers fork from it (no
         # inherited threads or locks, unlike plain fork).
         ctx.set_forkserver_preload(["proposals.compute"])
     return ctx
 
 
 def init_worker() -> None:
-    """One thread per worker: N workers on N cores, not N x N threads."""
+    """One thread per worker: N workers on N cores, not N x N threads. (The searches
+    import no torch; a worker that has it loaded all the same gets one torch thread.)"""
     import cv2
-    import torch
 
     cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 def compute_image(task: _Task) -> _Result:

@@ -41,8 +41,8 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
-from torchvision.ops import nms
+
+from detector.box_arrays import nms_array
 
 # The ring a window is compared with: the window enlarged by this fraction of its
 # size (half on each side), as in Alexe et al.'s centre-surround cue.
@@ -170,8 +170,7 @@ def dense_windows(image: np.ndarray, *, min_size: float, max_windows: int, scale
         grid = shape_grid(width, height, w, h, stride)
         score = contrast_scores(integrals, grid)
         best = np.argsort(-score, kind="stable")[:share * CANDIDATES_PER_SHARE]
-        keep = nms(torch.from_numpy(grid[best]), torch.from_numpy(score[best]).float(),
-                   SHAPE_NMS_IOU).numpy()[:share]
+        keep = nms_array(grid[best], score[best].astype(np.float32), SHAPE_NMS_IOU)[:share]
         picked.append(grid[best[keep]])
         ranks.append(np.arange(len(keep)))
     order = np.argsort(np.concatenate(ranks), kind="stable")  # every shape's best, then second best, ...

@@ -19,7 +19,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from detector.boxes import as_box_tensor, box_iou
 from detector.records import ImageRecord
 
 # COCO/Hosang et al.: IoU thresholds 0.5, 0.55, ..., 0.95.
@@ -42,6 +41,8 @@ def best_overlaps(gt_boxes: np.ndarray, windows: np.ndarray,
     out = np.zeros((g, len(window_counts)), np.float64)
     if g == 0 or len(windows) == 0:
         return out
+    from detector.boxes import as_box_tensor, box_iou  # here: proposals imports no torch until it measures
+
     iou = box_iou(as_box_tensor(gt_boxes), as_box_tensor(windows)).numpy().astype(np.float64)
     running = np.maximum.accumulate(iou, axis=1)  # [G, N]: best over the first j+1
     idx = np.minimum(np.asarray(window_counts, dtype=np.int64), len(windows)) - 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.boxes import as_box_tensor, clip_boxes, valid_boxes
+from detector.box_arrays import clip_box_array, valid_box_mask
 
 
 def xywh_to_xyxy_array(rects: np.ndarray) -> np.ndarray:
@@ -52,9 +52,9 @@ def finalize_windows(boxes: np.ndarray, width: int, height: int, min_size: float
     if len(boxes) == 0:
         return np.zeros((0, 4), np.float32)
     finite = np.isfinite(boxes).all(axis=1)
-    t = clip_boxes(as_box_tensor(boxes[finite]), float(width), float(height))
-    t = t[valid_boxes(t, float(min_size))]
+    clipped = clip_box_array(boxes[finite], float(width), float(height))
+    clipped = clipped[valid_box_mask(clipped, float(min_size))]
     # Clipping can make distinct raw windows identical (and precomputed files
     # repeat windows): keep the first, the better-ranked one.
-    out = dedupe_first(t.numpy().astype(np.float32, copy=False))
+    out = dedupe_first(clipped)
     return np.ascontiguousarray(out[:max_windows])

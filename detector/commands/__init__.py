@@ -34,6 +34,14 @@ class Command:
     example: str
 
 
+# The optional dependencies, by the extra that installs them (setup.cfg): a
+# command that needs one that is missing says which extra to install.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("torch", "torchvision", "sklearn", "scipy", "pycocotools", "selectivesearch", "skimage",
+                     "matplotlib", "onnx", "onnxscript"), "train"),
+    "onnxruntime": "runtime", "ray": "ray",
+}
+
 COMMANDS = {
     "train": Command("detector.commands.train",
                      "train a detector: proposals, conv5 cache, fine-tuning, SVMs, box regression",
@@ -41,6 +49,9 @@ COMMANDS = {
     "test": Command("detector.commands.test",
                     "test a model on a dataset split: detections, metrics, report.md and report.html",
                     "sppnet test --model runs/mine/model.pt --split test --out runs/mine/test"),
+    "export": Command("detector.commands.export",
+                      "export a model to ONNX for deployment without torch (sppnet detect runs the folder)",
+                      "sppnet export --model runs/mine/model.pt --out runs/mine/export"),
     "detect": Command("detector.commands.detect",
                       "run a model on images (folder, glob, list file); VOC/COCO outputs for pseudo-labels",
                       "sppnet detect --model runs/mine/model.pt --input photos/ --output out/ --save-voc"),
@@ -81,5 +92,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     name, rest = argv[0], argv[1:]
-    command = import_module(COMMANDS[name].module).main
-    return run_cli(lambda: command(rest, prog=f"{PROG} {name}"))
+    try:
+        command = import_module(COMMANDS[name].module).main
+        return run_cli(lambda: command(rest, prog=f"{PROG} {name}"))
+    except ModuleNotFoundError as e:
+        extra = EXTRA_OF_MODULE.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"error: {PROG} {name} needs {e.name}, which is not installed: pip install 'sppnet[{extra}]'",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -8,19 +8,23 @@ Writes out/results.jsonl (one line per image, as it goes), out/results.json
 --save-voc a VOC-layout folder out/voc/ (pseudo-labels: train on it with
 data.root=out/voc), --save-coco out/coco_results.json. Non-image files are
 skipped with a warning.
+
+--model may also be an export folder (sppnet export): the same run with
+numpy, OpenCV and onnxruntime only, no torch (pip install 'sppnet[runtime]').
 """
 from __future__ import annotations
 
 import argparse
 
+from detector.deploy.manifest import is_export_folder
 from detector.fileio import check_output_dir
 from detector.inference import detect_files, list_inputs
-from detector.model import load_model
 
 
 def main(argv=None, prog: str | None = None) -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model file written by sppnet train")
+    p.add_argument("--model", required=True,
+                   help="model file written by sppnet train, or an export folder written by sppnet export")
     p.add_argument("--input", required=True,
                    help="an image, a folder of images, a glob pattern (quote it) or a .txt file of paths")
     p.add_argument("--output", required=True, help="folder for results.json and annotated images")
@@ -38,7 +42,7 @@ def main(argv=None, prog: str | None = None) -> int:
                         "pool.window_margin, pool.window_scaling), e.g. test.nms_iou=0.4")
     args = p.parse_intermixed_args(argv)
     check_output_dir(args.output, "--output")
-    detector = load_model(args.model, device=args.device, overrides=args.overrides)
+    detector = load_detector(args.model, args.device, args.overrides)
     summary = detect_files(detector, list_inputs(args.input, recursive=args.recursive), args.output, args.threshold,
                            progress=not args.no_progress, save_voc=args.save_voc, save_coco=args.save_coco)
     n = sum(len(r["detections"]) for r in summary["images"])
@@ -46,3 +50,16 @@ def main(argv=None, prog: str | None = None) -> int:
           f"-> {args.output}/results.json")
     return 0
 
+
+
+def load_detector(model: str, device: str, overrides: list[str]):
+    """The torch detector of a model file, or the torch-free one of an export folder
+    (imported only when needed: the runtime path never loads torch)."""
+    if is_export_folder(model):
+        if device == "cuda":
+            raise ValueError(f"{model}: an export folder runs on the CPU (onnxruntime); drop --device cuda "
+                             "or use the model file")
+        from detector.deploy.runtime import load_export
+        return load_export(model, overrides)
+    from detector.model import load_model
+    return load_model(model, device=device, overrides=overrides)

@@ -2,19 +2,30 @@
 
 Every loader yields :class:`~detector.records.ImageRecord` with boxes already in
 the project's 0-based continuous x1, y1, x2, y2 convention.
+
+The names below are imported from their modules on first use: a tool that
+needs only ``detector.data.ids`` or ``voc_writer`` (the torch-free ONNX
+runtime writes pseudo-labels) does not pull in pycocotools.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Sequence
 
-from .base import Dataset, DatasetError, InMemoryDataset, report_dropped_classes
-from .coco import COCODataset, coco_category_ids, coco_image_ids, voc_to_coco_dict
-from .synthetic import make_synthetic_voc
-from .voc import VOC_CLASSES, VOCDataset
-
 DATASET_FORMATS = ("voc", "coco")
+# name -> the submodule that defines it (loaded by __getattr__ on first use).
+_LAZY = {"Dataset": "base", "DatasetError": "base", "InMemoryDataset": "base", "report_dropped_classes": "base",
+         "COCODataset": "coco", "coco_category_ids": "coco", "coco_image_ids": "coco",
+         "voc_to_coco_dict": "coco", "make_synthetic_voc": "synthetic", "VOC_CLASSES": "voc",
+         "VOCDataset": "voc"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "COCODataset", "DATASET_FORMATS", "Dataset", "DatasetError", "InMemoryDataset", "VOCDataset",
@@ -43,6 +54,10 @@ def load_dataset(root: str | os.PathLike, split: str, format: str = "voc",
             left out (``dataset.dropped_classes``) instead of an error. COCO always
             leaves out the categories not in ``class_names``.
     """
+    from .base import DatasetError
+    from .coco import COCODataset
+    from .voc import VOCDataset
+
     root = Path(root)
     names = tuple(class_names) if class_names else None
     if format == "voc":

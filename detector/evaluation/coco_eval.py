@@ -30,6 +30,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detector.data import InMemoryDataset, coco_image_ids, voc_to_coco_dict
+from detector.evaluation.result_files import default_category_ids  # noqa: F401 (re-exported)
 from detector.evaluation.voc_ap import EvaluationInputError
 from detector.records import Detections, ImageRecord
 
@@ -66,11 +67,6 @@ class COCOResult:
     def summary(self) -> dict[str, float]:
         """Headline numbers: {"AP": ..., "AP50": ..., "AP75": ...}."""
         return {"AP": self.AP, "AP50": self.AP50, "AP75": self.AP75}
-
-
-def default_category_ids(class_names: Sequence[str]) -> dict[str, int]:
-    """class name -> COCO category id: label + 1, in class_names order."""
-    return {name: i + 1 for i, name in enumerate(class_names)}
 
 
 def records_to_coco(gt_records: Sequence[ImageRecord], detections: Mapping[str, Detections],

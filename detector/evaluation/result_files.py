@@ -32,7 +32,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from detector.evaluation.coco_eval import default_category_ids
 from detector.fileio import write_json_atomic, write_text_atomic
 from detector.records import Detections
 
@@ -180,6 +179,11 @@ def _json_image_id(image_id: str, image_ids: Mapping[str, int] | None):
     if image_id.isdecimal() and str(int(image_id)) == image_id:
         return int(image_id)
     return image_id
+
+
+def default_category_ids(class_names: Sequence[str]) -> dict[str, int]:
+    """class name -> COCO category id: label + 1, in class_names order."""
+    return {name: i + 1 for i, name in enumerate(class_names)}
 
 
 def write_coco_results(path: str | os.PathLike, detections: Mapping[str, Detections],

@@ -14,7 +14,7 @@ from helpers import REPO, load_tool, sppnet_env
 from reliability_battery import TINY
 
 from detector.cli import run_cli
-TOOLS = {"train": "train", "test": "test", "detect": "detect", "evaluate": "evaluate",
+TOOLS = {"train": "train", "test": "test", "detect": "detect", "export": "export", "evaluate": "evaluate",
          "propose": "propose", "stats": "dataset_stats", "classify": "classify"}
 
 
@@ -79,6 +79,7 @@ INTERMIXED = {
              "backbone cannot change at test time"),
     "detect": (["--model", "{model}", "test.nms_iou=0.4", "--input", "{tmp}", "--output", "{tmp}/d",
                 "--no-progress", "backbone.name=zf5"], "backbone cannot change at test time"),
+    "export": (["--out", "{tmp}/x", "--int8", "--model", "{tmp}/none.pt"], "{tmp}/none.pt: model file not found"),
     "propose": (["--split", "test", "proposals.max_side=0", "--no-progress", "proposals.methd=x"],
                 "unknown key(s) methd"),
     # No overrides: options in any order, the data root last.

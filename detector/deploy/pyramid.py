@@ -1,0 +1,139 @@
+"""Spatial pyramid max-pooling of windows on a numpy conv5 map (the runtime's pool5).
+
+The same bins, maxima and output layout as :class:`detector.pooling.SpatialPyramidPool`
+(tests/detector/test_deploy_pyramid.py checks equality on random maps and
+windows): bin i of n along an axis of a window w cells wide starting at x0
+covers cells [x0 + floor(i*w/n), x0 + ceil((i+1)*w/n)); per level the bins
+as [n, n, C], levels concatenated.
+
+ONNX's MaxRoiPool is not used: it computes bin edges as floor/ceil of
+``i * (w / n)`` in float32, which lands one cell off the exact rule when
+``i * w / n`` is an integer that float32 rounds past (w = 2, n = 6: ceil of
+3 * 0.33333334 is 2, the exact rule gives 1).
+
+The engine: a 2-D sparse table of power-of-two block maxima over the
+channels-last map answers each bin of the levels pooled from the map with
+four overlapping blocks (max is exact, so overlap is harmless); coarser
+levels that divide a finer one are reduced from its bins
+(:func:`detector.pyramid_plan.plan_levels`).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..pyramid_plan import level_places, plan_levels
+
+# Windows per chunk: keeps a chunk's gathered rows (4 x bins x C floats a window)
+# near the core; any value gives the same result.
+CHUNK_WINDOWS = 128
+
+
+def pool_pyramid(feature_map: np.ndarray, cells: np.ndarray, levels: Sequence[int]) -> np.ndarray:
+    """Pool windows of one conv5 map into the pyramid.
+
+    Args:
+        feature_map: float32 [C, H, W].
+        cells: int64 [N, 4] half-open cell ranges (x0, y0, x1, y1) inside the map,
+            as from :func:`detector.mapping.map_windows_to_cells`.
+        levels: the pyramid, e.g. (6, 3, 2, 1).
+    Returns:
+        float32 [N, C * sum(n*n)].
+    """
+    levels = tuple(int(n) for n in levels)
+    channels, height, width = feature_map.shape
+    cells = np.asarray(cells, np.int64).reshape(-1, 4)
+    bins = sum(n * n for n in levels)
+    out = np.empty((len(cells), bins, channels), np.float32)
+    if len(cells) == 0:
+        return out.reshape(0, bins * channels)
+    direct, derived = plan_levels(levels)
+    places = level_places(levels)
+    edges = {n: (_bin_edges(cells[:, 1], cells[:, 3], n), _bin_edges(cells[:, 0], cells[:, 2], n))
+             for n in direct}
+    tallest = max(int((hi - lo).max()) for (lo, hi), _ in edges.values())
+    widest = max(int((hi - lo).max()) for _, (lo, hi) in edges.values())
+    table = _SparseTable(np.ascontiguousarray(feature_map.transpose(1, 2, 0), np.float32), tallest, widest)
+    for n in direct:
+        rows = table.corner_rows(*edges[n])  # [4, N, n*n]
+        at = places[n][0]
+        for lo in range(0, len(cells), CHUNK_WINDOWS):
+            hi = min(lo + CHUNK_WINDOWS, len(cells))
+            dest = out[lo:hi, at:at + n * n]
+            np.take(table.buffer, rows[0, lo:hi], axis=0, out=dest)
+            for corner in rows[1:, lo:hi]:
+                np.maximum(dest, np.take(table.buffer, corner, axis=0), out=dest)
+    for n, m in derived.items():  # finest first: a level derived from a derived level finds it done
+        k = m // n
+        fine = out[:, places[m][0]:places[m][0] + m * m].reshape(-1, n, k, n, k, channels)
+        out[:, places[n][0]:places[n][0] + n * n] = fine.max(axis=(2, 4)).reshape(-1, n * n, channels)
+    for n, starts in places.items():  # a level listed twice is pooled once
+        for start in starts[1:]:
+            out[:, start:start + n * n] = out[:, starts[0]:starts[0] + n * n]
+    return out.reshape(len(cells), bins * channels)
+
+
+def _bin_edges(start: np.ndarray, end: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute [lo, hi) cell ranges of the n bins of each window along one axis: two [N, n]."""
+    i = np.arange(n, dtype=np.int64)[None, :]
+    size = (end - start)[:, None]
+    lo = (i * size) // n
+    hi = -((-(i + 1) * size) // n)  # ceil((i + 1) * size / n) for integers
+    return start[:, None] + lo, start[:, None] + hi
+
+
+class _SparseTable:
+    """Block maxima over [H, W, C]: block (a, b) holds, at (y, x), the max over cells
+    [y, y + 2^a) x [x, x + 2^b). All blocks sit in one buffer [rows, C], so a
+    bin's blocks are row indices; only the sizes bins of at most ``tallest`` x
+    ``widest`` cells need are built."""
+
+    def __init__(self, hwc: np.ndarray, tallest: int, widest: int):
+        height, width, channels = hwc.shape
+        self.a_max, self.b_max = _floor_log2(tallest), _floor_log2(widest)
+        shapes = [[(height - (1 << a) + 1, width - (1 << b) + 1) for b in range(self.b_max + 1)]
+                  for a in range(self.a_max + 1)]
+        sizes = np.array([[h * w for h, w in row] for row in shapes], np.int64)
+        self.offset = (np.cumsum(sizes.ravel()) - sizes.ravel()).reshape(sizes.shape)
+        self.row_width = np.array([width - (1 << b) + 1 for b in range(self.b_max + 1)], np.int64)
+        self.buffer = np.empty((int(sizes.sum()), channels), np.float32)
+        blocks = [[self.buffer[self.offset[a, b]:self.offset[a, b] + h * w].reshape(h, w, channels)
+                   for b, (h, w) in enumerate(row)] for a, row in enumerate(shapes)]
+        for a in range(self.a_max + 1):
+            for b in range(self.b_max + 1):
+                if a == 0 and b == 0:
+                    blocks[0][0][...] = hwc
+                elif b == 0:  # 2^a rows: two overlapping blocks of 2^(a-1) rows
+                    src, half = blocks[a - 1][0], 1 << (a - 1)
+                    np.maximum(src[:-half], src[half:], out=blocks[a][0])
+                else:  # 2^b columns from two blocks of 2^(b-1) columns
+                    src, half = blocks[a][b - 1], 1 << (b - 1)
+                    np.maximum(src[:, :-half], src[:, half:], out=blocks[a][b])
+
+    def corner_rows(self, y_edges: tuple[np.ndarray, np.ndarray],
+                    x_edges: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """Buffer rows of the four blocks whose max is each bin's: int64 [4, N, n*n]
+        (near-near, far-near, near-far, far-far; they coincide along a side of
+        power-of-two length)."""
+        (ylo, yhi), (xlo, xhi) = y_edges, x_edges
+        n_win, n = ylo.shape
+        a = _floor_log2_array(yhi - ylo)  # [N, n]
+        b = _floor_log2_array(xhi - xlo)
+        y_far = yhi - (1 << a)  # the far block's first row / column
+        x_far = xhi - (1 << b)
+        width = self.row_width[b]  # [N, n]
+        base = self.offset[a[:, :, None], b[:, None, :]]  # [N, n, n]
+        rows = np.empty((4, n_win, n, n), np.int64)
+        for k, (ys, xs) in enumerate(((ylo, xlo), (y_far, xlo), (ylo, x_far), (y_far, x_far))):
+            rows[k] = base + ys[:, :, None] * width[:, None, :] + xs[:, None, :]
+        return rows.reshape(4, n_win, n * n)
+
+
+def _floor_log2(k: int) -> int:
+    return int(k).bit_length() - 1
+
+
+def _floor_log2_array(k: np.ndarray) -> np.ndarray:
+    """floor(log2(k)) of positive int64 values, exactly (frexp: k = m * 2^e, 0.5 <= m < 1)."""
+    return (np.frexp(k.astype(np.float64))[1] - 1).astype(np.int64)
