@@ -12,7 +12,7 @@
 - ``manifest.json`` (:mod:`detector.deploy.manifest`), written last.
 
 The pyramid pooling is not in a graph: the runtime does it in numpy
-(:mod:`detector.deploy.pyramid` says why ONNX's MaxRoiPool is not exact).
+(:mod:`detector.deploy.pyramid` says why not ONNX's MaxRoiPool: slower, though equal).
 """
 from __future__ import annotations
 

@@ -6,10 +6,12 @@ windows): bin i of n along an axis of a window w cells wide starting at x0
 covers cells [x0 + floor(i*w/n), x0 + ceil((i+1)*w/n)); per level the bins
 as [n, n, C], levels concatenated.
 
-ONNX's MaxRoiPool is not used: it computes bin edges as floor/ceil of
-``i * (w / n)`` in float32, which lands one cell off the exact rule when
-``i * w / n`` is an integer that float32 rounds past (w = 2, n = 6: ceil of
-3 * 0.33333334 is 2, the exact rule gives 1).
+ONNX's MaxRoiPool (one level per node, rois as inclusive cell ranges,
+spatial_scale 1) gave the same bins as this module in a one-off check with
+onnxruntime 1.32 (4000 random windows on a 43 x 57 map, every level of
+(6, 3, 2, 1): no difference), but took 0.60 s for 2000 windows and the four
+levels against 0.17 s here (1 thread, shared machine, not a recorded
+benchmark), so the runtime pools in numpy.
 
 The engine: a 2-D sparse table of power-of-two block maxima over the
 channels-last map answers each bin of the levels pooled from the map with
