@@ -146,7 +146,7 @@ class PoolConfig:
     window_margin: float = DEFAULT_WINDOW_MARGIN
     # Window -> resized image: "plain" multiplies the coordinates by the
     # resize factor; "corner" aligns the corner pixels' centres as the
-    # official spp_features_convX_to_poolX.m:45 does (detector/window_scaling.py).
+    # official spp_features_convX_to_poolX.m:45 does (detector/mapping.py: scale_windows).
     window_scaling: str = "plain"
 
     def validate(self) -> None:

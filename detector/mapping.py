@@ -7,7 +7,8 @@ tensors) and the torch-free ONNX runtime (:mod:`detector.deploy`) map every
 window to the same cells:
 
 1. :func:`select_scale_indices`: per window, the scale at which its area is
-   closest to ``CANONICAL_WINDOW`` squared;
+   closest to ``CANONICAL_WINDOW`` squared (or the official side rule);
+   :func:`scale_windows`: its coordinates in that scale's resized image;
 2. :func:`map_windows_to_cells`: a window in the resized image -> the
    half-open range of cells of the backbone's :class:`FeatureGrid` whose
    centres lie inside it (derivation in docs/window_mapping.md).
@@ -163,3 +164,35 @@ def _map_axis(lo: np.ndarray, hi: np.ndarray, grid: FeatureGrid, margin: float,
     first = np.clip(np.where(inverted, mid, first), 0, size - 1)
     last = np.clip(np.where(inverted, mid, last), 0, size - 1)
     return first, last + 1
+
+
+def scale_windows(windows, factor: float, scaling: str, min_side: int | None = None):
+    """Windows [N, 4] (a numpy array or a tensor) of the original image in the image resized by ``factor``.
+
+    Both are in 0-based continuous pixel coordinates (pixel i covers [i, i + 1)).
+    "plain" multiplies by ``factor``. "corner" is the official
+    ``spp_features_convX_to_poolX.m:45``, ``(b - 1) * (s - 1) / (m - 1) + 1``
+    on 1-based pixel indices b, with s = factor * m the scaled shorter side
+    and m = ``min_side`` the original one: it maps pixel centres so that the
+    first and last pixels' centres stay on the first and last pixels'
+    centres, with rho = (s - 1) / (m - 1). Its box is the inclusive range of
+    pixel indices [l, r], i.e. our [X1, X2) = [l - 1, r): the left pixel's
+    index l -> (l - 1) * rho + 1 makes X1' = X1 * rho, and the right pixel's
+    r -> (r - 1) * rho + 1 makes X2' = (X2 - 1) * rho + 1. Each edge keeps
+    half a pixel around its corner pixel's moved centre; "plain" moves the
+    edges themselves. The two differ by at most factor - 1 px, at a left edge
+    on the last pixel or a right edge on the first (2.2 px for VOC's 375 px
+    shorter side at scale 1200).
+    """
+    if scaling == "plain":
+        return windows * factor
+    if scaling != "corner":
+        raise ValueError(f"scale_windows: scaling {scaling!r} must be plain or corner")
+    if min_side is None:
+        raise ValueError("scale_windows: corner scaling needs the image's shorter side")
+    if min_side <= 1:  # one pixel: no two centres to align
+        return windows * factor
+    rho = (factor * min_side - 1.0) / (min_side - 1.0)
+    out = windows * rho
+    out[:, 2:] = (windows[:, 2:] - 1.0) * rho + 1.0
+    return out

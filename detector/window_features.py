@@ -36,7 +36,8 @@ from .pooling import FeatureGrid, SpatialPyramidPool, map_windows_to_features, s
 from .progress import progress_of
 from .threads import POOL_THREADS, limit_threads
 from .timing import timed_stage
-from .window_rules import WindowRules, scale_windows
+from .mapping import scale_windows
+from .window_rules import WindowRules
 
 
 class ImageSource:

@@ -28,7 +28,7 @@ from ..config import Config, with_test_overrides
 from ..configio import ConfigError, from_dict
 from ..distinct import distinct_rows
 from ..images import ImageTooSmallError, check_image_size
-from ..mapping import FeatureGrid, map_windows_to_cells, select_scale_indices
+from ..mapping import FeatureGrid, map_windows_to_cells, scale_windows, select_scale_indices
 from ..preprocess import resize_image, scale_factor
 from ..records import Detections
 from ..threads import limit_threads, network_threads
@@ -105,7 +105,7 @@ class OnnxDetector:
             with timed_stage(timings, "conv"):
                 maps = self.conv_maps(image, trunk, name)
             with timed_stage(timings, "pool"):
-                pooled = self.pool5(maps, windows)
+                pooled = self.pool5(maps, windows, min(image.shape[:2]))
             with timed_stage(timings, "fc"):
                 scores, deltas = self.score(head, pooled)
         height, width = image.shape[:2]
@@ -137,40 +137,58 @@ class OnnxDetector:
             maps.append(ConvMap(trunk.run(["conv5"], {"image": x})[0][0], factor))
         return maps
 
-    def pool5(self, maps: Sequence[ConvMap], windows: np.ndarray) -> np.ndarray:
-        """pool5 [N, D] of windows [N, 4] (original pixels): scale selection, window
-        mapping and the pyramid, as :func:`detector.window_features.pool_maps`."""
-        pool = self.config.pool
+    def pool5(self, maps: Sequence[ConvMap], windows: np.ndarray, min_side: int) -> np.ndarray:
+        """pool5 [N, D] of windows [N, 4] (original pixels; ``min_side``: the image's shorter
+        side): scale selection, window scaling, mapping and the pyramid, by the model's rules
+        (features.scale_rule, pool.canonical_window, pool.window_scaling, pool.window_margin),
+        as :func:`detector.window_features.pool_maps`."""
+        pool, rule = self.config.pool, self.config.features.scale_rule
         channels = maps[0].features.shape[0]
         out = np.zeros((len(windows), channels * sum(n * n for n in pool.levels)), np.float32)
         if len(windows) == 0:
             return out
         chosen = (np.zeros(len(windows), np.int64) if len(maps) == 1
-                  else select_scale_indices(windows, [m.factor for m in maps], pool.canonical_window))
+                  else select_scale_indices(windows, [m.factor for m in maps], pool.canonical_window, rule,
+                                            min_side))
         for s, conv in enumerate(maps):
             sel = np.flatnonzero(chosen == s)
             if len(sel) == 0:
                 continue
             _, h, w = conv.features.shape
-            cells = map_windows_to_cells(windows[sel] * conv.factor, self.grid, h, w, pool.window_margin)
+            scaled = scale_windows(windows[sel], conv.factor, pool.window_scaling, min_side)
+            cells = map_windows_to_cells(scaled, self.grid, h, w, pool.window_margin)
             out[sel] = pool_pyramid(conv.features, cells, pool.levels)
         return out
 
     def postprocess(self, windows: np.ndarray, scores: np.ndarray, deltas: np.ndarray, width: int,
                     height: int, timings: dict | None = None) -> Detections:
-        """Threshold, regress, clip and NMS: :meth:`detector.detector.Detector.postprocess` in numpy."""
+        """Threshold, regress, clip and NMS, regression before or after NMS as ``test.order``
+        says: :meth:`detector.detector.Detector.postprocess` in numpy."""
         test = self.test
-        with timed_stage(timings, "bbox"):
-            win_idx, labels = np.nonzero(scores > test.score_threshold)
-            boxes = windows[win_idx]
+        win_idx, labels = np.nonzero(scores > test.score_threshold)
+        boxes, det_scores = windows[win_idx], scores[win_idx, labels]
+
+        def regress(boxes, win_idx, labels):
             if self.regress and len(win_idx):
                 boxes = decode_box_array(boxes, deltas[win_idx, labels])
-            boxes = clip_box_array(boxes, width, height)
-            det_scores = scores[win_idx, labels]
-        with timed_stage(timings, "nms"):
+            return clip_box_array(boxes, width, height)
+
+        def nms(boxes, det_scores, labels):
             keep = batched_nms_array(boxes, det_scores, labels, test.nms_iou, test.max_per_class)
-            keep = keep[: test.max_per_image or None]
-        return Detections(boxes[keep].astype(np.float32), det_scores[keep].astype(np.float32),
+            return keep[: test.max_per_image or None]
+
+        if test.order == "nms_then_regress":  # the official order: NMS on the windows, no second NMS
+            with timed_stage(timings, "nms"):
+                keep = nms(boxes, det_scores, labels)
+            with timed_stage(timings, "bbox"):
+                boxes = regress(boxes[keep], win_idx[keep], labels[keep])
+        else:
+            with timed_stage(timings, "bbox"):
+                boxes = regress(boxes, win_idx, labels)
+            with timed_stage(timings, "nms"):
+                keep = nms(boxes, det_scores, labels)
+            boxes = boxes[keep]
+        return Detections(boxes.astype(np.float32), det_scores[keep].astype(np.float32),
                           labels[keep].astype(np.int64))
 
     def _graphs(self, threads: int):

@@ -14,7 +14,7 @@ from detector.detector import Detector, ScoredWindows
 from detector.negatives import find_negative_candidates, first_of_identical
 from detector.pooling import FeatureGrid, map_windows_to_features, select_scales
 from detector.svm import KEY_STRIDE, HardNegativeTrainer, TrainImage
-from detector.window_rules import scale_windows
+from detector.mapping import scale_windows
 from helpers import small_detector
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -88,6 +88,23 @@ def test_runtime_equals_torch_where_windows_share_cells(small_export, photos):
         assert_same_detections(want, runtime.detect(image, windows), str(path))
 
 
+def test_runtime_follows_the_official_rules_as_torch_does(small_export, photos):
+    """The official SPP_net rules (issue 24) as test-time overrides: two scales chosen by the
+    side rule, corner-aligned window scaling, NMS before regression; the same detections."""
+    rules = ["features.scales=[96,160]", "features.scale_rule=side",
+             "pool.window_scaling=corner", "pool.window_margin=0.4375", "test.order=nms_then_regress"]
+    model, export = small_export
+    torch_detector, runtime = load_model(model, overrides=rules, device="cpu"), load_export(export, rules)
+    assert (runtime.config.pool, runtime.config.features) == (torch_detector.config.pool,
+                                                              torch_detector.config.features)
+    for path in sorted(photos.iterdir()):
+        image = read_image(path)
+        windows = torch_detector.propose(image)
+        want = torch_detector.detect(image, windows)
+        assert len(want.boxes) > 20
+        assert_same_detections(want, runtime.detect(image, windows), str(path))
+
+
 def test_int8_export_quantises_the_fc_layers(trained_run, tmp_path):
     export_model(trained_run.model_path, tmp_path / "fp32")
     export_model(trained_run.model_path, tmp_path / "int8", int8=True)
