@@ -37,7 +37,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import detector  # noqa: F401  (isort: skip) sets THP_MEM_ALLOC_ENABLE before torch loads
 
 import numpy as np  # noqa: E402
 

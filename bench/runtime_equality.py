@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import detector  # noqa: F401  (isort: skip) sets THP_MEM_ALLOC_ENABLE before torch loads
 
 from bench.runtime import MACHINE, RESULTS, compare, versions  # noqa: E402
 from detector.data import load_dataset  # noqa: E402
