@@ -148,6 +148,11 @@ class FinetuneConfig:
     # batch norm stays frozen. Much slower on a CPU than fc-only fine-tuning.
     conv_layers: int = 0
     conv_images_per_batch: int = 2
+    # With conv_layers: the trunk's frozen blocks run once per image and scale
+    # (their output cached float32 under <cache root>/prefix, the same values),
+    # each iteration only the learning blocks (issue 23: docs/benchmarks.md).
+    # Not in the stage key: the result is the same.
+    prefix_cache: bool = True
     # Draw a new bank of windows from every training image each this many
     # iterations (0: draw once). The official code re-draws every 500
     # (spp_finetune_voc.m); each draw is one more pooling pass over the images.

@@ -39,6 +39,7 @@ from .heads import FCHead
 from .model import save_model
 from .stages import BBOX_WINDOWS, FINETUNE_WINDOWS, Checkpoint, TrainingStage, run_stages
 from .svm import LinearSVMs, train_svms
+from .timing import timed_stage
 from .training_windows import (TrainingContext, TrainingWindows, classes_without_training_objects,
                                collect_training_windows, conv_samples, svm_training_images)
 
@@ -120,10 +121,15 @@ def finetune_fc(run: TrainingRun) -> dict:
 
 def finetune_conv(run: TrainingRun) -> dict:
     """fc and the last conv blocks fine-tuned together through the pyramid."""
-    ctx = run.ctx
+    ctx, cfg = run.ctx, run.ctx.cfg
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    run.stats["finetune"] = finetune_with_conv(run.head, ctx.features, conv_samples(ctx), ctx.cfg.finetune,
-                                               ctx.cfg.seed, ctx.workdir / "finetune_loss.jsonl", ctx.progress)
+    samples, features = conv_samples(ctx), ctx.features
+    if cfg.finetune.prefix_cache:
+        features = features.with_frozen_prefix(cfg.finetune.conv_layers, cfg.cache_root())
+        with timed_stage(ctx.timings, "frozen_prefix_cache"):
+            features.prefix.prepare([s.image for s in samples], ctx.progress)
+    run.stats["finetune"] = finetune_with_conv(run.head, features, samples, cfg.finetune,
+                                               cfg.seed, ctx.workdir / "finetune_loss.jsonl", ctx.progress)
     run.trunk = ctx.backbone.state_dict()
     return {"head": run.head.state_dict(), "trunk": run.trunk, "stats": run.stats["finetune"]}
 

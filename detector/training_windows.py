@@ -210,7 +210,7 @@ def stage_parts(cfg: Config, shared: dict, sections: Sequence[str], num_records:
         section = getattr(cfg, name)
         key = asdict(section)
         if name == "finetune":
-            del key["bank_max_mb"]
+            del key["bank_max_mb"], key["prefix_cache"]  # prefix_cache: how, not what, it computes
             caps = bank_caps(cfg, num_records, dim)
             if caps != (section.bank_fg_per_image, section.bank_bg_per_image):
                 key["bank_caps"] = list(caps)
