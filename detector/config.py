@@ -49,10 +49,18 @@ class DataConfig:
     # code's flip_finetune = true; here for the SVMs and box regression too):
     # twice the training windows and conv5 cache, no change at test time.
     flip: bool = True
+    # A held-out split for fine-tuning ("" = none): its windows' loss and
+    # accuracy are logged every finetune.val_every iterations and the
+    # snapshot with the lowest loss is kept (the official SPP_net solver's
+    # rule). Its images must not be training images.
+    val_split: str = ""
 
     def validate(self) -> None:
         if self.format not in ("voc", "coco"):
             raise ValueError(f"data.format {self.format!r} must be voc or coco")
+        if self.val_split and self.val_split == self.train_split:
+            raise ValueError(f"data.val_split {self.val_split!r} is the training split; validation needs "
+                             "held-out images")
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,8 @@ class FinetuneConfig:
     # each iteration only the learning blocks (issue 23: docs/benchmarks.md).
     # Not in the stage key: the result is the same.
     prefix_cache: bool = True
+    # With data.val_split: iterations between held-out evaluations (and one at the end).
+    val_every: int = 100
     # Draw a new bank of windows from every training image each this many
     # iterations (0: draw once). The official code re-draws every 500
     # (spp_finetune_voc.m); each draw is one more pooling pass over the images.
@@ -163,6 +173,8 @@ class FinetuneConfig:
     def validate(self) -> None:
         if self.bank_max_mb <= 0:
             raise ValueError("finetune.bank_max_mb must be > 0")
+        if self.val_every < 1:
+            raise ValueError("finetune.val_every must be >= 1")
         if self.conv_layers < 0 or self.conv_images_per_batch < 1 or self.resample_every < 0:
             raise ValueError("finetune.conv_layers and resample_every must be >= 0, "
                              "conv_images_per_batch >= 1")

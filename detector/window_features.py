@@ -211,6 +211,13 @@ class SPPFeatures(WindowFeatures):
         return pool_maps([self.trainable_map(image, scale)], windows, self.pool, self.backbone.grid,
                          self.canonical_window, self.window_margin)
 
+    @torch.no_grad()
+    def current_pool5(self, image: ImageSource, windows) -> Tensor:
+        """pool5 with the trunk as it is now (while conv fine-tuning changes it: uncached conv5),
+        each window at the scale selection picks, as at test time (held-out windows)."""
+        return pool_maps([self.trainable_map(image, s) for s in self.scales], windows, self.pool,
+                         self.backbone.grid, self.canonical_window, self.window_margin)
+
     def trainable_map(self, image: ImageSource, scale: int) -> FeatureMap:
         """conv5 of ``image`` at ``scale`` with autograd: the conv pass of compute_feature_maps,
         uncached, or with a frozen prefix only its learning blocks."""
