@@ -6,8 +6,8 @@ process. "overlapped" runs the same searches in the same worker pool from a
 helper thread while this process fills the conv5 cache at the same time, the
 network on the cores the workers leave (``network_threads(reserved=workers)``).
 Each run starts from fresh caches under ``--root``; modes alternate per repeat
-so a change in machine load hits both alike. The entries written are the same
-files either way (checked: their names and the conv5 maps' bytes).
+so a change in machine load hits both alike. The conv5 cache files written
+are the same either way (checked: their names).
 
 Run: python -m bench.overlap --config configs/bccd_mobilenet.yaml --images 30 --root /tmp/ov \
          data.root=/work/shared/data/bccd/BCCD backbone.weights=/work/shared/weights/mobilenet_v2_imagenet.pth
