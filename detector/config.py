@@ -52,7 +52,7 @@ class DataConfig:
     # A held-out split for fine-tuning ("" = none): its windows' loss and
     # accuracy are logged every finetune.val_every iterations and the
     # snapshot with the lowest loss is kept (the official SPP_net solver's
-    # rule). Its images must not be training images.
+    # rule, as issue 23 describes it). Its images must not be training images.
     val_split: str = ""
 
     def validate(self) -> None:

@@ -1,7 +1,7 @@
 """A held-out split for fine-tuning (``data.val_split``): its loss every N iterations, best snapshot kept.
 
-The official SPP_net solver keeps the snapshot with the lowest held-out
-error. Here fine-tuning (fc-only and conv) pools a fixed sample of windows
+The official SPP_net fine-tuning is described (issue 23; not checked against
+its code here) as keeping the snapshot with the lowest held-out error. Here fine-tuning (fc-only and conv) pools a fixed sample of windows
 from the validation split's images (labelled as the training windows are:
 IoU >= fg_iou positives, [bg_iou_low, fg_iou) background), measures the
 head's loss and accuracy on them every ``finetune.val_every`` iterations and
