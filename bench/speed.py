@@ -65,9 +65,9 @@ COMPRESSIONS = ("none", "svd", "int8", "svd_int8")
 
 
 @contextlib.contextmanager
-def background_load(n: int = LOAD_PROCESSES):
-    """``n`` busy-looping processes (each bounded by ``timeout``), killed on exit."""
-    procs = [subprocess.Popen(["timeout", str(LOAD_SECONDS), sys.executable, "-c", "while 1: pass"])
+def background_load(n: int = LOAD_PROCESSES, seconds: float = LOAD_SECONDS):
+    """``n`` busy-looping processes (each bounded by ``timeout`` at ``seconds``), killed on exit."""
+    procs = [subprocess.Popen(["timeout", str(seconds), sys.executable, "-c", "while 1: pass"])
              for _ in range(n)]
     time.sleep(1.0)
     try:

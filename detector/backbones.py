@@ -109,11 +109,14 @@ class Backbone(nn.Module):
     def digest(self) -> str:
         """Digest of the architecture, preprocessing and weights: keys feature caches, so
         maps from other weights (another file, a fine-tuned trunk) are never reused."""
-        h = hashlib.sha1(f"{self.name}|{self.preprocess}".encode())
-        for name, tensor in sorted(self.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return _weights_digest(f"{self.name}|{self.preprocess}", self)
+
+    def prefix_digest(self, blocks: int) -> str:
+        """Digest of the frozen prefix that :meth:`split` leaves before the last ``blocks``
+        learning blocks (architecture, preprocessing, the cut and the prefix's weights only):
+        keys the frozen-prefix cache, which fine-tuning the suffix does not make stale."""
+        prefix, _ = self.split(blocks)
+        return _weights_digest(f"{self.name}|{self.preprocess}|prefix of {len(prefix)}", prefix)
 
     @property
     def device(self) -> torch.device:
@@ -124,13 +127,22 @@ class Backbone(nn.Module):
         """Let the last ``blocks`` parameterised children of the trunk learn (conv
         fine-tuning); return their parameters. Batch norm stays frozen (folded or
         FrozenBatchNorm2d), and the module stays in eval mode."""
-        children = [m for m in self.trunk.children() if any(True for _ in m.parameters())]
-        if not 0 < blocks <= len(children):
-            raise ValueError(f"{self.name}: can fine-tune 1 to {len(children)} conv blocks, not {blocks}")
-        params = [p for m in children[-blocks:] for p in m.parameters()]
+        _, suffix = self.split(blocks)
+        params = list(suffix.parameters())
         for p in params:
             p.requires_grad_(True)
         return params
+
+    def split(self, blocks: int) -> tuple[nn.Sequential, nn.Sequential]:
+        """The trunk cut before its last ``blocks`` parameterised children: (frozen prefix,
+        learning suffix), sharing this trunk's modules, so ``suffix(prefix(x)) == trunk(x)``
+        and the suffix's parameters are the ones :meth:`unfreeze_last` lets learn."""
+        children = list(self.trunk.children())
+        learning = [i for i, m in enumerate(children) if any(True for _ in m.parameters())]
+        if not 0 < blocks <= len(learning):
+            raise ValueError(f"{self.name}: can fine-tune 1 to {len(learning)} conv blocks, not {blocks}")
+        cut = learning[-blocks]
+        return nn.Sequential(*children[:cut]), nn.Sequential(*children[cut:])
 
     def freeze(self) -> None:
         """Back to the frozen trunk of SPP-net: no parameter learns."""
@@ -144,13 +156,26 @@ class Backbone(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, 3, H, W] preprocessed images -> [B, C, h, w] with h ~ H / stride."""
+        return self.trunk(self.check_input(x))
+
+    def check_input(self, x: Tensor) -> Tensor:
+        """``x`` if it is a batch [B, 3, H, W] large enough for a 1 x 1 map; else ValueError."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name}: expected input [B, 3, H, W], got {tuple(x.shape)}")
         if min(x.shape[2], x.shape[3]) < self.min_input_size:
             raise ImageTooSmallError(
                 f"{self.name}: input {x.shape[2]}x{x.shape[3]} is smaller than the minimum side "
                 f"{self.min_input_size} px that gives a 1x1 feature map; upscale the image")
-        return self.trunk(x)
+        return x
+
+
+def _weights_digest(label: str, module: nn.Module) -> str:
+    """16 hex digits of ``label`` and every tensor of ``module``'s state (name and bytes)."""
+    h = hashlib.sha1(label.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def freeze_batch_norm(module: nn.Module) -> nn.Module:

@@ -65,6 +65,11 @@ class DataConfig:
     # with_hard_samples = false -> roidb_from_voc.m:136-141 keeps every
     # object); the default leaves them out of all (py-faster-rcnn's default).
     difficult_stages: list[str] = field(default_factory=list)
+    # A held-out split for fine-tuning ("" = none): its windows' loss and
+    # accuracy are logged every finetune.val_every iterations and the
+    # snapshot with the lowest loss is kept (the official SPP_net solver's
+    # rule, as issue 23 describes it). Its images must not be training images.
+    val_split: str = ""
 
     def validate(self) -> None:
         if self.format not in ("voc", "coco"):
@@ -74,6 +79,9 @@ class DataConfig:
             if unknown:
                 raise ValueError(f"data.{name}: {', '.join(map(repr, unknown))} not one of "
                                  f"{', '.join(DATA_STAGES)}")
+        if self.val_split and self.val_split == self.train_split:
+            raise ValueError(f"data.val_split {self.val_split!r} is the training split; validation needs "
+                             "held-out images")
 
     def uses_mirrors(self, stage: str) -> bool:
         """Whether training ``stage`` (one of DATA_STAGES) sees the mirrored images."""
@@ -197,6 +205,13 @@ class FinetuneConfig:
     # batch norm stays frozen. Much slower on a CPU than fc-only fine-tuning.
     conv_layers: int = 0
     conv_images_per_batch: int = 2
+    # With conv_layers: the trunk's frozen blocks run once per image and scale
+    # (their output cached float32 under <cache root>/prefix, the same values),
+    # each iteration only the learning blocks (issue 23: docs/benchmarks.md).
+    # Not in the stage key: the result is the same.
+    prefix_cache: bool = True
+    # With data.val_split: iterations between held-out evaluations (and one at the end).
+    val_every: int = 100
     # Draw a new bank of windows from every training image each this many
     # iterations (0: draw once). The official code re-draws every 500
     # (spp_finetune_voc.m); each draw is one more pooling pass over the images.
@@ -217,6 +232,8 @@ class FinetuneConfig:
             raise ValueError("finetune.lr_steps must be increasing positive iterations")
         if self.bank_max_mb <= 0:
             raise ValueError("finetune.bank_max_mb must be > 0")
+        if self.val_every < 1:
+            raise ValueError("finetune.val_every must be >= 1")
         if self.conv_layers < 0 or self.conv_images_per_batch < 1 or self.resample_every < 0:
             raise ValueError("finetune.conv_layers and resample_every must be >= 0, "
                              "conv_images_per_batch >= 1")

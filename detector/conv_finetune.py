@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .config import FinetuneConfig
-from .finetune import WindowLabels, feature_std, moving_average, sgd_step
+from .finetune import WindowLabels, feature_std, moving_average, sgd_step, with_validation
 from .heads import FCHead
 from .progress import progress_of
 from .window_features import ImageSource, SPPFeatures
@@ -57,11 +57,13 @@ def _pooled_batch(features: SPPFeatures, samples: Sequence[ConvSample], scale: i
 
 def finetune_with_conv(head: FCHead, features: SPPFeatures, samples: Sequence[ConvSample],
                        cfg: FinetuneConfig, seed: int = 0, log_path: Path | None = None,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, validation=None) -> dict:
     """SGD on the head and the last ``cfg.conv_layers`` conv blocks of ``features``' trunk,
     through its pyramid, at a random scale of ``features.scales`` per mini-batch.
 
-    The backbone is frozen again afterwards (its weights are the fine-tuned ones).
+    The backbone is frozen again afterwards (its weights are the fine-tuned ones, or with
+    ``validation``, a ``detector.validation.BestSnapshot`` over head and trunk, those of
+    the lowest held-out loss).
     Returns statistics: iterations, final loss and accuracy (moving averages), seconds.
     """
     usable = [s for s in samples if len(s.labels.fg_index) and len(s.labels.bg_index)]
@@ -98,10 +100,13 @@ def finetune_with_conv(head: FCHead, features: SPPFeatures, samples: Sequence[Co
             if log and (it % 20 == 0 or it == cfg.iterations - 1):
                 log.write(json.dumps({"iter": it, "loss": round(avg_loss, 5), "acc": round(avg_acc, 4),
                                       "scale": scale}) + "\n")
+            if validation is not None:
+                validation.after(it, cfg.iterations, log)
     finally:
         if log:
             log.close()
         backbone.freeze()
     head.eval()
-    return {"iterations": cfg.iterations, "loss": avg_loss, "accuracy": avg_acc, "conv_layers": cfg.conv_layers,
-            "images": len(usable), "seconds": time.perf_counter() - start}
+    stats = {"iterations": cfg.iterations, "loss": avg_loss, "accuracy": avg_acc, "conv_layers": cfg.conv_layers,
+             "images": len(usable), "seconds": time.perf_counter() - start}
+    return with_validation(stats, validation)

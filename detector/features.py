@@ -39,7 +39,7 @@ class FeatureMap:
 
 @torch.inference_mode()
 def compute_feature_maps(backbone, image: np.ndarray, scales: Sequence[int], max_size: int,
-                         name: str = "image") -> list[FeatureMap]:
+                         name: str = "image", layers: torch.nn.Module | None = None) -> list[FeatureMap]:
     """Run the backbone's conv layers once per scale.
 
     Args:
@@ -47,6 +47,8 @@ def compute_feature_maps(backbone, image: np.ndarray, scales: Sequence[int], max
         image: RGB uint8 [H, W, 3].
         scales: shorter-side lengths (paper: {688} or {480, 576, 688, 874, 1200}).
         max_size: cap on the longer side after resizing.
+        layers: run these instead of the whole trunk (its frozen prefix, ``Backbone.split``);
+            the input is the backbone's all the same.
     Returns:
         one FeatureMap per scale, in the order of ``scales``.
     """
@@ -57,7 +59,7 @@ def compute_feature_maps(backbone, image: np.ndarray, scales: Sequence[int], max
     for s in scales:
         x, factor = network_input(backbone, image, s, max_size)
         # Pooling, fc and SVMs run on the CPU: the map comes back once per scale.
-        fmap = backbone(x)[0].float().cpu().contiguous()
+        fmap = (backbone(x) if layers is None else layers(backbone.check_input(x)))[0].float().cpu().contiguous()
         maps.append(FeatureMap(fmap, factor, tuple(x.shape[2:])))
     return maps
 

@@ -84,8 +84,8 @@ def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tens
                   bg_features: torch.Tensor, cfg: FinetuneConfig, seed: int = 0,
                   log_path: Path | None = None, progress: bool = True,
                   device: torch.device | str = "cpu",
-                  resample: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
-                  ) -> dict:
+                  resample: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
+                  validation=None) -> dict:
     """SGD on mini-batches of ``cfg.batch_size`` windows, ``cfg.fg_fraction`` of them positive.
 
     Args:
@@ -95,6 +95,8 @@ def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tens
         resample: with ``cfg.resample_every`` > 0, called with the draw number
             (1, 2, ...) every that many iterations for a new (fg, fg_labels, bg)
             bank; the input scale stays the first bank's.
+        validation: a ``detector.validation.BestSnapshot`` over the head: the held-out
+            loss every that many iterations, and the head of the lowest one kept.
     Returns:
         statistics: iterations, final loss and accuracy (moving averages), seconds.
     """
@@ -136,10 +138,21 @@ def finetune_head(head: FCHead, fg_features: torch.Tensor, fg_labels: torch.Tens
                 if log:
                     log.write(json.dumps({"iter": it, "loss": round(avg_loss, 5), "acc": round(avg_acc, 4),
                                           "lr": sched.get_last_lr()[0]}) + "\n")
+            if validation is not None:
+                validation.after(it, cfg.iterations, log)
     finally:
         if log:
             log.close()
     head.cpu().eval()
-    return {"iterations": cfg.iterations, "loss": avg_loss, "accuracy": avg_acc,
-            "positives": len(fg_features), "background": len(bg_features), "redraws": draws,
-            "seconds": time.perf_counter() - start}
+    stats = {"iterations": cfg.iterations, "loss": avg_loss, "accuracy": avg_acc,
+             "positives": len(fg_features), "background": len(bg_features), "redraws": draws,
+             "seconds": time.perf_counter() - start}
+    return with_validation(stats, validation)
+
+
+def with_validation(stats: dict, validation) -> dict:
+    """``stats`` with the held-out summary, the best snapshot restored (no-op without validation)."""
+    if validation is None:
+        return stats
+    validation.restore()
+    return dict(stats, validation=validation.summary())

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from .mapping import (CANONICAL_WINDOW, DEFAULT_LEVELS, DEFAULT_WINDOW_MARGIN, MAPPING_VERSION,  # noqa: F401
                       FeatureGrid, map_windows_to_cells, select_scale_indices)
+from .pyramid_grad import PyramidMax
 from .range_max import pool_into
-from .spp import SpatialPyramidPool2d
 
 
 def select_scales(boxes: Tensor, scale_factors: Sequence[float],
@@ -76,8 +76,8 @@ class SpatialPyramidPool(nn.Module):
     map does not require one, or under ``torch.no_grad()`` /
     ``torch.inference_mode()``) the fast exact engine answers. When the map
     requires a gradient (fine-tuning conv layers through the pyramid), the
-    same bins are max-pooled with autograd (per
-    window, through :class:`detector.spp.SpatialPyramidPool2d`'s exact rule)
+    same bins are max-pooled with a gradient (per window, the exact rule of
+    :class:`detector.spp.SpatialPyramidPool2d`; ``detector.pyramid_grad``)
     and the gradient flows to each bin's maximum.
     """
 
@@ -122,16 +122,11 @@ class SpatialPyramidPool(nn.Module):
 
 
     def _pool_with_grad(self, feature_map: Tensor, cells: Tensor) -> Tensor:
-        """The same bins and layout through autograd (slower; for training through the pyramid)."""
-        channels = feature_map.shape[0]
-        layer = SpatialPyramidPool2d(self.levels, rule="exact")
-        rows = []
-        for x0, y0, x1, y1 in cells.tolist():
-            crop = feature_map[None, :, y0:y1, x0:x1]
-            rows.append(torch.cat([p[0].permute(1, 2, 0).reshape(-1) for p in layer.pool_levels(crop)]))
-        if not rows:
-            return feature_map.new_zeros((0, self.output_dim(channels)))
-        return torch.stack(rows)
+        """The same bins and layout with a gradient (for training through the pyramid): each
+        bin's maximum and its place, the backward one scatter (``detector.pyramid_grad``)."""
+        if len(cells) == 0:
+            return feature_map.new_zeros((0, self.output_dim(feature_map.shape[0])))
+        return PyramidMax.apply(feature_map, cells, self.levels)
 
 
 def to_channel_major(pooled: Tensor, channels: int, levels: Sequence[int]) -> Tensor:

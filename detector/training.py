@@ -39,8 +39,10 @@ from .heads import FCHead
 from .model import save_model
 from .stages import BBOX_WINDOWS, FINETUNE_WINDOWS, Checkpoint, TrainingStage, run_stages
 from .svm import LinearSVMs, train_svms
+from .timing import timed_stage
 from .training_windows import (TrainingContext, TrainingWindows, classes_without_training_objects,
                                collect_training_windows, conv_samples, svm_training_images)
+from .validation import held_out_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -112,18 +114,28 @@ def finetune_fc(run: TrainingRun) -> dict:
         return new.fg, new.fg_labels, new.bg
 
     ctx.workdir.mkdir(parents=True, exist_ok=True)
+    held = ctx.validation_samples()
+    validation = held_out_snapshot(held, ctx.features.pool5, {"head": run.head}, ctx.cfg.finetune.val_every,
+                                   ctx.cfg.data.val_split, pool_once=True) if held else None
     run.stats["finetune"] = finetune_head(run.head, bank.fg, bank.fg_labels, bank.bg, ctx.cfg.finetune,
                                           ctx.cfg.seed, ctx.workdir / "finetune_loss.jsonl", ctx.progress,
-                                          device=ctx.cfg.torch_device(), resample=redraw)
+                                          device=ctx.cfg.torch_device(), resample=redraw, validation=validation)
     return {"head": run.head.state_dict(), "stats": run.stats["finetune"]}
 
 
 def finetune_conv(run: TrainingRun) -> dict:
     """fc and the last conv blocks fine-tuned together through the pyramid."""
-    ctx = run.ctx
+    ctx, cfg = run.ctx, run.ctx.cfg
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    run.stats["finetune"] = finetune_with_conv(run.head, ctx.features, conv_samples(ctx), ctx.cfg.finetune,
-                                               ctx.cfg.seed, ctx.workdir / "finetune_loss.jsonl", ctx.progress)
+    samples, held, features = conv_samples(ctx), ctx.validation_samples(), ctx.features
+    if cfg.finetune.prefix_cache:
+        features = features.with_frozen_prefix(cfg.finetune.conv_layers, cfg.cache_root())
+        with timed_stage(ctx.timings, "frozen_prefix_cache"):
+            features.prefix.prepare([s.image for s in samples + held], ctx.progress)
+    validation = held_out_snapshot(held, features.current_pool5, {"head": run.head, "trunk": ctx.backbone},
+                                   cfg.finetune.val_every, cfg.data.val_split, pool_once=False) if held else None
+    run.stats["finetune"] = finetune_with_conv(run.head, features, samples, cfg.finetune, cfg.seed,
+                                               ctx.workdir / "finetune_loss.jsonl", ctx.progress, validation)
     run.trunk = ctx.backbone.state_dict()
     return {"head": run.head.state_dict(), "trunk": run.trunk, "stats": run.stats["finetune"]}
 

@@ -35,6 +35,7 @@ from .records import ImageRecord
 from .stages import BBOX_WINDOWS, FINETUNE_WINDOWS, Checkpoint
 from .svm import TrainImage
 from .timing import timed_stage
+from .validation import held_out_samples, load_held_out
 from .window_features import ImageSource, match_windows
 
 logger = logging.getLogger(__name__)
@@ -170,12 +171,15 @@ class TrainingContext:
             self.proposal_tuning = tuning.as_dict()
         self.images = {r.image_id: ImageSource.from_record(r, self.digest(r), flip=is_flipped(r))
                        for r in self.records}
+        # data.val_split: fine-tuning's held-out images (None without one)
+        self.held_out = load_held_out(cfg, self.class_names, originals, self.verified.digests, progress)
         self.backbone = build_config_backbone(cfg)
         self.features = build_window_features(cfg, self.backbone, cfg.cache_root())
         self.common_parts = shared_parts(
             cfg, self.class_names, {r.image_id: params_digest([annotation_digest(r), self.digest(r)])
                                     for r in self.records}, self.backbone.digest(), self.backbone.grid)
         self.proposals = None  # a proposals.store.ProposalStore once propose() ran
+        self.held_out_proposals = None  # the same for the held-out images
         self.proposal_fit: ProposalFit | None = None
 
     def propose(self) -> None:
@@ -188,6 +192,17 @@ class TrainingContext:
                                        workers=cfg.proposals.workers or None, progress=self.progress,
                                        backend=self.backend)
         self.proposal_fit = check_proposal_fit(originals, self.proposals, self.class_names, cfg)
+        if self.held_out is not None:
+            self.held_out_proposals = compute_split(self.held_out.records, cfg.proposals,
+                                                    cfg.cache_root() / "proposals", self.dataset_name,
+                                                    self.held_out.split, workers=cfg.proposals.workers or None,
+                                                    progress=self.progress, backend=self.backend)
+
+    def validation_samples(self) -> list[ConvSample]:
+        """The held-out images' labelled windows (none without ``data.val_split``)."""
+        if self.held_out is None:
+            return []
+        return held_out_samples(self.held_out, self.held_out_proposals.load, self.cfg, training_gt)
 
     def cache_conv5(self) -> None:
         """Fill the window features' cache for every training image (and mirror)."""
@@ -216,7 +231,8 @@ class TrainingContext:
 
     def checkpoint(self, name: str, sections: Sequence[str]) -> Checkpoint:
         """The checkpoint of stage ``name``, keyed by the shared parts and the config ``sections``."""
-        parts = stage_parts(self.cfg, self.common_parts, sections, len(self.records), self.features.output_dim)
+        parts = stage_parts(self.cfg, self.common_parts, sections, len(self.records), self.features.output_dim,
+                            None if self.held_out is None else self.held_out.key())
         return Checkpoint(self.workdir / "stages", name, parts)
 
 
@@ -238,20 +254,27 @@ def shared_parts(cfg: Config, class_names: Sequence[str], image_digests: dict[st
     }
 
 
-def stage_parts(cfg: Config, shared: dict, sections: Sequence[str], num_records: int, dim: int) -> dict:
+def stage_parts(cfg: Config, shared: dict, sections: Sequence[str], num_records: int, dim: int,
+                validation: dict | None = None) -> dict:
     """A stage key: the shared parts and each of ``sections`` (config section names).
 
     The memory budgets key a stage by what they do: the per-image caps they
     leave for the stage's share of ``num_records`` records (mirrors included)
     of ``dim``-long pool5, and only where they bind (so a budget that changes
-    nothing keeps the stage, as it was before budgets existed).
+    nothing keeps the stage, as it was before budgets existed). Fine-tuning is
+    keyed by its held-out images (``validation``: ``HeldOutImages.key()``) and
+    val_every only when it has them.
     """
     parts = dict(shared)
     for name in sections:
         section = getattr(cfg, name)
         key = section_key(cfg, name)
         if name == "finetune":
-            del key["bank_max_mb"]
+            del key["bank_max_mb"], key["prefix_cache"]  # prefix_cache: how, not what, it computes
+            if validation is None:
+                del key["val_every"]
+            else:
+                key["validation"] = validation
             caps = bank_caps(cfg, records_seen(cfg, num_records, name), dim)
             if caps != (section.bank_fg_per_image, section.bank_bg_per_image):
                 key["bank_caps"] = list(caps)

@@ -31,6 +31,7 @@ from torch import Tensor
 from .boxes import as_box_tensor, box_iou
 from .features import FeatureCache, FeatureMap, compute_feature_maps, feature_cache_key, network_input
 from .fileio import file_digest
+from .frozen_prefix import FrozenPrefix
 from .images import ImageReadError, read_image
 from .pooling import FeatureGrid, SpatialPyramidPool, map_windows_to_features, select_scales
 from .progress import progress_of
@@ -141,6 +142,8 @@ class SPPFeatures(WindowFeatures):
         rules: scale selection, window scaling and mapping (``WindowRules``).
         cache_dtype: dtype of cached maps ("float16" or "float32").
         cache: conv5 maps of file images are kept here when given.
+        prefix: conv fine-tuning's frozen prefix (``with_frozen_prefix``): ``trainable_pool5``
+            then runs only the learning blocks, on the prefix's cached maps.
     """
 
     def __init__(self, backbone, pool: SpatialPyramidPool, scales: Sequence[int], max_size: int,
@@ -152,6 +155,14 @@ class SPPFeatures(WindowFeatures):
         self.rules = rules
         self.cache_dtype = cache_dtype
         self.cache = cache
+        self.prefix: FrozenPrefix | None = None
+
+    def with_frozen_prefix(self, blocks: int, root: str | Path) -> "SPPFeatures":
+        """The same extractor, whose ``trainable_pool5`` runs the trunk's last ``blocks`` learning
+        blocks on the rest's output cached under ``root`` (the same values, far fewer convs)."""
+        twin = copy.copy(self)
+        twin.prefix = FrozenPrefix.cached(self.backbone, blocks, self.scales, self.max_size, root)
+        return twin
 
     def with_cache(self, root: str | Path) -> "SPPFeatures":
         key = feature_cache_key(self.backbone.name, self.backbone.digest(), str(self.backbone.preprocess),
@@ -203,11 +214,25 @@ class SPPFeatures(WindowFeatures):
             return pool_windows(maps, windows, self.pool, self.backbone.grid, self.rules, chosen, min_side)
 
     def trainable_pool5(self, image: ImageSource, windows, scale: int) -> Tensor:
-        # The conv pass of compute_feature_maps, with autograd and uncached.
-        x, factor = network_input(self.backbone, image.pixels(), scale, self.max_size)
-        fmap = FeatureMap(self.backbone(x)[0].float().cpu(), factor, tuple(x.shape[2:]))
         min_side = image.min_side() if self.rules.needs_min_side else None
-        return pool_maps([fmap], windows, self.pool, self.backbone.grid, self.rules, min_side=min_side)
+        return pool_maps([self.trainable_map(image, scale)], windows, self.pool, self.backbone.grid, self.rules,
+                         min_side=min_side)
+
+    @torch.no_grad()
+    def current_pool5(self, image: ImageSource, windows) -> Tensor:
+        """pool5 with the trunk as it is now (while conv fine-tuning changes it: uncached conv5),
+        each window at the scale selection picks, as at test time (held-out windows)."""
+        min_side = image.min_side() if self.rules.needs_min_side else None
+        return pool_maps([self.trainable_map(image, s) for s in self.scales], windows, self.pool,
+                         self.backbone.grid, self.rules, min_side=min_side)
+
+    def trainable_map(self, image: ImageSource, scale: int) -> FeatureMap:
+        """conv5 of ``image`` at ``scale`` with autograd: the conv pass of compute_feature_maps,
+        uncached, or with a frozen prefix only its learning blocks."""
+        if self.prefix is not None:
+            return self.prefix.trainable_map(image, scale)
+        x, factor = network_input(self.backbone, image.pixels(), scale, self.max_size)
+        return FeatureMap(self.backbone(x)[0].float().cpu(), factor, tuple(x.shape[2:]))
 
     def cache_bytes(self) -> int:
         return 0 if self.cache is None else self.cache.size_bytes()
