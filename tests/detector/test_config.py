@@ -73,6 +73,7 @@ def test_bccd_configs_differ_only_where_the_docs_say():
     assert load("bccd_mobilenet_conv.yaml") == load("bccd_mobilenet.yaml", "finetune.iterations=3000")
     assert load("bccd_mobilenet_frozen.yaml") == load("bccd_mobilenet.yaml", "finetune.iterations=3000",
                                                       "finetune.conv_layers=0")
+    assert load("raccoon_mobilenet_frozen.yaml") == load("raccoon_mobilenet.yaml", "finetune.conv_layers=0")
 
 
 def test_device_choice():
