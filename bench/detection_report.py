@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -249,6 +250,9 @@ def write_detection_report(results: Path, out_md: Path, versions: dict, protocol
         "parameters: the first experiment to need a cache pays for it, later ones show about 0 s there.", "",
         "## Feature cache per training image", "", *cache_table(runs), "",
         "## SPP-net against R-CNN, side by side", "",
+        "**Superseded on 2026-12-06** by `bench/spp_speedup.py` on the shipped configs' models "
+        "([benchmarks.md](benchmarks.md#headline)): the ratios below are of older models of the "
+        "comparison protocols, R-CNN on 10 images, kept as the log of those runs.", "",
         "Timed in one process, image by image, each model on the same images and the same windows "
         "(median seconds per image, proposals excluded):", "", *speed_table(speeds), "",
         "Paper (GPU, VOC 2007, proposals excluded): SPP-net is "
@@ -268,28 +272,36 @@ def write_detection_report(results: Path, out_md: Path, versions: dict, protocol
     write_text_atomic(out_md, "\n".join(body) + "\n")
 
 
-# Order of the sections in docs/benchmarks_log.md; each file is written by its benchmark (or by hand
-# from its output) and keeps the command that produced its figures.
-SECTIONS = ("benchmarks_detection.md", "benchmarks_window_mapping.md", "benchmarks_pooling.md",
-            "benchmarks_proposals.md", "benchmarks_eval.md")
+# The lab log's pages, in the order docs/benchmarks_log.md lists them; each is written by its
+# benchmark (or by hand from its output) and keeps the command that produced its figures.
+SECTIONS = ("benchmarks_detection.md", "benchmarks_speed.md", "benchmarks_window_mapping.md",
+            "benchmarks_pooling.md", "benchmarks_proposals.md", "benchmarks_eval.md")
+
+
+def heading_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
 def assemble_benchmarks_doc(docs: Path) -> Path:
-    """docs/benchmarks_log.md: every benchmark section in one page (headings shifted one level
-    down), the long experiment log behind the headline page docs/benchmarks.md."""
-    parts = ["# Benchmarks: the experiment log", "",
-             "The headline figures, and how the speed figures were taken, are in "
-             "[benchmarks.md](benchmarks.md). "
-             "All figures measured on the development machine: 2 CPU cores (virtualised AMD EPYC), "
-             "no GPU, 24 GB RAM. Each section names the command that produced it. "
-             "This page is assembled by `bench/detection.py report` from the sections below.", ""]
+    """docs/benchmarks_log.md: the lab log's index, a link to each page of :data:`SECTIONS` and
+    to its sections. An index, not a copy, so that each experiment is written down once."""
+    parts = ["# Benchmarks: the lab log", "",
+             "Every experiment, once, in the page its benchmark writes; each page names the command "
+             "that produced its figures. The shipped configs' headline figures, each linked to its "
+             "record, are in [benchmarks.md](benchmarks.md); the rules and options measured against "
+             "the shipped configs in [benchmarks_rules.md](benchmarks_rules.md). All measured on the "
+             "development machine: 2 CPU cores (virtualised AMD EPYC), no GPU, 23.5 GiB RAM. "
+             "This index is written by `bench/detection.py report`.", ""]
     for name in SECTIONS:
         path = docs / name
         if not path.exists():
             continue
-        text = path.read_text().rstrip("\n").splitlines()
-        parts += [("#" + line) if line.startswith("#") else line for line in text]
-        parts += ["", f"(Section file: `docs/{name}`.)", ""]
+        lines = path.read_text().splitlines()
+        title = next((line[2:] for line in lines if line.startswith("# ")), name)
+        parts.append(f"- [{title}]({name})")
+        parts += [f"  - [{line[3:]}]({name}#{heading_anchor(line[3:])})"
+                  for line in lines if line.startswith("## ")]
     out = docs / "benchmarks_log.md"
     write_text_atomic(out, "\n".join(parts) + "\n")
     return out

@@ -120,13 +120,18 @@ def bench_pool(runs: int) -> dict:
 
 def test_images(model_path: Path, n: int):
     """(path, RGB image, windows) of the first ``n`` test images of the model's dataset."""
+    cfg = load_model(model_path, device="cpu").config
+    return split_windows(cfg, n, cfg.cache_root())
+
+
+def split_windows(cfg, n: int, cache_root: Path):
+    """(path, RGB image, windows) of the first ``n`` images of ``cfg``'s test split, with
+    ``cfg``'s search (computed into, or read from, ``cache_root``/proposals)."""
     from proposals import compute_split
 
-    det = load_model(model_path, device="cpu")
-    cfg = det.config
     dataset = build_dataset(cfg.data, cfg.data.test_split)
     records = list(dataset)[:n]
-    store = compute_split(records, cfg.proposals, cfg.cache_root() / "proposals", dataset.name,
+    store = compute_split(records, cfg.proposals, Path(cache_root) / "proposals", dataset.name,
                           cfg.data.test_split, progress=False)
     return [(r.path, read_image(r.path), store.load(r.image_id)) for r in records]
 

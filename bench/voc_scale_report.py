@@ -125,7 +125,7 @@ def figure(recs: list[dict], path: Path) -> None:
     a.legend(fontsize=7)
     a.grid(alpha=0.3)
     b.set_xlabel("training records")
-    b.set_ylabel("peak memory, GB")
+    b.set_ylabel("peak memory, GiB")
     b.set_title("Peak memory (RSS + workers' PSS)", fontsize=10)
     b.set_ylim(bottom=0)
     b.legend(fontsize=7)
@@ -189,7 +189,7 @@ def write_report(results: Path, doc: Path, fig_path: Path) -> None:
               f"{proj['per_entry']['proposals']:.2f} s/image, conv5 {proj['per_entry']['conv5_cache']:.3f} "
               "s/map (wall, 2 cores). Fine-tuning "
               f"{proj['finetune_s_per_iteration'] * 1000:.0f} ms/iteration.", ""]
-    lines += ["## Peak memory per stage (GB: RSS of the process + PSS of its workers)", ""]
+    lines += ["## Peak memory per stage (GiB: RSS of the process + PSS of its workers)", ""]
     mem_stages = ["proposals", "conv5_cache", "pool_training_windows", "finetune", "svm", "bbox", "test"]
     lines += ["| trainval images | records | " + " | ".join(mem_stages) + " | whole run |",
               "|---" * (len(mem_stages) + 3) + "|"]
@@ -202,7 +202,7 @@ def write_report(results: Path, doc: Path, fig_path: Path) -> None:
               "solver's float64 copy of one class), the fine-tuning bank (`finetune.bank_max_mb`, 2000) and "
               "the regression windows (`bbox.max_mb`, 1000) bind from ~850 records on (their per-image share "
               "shrinks), and the bank is freed before the SVMs. Above 1000 records the pooling and fine-tuning "
-              "stages sit at ~6.7 GB (the budgets plus the pooled lists they are concatenated from)."]
+              "stages sit at ~6.7 GiB (the budgets plus the pooled lists they are concatenated from)."]
     lines += ["", "## Disk (MB)", "", "| trainval images | proposals cache | conv5 cache | stage checkpoints | model |",
               "|---|---|---|---|---|"]
     for r in recs:

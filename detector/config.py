@@ -326,7 +326,7 @@ class TestConfig:
     # (each layer as two, through its top svd_rank singular vectors); "int8"
     # (dynamic int8 quantisation of the fc layers); "svd_int8" (both). At
     # ~2000 windows the fc layers cost as much as the conv pass; the mAP change
-    # is measured in docs/benchmarks.md.
+    # is measured in docs/benchmarks.md (headline).
     fc_compression: str = "none"
     # Singular values kept per fc layer with "svd"/"svd_int8": Fast R-CNN kept
     # 1024 of fc6's 4096 and 256 of fc7's; 1/4 of the width is the default here.

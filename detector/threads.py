@@ -4,7 +4,7 @@ On 2 cores shared with anything else, torch's default (one OpenMP thread per
 core for every op) collapses: each op is a parallel region whose closing
 barrier waits for a time slice of every thread, so a stage made of hundreds
 of small ops (the pooling engine; MobileNetV2's depthwise convolutions) runs
-10-150x slower under load than quiet (docs/benchmarks.md). The policy:
+10-150x slower under load than quiet (docs/benchmarks_speed.md). The policy:
 
 - **the pooling engine runs single-threaded** (:data:`POOL_THREADS`): it is
   ~15 small gathers and maxima per chunk of 48 windows, memory-bound; one
@@ -39,7 +39,7 @@ import cv2
 THREADS_ENV = "SPPNET_THREADS"
 # The pooling engine's threads. Measured (bench/speed.py, 2000 windows on a
 # fresh map per run, 2 cores shared with other work): 2 threads 0.34-2.6 s,
-# 1 thread 0.14-0.18 s (docs/benchmarks.md); the issue saw ~3 s against
+# 1 thread 0.14-0.18 s (docs/benchmarks_speed.md); the issue saw ~3 s against
 # 0.02 s with two CPU-bound processes beside it.
 POOL_THREADS = 1
 # Linux: the 4th field of /proc/loadavg is "runnable tasks/all tasks" at this instant.

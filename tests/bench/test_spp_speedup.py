@@ -1,0 +1,71 @@
+"""bench/spp_speedup.py: the SPP-vs-R-CNN speed-up record, on a tiny generated model."""
+from __future__ import annotations
+
+import json
+import statistics
+import pytest
+from helpers import small_detector
+
+from bench.spp_speedup import main, summarise
+from detector.cli import run_cli
+from detector.data import make_synthetic_voc
+from detector.model import save_model
+
+# small_detector()'s settings, as a config file (everything else the defaults).
+TINY_CONFIG = "backbone:\n  name: tiny\nfeatures:\n  scales: [96]\nfinetune:\n  hidden: 32\n"
+
+
+def test_summarise_takes_rcnn_over_spp_per_fc_form():
+    seconds = {"spp": {"none": [1.0, 2.0, 4.0], "int8": [0.5, 1.0, 2.0]},
+               "rcnn": {"none": [50.0, 60.0, 400.0], "int8": [50.0, 60.0, 400.0]}}
+    out = summarise(seconds)
+    assert out["median_s_per_image"] == {"spp": {"none": 2.0, "int8": 1.0}, "rcnn": {"none": 60.0, "int8": 60.0}}
+    assert out["speedup"] == {"none": 30.0, "int8": 60.0}
+    # image by image: 50, 30, 100 (none) and 100, 60, 200 (int8)
+    assert out["speedup_per_image"] == {"none": 50.0, "int8": 100.0}
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    """(model file, config file, data folder) of small_detector() and a 3-test-image set."""
+    data = make_synthetic_voc(tmp_path / "data", num_train=1, num_test=3, seed=1)
+    model = tmp_path / "model.pt"
+    save_model(model, small_detector())
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG)
+    return model, config, data
+
+
+def test_record_times_both_methods_on_the_same_images(tiny, tmp_path):
+    model, config, data = tiny
+    out = tmp_path / "rec.json"
+    assert main(["--model", str(model), "--config", str(config), "--images", "2", "--cache",
+                 str(tmp_path / "cache"), "--out", str(out), f"data.root={data}", "proposals.max_windows=20",
+                 "proposals.workers=1"]) == 0
+    rec = json.loads(out.read_text())
+    test_ids = (data / "ImageSets" / "Main" / "test.txt").read_text().split()
+    assert rec["images"] == [f"{i}.jpg" for i in test_ids[:2]]
+    assert all(0 < n <= 20 for n in rec["windows_per_image"])
+    for method in ("spp", "rcnn"):
+        for fc in ("none", "int8"):
+            assert len(rec["seconds_per_image"][method][fc]) == 2
+            assert "conv" in rec["stage_median_s"][method][fc]
+    secs = rec["seconds_per_image"]
+    assert rec["speedup"]["int8"] == pytest.approx(statistics.median(secs["rcnn"]["int8"])
+                                                   / statistics.median(secs["spp"]["int8"]))
+    assert rec["machine"].endswith("no GPU") or "GPU" in rec["machine"]
+    assert rec["condition"] == "quiet" or rec["condition"].startswith("under load")
+    assert "mode=rcnn" in rec["rcnn_twin"]
+
+
+def test_a_model_of_another_config_is_refused_in_one_error_line(tiny, tmp_path, capsys):
+    model, config, data = tiny
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY_CONFIG.replace("[96]", "[128]"))
+    out = tmp_path / "rec.json"
+    argv = ["--model", str(model), "--config", str(other), "--cache", str(tmp_path / "cache"),
+            "--out", str(out), f"data.root={data}"]
+    assert run_cli(lambda: main(argv)) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {model}: not trained with {other}: features.scales: [96] (model) vs [128] (config)")
+    assert not out.exists()
