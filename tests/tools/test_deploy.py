@@ -115,7 +115,7 @@ def test_int8_export_quantises_the_fc_layers(trained_run, tmp_path):
     fp32, int8 = load_export(tmp_path / "fp32"), load_export(tmp_path / "int8")
     windows = fp32.propose(image)
     maps = fp32.conv_maps(image, fp32._graphs(1)[0])
-    pooled = fp32.pool5(maps, windows)
+    pooled = fp32.pool5(maps, windows, min(image.shape[:2]))
     scores32 = fp32._graphs(1)[1].run(["scores"], {"pool5": pooled})[0]
     scores8 = int8._graphs(1)[1].run(["scores"], {"pool5": pooled})[0]
     assert not np.array_equal(scores8, scores32)
