@@ -75,17 +75,22 @@ def test_runtime_detections_equal_torch_on_the_trained_model(trained_run, tmp_pa
     assert total > 0
 
 
-def test_runtime_equals_torch_where_windows_share_cells(small_export, photos):
-    """An untrained detector scores hundreds of overlapping windows above the threshold, many
-    sharing their cells (same pool5): NMS must keep the same ones on both paths."""
-    model, export = small_export
-    torch_detector, runtime = load_model(model, device="cpu"), load_export(export)
+def assert_same_on_photos(torch_detector, runtime, photos: Path) -> None:
+    """Both detectors on each photo's windows: many detections (> 20), the same ones."""
     for path in sorted(photos.iterdir()):
         image = read_image(path)
         windows = torch_detector.propose(image)
         want = torch_detector.detect(image, windows)
         assert len(want.boxes) > 20
         assert_same_detections(want, runtime.detect(image, windows), str(path))
+
+
+def test_runtime_equals_torch_where_windows_share_cells(small_export, photos):
+    """An untrained detector scores hundreds of overlapping windows above the threshold, many
+    sharing their cells (same pool5): NMS must keep the same ones on both paths."""
+    model, export = small_export
+    torch_detector, runtime = load_model(model, device="cpu"), load_export(export)
+    assert_same_on_photos(torch_detector, runtime, photos)
 
 
 def test_runtime_follows_the_official_rules_as_torch_does(small_export, photos):
@@ -97,12 +102,7 @@ def test_runtime_follows_the_official_rules_as_torch_does(small_export, photos):
     torch_detector, runtime = load_model(model, overrides=rules, device="cpu"), load_export(export, rules)
     assert (runtime.config.pool, runtime.config.features) == (torch_detector.config.pool,
                                                               torch_detector.config.features)
-    for path in sorted(photos.iterdir()):
-        image = read_image(path)
-        windows = torch_detector.propose(image)
-        want = torch_detector.detect(image, windows)
-        assert len(want.boxes) > 20
-        assert_same_detections(want, runtime.detect(image, windows), str(path))
+    assert_same_on_photos(torch_detector, runtime, photos)
 
 
 def test_int8_export_quantises_the_fc_layers(trained_run, tmp_path):
