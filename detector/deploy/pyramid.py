@@ -27,9 +27,12 @@ import numpy as np
 
 from ..pyramid_plan import level_places, plan_levels
 
-# Windows per chunk: keeps a chunk's gathered rows (4 x bins x C floats a window)
-# near the core; any value gives the same result.
-CHUNK_WINDOWS = 128
+# Windows per chunk: a chunk's output rows (bins x C floats a window) stay in
+# cache from the gathers through the derived levels. 16-48 measured alike
+# (2000 windows, C = 96, 1 thread, under load: ~30-35 ms; 128 with the derived
+# levels reduced over all windows at the end took ~40 ms quiet); any value
+# gives the same result.
+CHUNK_WINDOWS = 32
 
 
 def pool_pyramid(feature_map: np.ndarray, cells: np.ndarray, levels: Sequence[int]) -> np.ndarray:
@@ -57,23 +60,40 @@ def pool_pyramid(feature_map: np.ndarray, cells: np.ndarray, levels: Sequence[in
     tallest = max(int((hi - lo).max()) for (lo, hi), _ in edges.values())
     widest = max(int((hi - lo).max()) for _, (lo, hi) in edges.values())
     table = _SparseTable(np.ascontiguousarray(feature_map.transpose(1, 2, 0), np.float32), tallest, widest)
-    for n in direct:
-        rows = table.corner_rows(*edges[n])  # [4, N, n*n]
-        at = places[n][0]
-        for lo in range(0, len(cells), CHUNK_WINDOWS):
-            hi = min(lo + CHUNK_WINDOWS, len(cells))
+    rows = {n: table.corner_rows(*edges[n]) for n in direct}  # [4, N, n*n] each
+    for lo in range(0, len(cells), CHUNK_WINDOWS):  # a chunk's rows stay in cache through its levels
+        hi = min(lo + CHUNK_WINDOWS, len(cells))
+        for n in direct:
+            at = places[n][0]
             dest = out[lo:hi, at:at + n * n]
-            np.take(table.buffer, rows[0, lo:hi], axis=0, out=dest)
-            for corner in rows[1:, lo:hi]:
+            np.take(table.buffer, rows[n][0, lo:hi], axis=0, out=dest)
+            for corner in rows[n][1:, lo:hi]:
                 np.maximum(dest, np.take(table.buffer, corner, axis=0), out=dest)
-    for n, m in derived.items():  # finest first: a level derived from a derived level finds it done
-        k = m // n
-        fine = out[:, places[m][0]:places[m][0] + m * m].reshape(-1, n, k, n, k, channels)
-        out[:, places[n][0]:places[n][0] + n * n] = fine.max(axis=(2, 4)).reshape(-1, n * n, channels)
+        for n, m in derived.items():  # finest first: a level derived from a derived level finds it done
+            _reduce_bins(out[lo:hi, places[m][0]:places[m][0] + m * m],
+                         out[lo:hi, places[n][0]:places[n][0] + n * n], m, n)
     for n, starts in places.items():  # a level listed twice is pooled once
         for start in starts[1:]:
             out[:, start:start + n * n] = out[:, starts[0]:starts[0] + n * n]
     return out.reshape(len(cells), bins * channels)
+
+
+def _reduce_bins(fine: np.ndarray, coarse: np.ndarray, m: int, n: int) -> None:
+    """Max over k x k groups of bins (k = m / n): ``fine`` [N, m*m, C] -> ``coarse`` [N, n*n, C],
+    views into the output. Pairwise maxima of strided views, rows then columns: a
+    ``max(axis=(2, 4))`` over the same groups measured ~3x slower (15 of 42 ms at
+    2000 windows, C = 96)."""
+    windows, _, channels = fine.shape
+    k = m // n
+    groups = fine.reshape(windows, n, k, m, channels)  # row groups
+    rows = groups[:, :, 0].copy()  # [N, n, m, C]
+    for i in range(1, k):
+        np.maximum(rows, groups[:, :, i], out=rows)
+    columns = rows.reshape(windows, n, n, k, channels)
+    target = coarse.reshape(windows, n, n, channels)
+    np.copyto(target, columns[:, :, :, 0])
+    for j in range(1, k):
+        np.maximum(target, columns[:, :, :, j], out=target)
 
 
 def _bin_edges(start: np.ndarray, end: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
