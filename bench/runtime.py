@@ -8,7 +8,8 @@ paths, so it is timed once, as ``proposals``):
   ``test.fc_compression=int8``) and ``OnnxDetector.detect`` (the export
   folder; fp32, and ``sppnet export --int8``), interleaved image by image,
   ``--runs`` times; per variant and stage the median over runs of the mean
-  over images (s/img);
+  over images (s/img), and how often each variant's automatic thread
+  choice (detector/threads.py, per call, from the load) gave 1 or 2 threads;
 - ``equality``: the fp32 runtime's detections against the torch model's
   (largest box and score differences after matching, counts);
 - ``cold``: import + load + the first image's detection in a fresh
@@ -26,6 +27,7 @@ Writes bench/results/runtime/<name>.json (the command, machine, conditions, vers
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -166,15 +168,21 @@ def main(argv=None) -> int:
         record["windows_per_image"] = statistics.fmean(len(w) for w in windows)
         record["proposals_s_per_img"] = statistics.fmean(search)
         samples = {name: [] for name in variants}
+        threads = {name: collections.Counter() for name in variants}
         for _ in range(args.runs):
             for name in variants:
                 samples[name].append([])
             for image, win in zip(images, windows):
                 for name, det in variants.items():
+                    # The automatic thread choice reads the load per call: the
+                    # count read just before a call says what that call got.
+                    threads[name][det.network_threads()] += 1
                     t = {}
                     det.detect(image, win, timings=t)
                     samples[name][-1].append(t)
         record["warm_s_per_img"] = {name: stage_table(s) for name, s in samples.items()}
+        record["network_threads_chosen"] = {name: {str(k): v for k, v in sorted(c.items())}
+                                            for name, c in threads.items()}
         record["equality_fp32"] = [compare(variants["torch_fp32"].detect(im, w), variants["runtime_fp32"].detect(im, w))
                                    for im, w in zip(images, windows)]
         with tempfile.TemporaryDirectory() as tmp:
