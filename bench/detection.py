@@ -30,8 +30,8 @@ from detector.config import load_detector_config
 from detector.evaluation.report import collect_versions
 from detector.fileio import write_json_atomic
 from detector.images import read_image
-from detector.model import load_model
-from detector.testing import run_test
+from detector.model import load_model, load_trained
+from detector.testing import EvaluationOptions, run_model_test
 from detector.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,13 +175,13 @@ def experiment_config(dataset: str, exp: Experiment, seed: int = 0):
 def run_experiment(dataset: str, exp: Experiment, seed: int = 0) -> dict:
     cfg = experiment_config(dataset, BY_NAME[exp.train_as] if exp.train_as else exp, seed)
     trained = train(cfg)
-    detector = load_model(trained.model_path, overrides=exp.test_overrides.get(dataset, []))
+    model = load_trained(trained.model_path, overrides=exp.test_overrides.get(dataset, []))
     test_dir = Path(cfg.workdir) / ("test" if not exp.train_as else f"test_{exp.name}")
     # With R-CNN's test cache, test times here are cache reads; the
     # side-by-side `speed` step times R-CNN's conv passes.
     cached = exp.method == "rcnn" and (exp.rcnn_test_cache or exp.train_as is not None)
-    outcome = run_test(detector, cfg.data.test_split, test_dir, cache_dir=cfg.cache_root(),
-                       cache_features=cached)
+    options = EvaluationOptions(cfg.data.test_split, test_dir, cache_dir=cfg.cache_root(), cache_features=cached)
+    outcome = run_model_test(model, options)
     record = {
         "dataset": dataset, "experiment": exp.name, "run": run_name(exp, seed), "seed": seed,
         "protocol": exp.protocol, "method": exp.method, "label": exp.label, "overrides": exp.overrides_for(dataset), "rcnn_test_features_cached": cached,

@@ -38,13 +38,21 @@ PROTOCOLS = {
 # conv5 maps or R-CNN windows), for the cache-per-image table.
 OWN_CACHE = {("F", "spp1"), ("F", "spp5"), ("F", "rcnn"), ("F pool5", "spp1"), ("F pool5", "spp5"),
              ("A", "rcnn"), ("P", "rcnn"), ("FP", "rcnn")}
-def _load(results: Path) -> tuple[list[dict], list[dict]]:
+def load_records(results: Path) -> tuple[list[dict], list[dict]]:
+    """The detection runs (bench/detection.py run) and SPP-vs-R-CNN speed records (speed) among
+    ``results/*.json``, told by their keys: other benchmarks keep their records there too
+    (speed_*.json of bench/speed.py, ray_overhead.json), and they are not this report's."""
     runs, speeds = [], []
     for p in sorted(results.glob("*.json")):
         if p.name == "detection.json":
             continue
         d = json.loads(p.read_text())
-        (speeds if "_speed" in p.stem else runs).append(d)
+        if not isinstance(d, dict) or "dataset" not in d:
+            continue
+        if "speedup_vs_rcnn" in d:
+            speeds.append(d)
+        elif "experiment" in d:
+            runs.append(d)
     return runs, speeds
 
 
@@ -210,7 +218,7 @@ def speed_table(speeds: list[dict]) -> list[str]:
 
 
 def write_detection_report(results: Path, out_md: Path, versions: dict, protocols: dict[str, str]) -> None:
-    runs, speeds = _load(results)
+    runs, speeds = load_records(results)
     swap_file = results / "swap" / "raccoon_head_swap.json"
     swaps = json.loads(swap_file.read_text())["runs"] if swap_file.exists() else []
     fp_file = results / "analysis" / "raccoon_fp_types.json"

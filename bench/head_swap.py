@@ -22,8 +22,8 @@ from pathlib import Path
 from bench.detection import BY_NAME, DEFAULT_WINDOWS, PAPER_WINDOWS, RESULTS, RUNS, experiment_config
 
 from detector.fileio import write_json_atomic
-from detector.model import load_model
-from detector.testing import run_test
+from detector.model import load_trained
+from detector.testing import EvaluationOptions, run_model_test
 from detector.training import train
 
 DATASET = "raccoon"
@@ -34,9 +34,9 @@ SWAPS = {"headB_svmP": ("paper_spp1_fc7", "fewimg_spp1_fc7", "paper_spp1_fc7"),
 
 
 def _test(model_path: Path, overrides: list[str], out_dir: Path) -> tuple[float, float]:
-    detector = load_model(model_path, overrides=overrides)
-    outcome = run_test(detector, detector.config.data.test_split, out_dir,
-                       cache_dir=detector.config.cache_root(), progress=False)
+    model = load_trained(model_path, overrides=overrides)
+    outcome = run_model_test(model, EvaluationOptions(model.config.data.test_split, out_dir,
+                                                      cache_dir=model.config.cache_root(), progress=False))
     return outcome.result.mAP, outcome.without_bbox.mAP
 
 

@@ -49,13 +49,13 @@ def main(argv=None) -> int:
     from detector.build import build_dataset
     from detector.evaluation.report import collect_versions
     from detector.fileio import write_json_atomic
-    from detector.model import load_model
+    from detector.model import load_trained
     from detector.testing import detect_on_backend, detect_records
     from detector.window_features import ImageSource
     from proposals.compute import compute_split
 
-    detector = load_model(args.model, device="cpu")
-    cfg = detector.config
+    model = load_trained(args.model, device="cpu")
+    detector, cfg = model.detector, model.config
     records = list(build_dataset(cfg.data, cfg.data.test_split, class_names=detector.class_names,
                                  root=str(DATA)))[: args.images]
     start = time.perf_counter()

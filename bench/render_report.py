@@ -35,8 +35,8 @@ def build_report(out: Path) -> Path:
     """Train the small end-to-end detector on generated data, test it; returns report.html."""
     from detector.config import load_detector_config
     from detector.data import make_synthetic_voc
-    from detector.model import load_model
-    from detector.testing import run_test
+    from detector.model import load_trained
+    from detector.testing import EvaluationOptions, run_model_test
     from detector.training import train
 
     data = make_synthetic_voc(out / "data", num_train=40, num_test=16, seed=3)
@@ -44,7 +44,8 @@ def build_report(out: Path) -> Path:
         f"data.root={data}", f"workdir={out / 'run'}", "backbone.name=tiny", "features.scales=[288]",
         "finetune.hidden=256", "finetune.iterations=300", "finetune.bank_bg_per_image=64",
         "proposals.workers=1"])
-    run_test(load_model(train(cfg, progress=False)), "test", out / "test", progress=False)
+    run_model_test(load_trained(train(cfg, progress=False).model_path),
+                   EvaluationOptions("test", out / "test", progress=False))
     return out / "test" / "report.html"
 
 

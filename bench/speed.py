@@ -50,7 +50,7 @@ import torch  # noqa: E402
 from detector.build import build_dataset, build_detector  # noqa: E402
 from detector.fileio import write_json_atomic  # noqa: E402
 from detector.images import read_image  # noqa: E402
-from detector.model import load_model  # noqa: E402
+from detector.model import TrainedModel, load_model, load_trained, read_model_config  # noqa: E402
 from detector.pooling import SpatialPyramidPool  # noqa: E402
 from detector.threads import POOL_THREADS, limit_threads  # noqa: E402
 
@@ -120,7 +120,7 @@ def bench_pool(runs: int) -> dict:
 
 def test_images(model_path: Path, n: int):
     """(path, RGB image, windows) of the first ``n`` test images of the model's dataset."""
-    cfg = load_model(model_path, device="cpu").config
+    cfg = read_model_config(model_path)
     return split_windows(cfg, n, cfg.cache_root())
 
 
@@ -136,17 +136,19 @@ def split_windows(cfg, n: int, cache_root: Path):
     return [(r.path, read_image(r.path), store.load(r.image_id)) for r in records]
 
 
-def rcnn_twin(det):
+def rcnn_twin(model: TrainedModel):
     """The same trained parts run as R-CNN (warped crops): for timing side by side."""
-    cfg = dataclasses.replace(det.config, mode="rcnn")
-    return build_detector(cfg, det.class_names, det.backbone, det.head, det.svms, det.regressors)
+    det = model.detector
+    return build_detector(dataclasses.replace(model.config, mode="rcnn"), det.class_names, det.backbone, det.head,
+                          det.svms, det.regressors)
 
 
 def bench_detect(model_path: Path, images, rcnn_images: int, compressions) -> dict:
-    models = {c: load_model(model_path, device="cpu", overrides=[f"test.fc_compression={c}"])
-              for c in compressions}
+    trained = {c: load_trained(model_path, device="cpu", overrides=[f"test.fc_compression={c}"])
+               for c in compressions}
+    models = {c: m.detector for c, m in trained.items()}
     if rcnn_images:
-        models["rcnn"] = rcnn_twin(models["none"])
+        models["rcnn"] = rcnn_twin(trained["none"])
     stats = {name: [] for name in models}
     for name, det in models.items():  # warm-up: the first call of each is not timed
         det.detect(images[0][1], images[0][2][:50])
@@ -318,7 +320,7 @@ def main(argv=None) -> int:
     images = test_images(args.bccd_model, args.images) if {"detect", "cold"} & set(args.only) else []
     sets = {}
     if "e2e" in args.only:
-        rac = load_model(args.raccoon_model, device="cpu").config
+        rac = read_model_config(args.raccoon_model)
         sets["raccoon_test"] = [r.path for r in list(build_dataset(rac.data, rac.data.test_split))[:args.e2e_images]]
         copies = args.e2e_photo_copies
         suffix = "" if copies == 1 else f"_x{copies}"

@@ -31,11 +31,11 @@ import torch  # noqa: E402
 
 from bench.speed import rcnn_twin, split_windows, timed  # noqa: E402
 from detector.cli import run_cli  # noqa: E402
-from detector.config import Config, load_detector_config, with_test_overrides  # noqa: E402
+from detector.config import Config, load_detector_config  # noqa: E402
 from detector.configio import ConfigError, to_dict  # noqa: E402
 from detector.evaluation.report import collect_versions  # noqa: E402
 from detector.fileio import file_digest, write_json_atomic  # noqa: E402
-from detector.model import MODEL_FORMAT, MODEL_VERSION, load_model, read_model_file  # noqa: E402
+from detector.model import load_trained, read_model_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "spp_speedup"
@@ -97,8 +97,8 @@ def measure(model: Path, compressions: list[str], images, overrides: list[str]) 
     """Per-image seconds (total and per stage) of SPP and its R-CNN twin for each fc form."""
     detectors = {}
     for fc in compressions:
-        spp = load_model(model, device="cpu", overrides=[*overrides, f"test.fc_compression={fc}"])
-        detectors[("spp", fc)], detectors[("rcnn", fc)] = spp, rcnn_twin(spp)
+        spp = load_trained(model, device="cpu", overrides=[*overrides, f"test.fc_compression={fc}"])
+        detectors[("spp", fc)], detectors[("rcnn", fc)] = spp.detector, rcnn_twin(spp)
     for det in detectors.values():  # warm-up, not timed
         det.detect(images[0][1], images[0][2][:50])
     totals = {m: {fc: [] for fc in compressions} for m in METHODS}
@@ -126,8 +126,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.images < 1:
         raise ValueError(f"--images {args.images}: at least 1 image is needed")
-    _, trained = read_model_file(args.model, MODEL_FORMAT, MODEL_VERSION, "an SPP-net model", Config)
-    model_cfg = with_test_overrides(trained, args.overrides)
+    model_cfg = read_model_config(args.model, args.overrides)  # the model file's provenance
     check_trained_with(model_cfg, load_detector_config(args.config, args.overrides), args.model, args.config)
     images = split_windows(model_cfg, args.images, args.cache)
     if len(images) < args.images:

@@ -179,8 +179,8 @@ def run_size(n: int, iterations: int, extra: list[str], test: bool, tag: str = "
     from detector.config import load_detector_config
     from detector.evaluation.report import collect_versions
     from detector.fileio import write_json_atomic
-    from detector.model import load_model
-    from detector.testing import run_test
+    from detector.model import load_trained
+    from detector.testing import EvaluationOptions, run_model_test
     from detector.timing import stage_listener
     from detector.training import train
 
@@ -194,10 +194,11 @@ def run_size(n: int, iterations: int, extra: list[str], test: bool, tag: str = "
         train_seconds = time.perf_counter() - start
         outcome = None
         if test:
-            detector = load_model(trained.model_path, device="cpu")
+            model = load_trained(trained.model_path, device="cpu")
             t = time.perf_counter()
             memory.phase = "test"
-            outcome = run_test(detector, cfg.data.test_split, Path(cfg.workdir) / "test", cache_dir=cache)
+            outcome = run_model_test(model, EvaluationOptions(cfg.data.test_split, Path(cfg.workdir) / "test",
+                                                              cache_dir=cache))
             test_seconds = time.perf_counter() - t
     after = count_entries(cache)
     record = {

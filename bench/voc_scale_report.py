@@ -31,7 +31,7 @@ def load(results: Path) -> list[dict]:
 
 
 def mem(record: dict) -> dict:
-    """Peak memory per stage, MB (records before the sampler fix call it peak_pss_mb)."""
+    """Peak memory per stage, MiB (bytes / 2**20; records before the sampler fix call it peak_pss_mb)."""
     return record.get("peak_memory_mb") or record.get("peak_pss_mb", {})
 
 
@@ -95,13 +95,18 @@ def label(r: dict) -> str:
 
 
 def figure(recs: list[dict], path: Path) -> None:
-    import matplotlib
+    """docs/voc2007_scaling.png: :func:`draw`'s figure, written to ``path``."""
+    fig = draw(recs)
+    fig.savefig(path, dpi=110)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def draw(recs: list[dict]):
+    """Time (minutes) and peak memory (GiB) per stage against the training records."""
+    from matplotlib.figure import Figure  # no pyplot: nothing global, no display backend
 
     stages = ["proposals", "conv5_cache", "pool_training_windows", "finetune", "svm", "bbox"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    fig = Figure(figsize=(11.5, 4.4))
+    a, b = fig.subplots(1, 2)
     for flipped, marker in ((False, "o"), (True, "^")):
         series = [r for r in recs if bool(r.get("flipped")) == flipped]
         if not series:
@@ -131,8 +136,7 @@ def figure(recs: list[dict], path: Path) -> None:
     b.legend(fontsize=7)
     b.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def hours(s: float) -> str:

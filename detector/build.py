@@ -1,5 +1,6 @@
 """The one place that turns a config into objects: datasets, backbone, pyramid,
-window features, head and the detector.
+window features, head, the detector (also from a model file's parts) and the
+split a model is tested on.
 
 Every other module takes explicit arguments; only these builders read the
 :class:`~detector.config.Config`.
@@ -7,9 +8,9 @@ Every other module takes explicit arguments; only these builders read the
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -19,8 +20,9 @@ import torch
 from .backbones import Backbone, WeightsError, build_backbone
 from .config import BackboneConfig, Config, DataConfig
 from .data import Dataset, load_dataset
+from .detector import Detector
 from .devices import resolve_device
-from .heads import FCHead
+from .heads import FCHead, compress_head
 from .pooling import SpatialPyramidPool
 from .window_features import SPPFeatures, WindowFeatures
 from .window_rules import WindowRules
@@ -109,10 +111,56 @@ def random_training_scales(cfg: Config) -> bool:
 
 
 def build_detector(cfg: Config, class_names: Sequence[str], backbone: Backbone, head: FCHead, svms,
-                   regressors=None, cache_root: str | os.PathLike | None = None):
-    """A :class:`~detector.detector.Detector` from trained parts and the config they came from."""
-    from .detector import Detector
+                   regressors=None, cache_root: str | os.PathLike | None = None) -> Detector:
+    """A :class:`~detector.detector.Detector` from trained parts and the config they came from.
 
+    The detector keeps only what it runs (the test section, the search, the SVMs' feature);
+    the config stays with the caller as provenance (the model file stores it).
+    """
+    if cfg.test.scorer == "softmax" and not cfg.finetune.enabled:
+        raise ValueError("test.scorer=softmax needs the fine-tuned classifier, but this model was "
+                         "trained with finetune.enabled=false; use test.scorer=svm")
     return Detector(build_window_features(cfg, backbone, cache_root), head, svms,
                     regressors if cfg.bbox.enabled else None, class_names,
-                    test=cfg.test, svm_feature=cfg.svm.feature, proposals=cfg.proposals, config=cfg)
+                    test=cfg.test, svm_feature=cfg.svm.feature, proposals=cfg.proposals)
+
+
+def build_stored_backbone(cfg: Config, state: dict, device: str | torch.device | None) -> Backbone:
+    """The configured backbone with a model file's weights (no other weights are loaded), on ``device``."""
+    backbone = build_backbone(cfg.backbone.name, None, preprocess=cfg.backbone.preprocess)
+    backbone.load_state_dict(state)
+    return backbone.to(resolve_device(device))
+
+
+def build_stored_head(cfg: Config, state: dict, in_dim: int, hidden: int, num_classes: int) -> FCHead:
+    """A model file's fc layers, compressed as ``test.fc_compression`` says (test time only: a
+    loaded detector is not saved again)."""
+    head = FCHead(in_dim, hidden, num_classes, cfg.finetune.dropout)
+    head.load_state_dict(state)
+    return compress_head(head, cfg.test.fc_compression, cfg.test.svd_rank)
+
+
+@dataclass(frozen=True)
+class EvaluationData:
+    """A split to test a model on, as its config (or the command line) places it.
+
+    ``dataset`` has the model's classes (objects of others are left out); ``root``
+    is where it is read from; ``strict_images``: an unreadable image is an error,
+    not skipped; ``cache_root`` holds its proposals (and cached test features).
+    """
+
+    dataset: Dataset
+    root: str
+    strict_images: bool
+    cache_root: Path
+
+
+def build_evaluation_data(cfg: Config, split: str, class_names: Sequence[str],
+                          root: str | os.PathLike | None = None, format: str | None = None,
+                          cache_dir: str | os.PathLike | None = None) -> EvaluationData:
+    """``split`` of the model's dataset (or the copy at ``root``, in ``format``), with the model's
+    class order, cached under ``cache_dir`` (default the config's cache root)."""
+    dataset = build_dataset(cfg.data, split, class_names=class_names, root=root, format=format,
+                            drop_other_classes=True)
+    return EvaluationData(dataset, str(root or cfg.data.root), cfg.data.strict_images,
+                          Path(cache_dir) if cache_dir is not None else cfg.cache_root())

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -16,7 +15,7 @@ from proposals.config import ProposalConfig
 
 from .bbox_regression import BoxRegressors
 from .boxes import as_box_tensor, batched_nms, clip_boxes
-from .config import Config, TestConfig
+from .config import TestConfig
 from .distinct import distinct_rows
 from .heads import FCHead
 from .records import Detections
@@ -26,11 +25,15 @@ from .timing import timed_stage
 from .window_features import ImageSource, WindowFeatures
 
 
+@dataclass(frozen=True, eq=False)
 class Detector:
     """An SPP-net detector (or its R-CNN twin: the same parts on warped-crop features).
 
     Build one with :func:`detector.model.load_model`, or with
-    :func:`detector.build.build_detector` from the parts training produces.
+    :func:`detector.build.build_detector` from the parts training produces. It
+    holds only what it runs; the config it came from is the model file's
+    provenance (:class:`detector.model.TrainedModel`). A variant (other window
+    features, threads or reserved cores) is ``dataclasses.replace(detector, ...)``.
 
     Args:
         features: where windows' pool5 vectors come from.
@@ -38,9 +41,8 @@ class Detector:
         svms: one linear SVM per class, on ``svm_feature`` ("pool5", "fc6" or "fc7").
         regressors: per-class box regressors on pool5, or None.
         class_names: the classes in label order.
-        test: thresholds, NMS and caps of the test-time pipeline.
+        test: thresholds, NMS, caps, scorer and threads of the test-time pipeline.
         proposals: the selective search used when no windows are given.
-        config: the full training config, kept as provenance (the model file stores it).
         reserved_cores: cores lent to work running beside this detector (the
             proposal workers of a pipelined run); the network's threads come
             from the rest (detector/threads.py).
@@ -51,43 +53,29 @@ class Detector:
     as it found them.
     """
 
-    def __init__(self, features: WindowFeatures, head: FCHead, svms: LinearSVMs,
-                 regressors: BoxRegressors | None, class_names: Sequence[str], test: TestConfig,
-                 svm_feature: str, proposals: ProposalConfig, config: Config, reserved_cores: int = 0):
-        self.features = features
-        self.head = head.eval()
-        self.svms = svms
-        self.regressors = regressors
-        self.class_names = tuple(class_names)
-        self.test = test
-        self.svm_feature = svm_feature
-        self.proposals = proposals
-        self.config = config
-        if test.scorer == "softmax" and not config.finetune.enabled:
-            raise ValueError("test.scorer=softmax needs the fine-tuned classifier, but this model was "
-                             "trained with finetune.enabled=false; use test.scorer=svm")
-        self.reserved_cores = reserved_cores
-        features.backbone.eval()
+    features: WindowFeatures
+    head: FCHead
+    svms: LinearSVMs
+    regressors: BoxRegressors | None
+    class_names: Sequence[str]
+    test: TestConfig
+    svm_feature: str
+    proposals: ProposalConfig
+    reserved_cores: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "class_names", tuple(self.class_names))  # frozen: set once, here
+        self.head.eval()
+        self.features.backbone.eval()
 
     @property
     def backbone(self):
         return self.features.backbone
 
-    def with_features(self, features: WindowFeatures) -> "Detector":
-        """The same detector taking its window features from ``features`` (e.g. with a cache)."""
-        return Detector(features, self.head, self.svms, self.regressors, self.class_names, self.test,
-                        self.svm_feature, self.proposals, self.config, self.reserved_cores)
-
     def with_reserved_cores(self, cores: int) -> "Detector":
-        """The same detector leaving ``cores`` cores to work that runs beside it."""
-        return Detector(self.features, self.head, self.svms, self.regressors, self.class_names, self.test,
-                        self.svm_feature, self.proposals, self.config, cores)
-
-    def with_threads(self, threads: int) -> "Detector":
-        """The same detector with a fixed count of network threads (``test.threads``)."""
-        return Detector(self.features, self.head, self.svms, self.regressors, self.class_names,
-                        dataclasses.replace(self.test, threads=threads), self.svm_feature, self.proposals,
-                        self.config, self.reserved_cores)
+        """The same detector leaving ``cores`` cores to work that runs beside it (the method
+        :func:`detector.inference.detect_files` calls on this and the ONNX runtime's detector)."""
+        return dataclasses.replace(self, reserved_cores=cores)
 
     def network_threads(self) -> int:
         """Threads for this image's conv and fc layers (decided per call: the load changes)."""

@@ -11,19 +11,17 @@ import json
 import logging
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .backbones import build_backbone
 from .bbox_regression import BoxRegressors
-from .build import build_detector, build_pool
-from .devices import resolve_device
+from .build import build_detector, build_pool, build_stored_backbone, build_stored_head
 from .config import Config, with_test_overrides
 from .configio import ConfigError, from_dict, to_dict
 from .detector import Detector
 from .fileio import atomic_path
-from .heads import FCHead, compress_head
 from .pooling import MAPPING_VERSION
 from .svm import LinearSVMs
 
@@ -37,12 +35,21 @@ class ModelFileError(ValueError):
     """A model file is missing, corrupt or of another format; the message names it."""
 
 
-def save_model(path: str | os.PathLike, detector: Detector, extra: dict | None = None) -> None:
-    """Write ``detector`` to ``path`` atomically."""
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model file's detector and the config it was trained with (with any test-time
+    overrides): the detector runs, the config is provenance for the builders and reports."""
+
+    detector: Detector
+    config: Config
+
+
+def save_model(path: str | os.PathLike, detector: Detector, config: Config, extra: dict | None = None) -> None:
+    """Write ``detector`` to ``path`` atomically, with ``config`` (what it was trained with) as provenance."""
     state = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
-        "config": to_dict(detector.config),
+        "config": to_dict(config),
         "class_names": list(detector.class_names),
         "backbone": detector.backbone.state_dict(),
         "head": detector.head.state_dict(),
@@ -59,6 +66,12 @@ def save_model(path: str | os.PathLike, detector: Detector, extra: dict | None =
 
 def load_model(path: str | os.PathLike, device: str | torch.device | None = "auto",
                overrides: list[str] | None = None) -> Detector:
+    """The detector of a model file (:func:`load_trained` without the config)."""
+    return load_trained(path, device, overrides).detector
+
+
+def load_trained(path: str | os.PathLike, device: str | torch.device | None = "auto",
+                 overrides: list[str] | None = None) -> TrainedModel:
     """Read a model file written by :func:`save_model` (weights_only: no code is unpickled).
 
     Args:
@@ -77,23 +90,23 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = "aut
                        "pooled features (and scores) differ from training's; retrain it for trustworthy "
                        "results", path, state.get("mapping_version", 1), MAPPING_VERSION)
     class_names = state["class_names"]
-    # The backbone's weights are inside the file: build it without loading any other weights.
-    backbone = build_backbone(cfg.backbone.name, None, preprocess=cfg.backbone.preprocess)
-    backbone.load_state_dict(state["backbone"])
-    backbone.to(resolve_device(device))
-    pool = build_pool(cfg)
+    backbone = build_stored_backbone(cfg, state["backbone"], device)
+    pooled_dim = build_pool(cfg).output_dim(backbone.out_channels)
     in_dim, hidden = state["head_shape"]
-    if in_dim != pool.output_dim(backbone.out_channels):
-        raise ModelFileError(f"{path}: fc6 expects {in_dim} inputs but the backbone and pyramid give "
-                             f"{pool.output_dim(backbone.out_channels)}")
-    head = FCHead(in_dim, hidden, len(class_names), cfg.finetune.dropout)
-    head.load_state_dict(state["head"])
-    # Test-time only (a loaded detector is not saved again): cheaper fc6/fc7.
-    head = compress_head(head, cfg.test.fc_compression, cfg.test.svd_rank)
+    if in_dim != pooled_dim:
+        raise ModelFileError(f"{path}: fc6 expects {in_dim} inputs but the backbone and pyramid give {pooled_dim}")
+    head = build_stored_head(cfg, state["head"], in_dim, hidden, len(class_names))
     svms = LinearSVMs.from_state_dict(state["svms"])
     regressors = (BoxRegressors.from_state_dict(state["regressors"])
                   if state.get("regressors") is not None else None)
-    return build_detector(cfg, class_names, backbone, head, svms, regressors)
+    return TrainedModel(build_detector(cfg, class_names, backbone, head, svms, regressors), cfg)
+
+
+def read_model_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
+    """The config a model file was trained with (its provenance), with test-time ``overrides``;
+    nothing is built."""
+    _, cfg = read_model_file(Path(path), MODEL_FORMAT, MODEL_VERSION, "an SPP-net model", Config)
+    return with_test_overrides(cfg, overrides)
 
 
 def read_model_file(path: Path, format: str, version: int, what: str, config_class: type) -> tuple[dict, object]:

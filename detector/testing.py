@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
-from .build import build_dataset
+from proposals.config import ProposalConfig
+
+from .build import EvaluationData, build_evaluation_data
 from .data import coco_category_ids, report_dropped_classes
 from .data.verify import verify_images
 from .detector import Detector
-from .evaluation import (analyse_detections, evaluate_detections, format_report_table, write_coco_results,
-                         write_report, write_voc_results)
+from .evaluation import (Analysis, analyse_detections, evaluate_detections, format_report_table,
+                         write_coco_results, write_report, write_voc_results)
 from .fileio import check_output_dir
+from .model import TrainedModel
 from .progress import progress_of
 from .records import Detections
 from .timing import timed_stage
@@ -73,7 +76,8 @@ def detect_on_backend(detector: Detector, images: list[ImageSource], windows: li
                       ) -> tuple[dict[str, Detections], dict[str, float], dict[str, Detections] | None]:
     """:func:`detect_records` with the images spread over a backend's workers (Ray): each
     worker gets a CPU copy of the detector once and the images' file bytes and windows."""
-    shipped = copy.deepcopy(detector).with_threads(backend.options.threads)
+    shipped = copy.deepcopy(dataclasses.replace(detector, test=dataclasses.replace(
+        detector.test, threads=backend.options.threads)))
     shipped.features.backbone.cpu()
     detections: dict[str, Detections] = {}
     unregressed: dict[str, Detections] | None = {} if without_bbox else None
@@ -105,18 +109,47 @@ def _detect_shipped(item, detector: Detector, without_bbox: bool):
     return dets, detector.postprocess(scored, regress=False) if without_bbox else None, timings
 
 
-def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric: str = "voc07",
-             data_root: str | None = None, data_format: str | None = None,
-             cache_dir: str | os.PathLike | None = None, cache_features: bool = False,
-             progress: bool = True, extra: dict | None = None, pipeline: bool = True,
-             backend=None) -> EvaluationRun:
-    """Run ``detector`` on ``split`` of its dataset (or the one at ``data_root``), evaluate, report.
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """How a test run goes (``sppnet test``'s choices).
 
-    Writes to ``out_dir``: ``detections.json`` (COCO results), ``voc/comp4_det_<split>_<class>.txt``,
-    ``metrics.json``, ``report.md`` and PR-curve PNGs; with box regressors also
-    ``detections_without_bbox.json`` (the same windows unregressed, whose mAP
-    metrics.json gives as ``without_bbox_regression``). Proposals are cached
-    under ``cache_dir`` (default the config's cache root). With ``pipeline``
+    ``data_root``/``data_format``: another copy of the data than the model's;
+    ``cache_dir``: where the split's proposals (and with ``cache_features`` its
+    window features) are cached, default the model config's cache root;
+    ``pipeline``: compute missing proposals in worker processes while the
+    network runs; ``extra``: more keys for metrics.json.
+    """
+
+    split: str
+    out_dir: Path
+    metric: str = "voc07"
+    data_root: str | None = None
+    data_format: str | None = None
+    cache_dir: Path | None = None
+    cache_features: bool = False
+    pipeline: bool = True
+    progress: bool = True
+    extra: Mapping = field(default_factory=dict)
+
+
+def run_model_test(model: TrainedModel, options: EvaluationOptions, backend=None) -> EvaluationRun:
+    """Run a model on ``options.split`` of its dataset (or the one at ``options.data_root``),
+    evaluate, report: :func:`run_test` on the split its config places."""
+    data = build_evaluation_data(model.config, options.split, model.detector.class_names,
+                                 root=options.data_root, format=options.data_format, cache_dir=options.cache_dir)
+    return run_test(model.detector, data, options, provenance=model.config, backend=backend)
+
+
+def run_test(detector: Detector, data: EvaluationData, options: EvaluationOptions, provenance: object = None,
+             backend=None) -> EvaluationRun:
+    """Run ``detector`` on ``data``'s split, evaluate, report.
+
+    Writes to ``options.out_dir``: ``detections.json`` (COCO results),
+    ``voc/comp4_det_<split>_<class>.txt``, ``metrics.json`` (with ``provenance``,
+    the model's config, under "config"), ``report.md`` and PR-curve PNGs; with box
+    regressors also ``detections_without_bbox.json`` (the same windows
+    unregressed, whose mAP metrics.json gives as ``without_bbox_regression``).
+    Proposals are cached under ``data.cache_root``. With ``options.pipeline``
     the missing ones are computed by worker processes while the network runs
     on the images whose windows are ready (:func:`proposals.compute.stream_split`);
     without, all of them first. Either way "proposals_incl_cache_io" is the
@@ -130,8 +163,8 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     objects of the split's other classes are left out, named with their counts
     in a warning and in metrics.json's ``not_in_model``.
 
-    ``cache_features`` keeps the test images' window features under
-    ``cache_dir`` (SPP: conv5 maps; R-CNN mode: per-window pool5, as R-CNN's
+    ``options.cache_features`` keeps the test images' window features under
+    the cache root (SPP: conv5 maps; R-CNN mode: per-window pool5, as R-CNN's
     own pipeline cached its test set): another model on the same backbone then
     tests without conv passes (the times reported are then cache reads, and
     the report says so).
@@ -141,46 +174,65 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     pipeline; test features are not cached). The detections are the local
     path's; the stage seconds are the workers' summed.
     """
-    from proposals.compute import compute_split, stream_split
-
-    cfg = detector.config
-    out_dir = check_output_dir(out_dir, "test output folder")
-    cache_root = Path(cache_dir) if cache_dir is not None else cfg.cache_root()
-    # The model's class order: labels must index its classes. Objects of a class it
-    # was not trained on are left out and reported once (a split with nothing else is an error).
-    dataset = build_dataset(cfg.data, split, class_names=detector.class_names, root=data_root,
-                            format=data_format, drop_other_classes=True)
-    root = data_root or cfg.data.root
-    not_in_model = report_dropped_classes(dataset, root, "the model")
-    verified = verify_images(list(dataset), cache_root / "image_checks.json",
-                             strict=cfg.data.strict_images, progress=progress, what=f"{root} {split} split")
+    out_dir = check_output_dir(options.out_dir, "test output folder")
+    not_in_model = report_dropped_classes(data.dataset, data.root, "the model")
+    verified = verify_images(list(data.dataset), data.cache_root / "image_checks.json", strict=data.strict_images,
+                             progress=options.progress, what=f"{data.root} {options.split} split")
     records = list(verified.records)
-    images = [ImageSource.from_record(r, verified.digests[r.image_id]) for r in records]
+    cache_features = options.cache_features and backend is None
+    if options.cache_features and backend is not None:
+        logger.warning("test features are not cached with --backend ray (the workers compute them)")
+    if cache_features:
+        detector = dataclasses.replace(
+            detector, features=detector.features.with_cache(data.cache_root / "test_features"))
+    detected = detect_split(detector, data, records, verified.digests, options, backend)
 
+    # A COCO dataset keeps its own category ids in the results file; others use label + 1.
+    category_ids = dict(zip(data.dataset.class_names, coco_category_ids(data.dataset)))
+    write_detections(out_dir, detected, detector.class_names, category_ids, options.split)
+    evaluated = evaluate_split(records, detected, detector.class_names, category_ids, options.metric)
+    extra = dict(options.extra)
+    if cache_features:
+        extra["test_features"] = f"cached under {data.cache_root / 'test_features'}"
+    if evaluated.without_bbox is not None:
+        extra["without_bbox_regression"] = {"mAP": evaluated.without_bbox.mAP,
+                                            "AP": dict(evaluated.without_bbox.ap)}
+    extra["skipped_images"] = verified.bad_as_dicts()
+    extra["not_in_model"] = not_in_model
+    write_report(out_dir, evaluated.result, config=provenance, analysis=evaluated.analysis,
+                 timings={"seconds_per_image": detected.seconds_per_image, "evaluate_s": evaluated.seconds,
+                          "images": len(records)},
+                 extra={"split": options.split, "data_root": data.root, **extra})
+    return EvaluationRun(evaluated.result, detected.detections, detected.seconds_per_image, out_dir,
+                         evaluated.without_bbox, verified.bad_as_dicts())
+
+
+@dataclass(frozen=True)
+class DetectedSplit:
+    """A split's detections (and, with box regressors, the same windows unregressed) and
+    seconds per image: per network stage, proposals, and the rest of the loop."""
+
+    detections: dict[str, Detections]
+    unregressed: dict[str, Detections] | None
+    seconds_per_image: dict[str, float]
+
+
+def detect_split(detector: Detector, data: EvaluationData, records: list, digests: dict,
+                 options: EvaluationOptions, backend=None) -> DetectedSplit:
+    """Detections of ``records`` (checked images of ``data``'s split) with their proposals (cached
+    under ``data.cache_root``), locally or on ``backend``'s workers; timed per image."""
+    images = [ImageSource.from_record(r, digests[r.image_id]) for r in records]
     t = time.perf_counter()
-    proposal_args = (records, cfg.proposals, cache_root / "proposals", dataset.name, split)
-    if backend is not None:
-        if cache_features:
-            logger.warning("test features are not cached with --backend ray (the workers compute them)")
-            cache_features = False
-        store = compute_split(*proposal_args, progress=progress, backend=backend)
-        windows = [store.load(r.image_id) for r in records]
-    elif pipeline:  # the windows come as the workers find them, in image order
-        windows = (w for _, w in stream_split(*proposal_args, workers=cfg.proposals.workers or None))
-    else:
-        store = compute_split(*proposal_args, workers=cfg.proposals.workers or None, progress=progress)
-        windows = [store.load(r.image_id) for r in records]
+    windows = split_windows(records, data, detector.proposals, options, backend)
     proposal_seconds = time.perf_counter() - t
 
-    if cache_features:
-        detector = detector.with_features(detector.features.with_cache(cache_root / "test_features"))
     t = time.perf_counter()
     compare = detector.regressors is not None
     if backend is not None:
-        detections, stage_seconds, unregressed = detect_on_backend(detector, images, windows, backend, progress,
-                                                                   without_bbox=compare)
+        detections, stage_seconds, unregressed = detect_on_backend(detector, images, windows, backend,
+                                                                   options.progress, without_bbox=compare)
     else:
-        detections, stage_seconds, unregressed = detect_records(detector, images, windows, progress,
+        detections, stage_seconds, unregressed = detect_records(detector, images, windows, options.progress,
                                                                 without_bbox=compare)
     waited = stage_seconds.pop("proposals", 0.0)
     detect_seconds = time.perf_counter() - t - waited
@@ -189,34 +241,59 @@ def run_test(detector: Detector, split: str, out_dir: str | os.PathLike, metric:
     per_image = {s: stage_seconds.get(s, 0.0) / n for s in TEST_STAGES if s != "proposals"}
     per_image["total_excluding_proposals"] = detect_seconds / n
     per_image["proposals_incl_cache_io"] = (proposal_seconds + waited) / n
+    return DetectedSplit(detections, unregressed, per_image)
 
-    # A COCO dataset keeps its own category ids in the results file; others use label + 1.
-    category_ids = dict(zip(dataset.class_names, coco_category_ids(dataset)))
-    write_coco_results(out_dir / "detections.json", detections, detector.class_names, category_ids)
-    if unregressed is not None:  # the same windows without box regression, for `sppnet evaluate`
-        write_coco_results(out_dir / "detections_without_bbox.json", unregressed, detector.class_names,
+
+def split_windows(records: list, data: EvaluationData, proposals: ProposalConfig, options: EvaluationOptions,
+                  backend=None) -> Iterable:
+    """Each record's proposals, in order: read from (or computed into) the cache; with
+    ``options.pipeline`` (and no backend) a stream still being computed by worker processes."""
+    from proposals.compute import compute_split, stream_split
+
+    args = (records, proposals, data.cache_root / "proposals", data.dataset.name, options.split)
+    if backend is not None:
+        store = compute_split(*args, progress=options.progress, backend=backend)
+    elif options.pipeline:  # the windows come as the workers find them, in image order
+        return (w for _, w in stream_split(*args, workers=proposals.workers or None))
+    else:
+        store = compute_split(*args, workers=proposals.workers or None, progress=options.progress)
+    return [store.load(r.image_id) for r in records]
+
+
+def write_detections(out_dir: Path, detected: DetectedSplit, class_names: Sequence[str],
+                     category_ids: dict, split: str) -> None:
+    """The results files: COCO JSON (also unregressed, for `sppnet evaluate`) and VOC comp4 files."""
+    write_coco_results(out_dir / "detections.json", detected.detections, class_names, category_ids)
+    if detected.unregressed is not None:
+        write_coco_results(out_dir / "detections_without_bbox.json", detected.unregressed, class_names,
                            category_ids)
-    write_voc_results(out_dir / "voc", detections, detector.class_names, split)
-    with timed_stage(stage_seconds, "evaluate"):
-        result = evaluate_detections(records, detections, detector.class_names, metric,
+    write_voc_results(out_dir / "voc", detected.detections, class_names, split)
+
+
+@dataclass(frozen=True)
+class EvaluatedSplit:
+    """The metric of a split's detections (and without box regression), their error analysis,
+    and the seconds the evaluation took."""
+
+    result: object  # VOCResult or COCOResult
+    without_bbox: object | None
+    analysis: Analysis
+    seconds: float
+
+
+def evaluate_split(records: list, detected: DetectedSplit, class_names: Sequence[str], category_ids: dict,
+                   metric: str) -> EvaluatedSplit:
+    timings: dict[str, float] = {}
+    with timed_stage(timings, "evaluate"):
+        result = evaluate_detections(records, detected.detections, class_names, metric,
                                      category_ids=category_ids)
-    extra = dict(extra or {})
-    if cache_features:
-        extra["test_features"] = f"cached under {cache_root / 'test_features'}"
-    plain = None
-    if compare:  # the paper's ablation: the same model without box regression
-        plain = evaluate_detections(records, unregressed, detector.class_names, metric,
-                                    category_ids=category_ids)
-        extra["without_bbox_regression"] = {"mAP": plain.mAP, "AP": dict(plain.ap)}
-    extra["skipped_images"] = verified.bad_as_dicts()
-    extra["not_in_model"] = not_in_model
-    analysis = analyse_detections(records, detections, detector.class_names,  # errors, confusion, F1
+    without_bbox = None
+    if detected.unregressed is not None:  # the paper's ablation: the same model without box regression
+        without_bbox = evaluate_detections(records, detected.unregressed, class_names, metric,
+                                           category_ids=category_ids)
+    analysis = analyse_detections(records, detected.detections, class_names,  # errors, confusion, F1
                                   use_07_metric=metric == "voc07")
-    write_report(out_dir, result, config=cfg, analysis=analysis,
-                 timings={"seconds_per_image": per_image, "evaluate_s": stage_seconds["evaluate"],
-                          "images": len(records)},
-                 extra={"split": split, "data_root": root, **extra})
-    return EvaluationRun(result, detections, per_image, out_dir, plain, verified.bad_as_dicts())
+    return EvaluatedSplit(result, without_bbox, analysis, timings["evaluate"])
 
 
 def print_outcome(outcome: EvaluationRun) -> None:

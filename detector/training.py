@@ -257,7 +257,7 @@ def write_model(cfg: Config, run: TrainingRun, checkpoints: dict[str, Checkpoint
              "proposal_recall": result.proposal_fit,
              **({"proposal_tuning": ctx.proposal_tuning} if ctx.proposal_tuning else {}),
              "classes_without_training_objects": result.classes_without_training_objects}
-    save_model(result.model_path, detector, extra=extra)
+    save_model(result.model_path, detector, cfg, extra=extra)
     write_json_atomic(result.report_path, _plain({"config": to_dict(cfg), **extra}))
     return result
 

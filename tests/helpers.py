@@ -53,11 +53,18 @@ def write_noise_image(path: Path, seed: int = 0, size: tuple[int, int] = (128, 9
 
 def small_detector(with_regressors: bool = True):
     """An untrained two-class detector ("a", "b") on the tiny backbone, built in well under a
-    second: for model files and command-line runs whose detections do not matter."""
+    second: for runs whose detections do not matter."""
+    return small_model(with_regressors).detector
+
+
+def small_model(with_regressors: bool = True):
+    """:func:`small_detector` with its config (a ``detector.model.TrainedModel``): for model files
+    (``save_model(path, model.detector, model.config)``) and command-line runs."""
     from detector.bbox_regression import train_box_regressors
     from detector.build import build_config_backbone, build_detector
     from detector.config import load_detector_config
     from detector.heads import FCHead
+    from detector.model import TrainedModel
     from detector.pooling import SpatialPyramidPool
     from detector.svm import LinearSVMs
 
@@ -75,7 +82,16 @@ def small_detector(with_regressors: bool = True):
         gt = boxes + rng.normal(size=(n, 4)).astype(np.float32)
         regs = train_box_regressors(feats, boxes, gt, rng.integers(0, 2, n), np.full(n, 0.8, np.float32),
                                     2, cfg.bbox)
-    return build_detector(cfg, ["a", "b"], backbone, head, svms, regs)
+    return TrainedModel(build_detector(cfg, ["a", "b"], backbone, head, svms, regs), cfg)
+
+
+def write_small_model(path: Path, with_regressors: bool = True) -> Path:
+    """:func:`small_model` as a model file at ``path``."""
+    from detector.model import save_model
+
+    model = small_model(with_regressors)
+    save_model(path, model.detector, model.config)
+    return path
 
 
 # -- running `sppnet` as a user does, and what it leaves behind -------------------------------

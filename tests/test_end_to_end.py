@@ -7,18 +7,20 @@ import numpy as np
 import pytest
 from helpers import load_tool
 
+from detector.configio import to_dict
 from detector.inference import detect_files
-from detector.model import load_model
-from detector.testing import run_test
+from detector.model import load_model, load_trained
+from detector.testing import EvaluationOptions, run_model_test
 from detector.training import train
 
 
 def test_end_to_end_map_is_high(trained_run):
-    detector = load_model(trained_run.model_path)
+    model = load_trained(trained_run.model_path)
     out = trained_run.root / "test"
-    run = run_test(detector, "test", out, progress=False)
+    run = run_model_test(model, EvaluationOptions("test", out, progress=False))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mAP"] == pytest.approx(run.result.mAP)
+    assert metrics["config"] == json.loads(json.dumps(to_dict(trained_run.cfg)))  # the model file's provenance
     assert run.result.mAP > 0.8, metrics["AP"]
     assert run.without_bbox is not None and metrics["without_bbox_regression"]["mAP"] == pytest.approx(
         run.without_bbox.mAP)
@@ -28,7 +30,7 @@ def test_end_to_end_map_is_high(trained_run):
     assert load_tool("evaluate").main(["--data", str(trained_run.data), "--split", "test",
                                        "--detections", str(out / "detections_without_bbox.json"),
                                        "--out", str(trained_run.root / "eval_plain"),
-                                       "--classes", ",".join(detector.class_names)]) == 0
+                                       "--classes", ",".join(model.detector.class_names)]) == 0
     again = json.loads((trained_run.root / "eval_plain" / "metrics.json").read_text())
     assert again["mAP"] == pytest.approx(run.without_bbox.mAP)
     regressed = json.loads((out / "detections.json").read_text())
@@ -51,10 +53,10 @@ def test_training_resumes_from_stage_checkpoints(trained_run, caplog):
 
 
 def test_spp_test_features_cache_gives_the_same_detections(trained_run, tmp_path):
-    detector = load_model(trained_run.model_path)
-    plain = run_test(detector, "test", tmp_path / "plain", progress=False)
-    cached = run_test(detector, "test", tmp_path / "cached", cache_dir=tmp_path / "cache",
-                      cache_features=True, progress=False)
+    model = load_trained(trained_run.model_path)
+    plain = run_model_test(model, EvaluationOptions("test", tmp_path / "plain", progress=False))
+    cached = run_model_test(model, EvaluationOptions("test", tmp_path / "cached", cache_dir=tmp_path / "cache",
+                                                     cache_features=True, progress=False))
     assert any((tmp_path / "cache" / "test_features" / "conv5").rglob("*.npz"))
     assert cached.result.mAP == pytest.approx(plain.result.mAP, abs=0.02)  # float16 maps on disk
 
@@ -94,8 +96,8 @@ def test_test_and_detect_tools(trained_run, tmp_path, capsys):
 
 
 def test_softmax_scorer_ranks_as_well(trained_run, tmp_path):
-    detector = load_model(trained_run.model_path, overrides=["test.scorer=softmax", "test.score_threshold=0.05"])
-    run = run_test(detector, "test", tmp_path / "softmax", progress=False)
+    model = load_trained(trained_run.model_path, overrides=["test.scorer=softmax", "test.score_threshold=0.05"])
+    run = run_model_test(model, EvaluationOptions("test", tmp_path / "softmax", progress=False))
     scores = np.concatenate([d.scores for d in run.detections.values()])
     assert len(scores) and scores.min() >= 0.05 and scores.max() <= 1.0  # probabilities
     assert run.result.mAP > 0.8, run.result.ap

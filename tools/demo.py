@@ -21,8 +21,8 @@ from detector.cli import run_cli  # noqa: E402
 from detector.config import load_detector_config  # noqa: E402
 from detector.data import make_synthetic_voc  # noqa: E402
 from detector.inference import detect_files  # noqa: E402
-from detector.model import load_model  # noqa: E402
-from detector.testing import print_outcome, run_test  # noqa: E402
+from detector.model import load_trained  # noqa: E402
+from detector.testing import EvaluationOptions, print_outcome, run_model_test  # noqa: E402
 from detector.training import train  # noqa: E402
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -47,12 +47,13 @@ def main(argv=None) -> int:
     print("[2/4] training: proposals, conv5 cache, fine-tuning, SVMs, box regression")
     model_path = train(cfg, progress=not args.no_progress).model_path
     print(f"[3/4] testing {model_path} on the test split")
-    detector = load_model(model_path)
-    outcome = run_test(detector, cfg.data.test_split, out / "test", progress=not args.no_progress)
+    model = load_trained(model_path)
+    outcome = run_model_test(model, EvaluationOptions(cfg.data.test_split, out / "test",
+                                                      progress=not args.no_progress))
     print("[4/4] annotating test images")
     test_ids = (Path(cfg.data.root) / "ImageSets" / "Main" / "test.txt").read_text().split()
     files = [Path(cfg.data.root) / "JPEGImages" / f"{i}.jpg" for i in test_ids[:ANNOTATED_IMAGES]]
-    detect_files(detector, files, out / "detections", threshold=0.0, progress=False)
+    detect_files(model.detector, files, out / "detections", threshold=0.0, progress=False)
     print()
     print_outcome(outcome)
     print(f"annotated images: {out / 'detections'}   total time: {time.perf_counter() - start:.0f} s")

@@ -12,8 +12,8 @@ from pathlib import Path
 from detector.backends import add_backend_arguments, backend_options, open_backend
 from detector.evaluation import METRICS
 from detector.fileio import check_output_dir
-from detector.model import load_model
-from detector.testing import print_outcome, run_test
+from detector.model import load_trained
+from detector.testing import EvaluationOptions, print_outcome, run_model_test
 
 
 def main(argv=None, prog: str | None = None) -> int:
@@ -41,12 +41,12 @@ def main(argv=None, prog: str | None = None) -> int:
     args = p.parse_intermixed_args(argv)
     backend_opts = backend_options(args)
     out = check_output_dir(args.out, "--out")
-    detector = load_model(args.model, device=args.device, overrides=args.overrides)
-    cache = args.cache or Path(args.model).resolve().parent / "cache"
+    model = load_trained(args.model, device=args.device, overrides=args.overrides)
+    options = EvaluationOptions(args.split, out, args.metric, data_root=args.data, data_format=args.format,
+                                cache_dir=Path(args.cache or Path(args.model).resolve().parent / "cache"),
+                                cache_features=args.cache_features, progress=not args.no_progress)
     with open_backend(backend_opts) as backend:
-        outcome = run_test(detector, args.split, out, args.metric, data_root=args.data, data_format=args.format,
-                           cache_dir=cache, cache_features=args.cache_features, progress=not args.no_progress,
-                           backend=backend)
+        outcome = run_model_test(model, options, backend)
     print_outcome(outcome)
     return 0
 

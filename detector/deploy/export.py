@@ -31,7 +31,7 @@ from torch import nn
 from ..configio import to_dict
 from ..fileio import atomic_path, write_json_atomic
 from ..mapping import MAPPING_VERSION
-from ..model import MODEL_FORMAT, MODEL_VERSION, ModelFileError, load_model, read_model_file
+from ..model import MODEL_FORMAT, MODEL_VERSION, ModelFileError, load_trained, read_model_file
 from ..config import Config
 from ..window_features import SPPFeatures
 from .manifest import MANIFEST, MAPPING_RULE, write_manifest_data
@@ -106,7 +106,8 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike, int8
                              f"windows with rule {MAPPING_VERSION}: retrain it before exporting")
     del state
     # The exported head is the full-precision one; --int8 compresses it the ONNX way.
-    detector = load_model(model_path, device="cpu", overrides=["test.fc_compression=none"])
+    model = load_trained(model_path, device="cpu", overrides=["test.fc_compression=none"])
+    detector = model.detector
     if not isinstance(detector.features, SPPFeatures):
         raise ValueError(f"{model_path}: an R-CNN mode model (mode=rcnn) cannot be exported; "
                          "export runs SPP-net models")
@@ -126,11 +127,10 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike, int8
             quantize_fc_layers(fp32, out_dir / HEAD_FILE)
     else:
         _export(head, torch.zeros(2, dim), out_dir / HEAD_FILE, "pool5", ["scores", "deltas"], head_axes)
-    cfg = detector.config
     data = {
         "files": {"trunk": TRUNK_FILE, "head": HEAD_FILE},
         "class_names": list(detector.class_names),
-        "head": {"precision": "int8" if int8 else "fp32", "scorer": cfg.test.scorer,
+        "head": {"precision": "int8" if int8 else "fp32", "scorer": detector.test.scorer,
                  "svm_feature": detector.svm_feature, "box_regression": detector.regressors is not None,
                  "input_dim": dim},
         "trunk": {"backbone": backbone.name, "channels": backbone.out_channels,
@@ -138,7 +138,7 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike, int8
         "preprocess": to_dict(backbone.preprocess),
         "mapping": {"rule": MAPPING_RULE, "version": MAPPING_VERSION, "stride": backbone.grid.stride,
                     "offset": backbone.grid.offset},
-        "config": to_dict(cfg),
+        "config": to_dict(model.config),
         "exported_with": exporter_versions(),
         "source_model": str(model_path),
     }

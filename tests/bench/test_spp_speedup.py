@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 import statistics
 import pytest
-from helpers import small_detector
+from helpers import write_small_model
 
 from bench.spp_speedup import main, summarise
 from detector.cli import run_cli
 from detector.data import make_synthetic_voc
-from detector.model import save_model
 
-# small_detector()'s settings, as a config file (everything else the defaults).
+# small_model()'s settings, as a config file (everything else the defaults).
 TINY_CONFIG = "backbone:\n  name: tiny\nfeatures:\n  scales: [96]\nfinetune:\n  hidden: 32\n"
 
 
@@ -27,10 +26,10 @@ def test_summarise_takes_rcnn_over_spp_per_fc_form():
 
 @pytest.fixture()
 def tiny(tmp_path):
-    """(model file, config file, data folder) of small_detector() and a 3-test-image set."""
+    """(model file, config file, data folder) of small_model() and a 3-test-image set."""
     data = make_synthetic_voc(tmp_path / "data", num_train=1, num_test=3, seed=1)
     model = tmp_path / "model.pt"
-    save_model(model, small_detector())
+    write_small_model(model)
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG)
     return model, config, data

@@ -30,7 +30,7 @@ def detector(regressors=None, **test):
     return Detector(features=_NoFeatures(), head=torch.nn.Identity(), svms=None,
                     regressors=regressors, class_names=("a", "b"),
                     test=dataclasses.replace(cfg.test, **test), svm_feature="fc7",
-                    proposals=cfg.proposals, config=cfg)
+                    proposals=cfg.proposals)
 
 
 def scored(boxes, scores, width=100, height=80):

@@ -6,20 +6,23 @@ import torch
 
 import dataclasses
 
-from helpers import small_detector
+from helpers import small_detector, small_model, write_small_model
 
-from detector.model import ModelFileError, load_model, save_model
+from detector.model import ModelFileError, load_model, load_trained, read_model_config, save_model
+
+
+def keep_all(det):
+    """``det`` keeping every window above any score."""
+    return dataclasses.replace(det, test=dataclasses.replace(det.test, score_threshold=-1e9))
 
 
 def test_save_load_round_trip_gives_same_detections(tmp_path):
-    det = small_detector()
+    model = small_model()
     path = tmp_path / "m.pt"
-    save_model(path, det, extra={"note": "x"})
-    det2 = load_model(path)
+    save_model(path, model.detector, model.config, extra={"note": "x"})
+    det, det2 = keep_all(model.detector), keep_all(load_model(path))
     image = np.random.default_rng(1).integers(0, 255, (96, 128, 3), dtype=np.uint8)
     windows = np.array([[0, 0, 50, 50], [20, 10, 90, 80], [5, 5, 120, 90]], np.float32)
-    det.test = dataclasses.replace(det.test, score_threshold=-1e9)
-    det2.test = dataclasses.replace(det2.test, score_threshold=-1e9)
     a, b = det.detect(image, windows), det2.detect(image, windows)
     assert len(a) > 0
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
@@ -29,9 +32,7 @@ def test_save_load_round_trip_gives_same_detections(tmp_path):
 
 
 def test_model_without_regressors_round_trips(tmp_path):
-    det = small_detector(with_regressors=False)
-    save_model(tmp_path / "m.pt", det)
-    assert load_model(tmp_path / "m.pt").regressors is None
+    assert load_model(write_small_model(tmp_path / "m.pt", with_regressors=False)).regressors is None
 
 
 def test_load_errors_name_the_file(tmp_path):
@@ -61,8 +62,7 @@ def test_load_refuses_pickled_code(tmp_path):
 
 
 def test_model_of_an_older_mapping_rule_is_flagged(tmp_path, caplog):
-    path = tmp_path / "m.pt"
-    save_model(path, small_detector(with_regressors=False))
+    path = write_small_model(tmp_path / "m.pt", with_regressors=False)
     state = torch.load(path, weights_only=True)
     del state["mapping_version"]  # files written before the rule was recorded: rule 1
     torch.save(state, path)
@@ -73,8 +73,30 @@ def test_model_of_an_older_mapping_rule_is_flagged(tmp_path, caplog):
 
 def test_cuda_trained_model_loads_on_the_cpu(tmp_path):
     path = tmp_path / "m.pt"
+    model = small_model(with_regressors=False)
+    save_model(path, model.detector, dataclasses.replace(model.config, device="cuda"))
+    loaded = load_trained(path, device="cpu")
+    assert loaded.detector.backbone.device.type == "cpu" and loaded.config.device == "cuda"  # provenance kept
+
+
+def test_the_model_file_keeps_the_config_the_detector_does_not(tmp_path):
+    """Issue 22: the detector holds what it runs; the config it came from is the file's provenance,
+    read back with the test-time overrides applied."""
+    model = small_model(with_regressors=False)
+    path = tmp_path / "m.pt"
+    save_model(path, model.detector, dataclasses.replace(model.config, seed=7))
+    assert not hasattr(model.detector, "config")
+    assert read_model_config(path).seed == 7
+    changed = read_model_config(path, ["test.nms_iou=0.4"])
+    assert (changed.seed, changed.test.nms_iou) == (7, 0.4)
+    loaded = load_trained(path, overrides=["test.nms_iou=0.4"])
+    assert loaded.config == changed and loaded.detector.test == changed.test  # what runs is the overridden test
+
+
+def test_a_variant_shares_the_parts(tmp_path):
     det = small_detector(with_regressors=False)
-    det.config = dataclasses.replace(det.config, device="cuda")
-    save_model(path, det)
-    loaded = load_model(path, device="cpu")
-    assert loaded.backbone.device.type == "cpu" and loaded.config.device == "cuda"  # provenance kept
+    lent = det.with_reserved_cores(2)
+    assert (lent.reserved_cores, det.reserved_cores) == (2, 0)
+    assert all(getattr(lent, f) is getattr(det, f) for f in ("features", "head", "svms", "test", "proposals"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        det.test = lent.test  # a variant is derived, never patched in place

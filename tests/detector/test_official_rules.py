@@ -10,7 +10,7 @@ import torch
 from detector.build import window_rules
 from detector.config import ConfigError, SVMConfig, load_detector_config, with_test_overrides
 from detector import config as config_sections
-from detector.detector import Detector, ScoredWindows
+from detector.detector import ScoredWindows
 from detector.negatives import find_negative_candidates, first_of_identical
 from detector.pooling import FeatureGrid, map_windows_to_features, select_scales
 from detector.svm import KEY_STRIDE, HardNegativeTrainer, TrainImage
@@ -36,9 +36,8 @@ def three_box_detections(order: str, max_per_class: int = 100):
     """One class; windows A = [0,0,10,10] (score 3), B = [6,0,16,10] (2), C = [20,0,30,10] (1).
     IoU(A, B) = 40 / 160 = 0.25: NMS at 0.3 keeps both. The regressor moves B onto A."""
     base = small_detector(with_regressors=False)
-    detector = Detector(base.features, base.head, base.svms, MoveSecondOntoFirst(), ["a"],
-                        config_sections.TestConfig(order=order, max_per_class=max_per_class), base.svm_feature,
-                        base.proposals, base.config)
+    detector = dataclasses.replace(base, regressors=MoveSecondOntoFirst(), class_names=["a"],
+                                   test=config_sections.TestConfig(order=order, max_per_class=max_per_class))
     windows = torch.tensor([[0, 0, 10, 10], [6, 0, 16, 10], [20, 0, 30, 10]], dtype=torch.float32)
     pooled = torch.arange(3, dtype=torch.float32)[:, None]
     scored = ScoredWindows(windows, pooled, torch.tensor([[3.0], [2.0], [1.0]]), 100, 100)
@@ -242,8 +241,8 @@ def test_the_paper_config_trains_and_tests_with_every_official_rule(tmp_path):
     (mirrors for fine-tuning only, difficult objects in, strict negatives, identical-vector dedup,
     random-window norm, lr steps) and testing (side scale rule, corner scaling, 7/16, NMS first)."""
     from detector.data import make_synthetic_voc
-    from detector.model import load_model
-    from detector.testing import run_test
+    from detector.model import load_trained
+    from detector.testing import EvaluationOptions, run_model_test
     from detector.training import train
     data = make_synthetic_voc(tmp_path / "d", num_train=3, num_test=2, seed=3)  # 2 difficult objects
     cfg = load_detector_config(CONFIGS / "voc2007_zf5_5scale.yaml", [
@@ -252,7 +251,8 @@ def test_the_paper_config_trains_and_tests_with_every_official_rule(tmp_path):
         "finetune.iterations=12", "finetune.lr_steps=[4,8]", "finetune.batch_size=32", "svm.initial_negatives=20"])
     result = train(cfg, progress=False)
     assert result.stats["finetune"]["iterations"] == 12
-    detector = load_model(result.model_path)
-    assert detector.test.order == "nms_then_regress" and detector.features.rules.scaling == "corner"
-    outcome = run_test(detector, "test", tmp_path / "test", "voc07", progress=False, pipeline=False)
+    model = load_trained(result.model_path)
+    assert model.detector.test.order == "nms_then_regress" and model.detector.features.rules.scaling == "corner"
+    outcome = run_model_test(model, EvaluationOptions("test", tmp_path / "test", "voc07", progress=False,
+                                                      pipeline=False))
     assert 0.0 <= outcome.result.mAP <= 1.0 and outcome.without_bbox is not None

@@ -7,9 +7,9 @@ import json
 import numpy as np
 
 from detector.inference import detect_files
-from detector.model import load_model
+from detector.model import load_model, load_trained
 from detector.pipeline import propose_files
-from detector.testing import run_test
+from detector.testing import EvaluationOptions, run_model_test
 from proposals.compute import stream_split
 
 
@@ -42,10 +42,11 @@ def test_propose_files_keeps_input_order_and_the_detectors_windows(trained_run):
 
 
 def test_pipelined_test_run_equals_sequential(trained_run, tmp_path):
-    detector = load_model(trained_run.model_path, device="cpu", overrides=["proposals.workers=2"])
-    piped = run_test(detector, "test", tmp_path / "piped", cache_dir=tmp_path / "cache_piped", progress=False)
-    plain = run_test(detector, "test", tmp_path / "plain", cache_dir=tmp_path / "cache_plain", progress=False,
-                     pipeline=False)
+    model = load_trained(trained_run.model_path, device="cpu", overrides=["proposals.workers=2"])
+    piped = run_model_test(model, EvaluationOptions("test", tmp_path / "piped", cache_dir=tmp_path / "cache_piped",
+                                                    progress=False))
+    plain = run_model_test(model, EvaluationOptions("test", tmp_path / "plain", cache_dir=tmp_path / "cache_plain",
+                                                    progress=False, pipeline=False))
     assert piped.detections.keys() == plain.detections.keys()
     for key, dets in plain.detections.items():
         np.testing.assert_array_equal(piped.detections[key].boxes, dets.boxes)
@@ -53,7 +54,8 @@ def test_pipelined_test_run_equals_sequential(trained_run, tmp_path):
     assert piped.result.mAP == plain.result.mAP
     # The stream consolidated its store: a second pipelined run reads it without searching.
     assert list((tmp_path / "cache_piped" / "proposals").rglob("all.npz"))
-    again = run_test(detector, "test", tmp_path / "again", cache_dir=tmp_path / "cache_piped", progress=False)
+    again = run_model_test(model, EvaluationOptions("test", tmp_path / "again", cache_dir=tmp_path / "cache_piped",
+                                                    progress=False))
     assert again.result.mAP == plain.result.mAP
 
 

@@ -78,16 +78,18 @@ def test_conv5_cache_equals_local(trained_run, backend, tmp_path):
 
 
 def test_test_set_detections_equal_local(trained_run, backend, tmp_path):
-    from detector.model import load_model
-    from detector.testing import run_test
+    from detector.model import load_trained
+    from detector.testing import EvaluationOptions, run_model_test
 
     # proposals.workers=2: local searches in worker processes (this process hosts Ray's
     # threads, which disturb OpenCV's rand()-ranked windows; see proposals.compute._search_shipped).
-    detector = load_model(trained_run.model_path, device="cpu", overrides=["proposals.workers=2"]).with_threads(1)
+    model = load_trained(trained_run.model_path, device="cpu", overrides=["proposals.workers=2", "test.threads=1"])
+    detector = model.detector
     cache = tmp_path / "cache"
-    local = run_test(detector, "test", tmp_path / "local", cache_dir=cache, progress=False, pipeline=False)
-    remote = run_test(detector, "test", tmp_path / "ray", cache_dir=tmp_path / "cache_ray", progress=False,
-                      backend=backend)
+    local = run_model_test(model, EvaluationOptions("test", tmp_path / "local", cache_dir=cache, progress=False,
+                                                    pipeline=False))
+    remote = run_model_test(model, EvaluationOptions("test", tmp_path / "ray", cache_dir=tmp_path / "cache_ray",
+                                                     progress=False), backend=backend)
     assert list(remote.detections) == list(local.detections)
     from proposals.store import ProposalStore
     a = ProposalStore.open(cache / "proposals", "data", "test", detector.proposals).entries()

@@ -64,8 +64,8 @@ def test_rcnn_pool5_and_window_cache(tmp_path, monkeypatch):
 def test_rcnn_mode_trains_and_detects(tmp_path):
     """The same stages on warped-crop features: trains, saves, detects, scores well."""
     from detector.data import make_synthetic_voc
-    from detector.model import load_model
-    from detector.testing import run_test
+    from detector.model import load_trained
+    from detector.testing import EvaluationOptions, run_model_test
     from detector.training import train
 
     data = make_synthetic_voc(tmp_path / "data", num_train=16, num_test=8, seed=5)
@@ -74,23 +74,25 @@ def test_rcnn_mode_trains_and_detects(tmp_path):
         "rcnn.crop_size=96", "proposals.max_windows=40", "proposals.workers=1",
         "finetune.hidden=128", "finetune.iterations=200", "finetune.bank_bg_per_image=32"])
     result = train(cfg, progress=False)
-    model = load_model(result.model_path)
-    assert model.config.mode == "rcnn" and isinstance(model.features, rcnn.CropFeatures)
+    model = load_trained(result.model_path)
+    assert model.config.mode == "rcnn" and isinstance(model.detector.features, rcnn.CropFeatures)
     assert 0 < result.windows_per_train_image <= 40  # the max_windows cap
     assert any((tmp_path / "run" / "cache" / "rcnn_pool5").rglob("*.npz"))
     assert not any((tmp_path / "run" / "cache" / "conv5").rglob("*.npz"))  # no conv5 maps in R-CNN mode
-    run = run_test(model, "test", tmp_path / "test", progress=False)
+    run = run_model_test(model, EvaluationOptions("test", tmp_path / "test", progress=False))
     assert run.result.mAP > 0.6, run.result.ap
     # R-CNN's test-set cache: same detections up to float16 rounding, and a
     # second pass (another model on the same backbone) runs no conv at all.
-    cached = run_test(model, "test", tmp_path / "test_cached", progress=False, cache_features=True)
+    cached = run_model_test(model, EvaluationOptions("test", tmp_path / "test_cached", progress=False,
+                                                     cache_features=True))
     assert cached.result.mAP == pytest.approx(run.result.mAP, abs=0.02)
     assert any((tmp_path / "run" / "cache" / "test_features" / "rcnn_pool5").rglob("*.npz"))
     real = rcnn.rcnn_pool5
     calls = []
     rcnn.rcnn_pool5 = lambda *a, **k: calls.append(1) or real(*a, **k)
     try:
-        again = run_test(model, "test", tmp_path / "test_again", progress=False, cache_features=True)
+        again = run_model_test(model, EvaluationOptions("test", tmp_path / "test_again", progress=False,
+                                                        cache_features=True))
     finally:
         rcnn.rcnn_pool5 = real
     assert calls == []

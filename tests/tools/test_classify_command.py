@@ -120,10 +120,9 @@ def test_evaluate_refuses_to_change_what_the_model_was_trained_with(voc_data, tm
 
 
 def test_a_detector_model_file_is_not_taken_for_a_classifier(tmp_path, capsys):
-    from helpers import small_detector
+    from helpers import write_small_model
 
-    from detector.model import save_model
-    save_model(tmp_path / "det.pt", small_detector(with_regressors=False))
+    write_small_model(tmp_path / "det.pt", with_regressors=False)
     assert main(["classify", "predict", "--model", str(tmp_path / "det.pt"), "--input", str(tmp_path),
                  "--output", str(tmp_path / "o")]) == 2
     assert "det.pt: not an SPP-net classifier file (no 'sppnet-classifier' header)" in capsys.readouterr().err

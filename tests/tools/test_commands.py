@@ -61,12 +61,9 @@ def test_console_script_and_tool_wrappers_point_at_the_commands():
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     """An untrained model file: enough for the commands to load it and check overrides."""
-    from helpers import small_detector
+    from helpers import write_small_model
 
-    from detector.model import save_model
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model(path, small_detector(with_regressors=False))
-    return path
+    return write_small_model(tmp_path_factory.mktemp("model") / "model.pt", with_regressors=False)
 
 
 # Options and key=value overrides interleaved as users type them (issue 25: argparse refused

@@ -17,9 +17,9 @@ from detector.deploy.export import export_model
 from detector.deploy.manifest import MANIFEST
 from detector.deploy.runtime import load_export
 from detector.images import read_image
-from detector.model import load_model, save_model
+from detector.model import load_model, load_trained
 
-from helpers import REPO, small_detector, write_noise_image
+from helpers import REPO, write_noise_image, write_small_model
 
 # What a `pip install 'sppnet[runtime]'` venv lacks: the runtime path must import none of it.
 TRAIN_ONLY = ("torch", "torchvision", "sklearn", "scipy", "pycocotools", "matplotlib", "skimage",
@@ -32,7 +32,7 @@ SCORE_TOLERANCE = 1e-4
 def small_export(tmp_path_factory) -> tuple[Path, Path]:
     """(model file, export folder) of an untrained two-class detector: fast, for the error cases."""
     root = tmp_path_factory.mktemp("small")
-    save_model(root / "model.pt", small_detector())
+    write_small_model(root / "model.pt")
     export_model(root / "model.pt", root / "export")
     return root / "model.pt", root / "export"
 
@@ -99,10 +99,9 @@ def test_runtime_follows_the_official_rules_as_torch_does(small_export, photos):
     rules = ["features.scales=[96,160]", "features.scale_rule=side",
              "pool.window_scaling=corner", "pool.window_margin=0.4375", "test.order=nms_then_regress"]
     model, export = small_export
-    torch_detector, runtime = load_model(model, overrides=rules, device="cpu"), load_export(export, rules)
-    assert (runtime.config.pool, runtime.config.features) == (torch_detector.config.pool,
-                                                              torch_detector.config.features)
-    assert_same_on_photos(torch_detector, runtime, photos)
+    trained, runtime = load_trained(model, overrides=rules, device="cpu"), load_export(export, rules)
+    assert (runtime.config.pool, runtime.config.features) == (trained.config.pool, trained.config.features)
+    assert_same_on_photos(trained.detector, runtime, photos)
 
 
 def test_int8_export_quantises_the_fc_layers(trained_run, tmp_path):

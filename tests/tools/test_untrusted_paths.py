@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from helpers import small_detector, write_noise_image
+from helpers import write_noise_image, write_small_model
 
 from detector.commands import main
 from detector.data import load_dataset, make_synthetic_voc, voc_to_coco_dict
@@ -68,15 +68,13 @@ def test_coco_file_name_in_a_subfolder_is_fine(voc, capsys):
 def test_detect_names_every_output_inside_its_folder(tmp_path, capsys):
     """detect's ids come from the user's own file names: odd ones are made plain, not refused,
     and the pseudo-label folder they go to is a dataset the VOC loader reads."""
-    from detector.model import save_model
-
     photos = tmp_path / "photos"
     for name in ("...jpg", "a\\b.jpg", "sub1/c.jpg", "sub2/c.jpg", "c_2.jpg"):
         (photos / name).parent.mkdir(parents=True, exist_ok=True)
         write_noise_image(photos / "x.jpg").rename(photos / name)  # PIL takes "...jpg" for no extension
     listing = photos / "list.txt"  # a list: a folder listing would leave out "...jpg" as hidden
     listing.write_text("...jpg\na\\b.jpg\nsub1/c.jpg\nsub2/c.jpg\nc_2.jpg\n")
-    save_model(tmp_path / "m.pt", small_detector(with_regressors=False))
+    write_small_model(tmp_path / "m.pt", with_regressors=False)
     out = tmp_path / "out"
     assert main(["detect", "--model", str(tmp_path / "m.pt"), "--input", str(listing), "--output", str(out),
                  "--save-voc", "--no-progress", "proposals.workers=1"]) == 0

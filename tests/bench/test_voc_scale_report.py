@@ -1,0 +1,25 @@
+"""bench/voc_scale_report.py: docs/voc2007_scaling.png's memory axis is in GiB (bytes / 2**30)."""
+from __future__ import annotations
+
+import pytest
+
+from bench.voc_scale_report import draw
+
+
+def run_record(images: int, peak_mib: float, flipped: bool = False) -> dict:
+    """A training record as bench/voc_scale.py writes it (peak_memory_mb: bytes / 2**20)."""
+    return {"train_images": images, "flipped": flipped, "train_wall_s": 600.0,
+            "timings_s": {"proposals": 60.0, "svm": 120.0},
+            "peak_memory_mb": {"proposals": 512.0, "svm": peak_mib}}
+
+
+def test_memory_panel_plots_gib_and_says_so():
+    fig = draw([run_record(500, 3 * 1024), run_record(1000, 6 * 1024), run_record(500, 4 * 1024, flipped=True)])
+    time_axis, memory_axis = fig.axes
+    assert memory_axis.get_ylabel() == "peak memory, GiB"
+    whole_run = [line for line in memory_axis.get_lines() if line.get_label() == "whole run"][0]
+    assert list(whole_run.get_xdata()) == [500, 1000]
+    assert list(whole_run.get_ydata()) == pytest.approx([3.0, 6.0])  # 3072 MiB = 3 GiB
+    mirrored = [line for line in memory_axis.get_lines() if line.get_label() == "whole run (mirrors)"][0]
+    assert list(mirrored.get_xdata()) == [1000] and list(mirrored.get_ydata()) == pytest.approx([4.0])
+    assert time_axis.get_ylabel() == "minutes (2 cores)"
