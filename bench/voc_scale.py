@@ -22,7 +22,8 @@ disk: the size of each cache folder after the run.
 
 ``--background clutter`` runs the same on the VOC-density set (issue 29:
 the generator's cluttered background, where selective search finds ~2000
-windows per image as on VOC photos, against ~450 on the plain one): its own
+windows per image, the count R-CNN and SPP-net report on VOC photos, against
+~450 on the plain one): its own
 data, caches and workdirs under runs/voc_like_dense/ and its records under
 bench/results/voc_scale/clutter/, so the plain runs and their report stay as
 they are. Every record says its background and the windows per image that

@@ -3,8 +3,8 @@
 Selective search's window count follows the number of segments its first
 (Felzenszwalb-Huttenlocher) segmentation cuts an image into. The smooth grey
 background of :mod:`detector.data.synthetic` gives few segments (~300-450
-windows per 500 x 375 image with the shipped proposal settings); VOC
-photographs give ~2000. This background is built from the things that cut a
+windows per 500 x 375 image with the shipped proposal settings); R-CNN and
+SPP-net report ~2000 for VOC photographs. This background is built from the things that cut a
 photo into many segments, all procedural:
 
 - a two-colour linear gradient (sky, walls, floors),
@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 # Patches per 500 x 375 image (scaled by area): the knob that sets the window
-# count. Tuned on the first 30 images of seed 0 with the shipped proposal
-# settings: 160 gave a median of ~1770 windows per image, 250 ~1975 and 290
-# ~2140 (8 images each); 270 gives 2000 (docs/benchmarks.md, "VOC-density
-# generated set (issue 29)").
+# count. Tuned with the shipped proposal settings on the first images of seed
+# 0 (arrays, no JPEG): 160 gave a median of ~1770 windows found (4 images),
+# 250 ~1975 and 290 ~2140 (8 images); 270 gives 2000 on 30 read from their
+# JPEG files (docs/benchmarks.md, "VOC-density generated set (issue 29)").
 CLUTTER_PATCHES = 270
 CLUTTER_PATCH_SIDE = (6.0, 0.5)   # patch side: from 6 px to half the longer image side, log-uniform
 CLUTTER_SATURATION = 90           # max - min channel of a patch colour (objects' colours: >= 150)

@@ -16,9 +16,10 @@ those shapes of VOC 2007 and draws the content with the synthetic shapes of
 
 ``background="clutter"`` draws the objects on a photo-like cluttered
 background (:mod:`detector.data.clutter`) instead of the demo's smooth grey
-one: selective search then finds about as many windows as on VOC photos
-(~2000 per image with the shipped settings, against ~300-450 on the plain
-background; docs/benchmarks.md, "VOC-density generated set").
+one: selective search with the shipped settings then finds ~2000 windows
+per image, the count R-CNN and SPP-net report on VOC photos, against
+~300-450 on the plain background (docs/benchmarks.md, "VOC-density
+generated set (issue 29)").
 
 The files follow the VOC layout (same writer as the demo's set). Output is a
 pure function of the arguments: image ``k`` (trainval then test) is drawn
