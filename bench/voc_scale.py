@@ -20,7 +20,17 @@ its children (proposal workers), sampled every 0.5 s by a background thread
 and kept per stage (``detector.timing``'s stage listener names the stage);
 disk: the size of each cache folder after the run.
 
+``--background clutter`` runs the same on the VOC-density set (issue 29:
+the generator's cluttered background, where selective search finds ~2000
+windows per image, the count R-CNN and SPP-net report on VOC photos, against
+~450 on the plain one): its own
+data, caches and workdirs under runs/voc_like_dense/ and its records under
+bench/results/voc_scale/clutter/, so the plain runs and their report stay as
+they are. Every record says its background and the windows per image that
+run's proposal store holds.
+
 Run:   python -m bench.voc_scale all --sizes 500 1000 2000 --test 200 [--iterations N] [key=value ...]
+       python -m bench.voc_scale all --background clutter --sizes 2500 5011 --test 200 [key=value ...]
 Table: python -m bench.voc_scale report   (writes docs/voc2007_scaling.md and its figure)
 """
 from __future__ import annotations
@@ -32,12 +42,12 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 RUNS = REPO / "runs" / "voc_like"
-DATA = RUNS / "data"
 RESULTS = REPO / "bench" / "results" / "voc_scale"
 DOC = REPO / "docs" / "voc2007_scaling.md"
 FIGURE = REPO / "docs" / "voc2007_scaling.png"
@@ -47,35 +57,55 @@ VOC_TRAINVAL, VOC_TEST = 5011, 4952
 POOL_SIZE = 2000  # trainval images generated; sizes take the first N
 
 
-def overrides(n: int, iterations: int, extra: list[str]) -> list[str]:
+@dataclass(frozen=True)
+class Setup:
+    """Where one background's runs live: its generated data, caches, workdirs and records."""
+
+    background: str  # detector.data.voc_like.BACKGROUNDS
+    runs: Path
+    results: Path
+
+    @property
+    def data(self) -> Path:
+        return self.runs / "data"
+
+
+def setup_for(background: str) -> Setup:
+    if background == "plain":  # the folders of the runs measured before the clutter option
+        return Setup(background, RUNS, RESULTS)
+    return Setup(background, REPO / "runs" / "voc_like_dense", RESULTS / background)
+
+
+def overrides(setup: Setup, n: int, iterations: int, extra: list[str]) -> list[str]:
     from detector.data.voc_like import VOC_LIKE_CLASSES
 
-    return [f"data.root={DATA}", f"data.train_split={SPLIT}", "data.test_split=test",
+    return [f"data.root={setup.data}", f"data.train_split={SPLIT}", "data.test_split=test",
             f"data.class_names=[{','.join(VOC_LIKE_CLASSES)}]",
             f"backbone.weights={SHARED / 'weights' / 'mobilenet_v2_imagenet.pth'}",
             "backbone.preprocess=inception", f"finetune.iterations={iterations}",
-            f"workdir={RUNS / f'train{n}'}", f"cache_dir={RUNS / 'cache'}", *extra]
+            f"workdir={setup.runs / f'train{n}'}", f"cache_dir={setup.runs / 'cache'}", *extra]
 
 
 SPLIT = "train_scaling"  # every size trains on this split file, rewritten to its first N ids
 
 
-def make_data(sizes: list[int], num_test: int) -> None:
-    """The pool of generated images (trainval: the first POOL_SIZE, test: the next ``num_test``)."""
+def make_data(setup: Setup, sizes: list[int], num_test: int) -> None:
+    """The pool of generated images (trainval: the first max(sizes, POOL_SIZE), test: the next ``num_test``)."""
     from detector.data.voc_like import make_voc_like
 
-    make_voc_like(DATA, max(max(sizes), POOL_SIZE), num_test, seed=0, progress=True)
+    make_voc_like(setup.data, max(max(sizes), POOL_SIZE), num_test, seed=0, progress=True,
+                  background=setup.background)
 
 
-def use_first(n: int) -> None:
+def use_first(setup: Setup, n: int) -> None:
     """Point the scaling split at the first ``n`` trainval images. One split name for every
     size keeps one proposal store, so a size computes the proposals of its new images only."""
     from detector.fileio import write_text_atomic
 
-    ids = (DATA / "ImageSets/Main/trainval.txt").read_text().split()
+    ids = (setup.data / "ImageSets/Main/trainval.txt").read_text().split()
     if len(ids) < n:
-        raise SystemExit(f"{DATA} has {len(ids)} trainval images, fewer than {n}")
-    write_text_atomic(DATA / f"ImageSets/Main/{SPLIT}.txt", "".join(i + "\n" for i in ids[:n]))
+        raise SystemExit(f"{setup.data} has {len(ids)} trainval images, fewer than {n}")
+    write_text_atomic(setup.data / f"ImageSets/Main/{SPLIT}.txt", "".join(i + "\n" for i in ids[:n]))
 
 
 def process_tree_bytes(pid: int) -> int:
@@ -174,8 +204,15 @@ def count_entries(cache: Path) -> dict[str, int]:
             "conv5": sum(1 for _ in (cache / "conv5").rglob("*.npz"))}
 
 
-def run_size(n: int, iterations: int, extra: list[str], test: bool, tag: str = "") -> dict:
-    """Train (and test) on the first ``n`` trainval images in this process; write the record."""
+def run_size(setup: Setup, n: int, iterations: int, extra: list[str], test: bool, tag: str = "") -> dict:
+    """Train (and test) on the first ``n`` trainval images in this process; write the record.
+
+    Besides the per-stage figures, the record holds the run's headline:
+    ``trainval_images``, ``records`` (with mirrors when data.flip),
+    ``windows_per_image`` (the mean over the trainval images' entries in this
+    run's proposal store), ``peak_memory_gib`` (the largest sample of any
+    stage, test included) and ``timings_s`` (seconds per stage).
+    """
     from detector.config import load_detector_config
     from detector.evaluation.report import collect_versions
     from detector.fileio import write_json_atomic
@@ -184,8 +221,8 @@ def run_size(n: int, iterations: int, extra: list[str], test: bool, tag: str = "
     from detector.timing import stage_listener
     from detector.training import train
 
-    use_first(n)
-    cfg = load_detector_config(CONFIG, overrides(n, iterations, extra))
+    use_first(setup, n)
+    cfg = load_detector_config(CONFIG, overrides(setup, n, iterations, extra))
     cache = cfg.cache_root()
     before = count_entries(cache)
     start = time.perf_counter()
@@ -202,8 +239,12 @@ def run_size(n: int, iterations: int, extra: list[str], test: bool, tag: str = "
             test_seconds = time.perf_counter() - t
     after = count_entries(cache)
     record = {
+        "background": setup.background, "trainval_images": trained.train_images,
+        "records": trained.train_images * (2 if cfg.data.flip else 1),
+        "windows_per_image": trained.windows_per_train_image,
+        "peak_memory_gib": max(memory.peaks.values()) / 2**30,
         "train_images": trained.train_images, "flipped": cfg.data.flip, "finetune_iterations": iterations,
-        "overrides": overrides(n, iterations, extra),
+        "overrides": overrides(setup, n, iterations, extra),
         "timings_s": trained.timings, "train_wall_s": train_seconds,
         "computed_entries": {k: after[k] - before[k] for k in after},
         "peak_memory_mb": {k: v / 2**20 for k, v in memory.peaks.items()},
@@ -221,11 +262,13 @@ def run_size(n: int, iterations: int, extra: list[str], test: bool, tag: str = "
                       mAP_without_bbox=outcome.without_bbox.mAP if outcome.without_bbox else None,
                       test_seconds_per_image=outcome.seconds_per_image, test_wall_s=test_seconds)
     record["tag"] = tag
-    write_json_atomic(RESULTS / f"train{n}{tag}.json", record)
+    write_json_atomic(setup.results / f"train{n}{tag}.json", record)
     return record
 
 
 def main(argv=None) -> int:
+    from detector.data.voc_like import BACKGROUNDS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("all", "run"):
@@ -234,6 +277,8 @@ def main(argv=None) -> int:
                        help="fine-tuning iterations (time per iteration does not depend on N)")
         p.add_argument("--no-test", action="store_true")
         p.add_argument("--tag", default="", help="suffix of the result files (e.g. _flip)")
+        p.add_argument("--background", default="plain", choices=BACKGROUNDS,
+                       help="the generated set's background (clutter: VOC's window density)")
         p.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     sub.choices["all"].add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000])
     sub.choices["all"].add_argument("--test", type=int, default=200, help="test images")
@@ -248,15 +293,17 @@ def main(argv=None) -> int:
 
         write_report(RESULTS, DOC, FIGURE)
         return 0
+    setup = setup_for(args.background)
     if args.command == "run":
-        print(json.dumps(run_size(args.train, args.iterations, args.overrides, not args.no_test, args.tag),
-                         indent=1))
+        print(json.dumps(run_size(setup, args.train, args.iterations, args.overrides, not args.no_test,
+                                  args.tag), indent=1))
         return 0
-    make_data(args.sizes, args.test)
+    make_data(setup, args.sizes, args.test)
     for n in sorted(args.sizes):
         test = not args.no_test and (args.test_all or n == max(args.sizes))
         cmd = [sys.executable, "-m", "bench.voc_scale", "run", "--train", str(n), "--tag", args.tag,
-               "--iterations", str(args.iterations), *([] if test else ["--no-test"]), *args.overrides]
+               "--background", args.background, "--iterations", str(args.iterations),
+               *([] if test else ["--no-test"]), *args.overrides]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, cwd=REPO, check=True)
     return 0
