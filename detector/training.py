@@ -14,8 +14,10 @@ then one model file. Stages 3, 5 and 6 save their result under
 pixels and annotation) and every parameter the stage reads, so a killed or
 repeated run picks up where it stopped, a changed parameter or annotation
 re-runs only what it affects, and the log says which stages were reused and
-why the others were recomputed. The pooled training windows (fine-tuning
-bank, regression windows) are pooled only for a stage that must be computed.
+why the others were recomputed. Fine-tuning (``finetune.sampler=stream``,
+the default) and box regression pool their windows from the conv5 cache as
+they go, a mini-batch or an image at a time; the bank sampler's pooled
+windows are pooled only when its stage must be computed.
 """
 from __future__ import annotations
 
@@ -27,7 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .bbox_regression import BoxRegressors, train_box_regressors
+import numpy as np
+
+from .bbox_regression import BoxRegressors
+from .bbox_stream import train_box_regressors_streamed
 from .build import build_detector, build_head, seed_everything
 from .config import Config
 from .configio import to_dict
@@ -37,10 +42,12 @@ from .fileio import write_json_atomic
 from .finetune import finetune_head
 from .heads import FCHead
 from .model import save_model
-from .stages import BBOX_WINDOWS, FINETUNE_WINDOWS, Checkpoint, TrainingStage, run_stages
+from .stages import FINETUNE_WINDOWS, Checkpoint, TrainingStage, run_stages
+from .stream_finetune import finetune_streamed
 from .svm import LinearSVMs, train_svms
-from .training_windows import (TrainingContext, TrainingWindows, classes_without_training_objects,
-                               collect_training_windows, conv_samples, svm_training_images)
+from .training_windows import (TrainingContext, TrainingWindows, bank_use, classes_without_training_objects,
+                               collect_training_windows, conv_samples, regression_windows, streamed_windows,
+                               svm_training_images)
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +93,7 @@ class TrainingRun:
         return self.ctx.checkpoint(name, sections)
 
     def pool_windows(self, parts: set[str]) -> None:
-        self.windows = collect_training_windows(self.ctx, bbox=BBOX_WINDOWS in parts)
+        self.windows = collect_training_windows(self.ctx)  # the one part: the fine-tuning bank
 
     def release_windows(self, parts: set[str]) -> None:
         for part in parts:
@@ -106,15 +113,31 @@ def cache_conv5(run: TrainingRun) -> None:
 def finetune_fc(run: TrainingRun) -> dict:
     """fc fine-tuning on the bank of pooled windows (re-drawn every ``finetune.resample_every``)."""
     ctx, bank = run.ctx, run.windows
+    banks = [(bank.fg_keys, bank.bg_keys)]
 
     def redraw(draw: int):
-        new = collect_training_windows(ctx, draw, bbox=False)
+        new = collect_training_windows(ctx, draw)
+        banks.append((new.fg_keys, new.bg_keys))
         return new.fg, new.fg_labels, new.bg
 
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    run.stats["finetune"] = finetune_head(run.head, bank.fg, bank.fg_labels, bank.bg, ctx.cfg.finetune,
-                                          ctx.cfg.seed, ctx.workdir / "finetune_loss.jsonl", ctx.progress,
-                                          device=ctx.cfg.torch_device(), resample=redraw)
+    stats = finetune_head(run.head, bank.fg, bank.fg_labels, bank.bg, ctx.cfg.finetune, ctx.cfg.seed,
+                          ctx.workdir / "finetune_loss.jsonl", ctx.progress, device=ctx.cfg.torch_device(),
+                          resample=redraw)
+    taken = [np.concatenate([fg_keys[fg], bg_keys[bg]])
+             for (fg_keys, bg_keys), (fg, bg) in zip(banks, stats.pop("used_rows"))]
+    run.stats["finetune"] = dict(stats, sampler="bank", **bank_use(np.concatenate(taken), bank.eligible).as_dict())
+    return {"head": run.head.state_dict(), "stats": run.stats["finetune"]}
+
+
+def finetune_fc_streamed(run: TrainingRun) -> dict:
+    """fc fine-tuning on image-centric mini-batches pooled from the conv5 cache as it goes."""
+    ctx = run.ctx
+    sampler, pool = streamed_windows(ctx)
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    stats = finetune_streamed(run.head, sampler, pool, ctx.cfg.finetune, ctx.cfg.seed,
+                              ctx.workdir / "finetune_loss.jsonl", ctx.progress, device=ctx.cfg.torch_device())
+    run.stats["finetune"] = dict(stats, sampler="stream")
     return {"head": run.head.state_dict(), "stats": run.stats["finetune"]}
 
 
@@ -122,8 +145,13 @@ def finetune_conv(run: TrainingRun) -> dict:
     """fc and the last conv blocks fine-tuned together through the pyramid."""
     ctx = run.ctx
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    run.stats["finetune"] = finetune_with_conv(run.head, ctx.features, conv_samples(ctx), ctx.cfg.finetune,
-                                               ctx.cfg.seed, ctx.workdir / "finetune_loss.jsonl", ctx.progress)
+    samples = conv_samples(ctx)
+    stats = finetune_with_conv(run.head, ctx.features, samples, ctx.cfg.finetune, ctx.cfg.seed,
+                               ctx.workdir / "finetune_loss.jsonl", ctx.progress)
+    # Windows are drawn inside the conv pass, not counted: what was eligible, not what was used.
+    run.stats["finetune"] = dict(stats, sampler=ctx.cfg.finetune.sampler,
+                                 eligible_windows=sum(len(s.labels.fg_index) + len(s.labels.bg_index)
+                                                      for s in samples))
     run.trunk = ctx.backbone.state_dict()
     return {"head": run.head.state_dict(), "trunk": run.trunk, "stats": run.stats["finetune"]}
 
@@ -153,15 +181,18 @@ def restore_svms(run: TrainingRun, state: dict) -> None:
 
 
 def train_bbox_stage(run: TrainingRun) -> dict:
-    ctx, w = run.ctx, run.windows
-    run.regressors = train_box_regressors(w.bbox_features, w.bbox_boxes, w.bbox_gt, w.bbox_labels, w.bbox_iou,
-                                          len(ctx.class_names), ctx.cfg.bbox, target_norm=ctx.cfg.svm.target_norm,
-                                          class_names=ctx.class_names)
-    return {"regressors": run.regressors.to_state_dict()}
+    """Box regression on every window over ``bbox.min_iou``, streamed image by image."""
+    ctx = run.ctx
+    run.regressors, use = train_box_regressors_streamed(
+        lambda classes: regression_windows(ctx, classes), len(ctx.class_names), ctx.features.output_dim,
+        ctx.cfg.bbox, target_norm=ctx.cfg.svm.target_norm, class_names=ctx.class_names)
+    run.stats["bbox"] = use.as_dict()
+    return {"regressors": run.regressors.to_state_dict(), "stats": run.stats["bbox"]}
 
 
 def restore_bbox(run: TrainingRun, state: dict) -> None:
     run.regressors = BoxRegressors.from_state_dict(state["regressors"])
+    run.stats["bbox"] = dict(state.get("stats", {}), resumed=True)
 
 
 # Every stage after the conv5 cache reads the proposals' pooled windows, so every
@@ -171,6 +202,8 @@ PROPOSALS = TrainingStage("proposals", propose, makes=("proposals",))
 CONV5_CACHE = TrainingStage("conv5_cache", cache_conv5, makes=("conv5",))
 FINETUNE_FC = TrainingStage("finetune", finetune_fc, sections=("finetune",), reads=("proposals", "conv5"),
                             makes=("head",), restore=restore_finetune, pooled=FINETUNE_WINDOWS)
+# The default sampler: no pooled bank, mini-batches pooled as training goes.
+FINETUNE_STREAM = dataclasses.replace(FINETUNE_FC, run=finetune_fc_streamed, pooled=None)
 FINETUNE_CONV = TrainingStage("finetune", finetune_conv, sections=("finetune",), reads=("proposals",),
                               makes=("head", "trunk"), restore=restore_finetune)
 FINETUNED_TRUNK = TrainingStage("conv5_cache_finetuned", adopt_finetuned_trunk, reads=("trunk",),
@@ -180,7 +213,7 @@ SVMS_ON_POOL5 = TrainingStage("svm", train_svm_stage, sections=("svm",), reads=(
                               makes=("svms",), restore=restore_svms)
 SVMS_ON_FC = dataclasses.replace(SVMS_ON_POOL5, reads=SVMS_ON_POOL5.reads + ("head",))
 BOX_REGRESSION = TrainingStage("bbox", train_bbox_stage, sections=("bbox",), reads=("proposals", "conv5"),
-                               makes=("regressors",), restore=restore_bbox, pooled=BBOX_WINDOWS)
+                               makes=("regressors",), restore=restore_bbox)
 
 
 def training_stages(cfg: Config) -> list[TrainingStage]:
@@ -188,8 +221,12 @@ def training_stages(cfg: Config) -> list[TrainingStage]:
     of its own chosen here (as conv fine-tuning is), not a flag inside another stage."""
     stages = [PROPOSALS, CONV5_CACHE]
     if cfg.finetune.enabled:
-        # Fine-tuning variants; a new sampler (e.g. streaming, image-centric) is one more stage here.
-        stages += [FINETUNE_CONV, FINETUNED_TRUNK] if cfg.finetune.conv_layers > 0 else [FINETUNE_FC]
+        # Fine-tuning variants: conv layers too (either sampler's labels), or fc only on the
+        # streamed image-centric batches or on the pooled bank.
+        if cfg.finetune.conv_layers > 0:
+            stages += [FINETUNE_CONV, FINETUNED_TRUNK]
+        else:
+            stages.append(FINETUNE_STREAM if cfg.finetune.sampler == "stream" else FINETUNE_FC)
     stages.append(SVMS_ON_POOL5 if cfg.svm.feature == "pool5" else SVMS_ON_FC)
     if cfg.bbox.enabled:
         stages.append(BOX_REGRESSION)

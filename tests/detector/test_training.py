@@ -5,7 +5,7 @@ import numpy as np
 from detector.config import load_detector_config
 from detector.data import make_synthetic_voc
 from detector.data.mirror import FLIP_SUFFIX, flipped_record
-from detector.training_windows import TrainingContext, collect_training_windows
+from detector.training_windows import TrainingContext, collect_training_windows, regression_windows
 
 
 def prepared_context(cfg) -> TrainingContext:
@@ -52,12 +52,14 @@ def test_training_windows_at_random_scales_keep_regression_at_the_selected_scale
     data = make_synthetic_voc(tmp_path / "d", num_train=2, num_test=0, seed=4)
     base = [f"data.root={data}", f"workdir={tmp_path / 'run'}", "backbone.name=tiny", "data.flip=false",
             "features.scales=[96,160]", "proposals.max_windows=40", "proposals.workers=1"]
-    random = collect_training_windows(prepared_context(load_detector_config(None, base)))
-    fixed = collect_training_windows(prepared_context(
-        load_detector_config(None, base + ["finetune.random_scale=false"])))
+    random_ctx = prepared_context(load_detector_config(None, base + ["finetune.sampler=bank"]))
+    fixed_ctx = prepared_context(load_detector_config(None, base + ["finetune.sampler=bank",
+                                                                    "finetune.random_scale=false"]))
+    random, fixed = collect_training_windows(random_ctx), collect_training_windows(fixed_ctx)
     assert random.fg.shape == fixed.fg.shape and len(random.fg) > 0
     assert not np.array_equal(random.bg.numpy(), fixed.bg.numpy())  # fine-tuning windows moved scale
-    np.testing.assert_array_equal(random.bbox_features, fixed.bbox_features)  # regression did not
+    for a, b in zip(regression_windows(random_ctx), regression_windows(fixed_ctx), strict=True):
+        np.testing.assert_array_equal(a.features, b.features)  # regression did not
 
 
 def test_conv_fine_tuning_changes_the_trunk_and_the_features_after_it(tmp_path):
@@ -83,19 +85,17 @@ def test_conv_fine_tuning_changes_the_trunk_and_the_features_after_it(tmp_path):
     assert load_model(again.model_path).backbone.digest() == model.backbone.digest()
 
 
-def test_bank_and_regression_windows_stay_under_their_memory_budgets():
+def test_the_bank_stays_under_its_memory_budget():
     from detector.config import load_detector_config
-    from detector.training_windows import MB, bank_caps, bbox_cap
+    from detector.training_windows import MB, bank_caps
 
-    cfg = load_detector_config(None, ["finetune.bank_max_mb=100", "bbox.max_mb=50"])
+    cfg = load_detector_config(None, ["finetune.bank_max_mb=100"])
     dim = 4800
     # Few images: the per-image caps as configured.
     assert bank_caps(cfg, 10, dim) == (cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image)
-    assert bbox_cap(cfg, 10, dim) == cfg.bbox.max_per_image
     for images in (100, 1000, 10022):  # VOC 2007 trainval with mirrors: 10022
         fg, bg = bank_caps(cfg, images, dim)
         assert images * (fg + bg) * dim * 2 <= 100 * MB or (fg, bg) == (1, 1)
         if bg >= 30:  # shrunk in proportion (integer rounding aside)
             assert fg / bg == __import__("pytest").approx(64 / 192, rel=0.1)
-        assert images * bbox_cap(cfg, images, dim) * dim * 4 <= 50 * MB or bbox_cap(cfg, images, dim) == 1
     assert bank_caps(cfg, 1000, dim)[1] < bank_caps(cfg, 100, dim)[1]
