@@ -50,4 +50,4 @@ def finetune_streamed(head: FCHead, sampler: ImageCentricSampler, pool: PoolFunc
         first = next(batches)
         head.input_scale.fill_(1.0 / feature_std(first[0]))
         stats = train_head(head, itertools.chain([first], batches), cfg, seed, log_path, progress, device)
-    return dict(stats, images_per_batch=len(sampler.fg_shares), **sampler.use().as_dict())
+    return dict(stats, images_per_batch=sampler.images_per_batch, **sampler.use().as_dict())

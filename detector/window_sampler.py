@@ -1,13 +1,15 @@
 """Image-centric mini-batches (Fast R-CNN): images first, then windows from those images.
 
 Each mini-batch draws ``images_per_batch`` images uniformly, without
-replacement, from the images that have both positive and background windows,
-then from each image its share of the batch: ``fg_fraction`` positives, the
-rest background, uniformly over all of that image's labelled windows
-(without replacement where the image has enough, with replacement where it
-has fewer than its share, so every batch holds the same number of
-positives). Nothing is capped away beforehand: every labelled window of
-every usable image may be drawn at every step.
+replacement, from the images with a labelled window, then from each image
+its share of the batch: ``fg_fraction`` positives split among the drawn
+images that have positives, the rest background split among those that have
+background, uniformly over all of that image's windows of the kind (without
+replacement where the image has enough, with replacement where it has fewer
+than its share, so every batch holds the same number of positives). A draw
+with no positive or no background window at all is drawn again. Nothing is
+capped away beforehand: every labelled window of every image may be drawn at
+every step.
 
 The sampler holds each image's labels (a few integers per window); the
 pooled features of a draw are the caller's, ``batch_size`` rows of them.
@@ -66,28 +68,39 @@ class ImageCentricSampler:
         labels: each image's labelled windows (indices into that image's windows).
         rng: the only source of randomness: the same seed draws the same batches.
     Raises:
-        ValueError: no image has both positive and background windows.
+        ValueError: no draw of ``images_per_batch`` images holds both positive and background windows.
     """
 
     def __init__(self, labels: Sequence[WindowLabels], batch_size: int, fg_fraction: float,
                  images_per_batch: int, rng: np.random.Generator):
         self.labels = list(labels)
         self.rng = rng
-        self.usable = np.flatnonzero([len(lab.fg_index) > 0 and len(lab.bg_index) > 0 for lab in self.labels])
-        if len(self.usable) == 0:
-            raise ValueError(f"fine-tuning needs images with both positive and background windows; none of "
-                             f"{len(self.labels)} has both (check proposals and IoU thresholds)")
-        images = min(images_per_batch, len(self.usable))
-        n_fg = max(1, round(batch_size * fg_fraction))
-        self.fg_shares, self.bg_shares = shares(n_fg, images), shares(batch_size - n_fg, images)
+        self.has_fg = np.array([len(lab.fg_index) > 0 for lab in self.labels], dtype=bool)
+        self.has_bg = np.array([len(lab.bg_index) > 0 for lab in self.labels], dtype=bool)
+        self.usable = np.flatnonzero(self.has_fg | self.has_bg)
+        self.images_per_batch = min(images_per_batch, len(self.usable))
+        both = (self.has_fg & self.has_bg).any() or (self.images_per_batch > 1 and self.has_fg.any()
+                                                     and self.has_bg.any())
+        if not both:
+            raise ValueError(f"fine-tuning needs positive and background windows in the images of a mini-batch; "
+                             f"{len(self.labels)} images have {int(self.has_fg.sum())} with positives and "
+                             f"{int(self.has_bg.sum())} with background (check proposals and IoU thresholds)")
+        self.n_fg = max(1, round(batch_size * fg_fraction))
+        self.n_bg = batch_size - self.n_fg
         self.sizes = [len(lab.fg_index) + len(lab.bg_index) for lab in self.labels]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         self.used = np.zeros(self.offsets[-1], dtype=bool)  # one flag per labelled window
 
     def draw(self) -> WindowDraw:
-        images = self.rng.choice(self.usable, len(self.fg_shares), replace=False)
+        while True:
+            images = self.rng.choice(self.usable, self.images_per_batch, replace=False)
+            with_fg, with_bg = self.has_fg[images], self.has_bg[images]
+            if with_fg.any() and with_bg.any():
+                break
+        fg_shares, bg_shares = np.zeros(len(images), np.int64), np.zeros(len(images), np.int64)
+        fg_shares[with_fg], bg_shares[with_bg] = shares(self.n_fg, with_fg.sum()), shares(self.n_bg, with_bg.sum())
         windows, labels = [], []
-        for i, n_fg, n_bg in zip(images, self.fg_shares, self.bg_shares):
+        for i, n_fg, n_bg in zip(images, fg_shares, bg_shares):
             lab, offset = self.labels[i], self.offsets[i]
             fg, bg = _pick(self.rng, len(lab.fg_index), n_fg), _pick(self.rng, len(lab.bg_index), n_bg)
             self.used[offset + fg] = True
