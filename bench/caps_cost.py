@@ -7,7 +7,8 @@ For each seed, two runs of ``sppnet train`` + ``sppnet test`` (one at a time):
 "caps", the per-image caps the 2000 MB bank and 1000 MB regression budgets
 left MobileNetV2 at VOC 2007 with mirrors (5 fg + 16 bg fine-tuning
 windows, 5 regression windows per record, the bank sampler), and "stream",
-the defaults (image-centric streamed fine-tuning, every regression window).
+the code defaults (image-centric streamed fine-tuning, every regression
+window), set explicitly since the shipped small configs pin the bank.
 Overrides after ``--`` apply to both. Each run writes a record to
 bench/results/caps_cost/<config stem>_<variant>_seed<N>.json: the commands,
 mAP with and without box regression, seconds per training stage, the windows
@@ -29,7 +30,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "caps_cost"
 VARIANTS = {
     "caps": ["finetune.sampler=bank", "finetune.bank_fg_per_image=5", "finetune.bank_bg_per_image=16",
              "bbox.max_per_image=5"],
-    "stream": [],
+    # The shipped small configs pin the bank and 64 regression windows per image (the
+    # behaviour their recorded mAP was measured with): the code defaults, set here.
+    "stream": ["finetune.sampler=stream", "bbox.max_per_image=0"],
 }
 MACHINE = "2 CPU cores, no GPU"
 

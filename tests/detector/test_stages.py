@@ -11,6 +11,8 @@ from detector.stages import Checkpoint, describe_changes, key_sections, run_stag
 from detector.training import training_stages
 from detector.training_windows import shared_parts, stage_parts
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
 # Checkpoint digests on the stub inputs of `checkpoint_names`. The bank sampler's
 # digests (with bbox.max_per_image=64, the shipped small configs' settings) are those the
 # hand-wired train() of commit 2851bfc (before the stages were declared) gave: its boolean
@@ -56,6 +58,17 @@ OLD_DIGESTS = {
     "svm_cap": (["svm.max_negatives_per_class=100"],
                 {"finetune": "d6cb06c6194593f0", "svm": "753fe839c5d036bb", "bbox": "f52297d232985ea3"}),
 }
+# The shipped small-set configs' digests on the same stub inputs, computed with main's code
+# before issue 29 was merged (5ad9685): the merge keeps every one of their stages.
+SHIPPED_DIGESTS = {
+    "bccd_mobilenet": {"finetune": "20d26c7ea8715309", "svm": "e52332a040d6281a", "bbox": "daf92e50f41aecec"},
+    "bccd_mobilenet_conv": {"finetune": "2ad5ebb529ca22c3", "svm": "9e32bee82edb9d6c", "bbox": "a96ab48903beebd3"},
+    "bccd_mobilenet_frozen": {"finetune": "db2acabac4fe0683", "svm": "1120934c1cc16eac", "bbox": "0c668f1e93934185"},
+    "demo": {"finetune": "7d0d8166a7ed4747", "svm": "fb868d1af0fcb67b", "bbox": "0af133a9247e8203"},
+    "raccoon_mobilenet": {"finetune": "9b0e41d76f1ed556", "svm": "702cf54a870256fc", "bbox": "0593ba9d40ec92a9"},
+    "raccoon_mobilenet_frozen": {"finetune": "8fb23514df23ed29", "svm": "00cf1574819b3793",
+                                 "bbox": "36f15f118c7cac51"},
+}
 
 
 def checkpoint_names(cfg) -> dict[str, str]:
@@ -74,6 +87,20 @@ def test_stage_keys_are_the_hand_wired_trains(name):
     assert checkpoint_names(load_detector_config(None, overrides)) == {
         stage: f"{stage}-{digest}.pt" for stage, digest in digests.items()}
 
+
+@pytest.mark.parametrize("name", list(SHIPPED_DIGESTS))
+def test_the_shipped_small_configs_keep_their_stage_keys(name):
+    cfg = load_detector_config(CONFIGS / f"{name}.yaml", [])
+    assert cfg.finetune.sampler == "bank" and cfg.bbox.max_per_image == 64  # as their mAP was measured
+    assert checkpoint_names(cfg) == {stage: f"{stage}-{digest}.pt" for stage, digest in SHIPPED_DIGESTS[name].items()}
+
+
+def test_the_shipped_configs_are_all_pinned():
+    small = {p.stem for p in CONFIGS.glob("*.yaml") if not p.stem.startswith("voc2007_")}
+    assert small == set(SHIPPED_DIGESTS)
+    for path in CONFIGS.glob("voc2007_*.yaml"):  # the official, unbounded settings
+        cfg = load_detector_config(path, [])
+        assert (cfg.finetune.sampler, cfg.bbox.max_per_image, cfg.svm.max_negatives_per_class) == ("stream", 0, 0)
 
 
 def test_the_fine_tuning_key_holds_its_samplers_fields_only():
