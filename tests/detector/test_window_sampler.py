@@ -150,3 +150,42 @@ def test_a_consumer_that_stops_early_stops_the_producer():
     time.sleep(0.3)
     assert len(produced) == before and before <= 5
     assert not any(t.name == "prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+# -- the official data rules on the streamed sampler (issue 24's rules, issue 29's stream) ------
+
+def drawn_images(ctx, batches: int = 200) -> set[str]:
+    """The records (image ids) ``batches`` draws of the context's streamed sampler took."""
+    from detector.training_windows import streamed_windows
+    sampler, _ = streamed_windows(ctx)
+    return {ctx.records[i].image_id for _ in range(batches) for i in sampler.draw().images}
+
+
+def test_the_stream_draws_mirrors_only_when_fine_tuning_is_in_flip_stages(tmp_path):
+    from helpers import rules_context
+    everywhere = rules_context(tmp_path / "a")
+    assert drawn_images(everywhere) == {r.image_id for r in everywhere.records}  # 3 images, 3 mirrors
+    ctx = rules_context(tmp_path / "b", "data.flip_stages=[svm,bbox]")
+    assert len(ctx.records) == 6  # the mirrors exist (for the SVMs and regression), unlabelled here
+    assert drawn_images(ctx) == {r.image_id for r in ctx.verified.records}
+
+
+def test_the_stream_labels_difficult_objects_by_difficult_stages(tmp_path):
+    from detector.training_windows import streamed_windows
+    from helpers import rules_context
+    default = rules_context(tmp_path, "data.flip=false")
+    official = rules_context(tmp_path, "data.flip=false", "data.difficult_stages=[finetune]")
+    first = default.records[0]
+    assert first.difficult.sum() == 2 and len(first.boxes) == 4
+    positives = {}
+    for name, ctx, keep in (("default", default, ~first.difficult), ("official", official, slice(None))):
+        sampler, pool = streamed_windows(ctx)
+        labels, gt = sampler.labels[0], first.boxes[keep]
+        n = len(gt)
+        # The windows start with the ground truth the rule learns from, each its own class's positive...
+        np.testing.assert_array_equal(labels.fg_index[:n], np.arange(n))
+        np.testing.assert_array_equal(labels.fg_labels[:n], first.labels[keep] + 1)
+        # ...and a draw's indices pool those windows.
+        np.testing.assert_array_equal(pool(0, np.arange(n)).numpy(), ctx.pool5(first, gt).numpy())
+        positives[name] = len(labels.fg_index)
+    assert positives["official"] > positives["default"]  # windows on the difficult objects join
