@@ -138,6 +138,36 @@ def fit_ridge(x: np.ndarray, t: np.ndarray, lam: float) -> tuple[np.ndarray, np.
     return w, t_mean - x_mean @ w
 
 
+def check_ridge_lambda(cfg: BBoxConfig) -> None:
+    if not cfg.ridge_lambda > 0:
+        raise ValueError(f"bbox.ridge_lambda must be positive, got {cfg.ridge_lambda}")
+
+
+def regression_targets(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+    """float64 [N, 4] (dx, dy, dw, dh) from windows [N, 4] to their gt boxes [N, 4]."""
+    sizes = np.concatenate([boxes[:, 2:] - boxes[:, :2], gt_boxes[:, 2:] - gt_boxes[:, :2]], axis=1)
+    if (sizes <= 0).any():
+        raise BoxRegressionDataError("box regression training data: a selected window or its "
+                                     "gt box has zero or negative width/height")
+    return encode_boxes(as_box_tensor(boxes), as_box_tensor(gt_boxes)).numpy().astype(np.float64)
+
+
+def target_moments(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A class's target mean and spread [4] each (a spread under MIN_TARGET_STD is left at 1)."""
+    s = targets.std(axis=0)
+    return targets.mean(axis=0), np.where(s > MIN_TARGET_STD, s, 1.0)
+
+
+def log_training_windows(counts: np.ndarray, cfg: BBoxConfig, class_names: Sequence[str] | None) -> None:
+    """The log's account of the windows each class trained on (a warning for a class with none)."""
+    for k in np.flatnonzero(counts == 0):
+        log.warning("box regression: %s has no window with IoU >= %.2f; "
+                    "its boxes stay unchanged", class_label(int(k), class_names), cfg.min_iou)
+    per_class = (dict(zip(class_names, counts.tolist())) if class_names is not None
+                 else counts.tolist())
+    log.info("box regressors trained on %d windows (per class %s)", int(counts.sum()), per_class)
+
+
 def _check_inputs(features, boxes, gt_boxes, labels, overlaps, num_classes, class_names) -> None:
     n = len(features)
     problems = []
@@ -178,20 +208,13 @@ def train_box_regressors(features: np.ndarray, boxes: np.ndarray, gt_boxes: np.n
     boxes, gt_boxes = np.asarray(boxes, np.float32), np.asarray(gt_boxes, np.float32)
     labels, overlaps = np.asarray(labels).astype(np.int64), np.asarray(overlaps, np.float32)
     _check_inputs(features, boxes, gt_boxes, labels, overlaps, num_classes, class_names)
-    if not cfg.ridge_lambda > 0:
-        raise ValueError(f"bbox.ridge_lambda must be positive, got {cfg.ridge_lambda}")
+    check_ridge_lambda(cfg)
     n, d = features.shape
     if feature_scale is None:
         mean_norm = float(np.linalg.norm(features, axis=1).mean(dtype=np.float64)) if n else 0.0
         feature_scale = target_norm / mean_norm if mean_norm > 0 else 1.0
     selected = overlaps >= cfg.min_iou
-    sizes = np.concatenate([boxes[selected, 2:] - boxes[selected, :2],
-                            gt_boxes[selected, 2:] - gt_boxes[selected, :2]], axis=1)
-    if (sizes <= 0).any():
-        raise BoxRegressionDataError("box regression training data: a selected window or its "
-                                     "gt box has zero or negative width/height")
-    targets = encode_boxes(as_box_tensor(boxes[selected]),
-                           as_box_tensor(gt_boxes[selected])).numpy().astype(np.float64)
+    targets = regression_targets(boxes[selected], gt_boxes[selected])
     sel_features, sel_labels = features[selected], labels[selected]
 
     weights = np.zeros((num_classes, d, 4), np.float32)
@@ -201,18 +224,13 @@ def train_box_regressors(features: np.ndarray, boxes: np.ndarray, gt_boxes: np.n
     counts = np.bincount(sel_labels, minlength=num_classes).astype(np.int64)
     for k in range(num_classes):
         if counts[k] == 0:
-            log.warning("box regression: %s has no window with IoU >= %.2f; "
-                        "its boxes stay unchanged", class_label(k, class_names), cfg.min_iou)
             continue
         rows = sel_labels == k
         t = targets[rows]
-        mean[k], s = t.mean(axis=0), t.std(axis=0)
-        std[k] = np.where(s > MIN_TARGET_STD, s, 1.0)
+        mean[k], std[k] = target_moments(t)
         w, b = fit_ridge(sel_features[rows] * np.float32(feature_scale),
                          (t - mean[k]) / std[k], cfg.ridge_lambda)
         weights[k], bias[k] = w, b
-    per_class = (dict(zip(class_names, counts.tolist())) if class_names is not None
-                 else counts.tolist())
-    log.info("box regressors trained on %d windows (per class %s)", int(counts.sum()), per_class)
+    log_training_windows(counts, cfg, class_names)
     return BoxRegressors(weights=weights, bias=bias, target_mean=mean, target_std=std,
                          feature_scale=float(feature_scale), num_samples=counts)

@@ -26,6 +26,7 @@ SCALE_RULES = ("area", "side")
 WINDOW_SCALINGS = ("plain", "corner")
 NEG_DEDUPS = ("nms", "identical")
 BBOX_NORM_WINDOWS = ("regression", "random")
+FINETUNE_SAMPLERS = ("stream", "bank")
 # Test-time forms of the fc layers (detector/heads.py, compress_head).
 FC_COMPRESSIONS = ("none", "svd", "int8", "svd_int8")
 
@@ -176,17 +177,31 @@ class FinetuneConfig:
     # 25% positives per mini-batch of 128 windows (R-CNN / SPP-net).
     fg_fraction: float = 0.25
     batch_size: int = 128
-    # Windows kept per training image for the in-memory pool5 bank (sampled
-    # uniformly): bounds memory at (fg + bg) x images x 50C x 2 bytes.
+    # How mini-batches find their windows. "stream": each draws
+    # images_per_batch images, then windows from those images (fg_fraction
+    # positives), pooled from the conv5 cache as training goes, a few batches
+    # ahead (prefetch) in a background thread: every window of every image
+    # (and mirror) is eligible at every step, and memory is batch x prefetch
+    # pooled rows whatever the number of images (Fast R-CNN's image-centric
+    # sampling). "bank": windows sampled once per image into an in-memory
+    # pool5 bank (the bank_* settings below), as before issue 29. With
+    # conv_layers, "stream" labels every window and "bank" caps them per image.
+    sampler: str = "stream"
+    # Fast R-CNN's 2 images per mini-batch of 128: 2 conv5 cache reads a step
+    # (one more image is one more read), and Fast R-CNN found windows of 2
+    # images train as well as windows of 128.
+    images_per_batch: int = 2
+    prefetch: int = 4
+    # sampler=bank only. Windows kept per training image for the in-memory
+    # pool5 bank (sampled uniformly): bounds memory at (fg + bg) x images x
+    # pool5 x 2 bytes; with conv_layers, the per-image caps of the labels.
     bank_fg_per_image: int = 64
     bank_bg_per_image: int = 192
-    # Memory budget of the bank in MB (float16 pool5): with many images the
-    # per-image caps shrink in proportion so the bank stays under it. It binds
-    # past 2000 MB / (256 windows x pool5 bytes) training images (mirrors
-    # count): ~850 at MobileNetV2's 4800-d pool5, ~320 at ZF-5's 12800-d, ~160
-    # at SqueezeNet's 25600-d. VOC 2007 with mirrors at 4800-d: ~21 windows
-    # (5 fg + 16 bg) per image. Raise it if memory allows; re-drawing
-    # (resample_every) shows the fc layers other windows.
+    # sampler=bank only. Memory budget of the bank in MB (float16 pool5): with
+    # many images the per-image caps shrink in proportion so the bank stays
+    # under it. It binds past 2000 MB / (256 windows x pool5 bytes) training
+    # images (mirrors count): ~850 at MobileNetV2's 4800-d pool5; VOC 2007 with
+    # mirrors at 4800-d: 5 fg + 16 bg per image.
     bank_max_mb: float = 2000.0
     # SPP-net fine-tunes with lr 1e-4 then 1e-5 for 250k+50k iterations on
     # VOC; on small sets a few epochs with SGD at 1e-3 converge.
@@ -212,9 +227,9 @@ class FinetuneConfig:
     prefix_cache: bool = True
     # With data.val_split: iterations between held-out evaluations (and one at the end).
     val_every: int = 100
-    # Draw a new bank of windows from every training image each this many
-    # iterations (0: draw once). The official code re-draws every 500
-    # (spp_finetune_voc.m); each draw is one more pooling pass over the images.
+    # sampler=bank only. Draw a new bank of windows from every training image
+    # each this many iterations (0: draw once). The official code re-draws
+    # every 500 (spp_finetune_voc.m); each draw is one more pooling pass.
     resample_every: int = 0
     # Drop the learning rate by 10x after this fraction of the iterations.
     lr_step_fraction: float = 0.8
@@ -228,6 +243,10 @@ class FinetuneConfig:
         return list(self.lr_steps) or [int(self.iterations * self.lr_step_fraction)]
 
     def validate(self) -> None:
+        if self.sampler not in FINETUNE_SAMPLERS:
+            raise ValueError(f"finetune.sampler {self.sampler!r} must be one of {', '.join(FINETUNE_SAMPLERS)}")
+        if self.images_per_batch < 1 or self.prefetch < 1:
+            raise ValueError("finetune.images_per_batch and finetune.prefetch must be >= 1")
         if any(s <= 0 for s in self.lr_steps) or list(self.lr_steps) != sorted(self.lr_steps):
             raise ValueError("finetune.lr_steps must be increasing positive iterations")
         if self.bank_max_mb <= 0:
@@ -268,8 +287,14 @@ class SVMConfig:
     mining_rounds: int = 1
     # First batch of negatives per image before mining starts (random sample).
     initial_negatives: int = 200
+    # Cached negatives kept per class after each update (the easiest extra
+    # ones go). 0 = no bound: the official code's caches. The SVM stats record
+    # how many negatives a bound dropped (negatives_dropped_by_cap).
+    max_negatives_per_class: int = 0
 
     def validate(self) -> None:
+        if self.max_negatives_per_class < 0:
+            raise ValueError("svm.max_negatives_per_class must be >= 0 (0 = no bound)")
         if self.feature not in SVM_FEATURES:
             raise ValueError(f"svm.feature {self.feature!r} must be one of {', '.join(SVM_FEATURES)}")
         if self.neg_dedup not in NEG_DEDUPS:
@@ -283,19 +308,25 @@ class BBoxConfig:
     min_iou: float = 0.6
     # Ridge penalty (R-CNN uses lambda = 1000 on unnormalised pool5).
     ridge_lambda: float = 1000.0
-    # At most this many training windows per image (sampled), bounding memory.
-    max_per_image: int = 64
-    # Memory budget of all regression windows in MB (float32 pool5); with
-    # many images the per-image cap shrinks so the total stays under it (binds
-    # past ~850 training images at 4800-d pool5; VOC 2007 with mirrors: 5).
-    max_mb: float = 1000.0
+    # At most this many training windows per image (sampled); 0 = every
+    # window over min_iou, as R-CNN. Memory does not depend on it: the ridge
+    # normal equations are accumulated image by image.
+    max_per_image: int = 0
     # Which windows set the feature scale (target_norm / mean L2 norm):
     # "regression", the regression windows themselves; "random", up to 200
     # random windows from each of up to 200 random training images (the
     # official spp_feature_stats.m:40-63).
     norm_windows: str = "regression"
+    # Memory for the per-class normal equations (float64 D x D each: 184 MB
+    # at MobileNetV2's 4800-d pool5, 1.3 GB at ZF-5's 12800-d): the classes
+    # that do not fit are solved in further passes over the images. Not in
+    # the stage key: the result is the same.
+    normal_equations_max_mb: float = 4000.0
 
     def validate(self) -> None:
+        if self.max_per_image < 0 or self.normal_equations_max_mb <= 0:
+            raise ValueError("bbox.max_per_image must be >= 0 (0 = no cap) and "
+                             "bbox.normal_equations_max_mb > 0")
         if self.norm_windows not in BBOX_NORM_WINDOWS:
             raise ValueError(f"bbox.norm_windows {self.norm_windows!r} must be one of "
                              f"{', '.join(BBOX_NORM_WINDOWS)}")

@@ -10,8 +10,8 @@ results it makes (``makes``). From that alone :func:`run_stages` derives
   regression on a fine-tuned trunk is keyed by ``finetune`` too, on the
   pre-trained trunk it is not;
 - what to reuse: a stage with a checkpoint on disk is restored, not run;
-- when to pool: the pass that pools the training windows (fine-tuning bank,
-  regression windows) runs only before a stage that must be computed and
+- when to pool: the pass that pools the training windows (the fine-tuning
+  bank of finetune.sampler=bank) runs only before a stage that must be computed and
   trains on them, once per trunk, for the parts the stages still to compute
   read, and each part is freed when no later stage wants it;
 - when to re-cache: a stage that makes ``conv5`` (a fine-tuned trunk's maps)
@@ -37,8 +37,9 @@ from .timing import timed_stage
 
 logger = logging.getLogger(__name__)
 
-# The parts of the pooled training windows a stage can train on.
-FINETUNE_WINDOWS, BBOX_WINDOWS = "finetune", "bbox"
+# The parts of the pooled training windows a stage can train on (the streamed stages
+# pool their own windows as they go, and hold none).
+FINETUNE_WINDOWS = "finetune"
 
 
 class StageHost(Protocol):
@@ -61,8 +62,7 @@ class TrainingStage:
     ``run(host)`` computes it and returns the state to checkpoint (None for a
     stage without a checkpoint, whose own cache keys it); ``restore(host,
     state)`` takes its result from a checkpoint instead. ``pooled``: the part
-    of the pooled training windows it trains on (FINETUNE_WINDOWS or
-    BBOX_WINDOWS), if any. ``name`` names its checkpoint, its log lines, its
+    of the pooled training windows it trains on (FINETUNE_WINDOWS), if any. ``name`` names its checkpoint, its log lines, its
     entry in the timings and in the reused stages.
     """
 

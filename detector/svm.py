@@ -21,7 +21,8 @@ The procedure follows R-CNN's ``rcnn_train.m`` (which SPP-net reuses):
   1. *collect*: positives, the exact mean L2 norm of all proposal windows
      (for the feature scale), and seed negatives: up to
      ``initial_negatives`` random candidates per image and class, kept in a
-     uniform reservoir sample of at most ``max_cached_negatives`` per class.
+     uniform reservoir sample of at most ``svm.max_negatives_per_class`` per
+     class (0, the default: no bound, every candidate kept).
      Every class is then trained once on positives + seeds (R-CNN instead
      seeds with all negatives of the first image; a sample from every image
      gives the first model less bias).
@@ -30,9 +31,11 @@ The procedure follows R-CNN's ``rcnn_train.m`` (which SPP-net reuses):
      ``retrain_limit`` negatives were added since its last update, and at the
      end of every round.
 * After every update, cached negatives scoring < ``evict_threshold`` are
-  evicted; if more than ``max_cached_negatives`` remain, the easiest extra
-  ones go too. A cache therefore never holds more than
-  ``max_cached_negatives + retrain_limit + windows of one image`` rows.
+  evicted; with a bound, if more than ``max_negatives_per_class`` remain,
+  the easiest extra ones go too. A bounded cache therefore never holds more
+  than ``max_negatives_per_class + retrain_limit + windows of one image``
+  rows; the stats count what the bound dropped per class
+  (``negatives_dropped_by_cap``). The official code bounds nothing.
 * A class with no positives keeps zero weights and bias -inf (never fires)
   with a logged warning; so does a class that never got a negative.
 
@@ -43,6 +46,7 @@ Caches keep the features as given (float32, unscaled); the scale factor
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -63,9 +67,8 @@ log = logging.getLogger(__name__)
 
 # rcnn_train.m init_cache: retrain a class after this many new negatives.
 RETRAIN_LIMIT = 2000
-# Total bytes for all classes' negative caches; sets the per-class default
-# bound (4 GiB: 13,107 fc7 rows per class for 20 classes, 4,194 of pool5).
-CACHE_BUDGET_BYTES = 4 * 2**30
+# The bound of an unbounded cache (svm.max_negatives_per_class = 0).
+UNBOUNDED = sys.maxsize
 # liblinear dual coordinate descent converges in tens of iterations at C=1e-3;
 # the cap only guards against pathological data.
 SOLVER_MAX_ITER = 10_000
@@ -164,7 +167,11 @@ class HardNegativeTrainer:
         self.num_classes, self.cfg, self.seed = num_classes, cfg, seed
         self.class_names = class_names
         self.retrain_limit = retrain_limit
-        self.max_cached_negatives = max_cached_negatives
+        # None: the config's bound; 0 there: none.
+        bound = cfg.max_negatives_per_class if max_cached_negatives is None else max_cached_negatives
+        if bound < 0:
+            raise ValueError(f"max_cached_negatives must be >= 0 (0 = no bound), got {bound}")
+        self.max_cached_negatives = bound or UNBOUNDED
         self.rng = np.random.default_rng(seed)
         self.image_index: dict[str, int] = {}
         self.caches = [NegativeCache() for _ in range(num_classes)]
@@ -175,7 +182,9 @@ class HardNegativeTrainer:
         self.bias = np.zeros(num_classes, np.float32)
         self.trained = np.zeros(num_classes, dtype=bool)
         self.round = 0
-        self.stats: dict = {"updates": [], "passes": [], "cache_sizes": []}
+        self.stats: dict = {"updates": [], "passes": [], "cache_sizes": [],
+                            "max_negatives_per_class": bound,
+                            "negatives_dropped_by_cap": [0] * num_classes}
 
     # -- pass 0 ---------------------------------------------------------------
     def collect(self, images: Iterable[TrainImage]) -> None:
@@ -187,7 +196,6 @@ class HardNegativeTrainer:
             check_train_image(image, self.num_classes, self.dim)
             if self.dim is None:
                 self.dim = image.features.shape[1]
-                self._set_cache_bound()
             index = self._index_of(image.image_id)
             norm_sum += float(np.linalg.norm(image.features, axis=1).sum(dtype=np.float64))
             norm_count += len(image.features)
@@ -196,6 +204,8 @@ class HardNegativeTrainer:
                 pos_chunks[k].append(np.array(image.gt_features[use & (image.gt_labels == k)],
                                               dtype=np.float32))
             self._seed_negatives(image, index)
+        for k, cache in enumerate(self.caches):  # what the reservoir left out
+            self.stats["negatives_dropped_by_cap"][k] += cache.seen - cache.size
         if norm_count == 0 or norm_sum <= 0:
             raise SVMDataError("SVM training saw no proposal windows with non-zero features")
         mean_norm = norm_sum / norm_count
@@ -212,8 +222,7 @@ class HardNegativeTrainer:
                 log.info("SVM %s has no seed negatives; mining will start it", self._label(k))
         self.stats.update(mean_norm=mean_norm, feature_scale=self.feature_scale,
                           feature_dim=self.dim, num_images=len(self.image_index),
-                          num_positives=[len(p) for p in self.positives],
-                          max_cached_negatives=self.max_cached_negatives)
+                          num_positives=[len(p) for p in self.positives])
         self._end_pass("collect", start)
 
     def _seed_negatives(self, image: TrainImage, index: int) -> None:
@@ -334,6 +343,7 @@ class HardNegativeTrainer:
         if keep.sum() > self.max_cached_negatives:
             # Over the bound: keep the hardest (highest-scoring) negatives.
             hardest = np.argsort(-np.where(keep, z_neg, -np.inf), kind="stable")
+            self.stats["negatives_dropped_by_cap"][k] += int(keep.sum()) - self.max_cached_negatives
             keep = np.zeros_like(keep)
             keep[hardest[: self.max_cached_negatives]] = True
         cache.keep(keep)
@@ -350,13 +360,6 @@ class HardNegativeTrainer:
     # -- helpers ----------------------------------------------------------------
     def _label(self, k: int) -> str:
         return class_label(k, self.class_names)
-
-    def _set_cache_bound(self) -> None:
-        if self.max_cached_negatives is None:
-            per_class = CACHE_BUDGET_BYTES // (self.num_classes * self.dim * 4)
-            self.max_cached_negatives = max(per_class, self.retrain_limit)
-        if self.max_cached_negatives <= 0:
-            raise ValueError("max_cached_negatives must be positive")
 
     def _index_of(self, image_id: str) -> int:
         return self.image_index.setdefault(image_id, len(self.image_index))
@@ -404,8 +407,8 @@ def train_svms(images: Callable[[], Iterable[TrainImage]], num_classes: int, cfg
         cfg: the ``svm`` config section.
         seed: seeds the seed-negative sampling and liblinear's shuffling.
         retrain_limit: retrain a class after this many new negatives (R-CNN: 2000).
-        max_cached_negatives: per-class cache bound after eviction; None derives
-            it from CACHE_BUDGET_BYTES.
+        max_cached_negatives: per-class cache bound after eviction; None: the
+            config's ``max_negatives_per_class`` (0 = no bound).
         class_names: the K class names, for the log (None: classes named by index).
     Returns:
         (the SVMs, training statistics: JSON-serialisable plain types).
@@ -416,5 +419,6 @@ def train_svms(images: Callable[[], Iterable[TrainImage]], num_classes: int, cfg
         trainer.mine(progress_of(images(), desc=f"SVM mining {r + 1}/{cfg.mining_rounds}", unit="img",
                                  total=len(trainer.image_index), enabled=progress))
     sizes = trainer.stats["cache_sizes"][-1]
+    trainer.stats["negative_cap_bound"] = any(trainer.stats["negatives_dropped_by_cap"])
     log.info("SVMs trained: %d updates, final cache sizes %s", len(trainer.stats["updates"]), sizes)
     return trainer.model(), trainer.stats

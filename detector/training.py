@@ -14,8 +14,10 @@ then one model file. Stages 3, 5 and 6 save their result under
 pixels and annotation) and every parameter the stage reads, so a killed or
 repeated run picks up where it stopped, a changed parameter or annotation
 re-runs only what it affects, and the log says which stages were reused and
-why the others were recomputed. The pooled training windows (fine-tuning
-bank, regression windows) are pooled only for a stage that must be computed.
+why the others were recomputed. Fine-tuning (``finetune.sampler=stream``,
+the default) and box regression pool their windows from the conv5 cache as
+they go, a mini-batch or an image at a time; the bank sampler's pooled
+windows are pooled only when its stage must be computed.
 """
 from __future__ import annotations
 
@@ -27,7 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .bbox_regression import BoxRegressors, train_box_regressors
+import numpy as np
+
+from .bbox_regression import BoxRegressors
+from .bbox_stream import train_box_regressors_streamed
 from .build import build_detector, build_head, seed_everything
 from .config import Config
 from .configio import to_dict
@@ -37,11 +42,13 @@ from .fileio import write_json_atomic
 from .finetune import finetune_head
 from .heads import FCHead
 from .model import save_model
-from .stages import BBOX_WINDOWS, FINETUNE_WINDOWS, Checkpoint, TrainingStage, run_stages
+from .stages import FINETUNE_WINDOWS, Checkpoint, TrainingStage, run_stages
+from .stream_finetune import finetune_streamed
 from .svm import LinearSVMs, train_svms
 from .timing import timed_stage
-from .training_windows import (TrainingContext, TrainingWindows, classes_without_training_objects,
-                               collect_training_windows, conv_samples, svm_training_images)
+from .training_windows import (TrainingContext, TrainingWindows, bank_use, classes_without_training_objects,
+                               collect_training_windows, conv_samples, random_window_norm, regression_windows,
+                               streamed_windows, svm_training_images)
 from .validation import held_out_snapshot
 
 logger = logging.getLogger(__name__)
@@ -88,7 +95,7 @@ class TrainingRun:
         return self.ctx.checkpoint(name, sections)
 
     def pool_windows(self, parts: set[str]) -> None:
-        self.windows = collect_training_windows(self.ctx, bbox=BBOX_WINDOWS in parts)
+        self.windows = collect_training_windows(self.ctx)  # the one part: the fine-tuning bank
 
     def release_windows(self, parts: set[str]) -> None:
         for part in parts:
@@ -108,19 +115,42 @@ def cache_conv5(run: TrainingRun) -> None:
 def finetune_fc(run: TrainingRun) -> dict:
     """fc fine-tuning on the bank of pooled windows (re-drawn every ``finetune.resample_every``)."""
     ctx, bank = run.ctx, run.windows
+    banks = [(bank.fg_keys, bank.bg_keys)]
 
     def redraw(draw: int):
-        new = collect_training_windows(ctx, draw, bbox=False)
+        new = collect_training_windows(ctx, draw)
+        banks.append((new.fg_keys, new.bg_keys))
         return new.fg, new.fg_labels, new.bg
 
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    held = ctx.validation_samples()
-    validation = held_out_snapshot(held, ctx.features.pool5, {"head": run.head}, ctx.cfg.finetune.val_every,
-                                   ctx.cfg.data.val_split, pool_once=True) if held else None
-    run.stats["finetune"] = finetune_head(run.head, bank.fg, bank.fg_labels, bank.bg, ctx.cfg.finetune,
-                                          ctx.cfg.seed, ctx.workdir / "finetune_loss.jsonl", ctx.progress,
-                                          device=ctx.cfg.torch_device(), resample=redraw, validation=validation)
+    stats = finetune_head(run.head, bank.fg, bank.fg_labels, bank.bg, ctx.cfg.finetune, ctx.cfg.seed,
+                          ctx.workdir / "finetune_loss.jsonl", ctx.progress, device=ctx.cfg.torch_device(),
+                          resample=redraw, validation=fc_validation(run))
+    taken = [np.concatenate([fg_keys[fg], bg_keys[bg]])
+             for (fg_keys, bg_keys), (fg, bg) in zip(banks, stats.pop("used_rows"))]
+    run.stats["finetune"] = dict(stats, sampler="bank", **bank_use(np.concatenate(taken), bank.eligible).as_dict())
     return {"head": run.head.state_dict(), "stats": run.stats["finetune"]}
+
+
+def finetune_fc_streamed(run: TrainingRun) -> dict:
+    """fc fine-tuning on image-centric mini-batches pooled from the conv5 cache as it goes."""
+    ctx = run.ctx
+    sampler, pool = streamed_windows(ctx)
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    stats = finetune_streamed(run.head, sampler, pool, ctx.cfg.finetune, ctx.cfg.seed,
+                              ctx.workdir / "finetune_loss.jsonl", ctx.progress, device=ctx.cfg.torch_device(),
+                              validation=fc_validation(run))
+    run.stats["finetune"] = dict(stats, sampler="stream")
+    return {"head": run.head.state_dict(), "stats": run.stats["finetune"]}
+
+
+def fc_validation(run: TrainingRun):
+    """fc fine-tuning's ``BestSnapshot`` of the head on the held-out windows, pooled once
+    (the trunk is frozen); None without ``data.val_split``."""
+    ctx = run.ctx
+    held = ctx.validation_samples()
+    return held_out_snapshot(held, ctx.features.pool5, {"head": run.head}, ctx.cfg.finetune.val_every,
+                             ctx.cfg.data.val_split, pool_once=True) if held else None
 
 
 def finetune_conv(run: TrainingRun) -> dict:
@@ -134,8 +164,12 @@ def finetune_conv(run: TrainingRun) -> dict:
             features.prefix.prepare([s.image for s in samples + held], ctx.progress)
     validation = held_out_snapshot(held, features.current_pool5, {"head": run.head, "trunk": ctx.backbone},
                                    cfg.finetune.val_every, cfg.data.val_split, pool_once=False) if held else None
-    run.stats["finetune"] = finetune_with_conv(run.head, features, samples, cfg.finetune, cfg.seed,
-                                               ctx.workdir / "finetune_loss.jsonl", ctx.progress, validation)
+    stats = finetune_with_conv(run.head, features, samples, cfg.finetune, cfg.seed,
+                               ctx.workdir / "finetune_loss.jsonl", ctx.progress, validation)
+    # Windows are drawn inside the conv pass, not counted: what was eligible, not what was used.
+    run.stats["finetune"] = dict(stats, sampler=cfg.finetune.sampler,
+                                 eligible_windows=sum(len(s.labels.fg_index) + len(s.labels.bg_index)
+                                                      for s in samples))
     run.trunk = ctx.backbone.state_dict()
     return {"head": run.head.state_dict(), "trunk": run.trunk, "stats": run.stats["finetune"]}
 
@@ -165,18 +199,23 @@ def restore_svms(run: TrainingRun, state: dict) -> None:
 
 
 def train_bbox_stage(run: TrainingRun) -> dict:
-    ctx, w = run.ctx, run.windows
+    """Box regression on every window over ``bbox.min_iou`` (or ``bbox.max_per_image`` of
+    each image's), streamed image by image; bbox.norm_windows=random scales the features
+    by random windows' mean norm instead of the regression windows'."""
+    ctx = run.ctx
     target_norm = ctx.cfg.svm.target_norm
-    # bbox.norm_windows=random: scaled by random windows' mean norm; None: the regression windows'.
-    scale = target_norm / w.bbox_norm if w.bbox_norm else None
-    run.regressors = train_box_regressors(w.bbox_features, w.bbox_boxes, w.bbox_gt, w.bbox_labels, w.bbox_iou,
-                                          len(ctx.class_names), ctx.cfg.bbox, feature_scale=scale,
-                                          target_norm=target_norm, class_names=ctx.class_names)
-    return {"regressors": run.regressors.to_state_dict()}
+    norm = random_window_norm(ctx) if ctx.cfg.bbox.norm_windows == "random" else None
+    run.regressors, use = train_box_regressors_streamed(
+        lambda classes: regression_windows(ctx, classes), len(ctx.class_names), ctx.features.output_dim,
+        ctx.cfg.bbox, target_norm=target_norm, class_names=ctx.class_names,
+        feature_scale=target_norm / norm if norm else None)
+    run.stats["bbox"] = use.as_dict()
+    return {"regressors": run.regressors.to_state_dict(), "stats": run.stats["bbox"]}
 
 
 def restore_bbox(run: TrainingRun, state: dict) -> None:
     run.regressors = BoxRegressors.from_state_dict(state["regressors"])
+    run.stats["bbox"] = dict(state.get("stats", {}), resumed=True)
 
 
 # Every stage after the conv5 cache reads the proposals' pooled windows, so every
@@ -186,6 +225,8 @@ PROPOSALS = TrainingStage("proposals", propose, makes=("proposals",))
 CONV5_CACHE = TrainingStage("conv5_cache", cache_conv5, makes=("conv5",))
 FINETUNE_FC = TrainingStage("finetune", finetune_fc, sections=("finetune",), reads=("proposals", "conv5"),
                             makes=("head",), restore=restore_finetune, pooled=FINETUNE_WINDOWS)
+# The default sampler: no pooled bank, mini-batches pooled as training goes.
+FINETUNE_STREAM = dataclasses.replace(FINETUNE_FC, run=finetune_fc_streamed, pooled=None)
 FINETUNE_CONV = TrainingStage("finetune", finetune_conv, sections=("finetune",), reads=("proposals",),
                               makes=("head", "trunk"), restore=restore_finetune)
 FINETUNED_TRUNK = TrainingStage("conv5_cache_finetuned", adopt_finetuned_trunk, reads=("trunk",),
@@ -195,7 +236,7 @@ SVMS_ON_POOL5 = TrainingStage("svm", train_svm_stage, sections=("svm",), reads=(
                               makes=("svms",), restore=restore_svms)
 SVMS_ON_FC = dataclasses.replace(SVMS_ON_POOL5, reads=SVMS_ON_POOL5.reads + ("head",))
 BOX_REGRESSION = TrainingStage("bbox", train_bbox_stage, sections=("bbox",), reads=("proposals", "conv5"),
-                               makes=("regressors",), restore=restore_bbox, pooled=BBOX_WINDOWS)
+                               makes=("regressors",), restore=restore_bbox)
 
 
 def training_stages(cfg: Config) -> list[TrainingStage]:
@@ -203,8 +244,12 @@ def training_stages(cfg: Config) -> list[TrainingStage]:
     of its own chosen here (as conv fine-tuning is), not a flag inside another stage."""
     stages = [PROPOSALS, CONV5_CACHE]
     if cfg.finetune.enabled:
-        # Fine-tuning variants; a new sampler (e.g. streaming, image-centric) is one more stage here.
-        stages += [FINETUNE_CONV, FINETUNED_TRUNK] if cfg.finetune.conv_layers > 0 else [FINETUNE_FC]
+        # Fine-tuning variants: conv layers too (either sampler's labels), or fc only on the
+        # streamed image-centric batches or on the pooled bank.
+        if cfg.finetune.conv_layers > 0:
+            stages += [FINETUNE_CONV, FINETUNED_TRUNK]
+        else:
+            stages.append(FINETUNE_STREAM if cfg.finetune.sampler == "stream" else FINETUNE_FC)
     stages.append(SVMS_ON_POOL5 if cfg.svm.feature == "pool5" else SVMS_ON_FC)
     if cfg.bbox.enabled:
         stages.append(BOX_REGRESSION)

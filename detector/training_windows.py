@@ -18,6 +18,7 @@ import torch
 from proposals.fit import ProposalFit, fit_warning, format_fit, measure_fit
 from proposals.tune import tune_cached
 
+from .bbox_stream import MB, RegressionWindows
 from .boxes import flip_boxes
 from .build import (build_config_backbone, build_dataset, build_window_features, check_weights,
                     random_training_scales, window_features_key)
@@ -27,16 +28,17 @@ from .data import report_dropped_classes
 from .data.mirror import flipped_record, is_flipped, original_id
 from .data.verify import verify_images
 from .fileio import params_digest
-from .finetune import label_windows
+from .finetune import WindowLabels, label_windows
 from .heads import FCHead
 from .pooling import MAPPING_VERSION, FeatureGrid
 from .progress import progress_of
 from .records import ImageRecord
-from .stages import BBOX_WINDOWS, FINETUNE_WINDOWS, Checkpoint
+from .stages import FINETUNE_WINDOWS, Checkpoint
 from .svm import TrainImage
 from .timing import timed_stage
 from .validation import held_out_samples, load_held_out
 from .window_features import ImageSource, match_windows
+from .window_sampler import ImageCentricSampler, WindowUse
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +48,13 @@ _FINETUNE_STREAM, _BBOX_STREAM, _SCALE_STREAM, _NORM_STREAM = 1, 2, 3, 4
 # bbox.norm_windows=random: the official spp_feature_stats.m:40-41 measures the
 # mean norm on 200 random windows of each of at most 200 random images.
 NORM_IMAGES, NORM_WINDOWS_PER_IMAGE = 200, 200
+# The labels of a record a stage does not see: nothing to draw.
+EMPTY_LABELS = WindowLabels(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 # Config fields added after workdirs existed: a stage key holds one only when
 # it differs from its default, so existing workdirs keep their stages.
 LATER_FIELDS = {"features": ("scale_rule",), "pool": ("window_scaling",), "finetune": ("lr_steps",),
-                "svm": ("neg_iou_strict", "neg_dedup"), "bbox": ("norm_windows",)}
+                "svm": ("neg_iou_strict", "neg_dedup", "max_negatives_per_class"), "bbox": ("norm_windows",)}
 
 
 def training_gt(record, use_difficult: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -97,35 +101,26 @@ def annotation_digest(record) -> str:
 
 @dataclass(frozen=True)
 class TrainingWindows:
-    """pool5 of the windows the fc layers and the box regressors train on.
+    """The fine-tuning bank (finetune.sampler=bank): pool5 of the windows the fc layers train on.
 
-    fg/bg: float16 [F, D] / [B, D] fine-tuning positives and background;
-    fg_labels: int64 [F] class index + 1. bbox_*: the regression windows,
-    float32 features [R, D], windows [R, 4], their best gt boxes [R, 4],
-    int64 labels [R] and float32 IoU [R].
+    fg/bg: float16 [F, D] / [B, D] positives and background; fg_labels: int64
+    [F] class index + 1; fg_keys/bg_keys: int64 each row's window (record
+    index x KEY_STRIDE + window index); eligible: each record's labelled
+    windows before the caps.
     """
 
     fg: torch.Tensor
     fg_labels: torch.Tensor
     bg: torch.Tensor
-    bbox_features: np.ndarray
-    bbox_boxes: np.ndarray
-    bbox_gt: np.ndarray
-    bbox_labels: np.ndarray
-    bbox_iou: np.ndarray
-    # bbox.norm_windows=random: the mean pool5 L2 norm of random training windows.
-    bbox_norm: float | None = None
+    fg_keys: np.ndarray
+    bg_keys: np.ndarray
+    eligible: tuple[int, ...]
 
     def without(self, part: str) -> "TrainingWindows":
-        """The same windows less one part's (FINETUNE_WINDOWS or BBOX_WINDOWS), its memory freed."""
+        """The same windows less one part's (FINETUNE_WINDOWS), its memory freed."""
         if part == FINETUNE_WINDOWS:
             empty = torch.zeros(0, self.fg.shape[1], dtype=self.fg.dtype)
             return dataclasses.replace(self, fg=empty, fg_labels=self.fg_labels[:0].clone(), bg=empty)
-        if part == BBOX_WINDOWS:
-            return dataclasses.replace(self, bbox_features=self.bbox_features[:0].copy(),
-                                       bbox_boxes=self.bbox_boxes[:0].copy(), bbox_gt=self.bbox_gt[:0].copy(),
-                                       bbox_labels=self.bbox_labels[:0].copy(), bbox_iou=self.bbox_iou[:0].copy(),
-                                       bbox_norm=None)
         raise ValueError(f"unknown part of the training windows: {part!r}")
 
 
@@ -258,54 +253,77 @@ def stage_parts(cfg: Config, shared: dict, sections: Sequence[str], num_records:
                 validation: dict | None = None) -> dict:
     """A stage key: the shared parts and each of ``sections`` (config section names).
 
-    The memory budgets key a stage by what they do: the per-image caps they
-    leave for the stage's share of ``num_records`` records (mirrors included)
-    of ``dim``-long pool5, and only where they bind (so a budget that changes
-    nothing keeps the stage, as it was before budgets existed). Fine-tuning is
-    keyed by its held-out images (``validation``: ``HeldOutImages.key()``) and
-    val_every only when it has them.
+    The fine-tuning section holds what its sampler reads (:func:`finetune_key`)
+    and, only when it has them, its held-out images (``validation``:
+    ``HeldOutImages.key()``) and val_every. Box regression's key leaves out
+    how it solves (``normal_equations_max_mb``), not what.
     """
     parts = dict(shared)
     for name in sections:
-        section = getattr(cfg, name)
         key = section_key(cfg, name)
         if name == "finetune":
-            del key["bank_max_mb"], key["prefix_cache"]  # prefix_cache: how, not what, it computes
+            key = finetune_key(cfg, key, records_seen(cfg, num_records, name), dim)
+            del key["prefix_cache"]  # how, not what, it computes
             if validation is None:
                 del key["val_every"]
             else:
                 key["validation"] = validation
-            caps = bank_caps(cfg, records_seen(cfg, num_records, name), dim)
-            if caps != (section.bank_fg_per_image, section.bank_bg_per_image):
-                key["bank_caps"] = list(caps)
         elif name == "bbox":
-            del key["max_mb"]
-            cap = bbox_cap(cfg, records_seen(cfg, num_records, name), dim)
-            if cap != section.max_per_image:
-                key["bbox_cap"] = cap
+            del key["normal_equations_max_mb"]
         parts[name] = key
     return parts
 
 
-def labelled_windows(ctx: TrainingContext, record, rng: np.random.Generator, caps: tuple[int, int] | None = None):
-    """A training image's windows (its ground truth, then its proposals), each window's best
-    IoU and gt index, and the fine-tuning sample drawn from them (at most ``caps``: default the
-    bank's, :func:`bank_caps`).
+# The fields only finetune.sampler=stream reads, and those only the bank reads.
+STREAM_FIELDS = ("sampler", "images_per_batch", "prefetch")
+BANK_FIELDS = ("bank_fg_per_image", "bank_bg_per_image", "bank_max_mb", "resample_every")
+
+
+def finetune_key(cfg: Config, key: dict, num_records: int, dim: int) -> dict:
+    """The fine-tuning section's ``key`` (:func:`section_key`) less the fields its sampler does not read.
+
+    The bank's key is the one it had before samplers existed (its workdirs
+    stay valid): its memory budget keys it by the per-image caps it leaves for
+    ``num_records`` records of ``dim``-long pool5, only where they bind. The
+    stream's holds the sampler, not the bank's fields (the prefetch depth
+    changes no result). Conv fine-tuning reads the bank's per-image caps only
+    with the bank (:func:`conv_samples`): its key is the bank's, or the stream's.
+    """
+    section = cfg.finetune
+    key = {k: v for k, v in key.items() if k not in STREAM_FIELDS}
+    if section.sampler == "bank":
+        del key["bank_max_mb"]
+        caps = bank_caps(cfg, num_records, dim)
+        if caps != (section.bank_fg_per_image, section.bank_bg_per_image):
+            key["bank_caps"] = list(caps)
+        return key
+    key = {k: v for k, v in key.items() if k not in BANK_FIELDS}
+    return dict(key, sampler=section.sampler, images_per_batch=section.images_per_batch)
+
+
+def stage_windows(ctx: TrainingContext, record, stage: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A training image's windows for ``stage`` (one of DATA_STAGES): its ground truth
+    (:func:`training_gt` by ``data.difficult_stages``), then its proposals, float32 [N, 4];
+    and that ground truth's boxes and labels."""
+    gt_boxes, gt_labels = training_gt(record, ctx.cfg.data.uses_difficult(stage))
+    return np.concatenate([gt_boxes, ctx.windows(record)]).astype(np.float32), gt_boxes, gt_labels
+
+
+def labelled_windows(ctx: TrainingContext, record, rng: np.random.Generator | None = None,
+                     caps: tuple[int, int] | None = None):
+    """A training image's fine-tuning windows (:func:`stage_windows`), each window's best IoU and gt
+    index, and its fine-tuning labels: every positive and background window, or at most
+    ``caps`` (fg, bg) of them, sampled with ``rng``.
 
     Returns (windows float32 [N, 4], max_iou [N], argmax [N], WindowLabels).
     """
     cfg = ctx.cfg
-    gt_boxes, gt_labels = training_gt(record, cfg.data.uses_difficult("finetune"))
-    windows = np.concatenate([gt_boxes, ctx.windows(record)]).astype(np.float32)
+    windows, gt_boxes, gt_labels = stage_windows(ctx, record, "finetune")
     max_iou, arg = match_windows(windows, gt_boxes)
     label_of_best = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
-    max_fg, max_bg = caps or bank_caps(cfg, records_seen(cfg, len(ctx.records), "finetune"),
-                                       ctx.features.output_dim)
+    max_fg, max_bg = caps or (None, None)
     chosen = label_windows(max_iou, label_of_best, cfg.finetune, max_fg, max_bg, rng)
     return windows, max_iou, arg, chosen
-
-
-MB = 1 << 20
 
 
 def bank_caps(cfg: Config, num_images: int, dim: int) -> tuple[int, int]:
@@ -319,84 +337,140 @@ def bank_caps(cfg: Config, num_images: int, dim: int) -> tuple[int, int]:
     return fg, bg
 
 
-def bbox_cap(cfg: Config, num_images: int, dim: int) -> int:
-    """Box-regression windows kept per image: ``bbox.max_per_image``, or fewer when
-    ``num_images`` of them would pass ``bbox.max_mb`` (float32 pool5)."""
-    fit = int(cfg.bbox.max_mb * MB / (4 * dim * max(num_images, 1)))
-    return max(1, min(cfg.bbox.max_per_image, fit))
+# Bank keys: record index x KEY_STRIDE + window index.
+KEY_STRIDE = 1 << 32
 
 
-def collect_training_windows(ctx: TrainingContext, draw: int = 0, bbox: bool = True) -> TrainingWindows:
-    """One pass over the images: pool5 of the fine-tuning and box-regression windows.
+def _scale_rng(cfg: Config, draw: int) -> np.random.Generator | None:
+    """Random scales of the fine-tuning windows (finetune.random_scale), None at one scale:
+    there is no choice to make."""
+    return np.random.default_rng([cfg.seed, _SCALE_STREAM, draw]) if random_training_scales(cfg) else None
+
+
+def collect_training_windows(ctx: TrainingContext, draw: int = 0) -> TrainingWindows:
+    """One pass over the images: pool5 of the fine-tuning bank's windows (finetune.sampler=bank).
 
     Windows are the proposals plus the ground-truth boxes (R-CNN adds the
-    ground truth to its positives). ``draw`` numbers the fine-tuning bank
-    (each draw samples other windows, see ``finetune.resample_every``);
-    ``bbox=False`` leaves the box-regression windows out.
+    ground truth to its positives). ``draw`` numbers the bank (each draw
+    samples other windows, see ``finetune.resample_every``).
     """
     cfg = ctx.cfg
     ft_rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM, draw])
-    bb_rng = np.random.default_rng([cfg.seed, _BBOX_STREAM])
-    # Random scales need their own pooling pass; with one scale there is no choice to make.
-    scale_rng = (np.random.default_rng([cfg.seed, _SCALE_STREAM, draw]) if random_training_scales(cfg)
-                 else None)
-    max_reg = bbox_cap(cfg, records_seen(cfg, len(ctx.records), "bbox"), ctx.features.output_dim)
-    bb_difficult = cfg.data.uses_difficult("bbox")
-    shared_gt = bb_difficult == cfg.data.uses_difficult("finetune")
-    norm_ids = norm_images(ctx) if bbox and cfg.bbox.norm_windows == "random" else set()
-    norm_rng = np.random.default_rng([cfg.seed, _NORM_STREAM])
-    fg, fg_labels, bg, norms = [], [], [], []
-    bb_feats, bb_boxes, bb_gt, bb_labels, bb_iou = [], [], [], [], []
-    for r in progress_of(ctx.records, desc="pool training windows", unit="img", enabled=ctx.progress):
-        windows, max_iou, arg, chosen = labelled_windows(ctx, r, ft_rng)
+    scale_rng = _scale_rng(cfg, draw)
+    caps = bank_caps(cfg, records_seen(cfg, len(ctx.records), "finetune"), ctx.features.output_dim)
+    fg, fg_labels, bg, fg_keys, bg_keys, eligible = [], [], [], [], [], []
+    for i, r in enumerate(progress_of(ctx.records, desc="pool training windows", unit="img",
+                                      enabled=ctx.progress)):
+        # A record fine-tuning does not see (a mirror without data.flip_stages
+        # naming it) still draws, so the others' draws stay as they were.
+        windows, max_iou, _, chosen = labelled_windows(ctx, r, ft_rng, caps)
         if not sees(cfg, "finetune", r):
-            chosen = chosen.empty()
-        # The regression windows and their ground truth: the fine-tuning ones
-        # unless the two stages differ on difficult objects.
-        gt_boxes, gt_labels = training_gt(r, bb_difficult)
-        bb_windows, bb_max, bb_arg = ((windows, max_iou, arg) if shared_gt else
-                                      _matched(np.concatenate([gt_boxes, ctx.windows(r)]), gt_boxes))
-        reg = (np.flatnonzero(bb_max >= cfg.bbox.min_iou) if len(gt_boxes) and bbox and sees(cfg, "bbox", r)
-               else np.zeros(0, np.int64))
-        if len(reg) > max_reg:
-            reg = np.sort(bb_rng.choice(reg, max_reg, replace=False))
-        if r.image_id in norm_ids:
-            picked = norm_rng.permutation(len(bb_windows))[:NORM_WINDOWS_PER_IMAGE]
-            norms.append(torch.linalg.vector_norm(ctx.pool5(r, bb_windows[picked]), dim=1).numpy())
-        ft_wanted = np.unique(np.concatenate([chosen.fg_index, chosen.bg_index]))
-        if len(ft_wanted) + len(reg) == 0:
+            eligible.append(0)
             continue
-        if scale_rng is None and shared_gt:  # one pooling pass, every window at its selected scale
-            wanted = np.unique(np.concatenate([ft_wanted, reg]))
-            ft_pool = reg_pool = (wanted, ctx.pool5(r, windows[wanted]))
-        else:  # fine-tuning windows (at random scales), regression windows at the selected one
-            ft_pool = (ft_wanted, ctx.pool5(r, windows[ft_wanted], scale_rng))
-            reg_pool = (reg, ctx.pool5(r, bb_windows[reg]))
-        fg.append(_rows(ft_pool, chosen.fg_index).half())
+        eligible.append(int((max_iou >= cfg.finetune.bg_iou_low).sum()))  # fg and bg, before the caps
+        wanted = np.unique(np.concatenate([chosen.fg_index, chosen.bg_index]))
+        if len(wanted) == 0:
+            continue
+        pool = (wanted, ctx.pool5(r, windows[wanted], scale_rng))
+        fg.append(_rows(pool, chosen.fg_index).half())
         fg_labels.append(torch.from_numpy(chosen.fg_labels))
-        bg.append(_rows(ft_pool, chosen.bg_index).half())
-        if len(reg):
-            bb_feats.append(_rows(reg_pool, reg).numpy())
-            bb_boxes.append(bb_windows[reg])
-            bb_gt.append(gt_boxes[bb_arg[reg]])
-            bb_labels.append(gt_labels[bb_arg[reg]])
-            bb_iou.append(bb_max[reg])
+        bg.append(_rows(pool, chosen.bg_index).half())
+        fg_keys.append(i * KEY_STRIDE + chosen.fg_index)
+        bg_keys.append(i * KEY_STRIDE + chosen.bg_index)
     dim = ctx.features.output_dim
 
     def cat(parts, empty):
         return torch.cat(parts) if parts else empty
 
-    def npcat(parts, shape, dtype):
-        return np.concatenate(parts) if parts else np.zeros(shape, dtype)
+    def keys(parts):
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     return TrainingWindows(
         fg=cat(fg, torch.zeros(0, dim, dtype=torch.float16)),
         fg_labels=cat(fg_labels, torch.zeros(0, dtype=torch.int64)),
         bg=cat(bg, torch.zeros(0, dim, dtype=torch.float16)),
-        bbox_features=npcat(bb_feats, (0, dim), np.float32), bbox_boxes=npcat(bb_boxes, (0, 4), np.float32),
-        bbox_gt=npcat(bb_gt, (0, 4), np.float32), bbox_labels=npcat(bb_labels, (0,), np.int64),
-        bbox_iou=npcat(bb_iou, (0,), np.float32),
-        bbox_norm=float(np.concatenate(norms).mean(dtype=np.float64)) if norms else None)
+        fg_keys=keys(fg_keys), bg_keys=keys(bg_keys), eligible=tuple(eligible))
+
+
+def conv_samples(ctx: TrainingContext) -> list[ConvSample]:
+    """Every training image with its labelled windows, for conv fine-tuning: every positive
+    and background window, or with finetune.sampler=bank at most the bank's per-image caps
+    (sampled once)."""
+    cfg = ctx.cfg
+    rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM])
+    # Boxes only, no pool5 bank to budget: the configured per-image caps.
+    caps = (cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image) if cfg.finetune.sampler == "bank" \
+        else None
+    samples = []
+    for r in (r for r in ctx.records if sees(cfg, "finetune", r)):
+        windows, _, _, labels = labelled_windows(ctx, r, rng, caps)
+        samples.append(ConvSample(ctx.images[r.image_id], windows, labels))
+    return samples
+
+
+def streamed_windows(ctx: TrainingContext) -> tuple[ImageCentricSampler, Callable[[int, np.ndarray], torch.Tensor]]:
+    """The image-centric sampler over every training image's labelled windows (none
+    capped; none of a record fine-tuning does not see, :func:`sees`), and the pool function
+    of its draws: (record index, window indices) -> pool5 from the conv5 cache, each window
+    at a random scale with finetune.random_scale.
+
+    Only the labels are held; a draw's windows are read again from the proposal store.
+    """
+    cfg = ctx.cfg
+    labels = [labelled_windows(ctx, r)[3] if sees(cfg, "finetune", r) else EMPTY_LABELS
+              for r in progress_of(ctx.records, desc="label training windows", unit="img",
+                                   enabled=ctx.progress)]
+    sampler = ImageCentricSampler(labels, cfg.finetune.batch_size, cfg.finetune.fg_fraction,
+                                  cfg.finetune.images_per_batch, np.random.default_rng([cfg.seed, _FINETUNE_STREAM]))
+    scale_rng = _scale_rng(cfg, 0)
+
+    def pool(i: int, index: np.ndarray) -> torch.Tensor:
+        record = ctx.records[i]
+        return ctx.pool5(record, stage_windows(ctx, record, "finetune")[0][index], scale_rng)
+    return sampler, pool
+
+
+def regression_windows(ctx: TrainingContext, classes: Sequence[int] | None = None) -> Iterator[RegressionWindows]:
+    """Each training image's box-regression windows (IoU >= bbox.min_iou with a gt box of
+    :func:`stage_windows`), pooled, one image at a time, of the records box regression sees:
+    all of them, or ``bbox.max_per_image`` sampled (the same each call, and the same as the
+    in-memory regression drew before issue 29); with ``classes``, those whose gt box is of
+    one of ``classes``."""
+    cfg = ctx.cfg
+    rng = np.random.default_rng([cfg.seed, _BBOX_STREAM])  # one stream over the images, as before
+    for i, r in enumerate(progress_of(ctx.records, desc="box regression windows", unit="img",
+                                      enabled=ctx.progress)):
+        if not sees(cfg, "bbox", r):
+            continue
+        windows, gt_boxes, gt_labels = stage_windows(ctx, r, "bbox")
+        if not len(gt_boxes):
+            continue
+        max_iou, arg = match_windows(windows, gt_boxes)
+        reg = np.flatnonzero(max_iou >= cfg.bbox.min_iou)
+        eligible = len(reg)
+        if 0 < cfg.bbox.max_per_image < len(reg):
+            reg = np.sort(rng.choice(reg, cfg.bbox.max_per_image, replace=False))
+        if classes is not None:
+            reg = reg[np.isin(gt_labels[arg[reg]], classes)]
+        if eligible == 0 or (classes is not None and not len(reg)):
+            continue
+        features = ctx.pool5(r, windows[reg]).numpy() if len(reg) else np.zeros((0, ctx.features.output_dim),
+                                                                              np.float32)
+        yield RegressionWindows(image=i, features=features, boxes=windows[reg], gt_boxes=gt_boxes[arg[reg]],
+                                labels=gt_labels[arg[reg]].astype(np.int64), eligible=eligible)
+
+
+def random_window_norm(ctx: TrainingContext) -> float | None:
+    """bbox.norm_windows=random: the mean pool5 L2 norm of up to :data:`NORM_WINDOWS_PER_IMAGE`
+    random windows of each of :func:`norm_images` (None when they have no window)."""
+    norm_ids = norm_images(ctx)
+    rng = np.random.default_rng([ctx.cfg.seed, _NORM_STREAM])
+    norms = []
+    for r in (r for r in ctx.records if r.image_id in norm_ids):
+        windows = stage_windows(ctx, r, "bbox")[0]
+        picked = rng.permutation(len(windows))[:NORM_WINDOWS_PER_IMAGE]
+        norms.append(torch.linalg.vector_norm(ctx.pool5(r, windows[picked]), dim=1).numpy())
+    return float(np.concatenate(norms).mean(dtype=np.float64)) if norms else None
 
 
 def norm_images(ctx: TrainingContext) -> set[str]:
@@ -407,24 +481,14 @@ def norm_images(ctx: TrainingContext) -> set[str]:
     return {ids[i] for i in rng.permutation(len(ids))[:NORM_IMAGES]}
 
 
-def _matched(windows: np.ndarray, gt_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """float32 windows [N, 4] with each one's best IoU and gt index (``match_windows``)."""
-    windows = windows.astype(np.float32)
-    return (windows, *match_windows(windows, gt_boxes))
-
-
-def conv_samples(ctx: TrainingContext) -> list[ConvSample]:
-    """Every training image with its labelled windows, for conv fine-tuning (at most the
-    bank's fg + bg windows per image, sampled once)."""
-    cfg = ctx.cfg
-    rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM])
-    samples = []
-    # Boxes only, no pool5 bank to budget: the configured per-image caps.
-    caps = (cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image)
-    for r in (r for r in ctx.records if sees(cfg, "finetune", r)):
-        windows, _, _, labels = labelled_windows(ctx, r, rng, caps)
-        samples.append(ConvSample(ctx.images[r.image_id], windows, labels))
-    return samples
+def bank_use(keys: np.ndarray, eligible: Sequence[int]) -> WindowUse:
+    """The bank's use of the labelled windows: ``keys`` of the bank rows mini-batches took
+    (record index x KEY_STRIDE + window index, repeats allowed), ``eligible`` each record's
+    labelled windows."""
+    distinct = np.unique(keys)
+    return WindowUse(distinct_windows=len(distinct), eligible_windows=int(sum(eligible)),
+                     images=len(np.unique(distinct // KEY_STRIDE)),
+                     eligible_images=int(sum(e > 0 for e in eligible)))
 
 
 def _rows(pool: tuple[np.ndarray, torch.Tensor], index: np.ndarray) -> torch.Tensor:

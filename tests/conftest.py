@@ -46,6 +46,6 @@ def trained_run(voc_data, tmp_path_factory) -> TrainedRun:
     root = tmp_path_factory.mktemp("trained")
     cfg = load_detector_config(None, [
         f"data.root={voc_data}", f"workdir={root / 'run'}", "backbone.name=tiny", "features.scales=[288]",
-        "finetune.hidden=256", "finetune.iterations=300", "finetune.bank_bg_per_image=64",
+        "finetune.hidden=256", "finetune.iterations=300",
         "proposals.workers=1", "data.flip=false"])  # mirrors: tests/detector/test_training.py
     return TrainedRun(root, voc_data, cfg, train(cfg, progress=False))

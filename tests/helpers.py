@@ -94,6 +94,31 @@ def write_small_model(path: Path, with_regressors: bool = True) -> Path:
     return path
 
 
+# -- training contexts on generated data ------------------------------------------------------
+
+def prepared_context(cfg):
+    """A ``detector.training_windows.TrainingContext`` after the proposal and conv5-cache stages."""
+    from detector.training_windows import TrainingContext
+    ctx = TrainingContext(cfg, progress=False)
+    ctx.propose()
+    ctx.cache_conv5()
+    return ctx
+
+
+def rules_context(tmp_path: Path, *overrides: str):
+    """A prepared context on 3 synthetic images whose first holds 2 difficult objects (seed 3),
+    with their mirrors (data.flip) unless an override says otherwise."""
+    from detector.config import load_detector_config
+    from detector.data import make_synthetic_voc
+    data = tmp_path / "d"
+    if not data.exists():
+        make_synthetic_voc(data, num_train=3, num_test=0, seed=3)
+    return prepared_context(load_detector_config(None, [
+        f"data.root={data}", f"workdir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}",
+        "backbone.name=tiny", "features.scales=[96]", "proposals.max_windows=30", "proposals.workers=1",
+        *overrides]))
+
+
 # -- running `sppnet` as a user does, and what it leaves behind -------------------------------
 
 def sppnet_env(**extra: str) -> dict:

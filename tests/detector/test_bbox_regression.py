@@ -146,3 +146,45 @@ def test_bad_inputs_raise():
     reg = train_box_regressors(x, boxes, gt, np.zeros(10, np.int64), ones, 2, BBoxConfig())
     with pytest.raises(ValueError, match="labels outside"):
         reg.predict(x, np.full(10, 2))
+
+
+def streamed_problem(seed: int = 3):
+    """Three classes over 9 images: class 0 with more windows than feature dimensions (the
+    in-memory solver's primal path), class 1 with fewer (its dual path), class 2 with none."""
+    rng = np.random.default_rng(seed)
+    x, boxes, gt, _, _ = linear_problem(80, seed)
+    x = x * rng.uniform(0.5, 3.0, D).astype(np.float32) + 40  # far from the origin: centring matters
+    labels = np.where(np.arange(80) < 76, 0, 1).astype(np.int64)
+    return x, boxes, gt, labels, rng.permutation(80)
+
+
+def streamed_images(x, boxes, gt, labels, order, num_images=9):
+    from detector.bbox_stream import RegressionWindows
+
+    calls = []
+
+    def images(classes):
+        calls.append(classes)
+        for i, rows in enumerate(np.array_split(order, num_images)):
+            keep = rows if classes is None else rows[np.isin(labels[rows], classes)]
+            yield RegressionWindows(image=i, features=x[keep], boxes=boxes[keep], gt_boxes=gt[keep],
+                                    labels=labels[keep], eligible=len(rows))
+    return images, calls
+
+
+@pytest.mark.parametrize("max_mb", [4000.0, 1e-6])  # all classes in one pass; one class a pass
+def test_streamed_normal_equations_give_the_in_memory_solution(max_mb):
+    from detector.bbox_stream import train_box_regressors_streamed
+
+    x, boxes, gt, labels, order = streamed_problem()
+    cfg = BBoxConfig(ridge_lambda=0.5, normal_equations_max_mb=max_mb)
+    memory = train_box_regressors(x, boxes, gt, labels, np.ones(len(x)), 3, cfg)
+    images, calls = streamed_images(x, boxes, gt, labels, order)
+    streamed, use = train_box_regressors_streamed(images, 3, D, cfg)
+    assert streamed.feature_scale == pytest.approx(memory.feature_scale, rel=1e-9)
+    np.testing.assert_array_equal(streamed.num_samples, [76, 4, 0])
+    for name in ("weights", "bias", "target_mean", "target_std"):
+        np.testing.assert_allclose(getattr(streamed, name), getattr(memory, name), rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+    assert (use.distinct_windows, use.eligible_windows, use.images) == (80, 80, 9)
+    assert calls == ([None] if max_mb > 1 else [None, [1], [2]])  # a pass per group of classes

@@ -82,8 +82,10 @@ def test_prefix_key_follows_the_prefix_weights_only():
     assert trunk.prefix_digest(2) != before
 
 
-def test_training_with_the_prefix_cache_is_training_without(tmp_path):
-    """The same fine-tuned head and trunk either way, under the same stage key."""
+@pytest.mark.parametrize("sampler", ["stream", "bank"])
+def test_training_with_the_prefix_cache_is_training_without(sampler, tmp_path):
+    """The same fine-tuned head and trunk either way, under the same stage key, with either
+    sampler's labels."""
     from detector.data import make_synthetic_voc
     from detector.model import load_model
     from detector.training import train
@@ -91,7 +93,7 @@ def test_training_with_the_prefix_cache_is_training_without(tmp_path):
     base = [f"data.root={data}", "backbone.name=tiny", "features.scales=[96,128]", "proposals.max_windows=30",
             "proposals.workers=1", "finetune.hidden=16", "finetune.iterations=6", "finetune.conv_layers=2",
             "finetune.batch_size=16", "svm.initial_negatives=10", "bbox.enabled=false",
-            f"cache_dir={tmp_path / 'cache'}"]
+            f"cache_dir={tmp_path / 'cache'}", f"finetune.sampler={sampler}"]
     runs = {flag: train(load_detector_config(None, base + [f"workdir={tmp_path / flag}",
                                                           f"finetune.prefix_cache={flag}"]), progress=False)
             for flag in ("false", "true")}
@@ -102,3 +104,4 @@ def test_training_with_the_prefix_cache_is_training_without(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(with_.head.state_dict().values(),
                                                  without.head.state_dict().values()))
     assert runs["true"].stage_paths["finetune"].name == runs["false"].stage_paths["finetune"].name
+    assert runs["true"].stats["finetune"]["sampler"] == sampler

@@ -251,6 +251,10 @@ def test_the_paper_config_trains_and_tests_with_every_official_rule(tmp_path):
         "finetune.iterations=12", "finetune.lr_steps=[4,8]", "finetune.batch_size=32", "svm.initial_negatives=20"])
     result = train(cfg, progress=False)
     assert result.stats["finetune"]["iterations"] == 12
+    # The streamed fine-tuning draws from the 3 images and their mirrors; the streamed
+    # regression (every window) sees the 3 originals only.
+    assert result.stats["finetune"]["sampler"] == "stream" and result.stats["finetune"]["eligible_images"] == 6
+    assert result.stats["bbox"]["eligible_images"] == 3
     model = load_trained(result.model_path)
     assert model.detector.test.order == "nms_then_regress" and model.detector.features.rules.scaling == "corner"
     outcome = run_model_test(model, EvaluationOptions("test", tmp_path / "test", "voc07", progress=False,

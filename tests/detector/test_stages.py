@@ -11,28 +11,63 @@ from detector.stages import Checkpoint, describe_changes, key_sections, run_stag
 from detector.training import training_stages
 from detector.training_windows import shared_parts, stage_parts
 
-# Checkpoint digests that the hand-wired train() of commit 2851bfc (before the stages were
-# declared) gave for these configs, on the stub inputs of `checkpoint_names`: its boolean
-# rules copied verbatim onto a TrainingContext holding those inputs. Equal digests mean an
-# existing workdir reuses every stage. A changed config default changes them on purpose
-# (every workdir then recomputes that stage); record the new ones then.
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+# Checkpoint digests on the stub inputs of `checkpoint_names`. The bank sampler's
+# digests (with bbox.max_per_image=64, the shipped small configs' settings) are those the
+# hand-wired train() of commit 2851bfc (before the stages were declared) gave: its boolean
+# rules copied verbatim onto a TrainingContext holding those inputs, and main's before
+# issue 29; equal digests mean an existing workdir reuses that stage. A changed config
+# default changes them on purpose (every workdir then recomputes that stage); record the
+# new ones then. Issue 29's new fields are keyed only off their old behaviour: the svm
+# section holds max_negatives_per_class only when bounded (the old byte budget never bound
+# on the small sets), bbox.normal_equations_max_mb never (how, not what). Its new defaults
+# (the streamed sampler, every regression window) are new keys.
+BANK = ["finetune.sampler=bank", "bbox.max_per_image=64"]
 OLD_DIGESTS = {
-    "frozen": ([], {"finetune": "7a070aee5a402da2", "svm": "28b0956e44062b24", "bbox": "36f15f118c7cac51"}),
-    "frozen_pool5": (["svm.feature=pool5"],
+    "frozen": (BANK, {"finetune": "7a070aee5a402da2", "svm": "28b0956e44062b24", "bbox": "36f15f118c7cac51"}),
+    "frozen_pool5": (BANK + ["svm.feature=pool5"],
                      {"finetune": "7a070aee5a402da2", "svm": "0b824c1c1243beac", "bbox": "36f15f118c7cac51"}),
-    "conv": (["finetune.conv_layers=1"],
+    "conv": (BANK + ["finetune.conv_layers=1"],
              {"finetune": "1a61ddaab358a66e", "svm": "8ac4dbfcb386ad22", "bbox": "723065c8a2a8ba36"}),
-    "conv_pool5": (["finetune.conv_layers=1", "svm.feature=pool5"],
+    "conv_pool5": (BANK + ["finetune.conv_layers=1", "svm.feature=pool5"],
                    {"finetune": "1a61ddaab358a66e", "svm": "a3bee8a8c8e0791e", "bbox": "723065c8a2a8ba36"}),
-    "rcnn": (["mode=rcnn"], {"finetune": "505d0cc91d92e2d3", "svm": "9e1242c7d83a5bcd", "bbox": "bf737161b7e2f85d"}),
-    "no_finetune": (["finetune.enabled=false"], {"svm": "6d7fd5d32686a7d2", "bbox": "36f15f118c7cac51"}),
-    "no_finetune_pool5": (["finetune.enabled=false", "svm.feature=pool5"],
+    "rcnn": (BANK + ["mode=rcnn"],
+             {"finetune": "505d0cc91d92e2d3", "svm": "9e1242c7d83a5bcd", "bbox": "bf737161b7e2f85d"}),
+    "no_finetune": (["finetune.enabled=false", "bbox.max_per_image=64"],
+                    {"svm": "6d7fd5d32686a7d2", "bbox": "36f15f118c7cac51"}),
+    "no_finetune_pool5": (["finetune.enabled=false", "svm.feature=pool5", "bbox.max_per_image=64"],
                           {"svm": "0b824c1c1243beac", "bbox": "36f15f118c7cac51"}),
-    "no_bbox": (["bbox.enabled=false"], {"finetune": "7a070aee5a402da2", "svm": "28b0956e44062b24"}),
-    "budgets": (["finetune.bank_max_mb=1", "bbox.max_mb=1"],
-                {"finetune": "5df824bfe71a84a7", "svm": "26cef9e4e5512a07", "bbox": "f92c27c74506bf0e"}),
-    "seed1_scales": (["seed=1", "features.scales=[480,688]"],
+    "no_bbox": (BANK + ["bbox.enabled=false"], {"finetune": "7a070aee5a402da2", "svm": "28b0956e44062b24"}),
+    "budgets": (BANK + ["finetune.bank_max_mb=1"],
+                {"finetune": "5df824bfe71a84a7", "svm": "26cef9e4e5512a07", "bbox": "36f15f118c7cac51"}),
+    "seed1_scales": (BANK + ["seed=1", "features.scales=[480,688]"],
                      {"finetune": "d2cf17217ab69e63", "svm": "d42390f70b73e527", "bbox": "31239eaf36efc77d"}),
+    "stream": ([], {"finetune": "d6cb06c6194593f0", "svm": "39ffdfb9a55b0d03", "bbox": "f52297d232985ea3"}),
+    "stream_conv": (["finetune.conv_layers=1"],
+                    {"finetune": "06a49e694acbeffc", "svm": "c95623d928246b86", "bbox": "a761b9bd39c914b7"}),
+    # The bank's budget, the prefetch depth and the normal equations' memory change
+    # nothing the stream trains on.
+    "stream_budgets_ignored": (["finetune.bank_max_mb=1", "finetune.prefetch=1", "bbox.normal_equations_max_mb=1"],
+                               {"finetune": "d6cb06c6194593f0", "svm": "39ffdfb9a55b0d03",
+                                "bbox": "f52297d232985ea3"}),
+    "stream_images": (["finetune.images_per_batch=4"],
+                      {"finetune": "69ab2bfae0dd4859", "svm": "0bfceb607da321c9", "bbox": "f52297d232985ea3"}),
+    "bbox_cap": (["bbox.max_per_image=5"],
+                 {"finetune": "d6cb06c6194593f0", "svm": "39ffdfb9a55b0d03", "bbox": "2bf9a6a515705a24"}),
+    "svm_cap": (["svm.max_negatives_per_class=100"],
+                {"finetune": "d6cb06c6194593f0", "svm": "753fe839c5d036bb", "bbox": "f52297d232985ea3"}),
+}
+# The shipped small-set configs' digests on the same stub inputs, computed with main's code
+# before issue 29 was merged (5ad9685): the merge keeps every one of their stages.
+SHIPPED_DIGESTS = {
+    "bccd_mobilenet": {"finetune": "20d26c7ea8715309", "svm": "e52332a040d6281a", "bbox": "daf92e50f41aecec"},
+    "bccd_mobilenet_conv": {"finetune": "2ad5ebb529ca22c3", "svm": "9e32bee82edb9d6c", "bbox": "a96ab48903beebd3"},
+    "bccd_mobilenet_frozen": {"finetune": "db2acabac4fe0683", "svm": "1120934c1cc16eac", "bbox": "0c668f1e93934185"},
+    "demo": {"finetune": "7d0d8166a7ed4747", "svm": "fb868d1af0fcb67b", "bbox": "0af133a9247e8203"},
+    "raccoon_mobilenet": {"finetune": "9b0e41d76f1ed556", "svm": "702cf54a870256fc", "bbox": "0593ba9d40ec92a9"},
+    "raccoon_mobilenet_frozen": {"finetune": "8fb23514df23ed29", "svm": "00cf1574819b3793",
+                                 "bbox": "36f15f118c7cac51"},
 }
 
 
@@ -51,6 +86,34 @@ def test_stage_keys_are_the_hand_wired_trains(name):
     overrides, digests = OLD_DIGESTS[name]
     assert checkpoint_names(load_detector_config(None, overrides)) == {
         stage: f"{stage}-{digest}.pt" for stage, digest in digests.items()}
+
+
+@pytest.mark.parametrize("name", list(SHIPPED_DIGESTS))
+def test_the_shipped_small_configs_keep_their_stage_keys(name):
+    cfg = load_detector_config(CONFIGS / f"{name}.yaml", [])
+    assert cfg.finetune.sampler == "bank" and cfg.bbox.max_per_image == 64  # as their mAP was measured
+    assert checkpoint_names(cfg) == {stage: f"{stage}-{digest}.pt" for stage, digest in SHIPPED_DIGESTS[name].items()}
+
+
+def test_the_shipped_configs_are_all_pinned():
+    small = {p.stem for p in CONFIGS.glob("*.yaml") if not p.stem.startswith("voc2007_")}
+    assert small == set(SHIPPED_DIGESTS)
+    for path in CONFIGS.glob("voc2007_*.yaml"):  # the official, unbounded settings
+        cfg = load_detector_config(path, [])
+        assert (cfg.finetune.sampler, cfg.bbox.max_per_image, cfg.svm.max_negatives_per_class) == ("stream", 0, 0)
+
+
+def test_the_fine_tuning_key_holds_its_samplers_fields_only():
+    shared = shared_parts(load_detector_config(None, []), ["a"], {"x": "d"}, "b0", FeatureGrid(stride=16, offset=7.5))
+    stream = stage_parts(load_detector_config(None, []), shared, ["finetune"], 50, 4800)["finetune"]
+    assert stream["sampler"] == "stream" and stream["images_per_batch"] == 2
+    assert not {"bank_fg_per_image", "bank_max_mb", "resample_every", "prefetch"} & set(stream)
+    bank = stage_parts(load_detector_config(None, ["finetune.sampler=bank"]), shared, ["finetune"], 50,
+                       4800)["finetune"]
+    assert "sampler" not in bank and bank["bank_fg_per_image"] == 64
+    stages = training_stages(load_detector_config(None, []))
+    assert [s.name for s in stages] == ["proposals", "conv5_cache", "finetune", "svm", "bbox"]
+    assert not any(s.pooled for s in stages)  # nothing pooled ahead: every stage streams
 
 
 def test_a_stage_is_keyed_by_the_sections_upstream_of_what_it_reads():
@@ -101,29 +164,33 @@ def run_recorded(tmp_path, overrides):
     return host
 
 
+# Box regression streams its windows (issue 29): only the bank sampler's stage is pooled for.
+BANK = ["finetune.sampler=bank"]
+
+
 def test_windows_are_pooled_once_for_the_stages_that_compute_and_freed_after(tmp_path):
-    host = run_recorded(tmp_path, [])
-    assert host.events == [("run", "proposals"), ("run", "conv5_cache"), ("pool", ["bbox", "finetune"]),
-                           ("run", "finetune"), ("release", ["finetune"]), ("run", "svm"), ("run", "bbox"),
-                           ("release", ["bbox"])]
+    host = run_recorded(tmp_path, BANK)
+    assert host.events == [("run", "proposals"), ("run", "conv5_cache"), ("pool", ["finetune"]),
+                           ("run", "finetune"), ("release", ["finetune"]), ("run", "svm"), ("run", "bbox")]
     assert set(host.timings) == {"proposals", "conv5_cache", "pool_training_windows", "finetune", "svm", "bbox"}
-    again = run_recorded(tmp_path, [])  # every checkpoint there: restored, nothing pooled
+    again = run_recorded(tmp_path, BANK)  # every checkpoint there: restored, nothing pooled
     assert again.events == [("run", "proposals"), ("run", "conv5_cache"), ("restore", "finetune"),
                             ("restore", "svm"), ("restore", "bbox")]
     assert again.reused == ["finetune", "svm", "bbox"]
     for path in (tmp_path / "stages").glob("bbox-*.pt"):
         path.unlink()
-    assert run_recorded(tmp_path, []).events[2:] == [("restore", "finetune"), ("restore", "svm"),
-                                                     ("pool", ["bbox"]), ("run", "bbox"), ("release", ["bbox"])]
+    assert run_recorded(tmp_path, BANK).events[2:] == [("restore", "finetune"), ("restore", "svm"), ("run", "bbox")]
+    streamed = run_recorded(tmp_path / "s", [])
+    assert streamed.events == [("run", "proposals"), ("run", "conv5_cache"), ("run", "finetune"), ("run", "svm"),
+                               ("run", "bbox")]
 
 
-def test_conv_fine_tuning_pools_on_the_fine_tuned_trunk_only(tmp_path):
-    host = run_recorded(tmp_path, ["finetune.conv_layers=1"])
+def test_conv_fine_tuning_pools_no_bank_and_caches_the_fine_tuned_trunk_first(tmp_path):
+    host = run_recorded(tmp_path, BANK + ["finetune.conv_layers=1"])
     assert host.events == [("run", "proposals"), ("run", "conv5_cache"), ("run", "finetune"),
-                           ("run", "conv5_cache_finetuned"), ("run", "svm"), ("pool", ["bbox"]), ("run", "bbox"),
-                           ("release", ["bbox"])]
-    no_bbox = run_recorded(tmp_path / "b", ["bbox.enabled=false"])
-    assert ("pool", ["finetune"]) in no_bbox.events and ("pool", ["bbox", "finetune"]) not in no_bbox.events
+                           ("run", "conv5_cache_finetuned"), ("run", "svm"), ("run", "bbox")]
+    no_bbox = run_recorded(tmp_path / "b", BANK + ["bbox.enabled=false"])
+    assert ("pool", ["finetune"]) in no_bbox.events
 
 
 def test_describe_changes_names_what_moved():

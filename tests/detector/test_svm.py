@@ -262,3 +262,16 @@ def test_iou_035_window_is_negative_for_other_class_only():
     # The class-1 gt box (window index N + 1) is a negative of class 0.
     gt1 = {trainer.image_index[im.image_id] * KEY_STRIDE + len(im.boxes) + 1 for im in images}
     assert gt1 <= set(trainer.caches[0].arrays()[1].tolist())
+
+
+def test_max_negatives_per_class_bounds_the_caches_and_says_what_it_dropped():
+    images = toy_images(20)
+    loose = dataclasses.replace(CFG, initial_negatives=1000, evict_threshold=-1e9, hard_threshold=-1e9)
+    _, unbounded = train_svms(lambda: iter(images), 2, loose, progress=False)
+    assert unbounded["max_negatives_per_class"] == 0 and unbounded["negatives_dropped_by_cap"] == [0, 0]
+    assert not unbounded["negative_cap_bound"] and min(unbounded["cache_sizes"][-1]) > 40
+    bounded_cfg = dataclasses.replace(loose, max_negatives_per_class=40)
+    _, bounded = train_svms(lambda: iter(images), 2, bounded_cfg, progress=False)
+    assert bounded["negative_cap_bound"] and min(bounded["negatives_dropped_by_cap"]) > 0
+    assert all(u["num_neg_kept"] <= 40 for u in bounded["updates"])
+    json.dumps(bounded)

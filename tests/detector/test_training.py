@@ -6,15 +6,8 @@ import pytest
 from detector.config import load_detector_config
 from detector.data import make_synthetic_voc
 from detector.data.mirror import FLIP_SUFFIX, flipped_record
-from detector.training_windows import TrainingContext, collect_training_windows
-
-
-def prepared_context(cfg) -> TrainingContext:
-    """A training context after the proposal and conv5-cache stages."""
-    ctx = TrainingContext(cfg, progress=False)
-    ctx.propose()
-    ctx.cache_conv5()
-    return ctx
+from detector.training_windows import collect_training_windows, regression_windows
+from helpers import prepared_context, rules_context
 
 
 def test_flipped_record_mirrors_the_boxes_only(tmp_path):
@@ -53,12 +46,14 @@ def test_training_windows_at_random_scales_keep_regression_at_the_selected_scale
     data = make_synthetic_voc(tmp_path / "d", num_train=2, num_test=0, seed=4)
     base = [f"data.root={data}", f"workdir={tmp_path / 'run'}", "backbone.name=tiny", "data.flip=false",
             "features.scales=[96,160]", "proposals.max_windows=40", "proposals.workers=1"]
-    random = collect_training_windows(prepared_context(load_detector_config(None, base)))
-    fixed = collect_training_windows(prepared_context(
-        load_detector_config(None, base + ["finetune.random_scale=false"])))
+    random_ctx = prepared_context(load_detector_config(None, base + ["finetune.sampler=bank"]))
+    fixed_ctx = prepared_context(load_detector_config(None, base + ["finetune.sampler=bank",
+                                                                    "finetune.random_scale=false"]))
+    random, fixed = collect_training_windows(random_ctx), collect_training_windows(fixed_ctx)
     assert random.fg.shape == fixed.fg.shape and len(random.fg) > 0
     assert not np.array_equal(random.bg.numpy(), fixed.bg.numpy())  # fine-tuning windows moved scale
-    np.testing.assert_array_equal(random.bbox_features, fixed.bbox_features)  # regression did not
+    for a, b in zip(regression_windows(random_ctx), regression_windows(fixed_ctx), strict=True):
+        np.testing.assert_array_equal(a.features, b.features)  # regression did not
 
 
 def test_conv_fine_tuning_changes_the_trunk_and_the_features_after_it(tmp_path):
@@ -84,36 +79,23 @@ def test_conv_fine_tuning_changes_the_trunk_and_the_features_after_it(tmp_path):
     assert load_model(again.model_path).backbone.digest() == model.backbone.digest()
 
 
-def test_bank_and_regression_windows_stay_under_their_memory_budgets():
+def test_the_bank_stays_under_its_memory_budget():
     from detector.config import load_detector_config
-    from detector.training_windows import MB, bank_caps, bbox_cap
+    from detector.training_windows import MB, bank_caps
 
-    cfg = load_detector_config(None, ["finetune.bank_max_mb=100", "bbox.max_mb=50"])
+    cfg = load_detector_config(None, ["finetune.bank_max_mb=100"])
     dim = 4800
     # Few images: the per-image caps as configured.
     assert bank_caps(cfg, 10, dim) == (cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image)
-    assert bbox_cap(cfg, 10, dim) == cfg.bbox.max_per_image
     for images in (100, 1000, 10022):  # VOC 2007 trainval with mirrors: 10022
         fg, bg = bank_caps(cfg, images, dim)
         assert images * (fg + bg) * dim * 2 <= 100 * MB or (fg, bg) == (1, 1)
         if bg >= 30:  # shrunk in proportion (integer rounding aside)
             assert fg / bg == __import__("pytest").approx(64 / 192, rel=0.1)
-        assert images * bbox_cap(cfg, images, dim) * dim * 4 <= 50 * MB or bbox_cap(cfg, images, dim) == 1
     assert bank_caps(cfg, 1000, dim)[1] < bank_caps(cfg, 100, dim)[1]
 
 
 # -- the official data rules (data.difficult_stages, data.flip_stages) and bbox.norm_windows ---------
-
-def rules_context(tmp_path, *overrides):
-    """A prepared context on 3 synthetic images whose first holds 2 difficult objects (seed 3)."""
-    data = tmp_path / "d"
-    if not data.exists():
-        make_synthetic_voc(data, num_train=3, num_test=0, seed=3)
-    return prepared_context(load_detector_config(None, [
-        f"data.root={data}", f"workdir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}",
-        "backbone.name=tiny", "features.scales=[96]", "proposals.max_windows=30", "proposals.workers=1",
-        *overrides]))
-
 
 def svm_images(ctx):
     from detector.build import build_head
@@ -129,8 +111,8 @@ def test_difficult_objects_are_in_the_stages_that_name_them(tmp_path):
     difficult = first.boxes[first.difficult]
     assert len(difficult) == 2 and len(first.boxes) == 4
 
-    def regression_targets(ctx):
-        return {tuple(b) for b in collect_training_windows(ctx).bbox_gt.tolist()}
+    def regression_targets(ctx):  # the streamed regression's windows' gt boxes
+        return {tuple(b) for item in regression_windows(ctx) for b in item.gt_boxes.tolist()}
     hard = {tuple(b) for b in difficult.tolist()}
     assert not hard & regression_targets(default)  # left out: never a regression target
     assert hard <= regression_targets(official)    # in: each is its own window's target (IoU 1)
@@ -147,24 +129,45 @@ def test_difficult_objects_are_in_the_stages_that_name_them(tmp_path):
 
 
 def test_mirrors_for_fine_tuning_only(tmp_path):
-    everywhere = collect_training_windows(rules_context(tmp_path / "a"))
-    no_mirrors = collect_training_windows(rules_context(tmp_path / "b", "data.flip=false"))
+    everywhere_ctx = rules_context(tmp_path / "a")
+    no_mirrors_ctx = rules_context(tmp_path / "b", "data.flip=false")
     ctx = rules_context(tmp_path / "c", "data.flip_stages=[finetune]")
-    official = collect_training_windows(ctx)
+    everywhere, official = collect_training_windows(everywhere_ctx), collect_training_windows(ctx)
     # Fine-tuning sees every image and mirror, as before; regression only the originals.
     np.testing.assert_array_equal(official.fg.numpy(), everywhere.fg.numpy())
-    np.testing.assert_array_equal(official.bbox_boxes, no_mirrors.bbox_boxes)
-    np.testing.assert_array_equal(official.bbox_features, no_mirrors.bbox_features)
-    assert len(everywhere.bbox_boxes) > len(no_mirrors.bbox_boxes)
+
+    def regression(c):  # the streamed regression's windows: (record, boxes, features) per image
+        return [(c.records[item.image].image_id, item.boxes, item.features) for item in regression_windows(c)]
+    official_reg, no_mirrors_reg = regression(ctx), regression(no_mirrors_ctx)
+    assert [r[0] for r in official_reg] == [r[0] for r in no_mirrors_reg] == [r.image_id for r in ctx.verified.records]
+    for a, b in zip(official_reg, no_mirrors_reg):
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[2], b[2])
+    assert len(regression(everywhere_ctx)) == 2 * len(no_mirrors_reg)
     assert [im.image_id for im in svm_images(ctx)] == [r.image_id for r in ctx.verified.records]
 
 
 def test_random_norm_windows_measure_every_window_of_a_small_set(tmp_path):
-    from detector.training_windows import training_gt
+    """bbox.norm_windows=random: the streamed regressors' feature scale is target_norm over the
+    mean norm of random windows (here every window), not of the regression windows."""
+    from detector.build import build_head
+    from detector.training import TrainingRun, train_bbox_stage
+    from detector.training_windows import random_window_norm, training_gt
+
+    def regressors(c):
+        run = TrainingRun(c, build_head(c.cfg, c.features.output_dim, len(c.class_names)))
+        train_bbox_stage(run)
+        return run.regressors
     ctx = rules_context(tmp_path, "bbox.norm_windows=random", "data.flip=false")
-    windows = collect_training_windows(ctx)
     # 3 images (<= 200), <= 200 windows each (gt + 30 proposals): every window counts.
     norms = [np.linalg.norm(ctx.pool5(r, np.concatenate([training_gt(r)[0], ctx.windows(r)])).numpy(), axis=1)
              for r in ctx.records]
-    assert windows.bbox_norm == pytest.approx(float(np.concatenate(norms).mean()), rel=1e-5)
-    assert collect_training_windows(rules_context(tmp_path, "data.flip=false")).bbox_norm is None
+    mean_norm = float(np.concatenate(norms).mean())
+    assert random_window_norm(ctx) == pytest.approx(mean_norm, rel=1e-5)
+    target = ctx.cfg.svm.target_norm
+    assert regressors(ctx).feature_scale == pytest.approx(target / mean_norm, rel=1e-5)
+    # The default: the regression windows' own mean norm (another scale on this set).
+    default = rules_context(tmp_path, "data.flip=false")
+    reg_norm = np.concatenate([np.linalg.norm(item.features, axis=1) for item in regression_windows(default)])
+    assert regressors(default).feature_scale == pytest.approx(target / float(reg_norm.mean()), rel=1e-5)
+    assert abs(reg_norm.mean() - mean_norm) > 1e-3 * mean_norm

@@ -46,10 +46,11 @@ TINY_TRAIN = ["backbone.name=tiny", "features.scales=[96,128]", "proposals.max_w
               "data.flip=false"]
 
 
-@pytest.mark.parametrize("conv_layers", [0, 1])
-def test_train_validates_on_the_held_out_split_and_keeps_the_best(conv_layers, tmp_path):
+@pytest.mark.parametrize("conv_layers, sampler", [(0, "stream"), (0, "bank"), (1, "stream")])
+def test_train_validates_on_the_held_out_split_and_keeps_the_best(conv_layers, sampler, tmp_path):
     """`sppnet train data.val_split=test`: held-out loss every val_every iterations in the log file and
-    the report, and the model's head (and trunk) score the held-out windows at the best loss."""
+    the report, and the model's head (and trunk) score the held-out windows at the best loss; with
+    either fine-tuning sampler."""
     from detector.model import load_model
     from detector.training_windows import TrainingContext
     from detector.validation import held_out_loss, held_out_windows
@@ -57,11 +58,13 @@ def test_train_validates_on_the_held_out_split_and_keeps_the_best(conv_layers, t
     data = make_synthetic_voc(tmp_path / "d", num_train=4, num_test=2, seed=3)
     run = tmp_path / "run"
     overrides = [f"data.root={data}", f"workdir={run}", *TINY_TRAIN, "finetune.iterations=10",
-                 "finetune.val_every=4", f"finetune.conv_layers={conv_layers}", "data.val_split=test"]
+                 "finetune.val_every=4", f"finetune.conv_layers={conv_layers}", "data.val_split=test",
+                 f"finetune.sampler={sampler}"]
     res = sppnet("train", *overrides)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "held-out loss" in res.stderr
     report = json.loads((run / "train_report.json").read_text())
+    assert report["stats"]["finetune"]["sampler"] == sampler
     val = report["stats"]["finetune"]["validation"]
     assert [h["iter"] for h in val["history"]] == [3, 7, 9] and val["split"] == "test" and val["windows"] > 0
     assert val["best_loss"] == min(h["val_loss"] for h in val["history"])

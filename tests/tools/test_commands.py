@@ -136,7 +136,7 @@ def test_logs_redirected_to_a_file_have_lines_not_carriage_returns(tmp_path):
     runs = {"train": ["train", f"data.root={data}", f"workdir={tmp_path / 'run'}", *TINY],
             "test": ["test", "--model", str(tmp_path / "run" / "model.pt"), "--data", str(data),
                      "--split", "test", "--out", str(tmp_path / "t")]}
-    stages = {"train": ["check images", "proposals data/trainval", "conv5 cache", "pool training windows",
+    stages = {"train": ["check images", "proposals data/trainval", "conv5 cache", "label training windows",
                         "fine-tune fc", "SVM collect", "SVM mining 1/1"],
               "test": ["check images", "test"]}
     for name, args in runs.items():
