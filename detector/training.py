@@ -292,7 +292,7 @@ def write_model(cfg: Config, run: TrainingRun, checkpoints: dict[str, Checkpoint
         windows_per_train_image=summarize_store(
             ctx.proposals, [r.image_id for r in ctx.verified.records])["windows_per_image"],
         classes_without_training_objects=classes_without_training_objects(
-            ctx.verified.records, ctx.class_names, learning_stages),
+            ctx.verified.records, ctx.class_names, learning_stages, cfg.data.difficult_stages),
         proposal_fit=ctx.proposal_fit.as_dict())
     extra = {"timings": result.timings, "stats": result.stats, "versions": collect_versions(),
              "feature_cache_bytes": result.feature_cache_bytes, "train_images": result.train_images,

@@ -497,14 +497,21 @@ def _rows(pool: tuple[np.ndarray, torch.Tensor], index: np.ndarray) -> torch.Ten
     return pooled[torch.from_numpy(np.searchsorted(wanted, index))]
 
 
-def classes_without_training_objects(records, class_names, stages: list[str]) -> dict[str, list[str]]:
-    """The classes with no (non-difficult) object in ``records``, each with ``stages``: the
-    stages that then learn nothing for it (no positive for the SVM, no window for the box
-    regressor or the fine-tuned classifier), so it is never detected."""
-    counts = np.zeros(len(class_names), np.int64)
+def classes_without_training_objects(records, class_names, stages: list[str],
+                                     difficult_stages: Sequence[str] = ()) -> dict[str, list[str]]:
+    """The classes with no object in ``records`` that a stage learns from, each with those of
+    ``stages`` that then learn nothing for it (no positive for the SVM, no window for the box
+    regressor or the fine-tuned classifier), so it is never detected. A stage in
+    ``difficult_stages`` (``data.difficult_stages``) counts difficult objects too."""
+    counts = {use: np.zeros(len(class_names), np.int64) for use in (False, True)}
     for r in records:
-        counts += np.bincount(training_gt(r)[1], minlength=len(class_names))
-    return {class_names[k]: list(stages) for k in np.flatnonzero(counts == 0)}
+        for use, c in counts.items():
+            c += np.bincount(training_gt(r, use)[1], minlength=len(class_names))
+    empty: dict[str, list[str]] = {}
+    for stage in stages:
+        for k in np.flatnonzero(counts[stage in difficult_stages] == 0):
+            empty.setdefault(class_names[k], []).append(stage)
+    return empty
 
 
 def svm_training_images(ctx: TrainingContext, head: FCHead) -> Callable[[], Iterable[TrainImage]]:

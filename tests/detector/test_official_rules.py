@@ -260,3 +260,15 @@ def test_the_paper_config_trains_and_tests_with_every_official_rule(tmp_path):
     outcome = run_model_test(model, EvaluationOptions("test", tmp_path / "test", "voc07", progress=False,
                                                       pipeline=False))
     assert 0.0 <= outcome.result.mAP <= 1.0 and outcome.without_bbox is not None
+
+
+def test_a_class_with_only_difficult_objects_is_empty_only_for_the_stages_that_leave_them_out():
+    from types import SimpleNamespace
+    from detector.training_windows import classes_without_training_objects
+
+    record = SimpleNamespace(boxes=np.array([[0, 0, 9, 9], [5, 5, 20, 20]], np.float32),
+                             labels=np.array([0, 1]), difficult=np.array([False, True]))
+    stages = ["finetune", "svm", "bbox"]
+    assert classes_without_training_objects([record], ["cat", "dog"], stages) == {"dog": stages}
+    assert classes_without_training_objects([record], ["cat", "dog"], stages, ["svm"]) == {"dog": ["finetune", "bbox"]}
+    assert classes_without_training_objects([record], ["cat", "dog"], stages, stages) == {}
