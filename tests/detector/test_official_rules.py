@@ -248,13 +248,19 @@ def test_the_paper_config_trains_and_tests_with_every_official_rule(tmp_path):
     cfg = load_detector_config(CONFIGS / "voc2007_zf5_5scale.yaml", [
         f"data.root={data}", "data.class_names=[]", f"workdir={tmp_path / 'run'}", "backbone.name=tiny",
         "features.scales=[96,128]", "proposals.max_windows=30", "proposals.workers=1", "finetune.hidden=32",
-        "finetune.iterations=12", "finetune.lr_steps=[4,8]", "finetune.batch_size=32", "svm.initial_negatives=20"])
+        "finetune.iterations=12", "finetune.lr_steps=[4,8]", "finetune.batch_size=32", "finetune.val_every=6",
+        "svm.initial_negatives=20"])
     result = train(cfg, progress=False)
     assert result.stats["finetune"]["iterations"] == 12
     # The streamed fine-tuning draws from the 3 images and their mirrors; the streamed
     # regression (every window) sees the 3 originals only.
     assert result.stats["finetune"]["sampler"] == "stream" and result.stats["finetune"]["eligible_images"] == 6
     assert result.stats["bbox"]["eligible_images"] == 3
+    # The official snapshot choice: held-out error every val_every iterations on VOC's test
+    # split (here every 6 of 12), the best snapshot kept.
+    validation = result.stats["finetune"]["validation"]
+    assert validation["split"] == "test" and [h["iter"] for h in validation["history"]] == [5, 11]
+    assert validation["best_iteration"] in (5, 11)
     model = load_trained(result.model_path)
     assert model.detector.test.order == "nms_then_regress" and model.detector.features.rules.scaling == "corner"
     outcome = run_model_test(model, EvaluationOptions("test", tmp_path / "test", "voc07", progress=False,
