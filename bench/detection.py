@@ -31,8 +31,8 @@ from detector.evaluation.report import collect_versions
 from detector.fileio import write_json_atomic
 from detector.images import read_image
 from detector.model import load_model, load_trained
-from detector.testing import EvaluationOptions, run_model_test
-from detector.training import train
+from detector.inference.split_test import EvaluationOptions, run_model_test
+from detector.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -32,14 +32,14 @@ import torch  # noqa: E402
 
 from detector.build import build_head, seed_everything  # noqa: E402
 from detector.config import load_detector_config  # noqa: E402
-from detector.conv_finetune import finetune_with_conv  # noqa: E402
+from detector.training.conv_finetune import finetune_with_conv  # noqa: E402
 from detector.evaluation.report import collect_versions  # noqa: E402
-from detector.features import compute_feature_maps  # noqa: E402
+from detector.features.conv_maps import compute_feature_maps  # noqa: E402
 from detector.fileio import write_json_atomic  # noqa: E402
-from detector.pooling import SpatialPyramidPool  # noqa: E402
-from detector.spp import SpatialPyramidPool2d  # noqa: E402
-from detector.finetune import finetune_head  # noqa: E402
-from detector.training_windows import TrainingContext, collect_training_windows, conv_samples  # noqa: E402
+from detector.features.pyramid import SpatialPyramidPool  # noqa: E402
+from detector.features.spp import SpatialPyramidPool2d  # noqa: E402
+from detector.training.fc_finetune import finetune_head  # noqa: E402
+from detector.training.context import TrainingContext, collect_training_windows, conv_samples  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_speed"
 MODES = ("whole_trunk_autograd_pool", "prefix_autograd_pool", "whole_trunk", "prefix", "prefix_bf16",
@@ -47,7 +47,7 @@ MODES = ("whole_trunk_autograd_pool", "prefix_autograd_pool", "whole_trunk", "pr
 
 
 def autograd_pool(self, feature_map, cells):
-    """The pyramid with a gradient as it was before detector/pyramid_grad.py (commit d71e7c3):
+    """The pyramid with a gradient as it was before detector/features/pyramid_grad.py (commit d71e7c3):
     slices and maxima per window and bin through autograd. The "*_autograd_pool" modes' baseline."""
     layer = SpatialPyramidPool2d(self.levels, rule="exact")
     rows = [torch.cat([p[0].permute(1, 2, 0).reshape(-1) for p in layer.pool_levels(feature_map[None, :, y0:y1, x0:x1])])

@@ -23,8 +23,8 @@ from bench.detection import BY_NAME, DEFAULT_WINDOWS, PAPER_WINDOWS, RESULTS, RU
 
 from detector.fileio import write_json_atomic
 from detector.model import load_trained
-from detector.testing import EvaluationOptions, run_model_test
-from detector.training import train
+from detector.inference.split_test import EvaluationOptions, run_model_test
+from detector.training.train import train
 
 DATASET = "raccoon"
 TEST_WINDOWS = {"P": PAPER_WINDOWS[DATASET], "B": DEFAULT_WINDOWS[DATASET]}

@@ -34,7 +34,7 @@ from detector.config import load_detector_config  # noqa: E402
 from detector.evaluation.report import collect_versions  # noqa: E402
 from detector.fileio import file_digest, write_json_atomic  # noqa: E402
 from detector.threads import limit_threads, network_threads  # noqa: E402
-from detector.window_features import ImageSource  # noqa: E402
+from detector.features.pool5 import ImageSource  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "overlap"
 

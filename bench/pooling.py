@@ -22,8 +22,8 @@ import os
 import statistics
 import time
 
-from detector import range_max  # bench/__init__.py set THP_MEM_ALLOC_ENABLE before torch loads
-from detector.pooling import SpatialPyramidPool, to_channel_major
+from detector.features import pyramid_engine as range_max  # bench/__init__.py set THP_MEM_ALLOC_ENABLE before torch loads
+from detector.features.pyramid import SpatialPyramidPool, to_channel_major
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402

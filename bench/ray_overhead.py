@@ -50,8 +50,8 @@ def main(argv=None) -> int:
     from detector.evaluation.report import collect_versions
     from detector.fileio import write_json_atomic
     from detector.model import load_trained
-    from detector.testing import detect_on_backend, detect_records
-    from detector.window_features import ImageSource
+    from detector.inference.split_test import detect_on_backend, detect_records
+    from detector.features.pool5 import ImageSource
     from proposals.compute import compute_split
 
     model = load_trained(args.model, device="cpu")

@@ -36,8 +36,8 @@ def build_report(out: Path) -> Path:
     from detector.config import load_detector_config
     from detector.data import make_synthetic_voc
     from detector.model import load_trained
-    from detector.testing import EvaluationOptions, run_model_test
-    from detector.training import train
+    from detector.inference.split_test import EvaluationOptions, run_model_test
+    from detector.training.train import train
 
     data = make_synthetic_voc(out / "data", num_train=40, num_test=16, seed=3)
     cfg = load_detector_config(None, [

@@ -47,7 +47,7 @@ from detector.deploy.export import export_model  # noqa: E402
 from detector.deploy.runtime import load_export  # noqa: E402
 from detector.fileio import write_json_atomic  # noqa: E402
 from detector.images import read_image  # noqa: E402
-from detector.inference import list_inputs  # noqa: E402
+from detector.inference.folders import list_inputs  # noqa: E402
 from detector.model import load_model  # noqa: E402
 from detector.timing import timed_stage  # noqa: E402
 

@@ -51,7 +51,7 @@ from detector.build import build_dataset, build_detector  # noqa: E402
 from detector.fileio import write_json_atomic  # noqa: E402
 from detector.images import read_image  # noqa: E402
 from detector.model import TrainedModel, load_model, load_trained, read_model_config  # noqa: E402
-from detector.pooling import SpatialPyramidPool  # noqa: E402
+from detector.features.pyramid import SpatialPyramidPool  # noqa: E402
 from detector.threads import POOL_THREADS, limit_threads  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,7 +240,7 @@ BASELINE_PROBE = """
 import sys, time
 from pathlib import Path
 import detector
-from detector.inference import detect_files
+from detector.inference.folders import detect_files
 from detector.model import load_model
 det = load_model(sys.argv[1], device="cpu")
 files = [Path(p) for p in sys.argv[3:]]
@@ -252,7 +252,7 @@ print(time.perf_counter() - start)
 
 def bench_e2e(model_path: Path, sets: dict, runs: int, baseline_src: str | None,
               only_modes: list[str] | None = None) -> dict:
-    from detector.inference import detect_files
+    from detector.inference.folders import detect_files
 
     # mode -> (test-time overrides, pipelined?), for the modes asked for
     plan = {"pipelined": ((), True), "sequential": ((), False),

@@ -30,7 +30,7 @@ import detector  # noqa: F401  (isort: skip) sets THP_MEM_ALLOC_ENABLE before to
 import torch  # noqa: E402
 
 from bench.speed import rcnn_twin, split_windows, timed  # noqa: E402
-from detector.cli import run_cli  # noqa: E402
+from detector.commands.entry import run_cli  # noqa: E402
 from detector.config import Config, load_detector_config  # noqa: E402
 from detector.configio import ConfigError, to_dict  # noqa: E402
 from detector.evaluation.report import collect_versions  # noqa: E402

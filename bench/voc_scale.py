@@ -217,9 +217,9 @@ def run_size(setup: Setup, n: int, iterations: int, extra: list[str], test: bool
     from detector.evaluation.report import collect_versions
     from detector.fileio import write_json_atomic
     from detector.model import load_trained
-    from detector.testing import EvaluationOptions, run_model_test
+    from detector.inference.split_test import EvaluationOptions, run_model_test
     from detector.timing import stage_listener
-    from detector.training import train
+    from detector.training.train import train
 
     use_first(setup, n)
     cfg = load_detector_config(CONFIG, overrides(setup, n, iterations, extra))

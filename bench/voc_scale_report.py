@@ -205,7 +205,7 @@ def write_report(results: Path, doc: Path, fig_path: Path) -> None:
               "and box regression, no per-image caps; SVM caches unbounded, `svm.max_negatives_per_class`; the "
               "bank's budget stays with `finetune.sampler=bank`); "
               "they are not measured again here. Memory does not grow with the records: the SVM stage holds the peak (the negative caches, "
-              "4 GiB over the 20 classes by `svm.py`'s byte budget, full from the first size on, plus the "
+              "4 GiB over the 20 classes by the SVMs' byte budget, full from the first size on, plus the "
               "solver's float64 copy of one class), the fine-tuning bank (`finetune.bank_max_mb`, 2000) and "
               "the regression windows (`bbox.max_mb`, 1000) bind from ~850 records on (their per-image share "
               "shrinks), and the bank is freed before the SVMs. Above 1000 records the pooling and fine-tuning "

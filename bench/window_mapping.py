@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from detector.pooling import FeatureGrid, map_windows_to_features
+from detector.features.pyramid import FeatureGrid, map_windows_to_features
 
 GRIDS = {"zf5, mobilenet_v2, resnet18/50, tiny": 0.0, "vgg16": 7.5, "alexnet": 15.0, "squeezenet1_0": 17.0}
 

@@ -17,15 +17,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .backbones import Backbone, WeightsError, build_backbone
+from .features.backbones import Backbone, WeightsError, build_backbone
 from .config import BackboneConfig, Config, DataConfig
 from .data import Dataset, load_dataset
-from .detector import Detector
+from .inference.detector import Detector
 from .devices import resolve_device
 from .heads import FCHead, compress_head
-from .pooling import SpatialPyramidPool
-from .window_features import SPPFeatures, WindowFeatures
-from .window_rules import WindowRules
+from .features.pyramid import SpatialPyramidPool
+from .features.pool5 import SPPFeatures, WindowFeatures
+from .features.window_rules import WindowRules
 
 
 def seed_everything(seed: int) -> None:
@@ -88,7 +88,7 @@ def build_window_features(cfg: Config, backbone: Backbone,
     caching under ``cache_root`` when given."""
     pool = build_pool(cfg)
     if cfg.mode == "rcnn":
-        from .rcnn import CropFeatures
+        from .features.rcnn_crops import CropFeatures
         features: WindowFeatures = CropFeatures(backbone, pool, cfg.rcnn.crop_size, cfg.rcnn.context_pad)
     else:
         features = SPPFeatures(backbone, pool, cfg.features.scales, cfg.features.max_size,
@@ -112,7 +112,7 @@ def random_training_scales(cfg: Config) -> bool:
 
 def build_detector(cfg: Config, class_names: Sequence[str], backbone: Backbone, head: FCHead, svms,
                    regressors=None, cache_root: str | os.PathLike | None = None) -> Detector:
-    """A :class:`~detector.detector.Detector` from trained parts and the config they came from.
+    """A :class:`~detector.inference.detector.Detector` from trained parts and the config they came from.
 
     The detector keeps only what it runs (the test section, the search, the SVMs' feature);
     the config stays with the caller as provenance (the model file stores it).

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from proposals.config import ProposalConfig
 
 from .configio import ConfigError, from_dict, load_config, merge, parse_overrides, to_dict
-from .mapping import CANONICAL_WINDOW, DEFAULT_LEVELS, DEFAULT_WINDOW_MARGIN
+from .features.mapping import CANONICAL_WINDOW, DEFAULT_LEVELS, DEFAULT_WINDOW_MARGIN
 
 BACKBONES = ("zf5", "alexnet", "vgg16", "squeezenet1_0", "mobilenet_v2", "resnet18", "resnet50", "tiny")
 SVM_FEATURES = ("pool5", "fc6", "fc7")
@@ -155,7 +155,7 @@ class PoolConfig:
     window_margin: float = DEFAULT_WINDOW_MARGIN
     # Window -> resized image: "plain" multiplies the coordinates by the
     # resize factor; "corner" aligns the corner pixels' centres as the
-    # official spp_features_convX_to_poolX.m:45 does (detector/mapping.py: scale_windows).
+    # official spp_features_convX_to_poolX.m:45 does (detector/features/mapping.py: scale_windows).
     window_scaling: str = "plain"
 
     def validate(self) -> None:

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import torch
 
-from .bbox_regression import BoxRegressors
+from .training.bbox_regression import BoxRegressors
 from .build import build_detector, build_pool, build_stored_backbone, build_stored_head
 from .config import Config, with_test_overrides
 from .configio import ConfigError, from_dict, to_dict
-from .detector import Detector
+from .inference.detector import Detector
 from .fileio import atomic_path
-from .pooling import MAPPING_VERSION
-from .svm import LinearSVMs
+from .features.pyramid import MAPPING_VERSION
+from .training.svm import LinearSVMs
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ class TrainedRun:
     root: Path  # holds data/ and run/
     data: Path
     cfg: object  # detector.config.Config
-    result: object  # detector.training.TrainResult
+    result: object  # detector.training.train.TrainResult
 
     @property
     def model_path(self) -> Path:
@@ -41,7 +41,7 @@ def voc_data(tmp_path_factory) -> Path:
 def trained_run(voc_data, tmp_path_factory) -> TrainedRun:
     """A tiny-backbone SPP-net detector trained on ``voc_data`` (1 scale)."""
     from detector.config import load_detector_config
-    from detector.training import train
+    from detector.training.train import train
 
     root = tmp_path_factory.mktemp("trained")
     cfg = load_detector_config(None, [

@@ -60,13 +60,13 @@ def small_detector(with_regressors: bool = True):
 def small_model(with_regressors: bool = True):
     """:func:`small_detector` with its config (a ``detector.model.TrainedModel``): for model files
     (``save_model(path, model.detector, model.config)``) and command-line runs."""
-    from detector.bbox_regression import train_box_regressors
+    from detector.training.bbox_regression import train_box_regressors
     from detector.build import build_config_backbone, build_detector
     from detector.config import load_detector_config
     from detector.heads import FCHead
     from detector.model import TrainedModel
-    from detector.pooling import SpatialPyramidPool
-    from detector.svm import LinearSVMs
+    from detector.features.pyramid import SpatialPyramidPool
+    from detector.training.svm import LinearSVMs
 
     cfg = load_detector_config(None, ["backbone.name=tiny", "features.scales=[96]", "finetune.hidden=32"])
     backbone = build_config_backbone(cfg)
@@ -97,8 +97,8 @@ def write_small_model(path: Path, with_regressors: bool = True) -> Path:
 # -- training contexts on generated data ------------------------------------------------------
 
 def prepared_context(cfg):
-    """A ``detector.training_windows.TrainingContext`` after the proposal and conv5-cache stages."""
-    from detector.training_windows import TrainingContext
+    """A ``detector.training.context.TrainingContext`` after the proposal and conv5-cache stages."""
+    from detector.training.context import TrainingContext
     ctx = TrainingContext(cfg, progress=False)
     ctx.propose()
     ctx.cache_conv5()

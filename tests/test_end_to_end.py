@@ -8,10 +8,10 @@ import pytest
 from helpers import load_tool
 
 from detector.configio import to_dict
-from detector.inference import detect_files
+from detector.inference.folders import detect_files
 from detector.model import load_model, load_trained
-from detector.testing import EvaluationOptions, run_model_test
-from detector.training import train
+from detector.inference.split_test import EvaluationOptions, run_model_test
+from detector.training.train import train
 
 
 def test_end_to_end_map_is_high(trained_run):

@@ -17,13 +17,13 @@ from detector.hugepages import enable_huge_pages
 
 enable_huge_pages()  # before torch loads, as the sppnet command does
 
-from detector.cli import run_cli  # noqa: E402
+from detector.commands.entry import run_cli  # noqa: E402
 from detector.config import load_detector_config  # noqa: E402
 from detector.data import make_synthetic_voc  # noqa: E402
-from detector.inference import detect_files  # noqa: E402
+from detector.inference.folders import detect_files  # noqa: E402
 from detector.model import load_trained  # noqa: E402
-from detector.testing import EvaluationOptions, print_outcome, run_model_test  # noqa: E402
-from detector.training import train  # noqa: E402
+from detector.inference.split_test import EvaluationOptions, print_outcome, run_model_test  # noqa: E402
+from detector.training.train import train  # noqa: E402
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 # 150 training images give every class a few hundred positives; 60 test

@@ -4,5 +4,5 @@
 ``inputs`` (fixed-size warps or own-size buckets), ``model`` (trunk -> pyramid
 -> fc, the model file), ``training`` (multi-size training, evaluation),
 ``report`` (report.json / report.md). The pyramid itself is
-:class:`detector.spp.SpatialPyramidPool2d`.
+:class:`detector.features.spp.SpatialPyramidPool2d`.
 """

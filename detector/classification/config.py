@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ..config import BackboneConfig
 from ..configio import load_config
-from ..spp import BIN_RULES
+from ..features.spp import BIN_RULES
 
 CLASSIFY_DATA_FORMATS = ("folder", "voc", "coco")
 POOLS = ("spp", "global")

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..backbones import Preprocess
-from ..features import scale_factor
+from ..features.backbones import Preprocess
+from ..features.conv_maps import scale_factor
 from ..images import ImageTooSmallError
 from .config import ClassifyInputConfig
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..backbones import Backbone, build_backbone
+from ..features.backbones import Backbone, build_backbone
 from ..configio import to_dict
 from ..fileio import atomic_path
 from ..model import read_model_file
-from ..spp import SpatialPyramidPool2d
+from ..features.spp import SpatialPyramidPool2d
 from .config import ClassifyConfig
 
 MODEL_FORMAT = "sppnet-classifier"

@@ -8,7 +8,7 @@ in ``tools/`` are wrappers around the same functions. Each parses with
 ``parse_intermixed_args``: options and ``key=value`` overrides in any order
 (plain ``parse_args`` stops collecting overrides at the first option). Exit codes: 0 ok,
 2 bad input (argparse usage errors and the user errors of
-:func:`detector.cli.run_cli`), 130 interrupted; ``stats`` also exits 1 when
+:func:`detector.commands.entry.run_cli`), 130 interrupted; ``stats`` also exits 1 when
 some images are unreadable.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from detector.hugepages import enable_huge_pages
 
 enable_huge_pages()  # before torch loads (it reads the variable once)
 
-from detector.cli import run_cli  # noqa: E402
+from detector.commands.entry import run_cli  # noqa: E402
 
 PROG = "sppnet"
 EXIT_BAD_INPUT = 2

@@ -25,7 +25,7 @@ from detector.classification.training import class_probabilities, evaluate_class
 from detector.configio import ConfigError, from_dict, merge, parse_overrides, to_dict
 from detector.fileio import check_output_dir, write_text_atomic
 from detector.images import is_image_file, read_image
-from detector.inference import list_inputs
+from detector.inference.folders import list_inputs
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import argparse
 
 from detector.deploy.manifest import is_export_folder
 from detector.fileio import check_output_dir
-from detector.inference import detect_files, list_inputs
+from detector.inference.folders import detect_files, list_inputs
 
 
 def main(argv=None, prog: str | None = None) -> int:

@@ -13,7 +13,7 @@ from detector.backends import add_backend_arguments, backend_options, open_backe
 from detector.evaluation import METRICS
 from detector.fileio import check_output_dir
 from detector.model import load_trained
-from detector.testing import EvaluationOptions, print_outcome, run_model_test
+from detector.inference.split_test import EvaluationOptions, print_outcome, run_model_test
 
 
 def main(argv=None, prog: str | None = None) -> int:

@@ -16,7 +16,7 @@ import json
 from detector.backends import add_backend_arguments, backend_options, open_backend
 from detector.config import load_detector_config
 from detector.fileio import check_output_dir
-from detector.training import train
+from detector.training.train import train
 
 
 def main(argv=None, prog: str | None = None) -> int:

@@ -6,8 +6,8 @@
   SVMs and the box regressors in one graph, any N) and ``manifest.json``.
 - :mod:`detector.deploy.runtime` (needs numpy, OpenCV, onnxruntime, no torch):
   :class:`~detector.deploy.runtime.OnnxDetector`, the same pipeline as
-  :class:`detector.detector.Detector`: selective search, scale selection and
-  window mapping (:mod:`detector.mapping`), pyramid pooling in numpy
+  :class:`detector.inference.detector.Detector`: selective search, scale selection and
+  window mapping (:mod:`detector.features.mapping`), pyramid pooling in numpy
   (:mod:`detector.deploy.pyramid`), the two graphs, box decoding and NMS
   (:mod:`detector.box_arrays`).
 - :mod:`detector.deploy.manifest`: the manifest record, shared by both.

@@ -30,10 +30,10 @@ from torch import nn
 
 from ..configio import to_dict
 from ..fileio import atomic_path, write_json_atomic
-from ..mapping import MAPPING_VERSION
+from ..features.mapping import MAPPING_VERSION
 from ..model import MODEL_FORMAT, MODEL_VERSION, ModelFileError, load_trained, read_model_file
 from ..config import Config
-from ..window_features import SPPFeatures
+from ..features.pool5 import SPPFeatures
 from .manifest import MANIFEST, MAPPING_RULE, write_manifest_data
 
 OPSET = 17

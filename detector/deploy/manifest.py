@@ -13,7 +13,7 @@ Fields (``format_version`` 1):
 - ``class_names``; ``head``: {"precision": "fp32" | "int8", "scorer": "svm" |
   "softmax", "svm_feature", "box_regression", "input_dim"};
 - ``trunk``: {"backbone", "channels", "min_input_size"} and ``preprocess``
-  (channel order, scale, mean, std: :class:`detector.preprocess.Preprocess`);
+  (channel order, scale, mean, std: :class:`detector.features.preprocess.Preprocess`);
 - ``mapping``: {"rule": "cell centres inside the window (SPP-net Appendix A)",
   "version": MAPPING_VERSION of the model, "stride", "offset"};
 - ``config``: the model's full config. The runtime reads its test-time
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..fileio import file_digest
-from ..mapping import MAPPING_VERSION
-from ..preprocess import Preprocess
+from ..features.mapping import MAPPING_VERSION
+from ..features.preprocess import Preprocess
 
 EXPORT_FORMAT = "sppnet-export"
 # Bump when the manifest or the graphs' inputs/outputs change meaning; a runtime

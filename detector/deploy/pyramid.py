@@ -1,6 +1,6 @@
 """Spatial pyramid max-pooling of windows on a numpy conv5 map (the runtime's pool5).
 
-The same bins, maxima and output layout as :class:`detector.pooling.SpatialPyramidPool`
+The same bins, maxima and output layout as :class:`detector.features.pyramid.SpatialPyramidPool`
 (tests/detector/test_deploy_pyramid.py checks equality on random maps and
 windows): bin i of n along an axis of a window w cells wide starting at x0
 covers cells [x0 + floor(i*w/n), x0 + ceil((i+1)*w/n)); per level the bins
@@ -17,7 +17,7 @@ The engine: a 2-D sparse table of power-of-two block maxima over the
 channels-last map answers each bin of the levels pooled from the map with
 four overlapping blocks (max is exact, so overlap is harmless); coarser
 levels that divide a finer one are reduced from its bins
-(:func:`detector.pyramid_plan.plan_levels`).
+(:func:`detector.features.pyramid_plan.plan_levels`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..pyramid_plan import level_places, plan_levels
+from ..features.pyramid_plan import level_places, plan_levels
 
 # Windows per chunk: a chunk's output rows (bins x C floats a window) stay in
 # cache from the gathers through the derived levels. 16-48 measured alike
@@ -41,7 +41,7 @@ def pool_pyramid(feature_map: np.ndarray, cells: np.ndarray, levels: Sequence[in
     Args:
         feature_map: float32 [C, H, W].
         cells: int64 [N, 4] half-open cell ranges (x0, y0, x1, y1) inside the map,
-            as from :func:`detector.mapping.map_windows_to_cells`.
+            as from :func:`detector.features.mapping.map_windows_to_cells`.
         levels: the pyramid, e.g. (6, 3, 2, 1).
     Returns:
         float32 [N, C * sum(n*n)].

@@ -1,6 +1,6 @@
 """The torch-free detector: an export folder run with numpy, OpenCV and onnxruntime.
 
-:class:`OnnxDetector` is :class:`detector.detector.Detector`'s pipeline on an
+:class:`OnnxDetector` is :class:`detector.inference.detector.Detector`'s pipeline on an
 export folder (``sppnet export``)::
 
     windows -> conv5 (trunk.onnx, per scale) -> pool5 (numpy pyramid)
@@ -8,9 +8,9 @@ export folder (``sppnet export``)::
 
 with the same rules from the same modules: selective search
 (:mod:`proposals`), the input resize and preprocessing
-(:mod:`detector.preprocess`), scale selection and window mapping
-(:mod:`detector.mapping`), box decoding and NMS (:mod:`detector.box_arrays`).
-It offers what :func:`detector.inference.detect_files` uses of a detector
+(:mod:`detector.features.preprocess`), scale selection and window mapping
+(:mod:`detector.features.mapping`), box decoding and NMS (:mod:`detector.box_arrays`).
+It offers what :func:`detector.inference.folders.detect_files` uses of a detector
 (``detect``, ``propose``, ``proposals``, ``class_names``,
 ``with_reserved_cores``), so ``sppnet detect`` runs either. Nothing here
 imports torch (tests/tools/test_deploy.py runs it with torch made unimportable).
@@ -26,10 +26,10 @@ import numpy as np
 from ..box_arrays import batched_nms_array, clip_box_array, decode_box_array
 from ..config import Config, with_test_overrides
 from ..configio import ConfigError, from_dict
-from ..distinct import distinct_rows
+from ..features.distinct import distinct_rows
 from ..images import ImageTooSmallError, check_image_size
-from ..mapping import FeatureGrid, map_windows_to_cells, scale_windows, select_scale_indices
-from ..preprocess import resize_image, scale_factor
+from ..features.mapping import FeatureGrid, map_windows_to_cells, scale_windows, select_scale_indices
+from ..features.preprocess import resize_image, scale_factor
 from ..records import Detections
 from ..threads import limit_threads, network_threads
 from ..timing import timed_stage
@@ -90,7 +90,7 @@ class OnnxDetector:
 
     def detect(self, image: np.ndarray, windows=None, name: str = "image",
                timings: dict | None = None) -> Detections:
-        """Detect objects in an RGB uint8 image [H, W, 3]: :meth:`detector.detector.Detector.detect`.
+        """Detect objects in an RGB uint8 image [H, W, 3]: :meth:`detector.inference.detector.Detector.detect`.
 
         ``timings`` gets seconds per stage: proposals, conv, pool, fc (head.onnx:
         fc layers, SVM scores and box deltas together), bbox, nms.
@@ -112,7 +112,7 @@ class OnnxDetector:
         return self.postprocess(windows, scores, deltas, width, height, timings)
 
     def score(self, head, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """head.onnx on each distinct pool5 row once (detector/distinct.py, as the torch
+        """head.onnx on each distinct pool5 row once (detector/features/distinct.py, as the torch
         detector does): scores [N, K] and box deltas [N, K, 4]."""
         if len(pooled) == 0:
             k = len(self.class_names)
@@ -141,7 +141,7 @@ class OnnxDetector:
         """pool5 [N, D] of windows [N, 4] (original pixels; ``min_side``: the image's shorter
         side): scale selection, window scaling, mapping and the pyramid, by the model's rules
         (features.scale_rule, pool.canonical_window, pool.window_scaling, pool.window_margin),
-        as :func:`detector.window_features.pool_maps`."""
+        as :func:`detector.features.pool5.pool_maps`."""
         pool, rule = self.config.pool, self.config.features.scale_rule
         channels = maps[0].features.shape[0]
         out = np.zeros((len(windows), channels * sum(n * n for n in pool.levels)), np.float32)
@@ -163,7 +163,7 @@ class OnnxDetector:
     def postprocess(self, windows: np.ndarray, scores: np.ndarray, deltas: np.ndarray, width: int,
                     height: int, timings: dict | None = None) -> Detections:
         """Threshold, regress, clip and NMS, regression before or after NMS as ``test.order``
-        says: :meth:`detector.detector.Detector.postprocess` in numpy."""
+        says: :meth:`detector.inference.detector.Detector.postprocess` in numpy."""
         test = self.test
         win_idx, labels = np.nonzero(scores > test.score_threshold)
         boxes, det_scores = windows[win_idx], scores[win_idx, labels]

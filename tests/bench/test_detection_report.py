@@ -8,7 +8,7 @@ from bench.detection_report import SECTIONS, assemble_benchmarks_doc, heading_an
 
 def test_heading_anchor_is_githubs():
     assert heading_anchor("Huge pages (THP_MEM_ALLOC_ENABLE)") == "huge-pages-thp_mem_alloc_enable"
-    assert heading_anchor("How it works (`detector/pooling.py`, `x.py`)") == "how-it-works-detectorpoolingpy-xpy"
+    assert heading_anchor("How it works (`detector/features/pyramid.py`, `x.py`)") == "how-it-works-detectorfeaturespyramidpy-xpy"
     assert heading_anchor("The speed run of 2026-12-02") == "the-speed-run-of-2026-12-02"
 
 

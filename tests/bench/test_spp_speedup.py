@@ -7,7 +7,7 @@ import pytest
 from helpers import write_small_model
 
 from bench.spp_speedup import main, summarise
-from detector.cli import run_cli
+from detector.commands.entry import run_cli
 from detector.data import make_synthetic_voc
 
 # small_model()'s settings, as a config file (everything else the defaults).

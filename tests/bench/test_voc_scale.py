@@ -43,7 +43,7 @@ def test_record_holds_trainval_images_records_windows_memory_and_stage_seconds(t
     model.write_bytes(b"0" * 1024)
     fake = SimpleNamespace(train_images=2, timings={"proposals": 1.5, "svm": 3.0, "total": 4.5}, stats={},
                            windows_per_train_image=1987.5, model_path=model)
-    monkeypatch.setattr("detector.training.train", lambda cfg: fake)
+    monkeypatch.setattr("detector.training.train.train", lambda cfg: fake)
     record = voc_scale.run_size(setup, 2, 10, ["data.flip=true"], test=False, tag="_x")
     written = json.loads((setup.results / "train2_x.json").read_text())
     assert written == json.loads(json.dumps(record))

@@ -1,4 +1,4 @@
-"""Tests for detector/backbones.py: shapes, strides, cell centres, freezing, weights, preprocessing."""
+"""Tests for detector/features/backbones.py: shapes, strides, cell centres, freezing, weights, preprocessing."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from detector.backbones import (BACKBONE_BUILDERS, PREPROCESS_PRESETS, ImageTooSmallError,
+from detector.features.backbones import (BACKBONE_BUILDERS, PREPROCESS_PRESETS, ImageTooSmallError,
                                 Preprocess, WeightsError, WithinChannelLRN, build_backbone,
                                 default_preprocess)
 
@@ -237,7 +237,7 @@ def test_preprocess_validation_and_defaults():
 def test_batch_norm_folding_is_exact():
     from torchvision.ops import FrozenBatchNorm2d
 
-    from detector.backbones import fold_batch_norm, freeze_batch_norm
+    from detector.features.backbones import fold_batch_norm, freeze_batch_norm
 
     torch.manual_seed(0)
     trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),

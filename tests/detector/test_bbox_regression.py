@@ -1,4 +1,4 @@
-"""Tests for detector/bbox_regression.py: ridge box regressors."""
+"""Tests for detector/training/bbox_regression.py: ridge box regressors."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector.bbox_regression import (BoxRegressionDataError, BoxRegressors, fit_ridge,
+from detector.training.bbox_regression import (BoxRegressionDataError, BoxRegressors, fit_ridge,
                                       train_box_regressors)
 from detector.boxes import as_box_tensor, decode_boxes, encode_boxes
 from detector.config import BBoxConfig
@@ -79,7 +79,7 @@ def test_only_windows_with_iou_at_least_min_iou_train():
 def test_class_without_samples_keeps_boxes(caplog):
     x, boxes, gt, _, _ = linear_problem(60)
     labels = np.where(np.arange(60) % 2, 0, 1)
-    with caplog.at_level(logging.WARNING, logger="detector.bbox_regression"):
+    with caplog.at_level(logging.WARNING, logger="detector.training.bbox_regression"):
         reg = train_box_regressors(x, boxes, gt, labels, np.ones(60), 3, SMALL)
     assert "class 2 has no window" in caplog.text
     assert reg.num_samples.tolist() == [30, 30, 0]
@@ -87,7 +87,7 @@ def test_class_without_samples_keeps_boxes(caplog):
     np.testing.assert_array_equal(reg.predict(x, two), np.zeros((60, 4), np.float32))
     np.testing.assert_allclose(reg.apply(x, boxes, two), boxes, atol=1e-4)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="detector.bbox_regression"):
+    with caplog.at_level(logging.INFO, logger="detector.training.bbox_regression"):
         train_box_regressors(x, boxes, gt, labels, np.ones(60), 3, SMALL, class_names=["a", "b", "circle"])
     assert "class 'circle' (2) has no window" in caplog.text
     assert "{'a': 30, 'b': 30, 'circle': 0}" in caplog.text
@@ -159,7 +159,7 @@ def streamed_problem(seed: int = 3):
 
 
 def streamed_images(x, boxes, gt, labels, order, num_images=9):
-    from detector.bbox_stream import RegressionWindows
+    from detector.training.bbox_stream import RegressionWindows
 
     calls = []
 
@@ -174,7 +174,7 @@ def streamed_images(x, boxes, gt, labels, order, num_images=9):
 
 @pytest.mark.parametrize("max_mb", [4000.0, 1e-6])  # all classes in one pass; one class a pass
 def test_streamed_normal_equations_give_the_in_memory_solution(max_mb):
-    from detector.bbox_stream import train_box_regressors_streamed
+    from detector.training.bbox_stream import train_box_regressors_streamed
 
     x, boxes, gt, labels, order = streamed_problem()
     cfg = BBoxConfig(ridge_lambda=0.5, normal_equations_max_mb=max_mb)

@@ -71,7 +71,7 @@ def test_clip_valid_and_decode_equal_torch():
 
 
 def test_distinct_rows_finds_exact_copies_only():
-    from detector.distinct import distinct_rows
+    from detector.features.distinct import distinct_rows
 
     rng = np.random.default_rng(3)
     base = rng.normal(size=(50, 300)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""detector/deploy/pyramid.py (numpy, the runtime's pool5) against detector.pooling.SpatialPyramidPool."""
+"""detector/deploy/pyramid.py (numpy, the runtime's pool5) against detector.features.pyramid.SpatialPyramidPool."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from detector.deploy.pyramid import pool_pyramid
-from detector.mapping import FeatureGrid, map_windows_to_cells
-from detector.pooling import SpatialPyramidPool
+from detector.features.mapping import FeatureGrid, map_windows_to_cells
+from detector.features.pyramid import SpatialPyramidPool
 from helpers import random_boxes
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from detector.config import load_detector_config
-from detector.detector import Detector, ScoredWindows
+from detector.inference.detector import Detector, ScoredWindows
 
 
 class FixedShift:

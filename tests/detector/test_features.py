@@ -5,11 +5,11 @@ import torch
 from detector.config import load_detector_config
 from detector.build import build_config_backbone
 from helpers import write_noise_image
-from detector.features import FeatureCache, compute_feature_maps, feature_cache_key, scale_factor
+from detector.features.conv_maps import FeatureCache, compute_feature_maps, feature_cache_key, scale_factor
 from detector.images import ImageTooSmallError
-from detector.pooling import SpatialPyramidPool
+from detector.features.pyramid import SpatialPyramidPool
 from detector.records import ImageRecord
-from detector.window_features import ImageSource, SPPFeatures
+from detector.features.pool5 import ImageSource, SPPFeatures
 
 
 @pytest.fixture(scope="module")

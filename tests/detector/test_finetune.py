@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from detector.config import FinetuneConfig
-from detector.finetune import finetune_head, label_windows
+from detector.training.fc_finetune import finetune_head, label_windows
 from detector.heads import FCHead
 
 

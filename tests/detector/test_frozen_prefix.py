@@ -1,16 +1,16 @@
-"""detector/frozen_prefix.py: conv fine-tuning's cached frozen prefix computes what the whole
+"""detector/training/frozen_prefix.py: conv fine-tuning's cached frozen prefix computes what the whole
 trunk computes (exactly: it is stored float32), through the one pooling path."""
 import numpy as np
 import pytest
 import torch
 
-import detector.frozen_prefix as fp
+import detector.training.frozen_prefix as fp
 from detector.build import build_config_backbone, build_window_features
 from detector.config import load_detector_config
 from detector.data.mirror import flipped_record
-from detector.features import network_input
+from detector.features.conv_maps import network_input
 from detector.records import ImageRecord
-from detector.window_features import ImageSource
+from detector.features.pool5 import ImageSource
 from helpers import write_noise_image
 
 WINDOWS = np.array([[0, 0, 40, 40], [30, 20, 110, 75], [5, 5, 60, 70]], np.float32)
@@ -88,7 +88,7 @@ def test_training_with_the_prefix_cache_is_training_without(sampler, tmp_path):
     sampler's labels."""
     from detector.data import make_synthetic_voc
     from detector.model import load_model
-    from detector.training import train
+    from detector.training.train import train
     data = make_synthetic_voc(tmp_path / "d", num_train=4, num_test=0, seed=5)
     base = [f"data.root={data}", "backbone.name=tiny", "features.scales=[96,128]", "proposals.max_windows=30",
             "proposals.workers=1", "finetune.hidden=16", "finetune.iterations=6", "finetune.conv_layers=2",

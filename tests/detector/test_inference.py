@@ -1,4 +1,4 @@
-"""Tests of detector.inference: inputs, streaming results, VOC pseudo-labels and COCO results.
+"""Tests of detector.inference.folders: inputs, streaming results, VOC pseudo-labels and COCO results.
 
 A stub stands in for the detector (same ``class_names`` and ``detect``), so
 no model is trained here; tests/test_end_to_end.py runs a real one.
@@ -13,7 +13,7 @@ from PIL import Image
 
 from detector.data import VOCDataset
 from detector.evaluation import read_coco_results
-from detector.inference import detect_files, list_inputs, unique_ids
+from detector.inference.folders import detect_files, list_inputs, unique_ids
 from detector.records import Detections
 
 NAMES = ("cat", "dog")

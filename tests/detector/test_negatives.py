@@ -1,9 +1,9 @@
-"""detector/negatives.py: R-CNN's negative rules, their suppression and the per-class cache."""
+"""detector/training/negatives.py: R-CNN's negative rules, their suppression and the per-class cache."""
 import numpy as np
 import pytest
 
 from detector.boxes import as_box_tensor, box_iou
-from detector.negatives import NegativeCache, find_negative_candidates, suppress_overlapping_negatives
+from detector.training.negatives import NegativeCache, find_negative_candidates, suppress_overlapping_negatives
 
 
 def test_find_negative_candidates_iou_rule():

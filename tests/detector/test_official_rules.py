@@ -10,11 +10,11 @@ import torch
 from detector.build import window_rules
 from detector.config import ConfigError, SVMConfig, load_detector_config, with_test_overrides
 from detector import config as config_sections
-from detector.detector import ScoredWindows
-from detector.negatives import find_negative_candidates, first_of_identical
-from detector.pooling import FeatureGrid, map_windows_to_features, select_scales
-from detector.svm import KEY_STRIDE, HardNegativeTrainer, TrainImage
-from detector.mapping import scale_windows
+from detector.inference.detector import ScoredWindows
+from detector.training.negatives import find_negative_candidates, first_of_identical
+from detector.features.pyramid import FeatureGrid, map_windows_to_features, select_scales
+from detector.training.svm import KEY_STRIDE, HardNegativeTrainer, TrainImage
+from detector.features.mapping import scale_windows
 from helpers import small_detector
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -242,8 +242,8 @@ def test_the_paper_config_trains_and_tests_with_every_official_rule(tmp_path):
     random-window norm, lr steps) and testing (side scale rule, corner scaling, 7/16, NMS first)."""
     from detector.data import make_synthetic_voc
     from detector.model import load_trained
-    from detector.testing import EvaluationOptions, run_model_test
-    from detector.training import train
+    from detector.inference.split_test import EvaluationOptions, run_model_test
+    from detector.training.train import train
     data = make_synthetic_voc(tmp_path / "d", num_train=3, num_test=2, seed=3)  # 2 difficult objects
     cfg = load_detector_config(CONFIGS / "voc2007_zf5_5scale.yaml", [
         f"data.root={data}", "data.class_names=[]", f"workdir={tmp_path / 'run'}", "backbone.name=tiny",
@@ -270,7 +270,7 @@ def test_the_paper_config_trains_and_tests_with_every_official_rule(tmp_path):
 
 def test_a_class_with_only_difficult_objects_is_empty_only_for_the_stages_that_leave_them_out():
     from types import SimpleNamespace
-    from detector.training_windows import classes_without_training_objects
+    from detector.training.context import classes_without_training_objects
 
     record = SimpleNamespace(boxes=np.array([[0, 0, 9, 9], [5, 5, 20, 20]], np.float32),
                              labels=np.array([0, 1]), difficult=np.array([False, True]))

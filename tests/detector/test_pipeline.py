@@ -1,4 +1,4 @@
-"""Pipelined inference (detector.pipeline, proposals.compute.stream_split): the same
+"""Pipelined inference (detector.inference.pipeline, proposals.compute.stream_split): the same
 detections as the sequential path, in input order."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 
-from detector.inference import detect_files
+from detector.inference.folders import detect_files
 from detector.model import load_model, load_trained
-from detector.pipeline import propose_files
-from detector.testing import EvaluationOptions, run_model_test
+from detector.inference.pipeline import propose_files
+from detector.inference.split_test import EvaluationOptions, run_model_test
 from proposals.compute import stream_split
 
 

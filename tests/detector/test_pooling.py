@@ -1,4 +1,4 @@
-"""Tests for detector/pooling.py: scale selection, window mapping, pyramid pooling."""
+"""Tests for detector/features/pyramid.py: scale selection, window mapping, pyramid pooling."""
 from __future__ import annotations
 
 import math
@@ -10,8 +10,8 @@ import pytest
 import torch
 import torchvision
 
-from detector import range_max
-from detector.pooling import (FeatureGrid, SpatialPyramidPool, map_windows_to_features, select_scales,
+from detector.features import pyramid_engine as range_max
+from detector.features.pyramid import (FeatureGrid, SpatialPyramidPool, map_windows_to_features, select_scales,
                               to_channel_major)
 
 
@@ -359,7 +359,7 @@ def test_the_sppnet_command_enables_huge_pages_unless_set_and_the_library_does_n
 
     assert value("detector.commands") == "1"
     assert value("detector.commands", THP_MEM_ALLOC_ENABLE="0") == "0"  # the user's value wins
-    assert value("detector") == "unset" and value("detector.pooling") == "unset"
+    assert value("detector") == "unset" and value("detector.features.pyramid") == "unset"
 
 
 def test_pyramid_with_gradient_matches_the_exact_engine_and_brute_force_gradients():

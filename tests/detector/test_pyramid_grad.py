@@ -1,9 +1,9 @@
-"""detector/pyramid_grad.py: the window pyramid with a one-scatter backward gives the exact
+"""detector/features/pyramid_grad.py: the window pyramid with a one-scatter backward gives the exact
 engine's values and the per-window autograd route's gradient."""
 import torch
 
-from detector.pooling import SpatialPyramidPool
-from detector.spp import SpatialPyramidPool2d
+from detector.features.pyramid import SpatialPyramidPool
+from detector.features.spp import SpatialPyramidPool2d
 
 
 def autograd_route(fmap, cells, levels):

@@ -56,7 +56,7 @@ def test_proposals_equal_local_and_resume_each_other(voc_data, backend, tmp_path
 
 def test_conv5_cache_equals_local(trained_run, backend, tmp_path):
     from detector.build import build_config_backbone, build_window_features
-    from detector.window_features import ImageSource
+    from detector.features.pool5 import ImageSource
 
     cfg = trained_run.cfg
     records = _records(trained_run.data)[:6]
@@ -79,7 +79,7 @@ def test_conv5_cache_equals_local(trained_run, backend, tmp_path):
 
 def test_test_set_detections_equal_local(trained_run, backend, tmp_path):
     from detector.model import load_trained
-    from detector.testing import EvaluationOptions, run_model_test
+    from detector.inference.split_test import EvaluationOptions, run_model_test
 
     # proposals.workers=2: local searches in worker processes (this process hosts Ray's
     # threads, which disturb OpenCV's rand()-ranked windows; see proposals.compute._search_shipped).
@@ -113,7 +113,7 @@ def test_training_on_ray_writes_the_local_conv5_maps(trained_run, backend, tmp_p
     import dataclasses
     import shutil
 
-    from detector.training import train
+    from detector.training.train import train
 
     run = tmp_path / "run"
     shutil.copytree(Path(trained_run.cfg.workdir) / "stages", run / "stages")
@@ -201,7 +201,7 @@ def test_an_authentication_refusal_gives_rays_reason_and_the_setting(monkeypatch
 def test_command_line_backend_errors(tmp_path, capsys):
     from detector.commands import propose
 
-    from detector.cli import run_cli
+    from detector.commands.entry import run_cli
     code = run_cli(lambda: propose.main(["--data", str(tmp_path), "--split", "test",
                                          "--ray-address", "auto"]))
     assert code == 2 and "--ray-address needs --backend ray" in capsys.readouterr().err
@@ -222,7 +222,7 @@ def test_missing_ray_says_how_to_install(monkeypatch):
 
 
 def test_local_path_never_imports_ray():
-    code = ("import sys, detector.training, detector.testing, detector.commands, proposals.compute; "
+    code = ("import sys, detector.training.train, detector.inference.split_test, detector.commands, proposals.compute; "
             "from detector.backends import build_backend, BackendOptions; build_backend(BackendOptions()); "
             "sys.exit(1 if 'ray' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

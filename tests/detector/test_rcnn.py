@@ -3,13 +3,13 @@ import pytest
 import torch
 from PIL import Image
 
-import detector.rcnn as rcnn
-from detector.backbones import PREPROCESS_PRESETS
+import detector.features.rcnn_crops as rcnn
+from detector.features.backbones import PREPROCESS_PRESETS
 from detector.config import load_detector_config
 from detector.build import build_config_backbone, build_window_features
-from detector.pooling import SpatialPyramidPool
+from detector.features.pyramid import SpatialPyramidPool
 from detector.records import ImageRecord
-from detector.window_features import ImageSource
+from detector.features.pool5 import ImageSource
 
 
 def test_context_window_leaves_pad_pixels_of_context():
@@ -65,8 +65,8 @@ def test_rcnn_mode_trains_and_detects(tmp_path):
     """The same stages on warped-crop features: trains, saves, detects, scores well."""
     from detector.data import make_synthetic_voc
     from detector.model import load_trained
-    from detector.testing import EvaluationOptions, run_model_test
-    from detector.training import train
+    from detector.inference.split_test import EvaluationOptions, run_model_test
+    from detector.training.train import train
 
     data = make_synthetic_voc(tmp_path / "data", num_train=16, num_test=8, seed=5)
     cfg = load_detector_config(None, [

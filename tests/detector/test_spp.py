@@ -1,4 +1,4 @@
-"""detector/spp.py: the reusable pyramid layer against a brute-force reference, both bin rules."""
+"""detector/features/spp.py: the reusable pyramid layer against a brute-force reference, both bin rules."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from detector.spp import SpatialPyramidPool2d, bin_edges, min_map_size
+from detector.features.spp import SpatialPyramidPool2d, bin_edges, min_map_size
 
 from helpers import REPO, sppnet_env
 
@@ -111,8 +111,8 @@ def test_exact_rule_is_torch_adaptive_max_pool():
 
 
 def test_importable_without_the_detector_stack():
-    code = ("import sys; from detector.spp import SpatialPyramidPool2d; "
-            "heavy = [m for m in ('detector.pooling', 'detector.backbones', 'torchvision', 'cv2') "
+    code = ("import sys; from detector.features.spp import SpatialPyramidPool2d; "
+            "heavy = [m for m in ('detector.features.pyramid', 'detector.features.backbones', 'torchvision', 'cv2') "
             "if m in sys.modules]; print(heavy)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=sppnet_env())
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr

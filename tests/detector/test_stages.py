@@ -1,4 +1,4 @@
-"""detector/stages.py with the stages of detector/training.py: keys, reuse, pooling, what changed."""
+"""detector/training/stages.py with the stages of detector/training/train.py: keys, reuse, pooling, what changed."""
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from detector.config import load_detector_config
-from detector.pooling import FeatureGrid
-from detector.stages import Checkpoint, describe_changes, key_sections, run_stages
-from detector.training import training_stages
-from detector.training_windows import shared_parts, stage_parts
+from detector.features.pyramid import FeatureGrid
+from detector.training.stages import Checkpoint, describe_changes, key_sections, run_stages
+from detector.training.train import training_stages
+from detector.training.context import shared_parts, stage_parts
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from detector.data import load_dataset, make_synthetic_voc
-from detector.training_windows import training_gt
+from detector.training.context import training_gt
 
 from helpers import REPO, sppnet_env
 

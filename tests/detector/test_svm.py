@@ -1,4 +1,4 @@
-"""Tests for detector/svm.py and detector/negatives.py: hard-negative mining on toy data and its rules."""
+"""Tests for detector/training/svm.py and detector/training/negatives.py: hard-negative mining on toy data and its rules."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from detector.config import SVMConfig
-from detector.svm import KEY_STRIDE, HardNegativeTrainer, LinearSVMs, SVMDataError, TrainImage, train_svms
+from detector.training.svm import KEY_STRIDE, HardNegativeTrainer, LinearSVMs, SVMDataError, TrainImage, train_svms
 
 D = 8
 # Toy feature space: positives of class k sit at 4 e_k; easy negatives at 4 e_5;
@@ -154,7 +154,7 @@ def test_state_dict_round_trip(tmp_path):
 
 def test_class_without_positives_never_fires(caplog):
     images = toy_images(5)
-    with caplog.at_level(logging.WARNING, logger="detector.svm"):
+    with caplog.at_level(logging.WARNING, logger="detector.training.svm"):
         model, stats = train_svms(lambda: iter(images), 3, CFG, progress=False)
     assert "class 2 has no" in caplog.text
     assert np.all(model.weights[2] == 0) and model.bias[2] == -np.inf
@@ -165,7 +165,7 @@ def test_class_without_positives_never_fires(caplog):
 
 def test_log_names_the_class(caplog):
     images = toy_images(5)
-    with caplog.at_level(logging.WARNING, logger="detector.svm"):
+    with caplog.at_level(logging.WARNING, logger="detector.training.svm"):
         train_svms(lambda: iter(images), 3, CFG, progress=False, class_names=["a", "b", "circle"])
     assert "SVM class 'circle' (2) has no (non-difficult) positives" in caplog.text
     assert caplog.text.count("has no") == 1
@@ -235,10 +235,10 @@ def test_without_seed_negatives_mining_starts_like_rcnn():
 
 
 def test_non_convergence_is_logged(monkeypatch, caplog):
-    import detector.svm as svm
+    import detector.training.svm as svm
     monkeypatch.setattr(svm, "SOLVER_MAX_ITER", 1)
     images = toy_images(10)
-    with caplog.at_level(logging.WARNING, logger="detector.svm"):
+    with caplog.at_level(logging.WARNING, logger="detector.training.svm"):
         _, stats = train_svms(lambda: iter(images), 2, SVMConfig(C=10.0, initial_negatives=1000),
                               progress=False)
     assert "did not converge" in caplog.text

@@ -1,4 +1,4 @@
-"""detector/training.py and training_windows.py: mirrored training images, the windows the
+"""detector/training/train.py and context.py: mirrored training images, the windows the
 stages train on, conv fine-tuning, the memory budgets."""
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from detector.config import load_detector_config
 from detector.data import make_synthetic_voc
 from detector.data.mirror import FLIP_SUFFIX, flipped_record
-from detector.training_windows import collect_training_windows, regression_windows
+from detector.training.context import collect_training_windows, regression_windows
 from helpers import prepared_context, rules_context
 
 
@@ -58,7 +58,7 @@ def test_training_windows_at_random_scales_keep_regression_at_the_selected_scale
 
 def test_conv_fine_tuning_changes_the_trunk_and_the_features_after_it(tmp_path):
     from detector.model import load_model
-    from detector.training import train
+    from detector.training.train import train
     data = make_synthetic_voc(tmp_path / "d", num_train=6, num_test=0, seed=5)
     overrides = [f"data.root={data}", f"workdir={tmp_path / 'run'}", "backbone.name=tiny", "data.flip=false",
                  "features.scales=[96,128]", "proposals.max_windows=40", "proposals.workers=1",
@@ -81,7 +81,7 @@ def test_conv_fine_tuning_changes_the_trunk_and_the_features_after_it(tmp_path):
 
 def test_the_bank_stays_under_its_memory_budget():
     from detector.config import load_detector_config
-    from detector.training_windows import MB, bank_caps
+    from detector.training.context import MB, bank_caps
 
     cfg = load_detector_config(None, ["finetune.bank_max_mb=100"])
     dim = 4800
@@ -99,7 +99,7 @@ def test_the_bank_stays_under_its_memory_budget():
 
 def svm_images(ctx):
     from detector.build import build_head
-    from detector.training_windows import svm_training_images
+    from detector.training.context import svm_training_images
     head = build_head(ctx.cfg, ctx.features.output_dim, len(ctx.class_names))
     return list(svm_training_images(ctx, head)())
 
@@ -118,7 +118,7 @@ def test_difficult_objects_are_in_the_stages_that_name_them(tmp_path):
     assert hard <= regression_targets(official)    # in: each is its own window's target (IoU 1)
     # Fine-tuning: its windows start with the ground truth it learns from, the difficult boxes
     # too in the official rule, which makes them and the windows on them positives.
-    from detector.training_windows import labelled_windows
+    from detector.training.context import labelled_windows
     rng = np.random.default_rng(0)
     np.testing.assert_array_equal(labelled_windows(official, first, rng)[0][:4], first.boxes)
     np.testing.assert_array_equal(labelled_windows(default, first, rng)[0][:2], first.boxes[~first.difficult])
@@ -151,8 +151,8 @@ def test_random_norm_windows_measure_every_window_of_a_small_set(tmp_path):
     """bbox.norm_windows=random: the streamed regressors' feature scale is target_norm over the
     mean norm of random windows (here every window), not of the regression windows."""
     from detector.build import build_head
-    from detector.training import TrainingRun, train_bbox_stage
-    from detector.training_windows import random_window_norm, training_gt
+    from detector.training.train import TrainingRun, train_bbox_stage
+    from detector.training.context import random_window_norm, training_gt
 
     def regressors(c):
         run = TrainingRun(c, build_head(c.cfg, c.features.output_dim, len(c.class_names)))

@@ -1,4 +1,4 @@
-"""data.val_split (detector/validation.py): held-out loss during fine-tuning, the best snapshot
+"""data.val_split (detector/training/validation.py): held-out loss during fine-tuning, the best snapshot
 kept, held-out images kept apart from the training images, and the stage keys."""
 import json
 import subprocess
@@ -11,9 +11,9 @@ from torch import nn
 
 from detector.config import load_detector_config
 from detector.data import make_synthetic_voc
-from detector.pooling import FeatureGrid
-from detector.training_windows import shared_parts, stage_parts
-from detector.validation import BestSnapshot
+from detector.features.pyramid import FeatureGrid
+from detector.training.context import shared_parts, stage_parts
+from detector.training.validation import BestSnapshot
 from helpers import REPO, sppnet_env
 
 
@@ -52,8 +52,8 @@ def test_train_validates_on_the_held_out_split_and_keeps_the_best(conv_layers, s
     the report, and the model's head (and trunk) score the held-out windows at the best loss; with
     either fine-tuning sampler."""
     from detector.model import load_model
-    from detector.training_windows import TrainingContext
-    from detector.validation import held_out_loss, held_out_windows
+    from detector.training.context import TrainingContext
+    from detector.training.validation import held_out_loss, held_out_windows
 
     data = make_synthetic_voc(tmp_path / "d", num_train=4, num_test=2, seed=3)
     run = tmp_path / "run"

@@ -1,16 +1,16 @@
-"""detector/window_features.py: the window-feature seam (ImageSource, SPPFeatures, R-CNN's
+"""detector/features/pool5.py: the window-feature seam (ImageSource, SPPFeatures, R-CNN's
 CropFeatures through the same interface), pool_windows and match_windows."""
 import numpy as np
 import pytest
 import torch
 
-import detector.window_features as wf
+import detector.features.pool5 as wf
 from detector.build import build_config_backbone, build_window_features
 from detector.config import load_detector_config
-from detector.features import compute_feature_maps
-from detector.pooling import SpatialPyramidPool, map_windows_to_features, select_scales
+from detector.features.conv_maps import compute_feature_maps
+from detector.features.pyramid import SpatialPyramidPool, map_windows_to_features, select_scales
 from detector.records import ImageRecord
-from detector.window_features import ImageSource, SPPFeatures, match_windows, pool_windows
+from detector.features.pool5 import ImageSource, SPPFeatures, match_windows, pool_windows
 from helpers import write_noise_image
 
 WINDOWS = np.array([[0, 0, 40, 40], [30, 20, 110, 75], [5, 5, 60, 70]], np.float32)
@@ -145,7 +145,7 @@ def test_trainable_pool5_is_test_time_pool5_with_a_gradient(record):
 
 
 def test_only_spp_features_pool_with_a_gradient(backbone, record):
-    from detector.rcnn import CropFeatures
+    from detector.features.rcnn_crops import CropFeatures
     crops = CropFeatures(backbone, SpatialPyramidPool([1]), 64, 4)
     with pytest.raises(TypeError, match="no differentiable pool5"):
         crops.trainable_pool5(ImageSource.from_record(record), WINDOWS, 96)

@@ -1,4 +1,4 @@
-"""detector/window_sampler.py, prefetch.py and stream_finetune.py: image-centric mini-batches,
+"""detector/training/window_sampler.py, prefetch.py and stream_finetune.py: image-centric mini-batches,
 streamed from a pool function a bounded number of batches ahead (issue 29)."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from detector.finetune import WindowLabels
-from detector.prefetch import prefetched
-from detector.stream_finetune import streamed_batches
-from detector.window_sampler import ImageCentricSampler, shares
+from detector.training.fc_finetune import WindowLabels
+from detector.training.prefetch import prefetched
+from detector.training.stream_finetune import streamed_batches
+from detector.training.window_sampler import ImageCentricSampler, shares
 
 
 def fake_labels(num_images: int, seed: int = 0) -> list[WindowLabels]:
@@ -156,7 +156,7 @@ def test_a_consumer_that_stops_early_stops_the_producer():
 
 def drawn_images(ctx, batches: int = 200) -> set[str]:
     """The records (image ids) ``batches`` draws of the context's streamed sampler took."""
-    from detector.training_windows import streamed_windows
+    from detector.training.context import streamed_windows
     sampler, _ = streamed_windows(ctx)
     return {ctx.records[i].image_id for _ in range(batches) for i in sampler.draw().images}
 
@@ -171,7 +171,7 @@ def test_the_stream_draws_mirrors_only_when_fine_tuning_is_in_flip_stages(tmp_pa
 
 
 def test_the_stream_labels_difficult_objects_by_difficult_stages(tmp_path):
-    from detector.training_windows import streamed_windows
+    from detector.training.context import streamed_windows
     from helpers import rules_context
     default = rules_context(tmp_path, "data.flip=false")
     official = rules_context(tmp_path, "data.flip=false", "data.difficult_stages=[finetune]")

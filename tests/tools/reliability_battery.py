@@ -58,7 +58,7 @@ class Case:
 
 def run_tool(name: str, *argv) -> Outcome:
     """Run tools/<name>.py's main through run_cli, capturing stderr and the log."""
-    from detector.cli import run_cli
+    from detector.commands.entry import run_cli
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

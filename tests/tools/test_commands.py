@@ -13,7 +13,7 @@ from detector.commands import COMMANDS, main
 from helpers import REPO, load_tool, sppnet_env
 from reliability_battery import TINY
 
-from detector.cli import run_cli
+from detector.commands.entry import run_cli
 TOOLS = {"train": "train", "test": "test", "detect": "detect", "export": "export", "evaluate": "evaluate",
          "propose": "propose", "stats": "dataset_stats", "classify": "classify"}
 

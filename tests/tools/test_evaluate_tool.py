@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from detector.cli import run_cli
+from detector.commands.entry import run_cli
 from detector.data import VOCDataset, make_synthetic_voc
 from detector.evaluation import write_coco_results, write_voc_results
 from detector.records import Detections

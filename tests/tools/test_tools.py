@@ -8,7 +8,7 @@ test_commands.py).
 import pytest
 from helpers import load_tool
 
-from detector.cli import run_cli
+from detector.commands.entry import run_cli
 
 
 def run_tool(name, *args):
