@@ -78,7 +78,9 @@ def retrain_copy(workdir: Path, copy: Path, data: Path, weights: str | None, ove
     summary = json.loads(out[out.index("{"):])  # train prints one JSON object after any log lines
     reused = summary["reused_stages"]
     checkpointed = [s.name for s in training_stages(load_detector_config(config_file, overrides)) if s.checkpointed]
+    changed = "workdir, data.root" + (", backbone.weights" if weights else "")
     return {"train_command": " ".join(cmd), "train_overrides": " ".join(overrides),
+            "train_config": f"{config_file.name}: the config of {workdir}/train_report.json with {changed} set",
             "train_wall_seconds": round(seconds, 1), "reused_stages": reused,
             "recomputed_stages": [s for s in checkpointed if s not in reused]}
 

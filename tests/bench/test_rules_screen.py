@@ -33,6 +33,8 @@ def test_train_override_retrains_only_the_stages_it_changes(trained_run, tmp_pat
     assert "finetune" in rec["reused_stages"] and "bbox" in rec["reused_stages"]
     assert rec["recomputed_stages"] == ["svm"]
     assert rec["train_command"].endswith("svm.neg_iou_strict=true")
+    assert rec["train_config"] == (f"screen_config.yaml: the config of {trained_run.cfg.workdir}/train_report.json "
+                                   "with workdir, data.root set")
     copy = tmp_path / "scratch" / "strict"
     assert json.loads((copy / "train_report.json").read_text())["config"]["svm"]["neg_iou_strict"] is True
     new_svm = set(stage_files(copy)) - set(before)
