@@ -150,5 +150,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from detector.cli import run_cli
+    from detector.commands.entry import run_cli
     sys.exit(run_cli(main))
