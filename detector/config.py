@@ -301,6 +301,24 @@ class SVMConfig:
             raise ValueError(f"svm.neg_dedup {self.neg_dedup!r} must be one of {', '.join(NEG_DEDUPS)}")
 
 
+# Keys a released version wrote into model files and export manifests that this
+# version no longer has, with why. A stored config (a trained model's provenance)
+# drops them on load; a config file that sets one is still an unknown-key error.
+RETIRED_KEYS: dict[str, str] = {
+    "bbox.max_mb": "issue 29: box regression accumulates normal equations image by image, no budget",
+}
+
+
+def without_retired_keys(stored: dict) -> dict:
+    """A copy of a stored config dict without :data:`RETIRED_KEYS` (its other keys as they are)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in stored.items()}
+    for dotted in RETIRED_KEYS:
+        section, key = dotted.split(".")
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    return out
+
+
 @dataclass(frozen=True)
 class BBoxConfig:
     enabled: bool = True

@@ -18,7 +18,7 @@ import torch
 
 from .training.bbox_regression import BoxRegressors
 from .build import build_detector, build_pool, build_stored_backbone, build_stored_head
-from .config import Config, with_test_overrides
+from .config import Config, with_test_overrides, without_retired_keys
 from .configio import ConfigError, from_dict, to_dict
 from .inference.detector import Detector
 from .fileio import atomic_path
@@ -124,7 +124,8 @@ def read_model_file(path: Path, format: str, version: int, what: str, config_cla
         raise ModelFileError(f"{path}: model format version {state.get('version')} is not supported "
                              f"(this code reads version {version})")
     try:
-        return state, from_dict(config_class, state["config"], f"{path}:config")
+        stored = without_retired_keys(state["config"]) if config_class is Config else state["config"]
+        return state, from_dict(config_class, stored, f"{path}:config")
     except ConfigError as e:
         raise ModelFileError(str(e)) from None
 

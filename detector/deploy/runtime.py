@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from ..box_arrays import batched_nms_array, clip_box_array, decode_box_array
-from ..config import Config, with_test_overrides
+from ..config import Config, with_test_overrides, without_retired_keys
 from ..configio import ConfigError, from_dict
 from ..features.distinct import distinct_rows
 from ..images import ImageTooSmallError, check_image_size
@@ -229,7 +229,7 @@ def load_export(folder: str | Path, overrides: list[str] | None = None) -> OnnxD
     manifest = read_manifest(folder)
     where = f"{manifest.folder / 'manifest.json'}:config"
     try:
-        stored = from_dict(Config, manifest.data["config"], where)
+        stored = from_dict(Config, without_retired_keys(manifest.data["config"]), where)
     except ConfigError as e:
         raise ExportFolderError(str(e)) from None
     config = with_test_overrides(stored, overrides)
