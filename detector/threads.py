@@ -44,6 +44,8 @@ THREADS_ENV = "SPPNET_THREADS"
 POOL_THREADS = 1
 # Linux: the 4th field of /proc/loadavg is "runnable tasks/all tasks" at this instant.
 _LOADAVG = "/proc/loadavg"
+# Linux: this process's threads, one folder each with its "stat".
+_TASKS = "/proc/self/task"
 
 
 def available_cores() -> int:
@@ -53,21 +55,45 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def busy_cores(own_runnable: int = 1) -> int:
+def busy_cores(own_runnable: int | None = None) -> int:
     """How many cores other work keeps busy at this instant: the kernel's
-    runnable-task count minus ``own_runnable`` (this process's running
-    threads; the caller's one by default), 0 where the OS does not say.
+    runnable-task count minus ``own_runnable``, this process's running threads
+    (None: counted from ``/proc/self/task``, at least the caller's one), 0
+    where the OS does not say.
 
     An instantaneous count, not the load average: the 1-minute average lags
     a load that just started or stopped by tens of seconds and counts this
-    process's own past work.
+    process's own past work. This process's own threads are left out: the
+    OpenMP workers of the previous image's conv layers spin for a while after
+    it (their wait policy), and counted as "busy" they halved the next image's
+    threads (bench/runtime.py saw every other variant choose 1 thread on an idle machine).
     """
     try:
         with open(_LOADAVG) as f:
             running = int(f.read().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return 0
+    if own_runnable is None:
+        own_runnable = max(1, own_running_threads())
     return max(0, running - own_runnable)
+
+
+def own_running_threads() -> int:
+    """This process's threads in state R (running or runnable) now; 0 where the OS does not say."""
+    count = 0
+    try:
+        tasks = os.listdir(_TASKS)
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(os.path.join(_TASKS, tid, "stat")) as f:
+                # "pid (comm) S ...": the state follows the command, which may hold spaces.
+                if f.read().rsplit(")", 1)[1].split()[0] == "R":
+                    count += 1
+        except (OSError, IndexError):
+            continue  # a thread that ended meanwhile
+    return count
 
 
 def configured_threads(configured: int = 0) -> int:

@@ -39,20 +39,36 @@ def test_overrides_env_then_config(monkeypatch):
 def test_automatic_threads_leave_reserved_and_busy_cores(monkeypatch):
     monkeypatch.delenv(THREADS_ENV, raising=False)
     monkeypatch.setattr(threads, "available_cores", lambda: 8)
-    monkeypatch.setattr(threads, "busy_cores", lambda own_runnable=1: 0)
+    monkeypatch.setattr(threads, "busy_cores", lambda own_runnable=None: 0)
     assert network_threads() == 8
     assert network_threads(reserved=3) == 5
-    monkeypatch.setattr(threads, "busy_cores", lambda own_runnable=1: 5)
+    monkeypatch.setattr(threads, "busy_cores", lambda own_runnable=None: 5)
     assert network_threads(reserved=3) == 3  # the workers are among the busy tasks
-    monkeypatch.setattr(threads, "busy_cores", lambda own_runnable=1: 20)
+    monkeypatch.setattr(threads, "busy_cores", lambda own_runnable=None: 20)
     assert network_threads() == 1
 
 
-def test_busy_cores_reads_the_runnable_count(tmp_path, monkeypatch):
+def fake_tasks(folder, states):
+    """A /proc/self/task stand-in: one thread per state letter."""
+    for tid, state in enumerate(states, start=100):
+        (folder / str(tid)).mkdir(parents=True)
+        (folder / str(tid) / "stat").write_text(f"{tid} (python (a) b) {state} 1 2 3\n")
+    return str(folder)
+
+
+def test_busy_cores_reads_the_runnable_count_less_this_process(tmp_path, monkeypatch):
     fake = tmp_path / "loadavg"
     fake.write_text("3.10 2.00 1.50 4/321 12345\n")
     monkeypatch.setattr(threads, "_LOADAVG", str(fake))
-    assert threads.busy_cores() == 3
+    monkeypatch.setattr(threads, "_TASKS", fake_tasks(tmp_path / "one", "RSS"))
+    assert threads.own_running_threads() == 1 and threads.busy_cores() == 3
+    # Two of this process's threads running (an OpenMP worker still spinning after the
+    # last parallel region): not other work, so not busy.
+    monkeypatch.setattr(threads, "_TASKS", fake_tasks(tmp_path / "two", "RSRS"))
+    assert threads.own_running_threads() == 2 and threads.busy_cores() == 2
+    assert threads.busy_cores(own_runnable=1) == 3
+    monkeypatch.setattr(threads, "_TASKS", str(tmp_path / "no_proc"))
+    assert threads.busy_cores() == 3  # at least the caller's thread
     monkeypatch.setattr(threads, "_LOADAVG", str(tmp_path / "missing"))
     assert threads.busy_cores() == 0
 
