@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.checkout import sppnet_command
 from detector.evaluation.report import collect_versions
 from detector.fileio import write_json_atomic
 
@@ -37,15 +38,11 @@ VARIANTS = {
 MACHINE = "2 CPU cores, no GPU"
 
 
-def sppnet(*args: str) -> list[str]:
-    return [sys.executable, "-m", "detector.commands", *args]
-
-
 def run_variant(config: str, variant: str, seed: int, workdir: Path, overrides: list[str], conditions: str) -> dict:
     run_dir = workdir / f"{variant}_seed{seed}"
-    train = sppnet("train", "--config", config, "--no-progress", *overrides, *VARIANTS[variant], f"seed={seed}",
+    train = sppnet_command("train", "--config", config, "--no-progress", *overrides, *VARIANTS[variant], f"seed={seed}",
                    f"workdir={run_dir}")
-    test = sppnet("test", "--model", str(run_dir / "model.pt"), "--no-progress", "--out", str(run_dir / "test"))
+    test = sppnet_command("test", "--model", str(run_dir / "model.pt"), "--no-progress", "--out", str(run_dir / "test"))
     for command in (train, test):
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from bench.checkout import checkout_env, sppnet_command
 from detector.config import load_detector_config
 from detector.fileio import write_json_atomic
 from detector.training.train import training_stages
@@ -53,10 +54,9 @@ def trained_config(workdir: Path) -> dict:
 
 def sppnet(args: list[str]) -> tuple[list[str], str, float]:
     """Run `sppnet ARGS` with this checkout's package; (command, stdout, seconds). Its log goes to stderr."""
-    cmd = [sys.executable, "-m", "detector.commands", *args]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = sppnet_command(*args)
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    done = subprocess.run(cmd, cwd=REPO, env=checkout_env(), stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: exit {done.returncode}")
     return cmd, done.stdout, time.perf_counter() - start

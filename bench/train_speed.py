@@ -18,10 +18,10 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from bench.checkout import checkout_env, sppnet_command
 from bench.speed import background_load
 from detector.evaluation.report import collect_versions
 from detector.fileio import write_json_atomic
@@ -39,8 +39,8 @@ def check_fresh(folder: Path) -> None:
 
 def train_command(config: str, folder: Path, overrides: list[str]) -> list[str]:
     """The `sppnet train` command line for ``config`` with its workdir and caches under ``folder``."""
-    return [sys.executable, "-m", "detector.commands", "train", "--config", config, "--no-progress",
-            f"workdir={folder / 'run'}", f"cache_dir={folder / 'cache'}", *overrides]
+    return sppnet_command("train", "--config", config, "--no-progress",
+                          f"workdir={folder / 'run'}", f"cache_dir={folder / 'cache'}", *overrides)
 
 
 def run_measured(command: list[str], log: Path) -> tuple[int, float, float]:
@@ -48,8 +48,7 @@ def run_measured(command: list[str], log: Path) -> tuple[int, float, float]:
     RSS in MB of its largest process (itself or a descendant it waited for: os.wait4's rusage)."""
     start = time.perf_counter()
     with open(log, "w") as out:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, env=checkout_env(), stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024  # ru_maxrss: kB on Linux
