@@ -40,6 +40,7 @@ from detector.features.pyramid import SpatialPyramidPool  # noqa: E402
 from detector.features.spp import SpatialPyramidPool2d  # noqa: E402
 from detector.training.fc_finetune import finetune_head  # noqa: E402
 from detector.training.context import TrainingContext, collect_training_windows, conv_samples  # noqa: E402
+from detector.training.train import build_training_context  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_speed"
 MODES = ("whole_trunk_autograd_pool", "prefix_autograd_pool", "whole_trunk", "prefix", "prefix_bf16",
@@ -74,9 +75,8 @@ def autocast_of(mode: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if mode.endswith("bf16") else contextlib.nullcontext()
 
 
-def run_fc(ctx: TrainingContext, bank, mode: str, log_dir: Path) -> dict:
+def run_fc(ctx: TrainingContext, cfg, bank, mode: str, log_dir: Path) -> dict:
     """fc-only fine-tuning on ``bank`` (TrainingWindows) in ``mode``; seconds and final loss."""
-    cfg = ctx.cfg
     seed_everything(cfg.seed)
     head = build_head(cfg, ctx.features.output_dim, len(ctx.class_names)).eval()
     cpu = time.process_time()
@@ -87,10 +87,10 @@ def run_fc(ctx: TrainingContext, bank, mode: str, log_dir: Path) -> dict:
     return timing_of(mode, stats, 0.0, time.process_time() - cpu)
 
 
-def run_conv5(ctx: TrainingContext, samples, mode: str, reference: list | None) -> tuple[dict, list]:
+def run_conv5(ctx: TrainingContext, cfg, samples, mode: str, reference: list | None) -> tuple[dict, list]:
     """conv5 maps of every sample's image in ``mode``: seconds per image, and (given the fp32
     maps) the largest deviation from them relative to their largest magnitude."""
-    cfg, maps = ctx.cfg, []
+    maps = []
     start, cpu = time.perf_counter(), time.process_time()
     with autocast_of(mode):
         for s in samples:
@@ -104,9 +104,8 @@ def run_conv5(ctx: TrainingContext, samples, mode: str, reference: list | None) 
     return out, maps
 
 
-def run_mode(ctx: TrainingContext, samples, trunk_state: dict, mode: str, log_dir: Path) -> dict:
+def run_mode(ctx: TrainingContext, cfg, samples, trunk_state: dict, mode: str, log_dir: Path) -> dict:
     """One conv fine-tuning run in ``mode`` from the pre-trained trunk; its seconds and final loss."""
-    cfg = ctx.cfg
     ctx.backbone.load_state_dict(trunk_state)
     seed_everything(cfg.seed)
     head = build_head(cfg, ctx.features.output_dim, len(ctx.class_names)).eval()
@@ -156,24 +155,24 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_detector_config(args.config, [*args.overrides, f"data.max_train_images={args.images}",
                                              f"finetune.iterations={args.iterations}",
                                              f"workdir={args.root / 'run'}", f"cache_dir={args.root / 'cache'}"])
-    ctx = TrainingContext(cfg, progress=False)
+    ctx = build_training_context(cfg, progress=False)
     ctx.propose()
-    samples = conv_samples(ctx)
+    samples = conv_samples(ctx, cfg.finetune)
     trunk = copy.deepcopy(ctx.backbone.state_dict())
     load_before = os.getloadavg()[0]
     results, bank, fp32_maps = [], None, None
     for mode in args.modes:
         if mode.startswith("conv5"):
             ctx.backbone.load_state_dict(trunk)
-            result, maps = run_conv5(ctx, samples, mode, fp32_maps)
+            result, maps = run_conv5(ctx, cfg, samples, mode, fp32_maps)
             fp32_maps = fp32_maps if mode.endswith("bf16") else maps
         else:
             if mode.startswith("fc") and bank is None:
                 ctx.backbone.load_state_dict(trunk)
                 ctx.cache_conv5()
-                bank = collect_training_windows(ctx, bbox=False)
-            result = (run_fc(ctx, bank, mode, args.root) if mode.startswith("fc")
-                      else run_mode(ctx, samples, trunk, mode, args.root))
+                bank = collect_training_windows(ctx, cfg.finetune)
+            result = (run_fc(ctx, cfg, bank, mode, args.root) if mode.startswith("fc")
+                      else run_mode(ctx, cfg, samples, trunk, mode, args.root))
             result[f"projected_{args.project}_iterations_s"] = projected(result, args.project)
         results.append(result)
         print(json.dumps(result), flush=True)

@@ -2,8 +2,12 @@
 window features, head, the detector (also from a model file's parts) and the
 split a model is tested on.
 
-Every other module takes explicit arguments; only these builders read the
-:class:`~detector.config.Config`.
+Every other module takes explicit arguments: the config sections it reads. The
+whole :class:`~detector.config.Config` is read only by builders: these, a model
+file's (``detector.model.load_trained``), a training run's
+(``detector.training.train``: the settings every stage shares, and each declared
+stage's own sections), an export's and its torch-free runtime's
+(``detector.deploy``); tests/test_import_graph.py keeps that list.
 """
 from __future__ import annotations
 
@@ -104,10 +108,10 @@ def window_features_key(cfg: Config, spp_features: dict) -> dict:
     return {"mode": "spp", "features": spp_features}
 
 
-def random_training_scales(cfg: Config) -> bool:
-    """Whether fine-tuning pools each window at a random scale (SPP at several scales with
-    ``finetune.random_scale``; R-CNN mode has no scales)."""
-    return cfg.mode == "spp" and len(cfg.features.scales) > 1 and cfg.finetune.random_scale
+def multi_scale(cfg: Config) -> bool:
+    """Whether the window features have several scales to choose from (SPP at several
+    scales; R-CNN mode has no scales)."""
+    return cfg.mode == "spp" and len(cfg.features.scales) > 1
 
 
 def build_detector(cfg: Config, class_names: Sequence[str], backbone: Backbone, head: FCHead, svms,

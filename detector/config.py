@@ -291,8 +291,15 @@ class SVMConfig:
     # ones go). 0 = no bound: the official code's caches. The SVM stats record
     # how many negatives a bound dropped (negatives_dropped_by_cap).
     max_negatives_per_class: int = 0
+    # The first pass's window features (fc7/fc6/pool5) kept in memory, up to this
+    # many MiB, and replayed by the mining rounds instead of computed again (issue
+    # 23: feature extraction was ~94% of the stage, done once per pass). The same
+    # values either way; 0 = recompute every pass. How, not what: no stage key.
+    replay_mb: float = 2048.0
 
     def validate(self) -> None:
+        if self.replay_mb < 0:
+            raise ValueError("svm.replay_mb must be >= 0 (0 = recompute the features every pass)")
         if self.max_negatives_per_class < 0:
             raise ValueError("svm.max_negatives_per_class must be >= 0 (0 = no bound)")
         if self.feature not in SVM_FEATURES:
@@ -303,7 +310,7 @@ class SVMConfig:
 
 # Keys a released version wrote into model files and export manifests that this
 # version no longer has, with why. A stored config (a trained model's provenance)
-# drops them on load; a config file that sets one is still an unknown-key error.
+# drops them on load; a config file that sets one is an error that gives the reason.
 RETIRED_KEYS: dict[str, str] = {
     "bbox.max_mb": "issue 29: box regression accumulates normal equations image by image, no budget",
 }
@@ -455,8 +462,8 @@ class Config:
 
 def load_detector_config(path: str | os.PathLike | None = None,
                          overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file, then ``key=value`` overrides."""
-    return load_config(Config, path, overrides)
+    """Defaults, then the YAML file, then ``key=value`` overrides (a retired key is an error with its reason)."""
+    return load_config(Config, path, overrides, RETIRED_KEYS)
 
 
 # Config sections a test run may change (``key=value`` on tools/test.py and

@@ -193,23 +193,31 @@ def load_yaml_chain(path: str | os.PathLike) -> list[tuple[Path, dict]]:
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None,
-                overrides: list[str] | None = None) -> T:
-    """Defaults of ``cls``, then the YAML file at ``path`` (after its bases), then ``overrides``."""
+                overrides: list[str] | None = None, retired: dict[str, str] | None = None) -> T:
+    """Defaults of ``cls``, then the YAML file at ``path`` (after its bases), then ``overrides``.
+
+    ``retired``: dotted keys an earlier version had, each with why it went; setting one
+    is an error that says so (not only "unknown key").
+    """
     data: dict = {}
     cfg = None
     for file, own in (load_yaml_chain(path) if path else []):
         # Check each file over its bases, so an error is blamed on the file
         # that brings it in, not on one that is fine.
         data = merge(data, own)
-        cfg = _build(cls, data, str(file))
+        cfg = _build(cls, data, str(file), retired)
     extra = parse_overrides(overrides)
     if not extra:
-        return cfg if cfg is not None else _build(cls, data, "config")
+        return cfg if cfg is not None else _build(cls, data, "config", retired)
     where = "command line" if not path else f"command line (over {path})"
-    return _build(cls, merge(data, extra), where)
+    return _build(cls, merge(data, extra), where, retired)
 
 
-def _build(cls: type[T], data: dict, where: str) -> T:
+def _build(cls: type[T], data: dict, where: str, retired: dict[str, str] | None = None) -> T:
+    for dotted, why in (retired or {}).items():
+        section, key = dotted.split(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            raise ConfigError(f"{where}: {dotted} no longer exists ({why}); remove it")
     try:
         return from_dict(cls, data, where)
     except ConfigError:

@@ -13,6 +13,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -83,7 +84,8 @@ def load_trained(path: str | os.PathLike, device: str | torch.device | None = "a
             :func:`detector.config.with_test_overrides`).
     """
     path = Path(path)
-    state, cfg = read_model_file(path, MODEL_FORMAT, MODEL_VERSION, "an SPP-net model", Config)
+    state, cfg = read_model_file(path, MODEL_FORMAT, MODEL_VERSION, "an SPP-net model", Config,
+                                 without_retired_keys)
     cfg = with_test_overrides(cfg, overrides)
     if state.get("mapping_version", 1) != MAPPING_VERSION:
         logger.warning("%s: trained with window-mapping rule %s, this code maps windows with rule %s: its "
@@ -105,13 +107,16 @@ def load_trained(path: str | os.PathLike, device: str | torch.device | None = "a
 def read_model_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
     """The config a model file was trained with (its provenance), with test-time ``overrides``;
     nothing is built."""
-    _, cfg = read_model_file(Path(path), MODEL_FORMAT, MODEL_VERSION, "an SPP-net model", Config)
+    _, cfg = read_model_file(Path(path), MODEL_FORMAT, MODEL_VERSION, "an SPP-net model", Config,
+                             without_retired_keys)
     return with_test_overrides(cfg, overrides)
 
 
-def read_model_file(path: Path, format: str, version: int, what: str, config_class: type) -> tuple[dict, object]:
+def read_model_file(path: Path, format: str, version: int, what: str, config_class: type,
+                    upgrade: Callable[[dict], dict] | None = None) -> tuple[dict, object]:
     """A model file's state dict (weights_only) and its config, after checking the
-    format header and version; every problem is a ModelFileError naming the file."""
+    format header and version; every problem is a ModelFileError naming the file.
+    ``upgrade``: applied to the stored config dict first (e.g. dropping retired keys)."""
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     try:
@@ -124,7 +129,7 @@ def read_model_file(path: Path, format: str, version: int, what: str, config_cla
         raise ModelFileError(f"{path}: model format version {state.get('version')} is not supported "
                              f"(this code reads version {version})")
     try:
-        stored = without_retired_keys(state["config"]) if config_class is Config else state["config"]
+        stored = upgrade(state["config"]) if upgrade is not None else state["config"]
         return state, from_dict(config_class, stored, f"{path}:config")
     except ConfigError as e:
         raise ModelFileError(str(e)) from None

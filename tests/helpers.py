@@ -97,9 +97,11 @@ def write_small_model(path: Path, with_regressors: bool = True) -> Path:
 # -- training contexts on generated data ------------------------------------------------------
 
 def prepared_context(cfg):
-    """A ``detector.training.context.TrainingContext`` after the proposal and conv5-cache stages."""
-    from detector.training.context import TrainingContext
-    ctx = TrainingContext(cfg, progress=False)
+    """A ``detector.training.context.TrainingContext`` after the proposal and conv5-cache stages;
+    ``ctx.test_config`` is the config it was built from (for the tests: no stage reads it)."""
+    from detector.training.train import build_training_context
+    ctx = build_training_context(cfg, progress=False)
+    ctx.test_config = cfg
     ctx.propose()
     ctx.cache_conv5()
     return ctx

@@ -80,3 +80,23 @@ def test_no_import_cycles():
     assert "detector.backends" in graph["detector.ray_backend"] or "detector.backend_options" in graph[
         "detector.ray_backend"]  # the checker sees relative imports
     assert cycles(graph) == []
+
+
+# The modules that take the whole Config (issue 22): the builders of objects (build.py),
+# of a model file's detector (model.py), of a training run (training/train.py: the shared
+# settings and each stage's own sections), of an export and its torch-free runtime
+# (deploy/export.py, deploy/runtime.py), and one command. Everything else is given sections.
+CONFIG_READERS = {"detector.build", "detector.model", "detector.training.train", "detector.deploy.export",
+                  "detector.deploy.runtime", "detector.commands.stats"}
+
+
+def test_only_the_builders_take_the_whole_config():
+    readers = set()
+    for name, path in module_files().items():
+        if not name.startswith("detector."):  # bench tools build their variants from configs
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1] == "config" \
+                    and any(a.name == "Config" for a in node.names):
+                readers.add(name)
+    assert readers == CONFIG_READERS

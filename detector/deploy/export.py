@@ -32,7 +32,7 @@ from ..configio import to_dict
 from ..fileio import atomic_path, write_json_atomic
 from ..features.mapping import MAPPING_VERSION
 from ..model import MODEL_FORMAT, MODEL_VERSION, ModelFileError, load_trained, read_model_file
-from ..config import Config
+from ..config import Config, without_retired_keys
 from ..features.pool5 import SPPFeatures
 from .manifest import MANIFEST, MAPPING_RULE, write_manifest_data
 
@@ -99,7 +99,8 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike, int8
         ValueError: an R-CNN mode model (its features are warped crops, not pooled conv5).
     """
     model_path, out_dir = Path(model_path), Path(out_dir)
-    state, _ = read_model_file(model_path, MODEL_FORMAT, MODEL_VERSION, "an SPP-net model", Config)
+    state, _ = read_model_file(model_path, MODEL_FORMAT, MODEL_VERSION, "an SPP-net model", Config,
+                               without_retired_keys)
     trained_rule = state.get("mapping_version", 1)
     if trained_rule != MAPPING_VERSION:
         raise ModelFileError(f"{model_path}: trained with window-mapping rule {trained_rule}, this sppnet maps "

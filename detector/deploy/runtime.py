@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from ..box_arrays import batched_nms_array, clip_box_array, decode_box_array
-from ..config import Config, with_test_overrides, without_retired_keys
+from ..config import Config, FeatureConfig, PoolConfig, TestConfig, with_test_overrides, without_retired_keys
 from ..configio import ConfigError, from_dict
 from ..features.distinct import distinct_rows
 from ..images import ImageTooSmallError, check_image_size
@@ -52,22 +52,29 @@ class ConvMap:
 class OnnxDetector:
     """An exported SPP-net detector (see the module docstring). Build one with :func:`load_export`.
 
+    It holds only what it runs, taken from the model's config (with the test-time
+    overrides applied) by :func:`load_export`, the one reader of that config here.
+
     Args:
         manifest: the checked manifest of the folder.
-        config: the model's config with the test-time overrides applied.
+        proposals: the search (``proposals`` section).
+        test: the test-time rules (``test`` section).
+        features: the scales and the scale rule (``features`` section).
+        pool: the pyramid and the window rules (``pool`` section).
         reserved_cores: cores lent to work beside this detector (the proposal
             workers of a pipelined folder run); the graphs' threads come from the rest.
         sessions: onnxruntime sessions by thread count, shared by the copies
             :meth:`with_reserved_cores` makes.
     """
 
-    def __init__(self, manifest: Manifest, config: Config, reserved_cores: int = 0,
-                 sessions: dict | None = None):
+    def __init__(self, manifest: Manifest, proposals, test: TestConfig, features: FeatureConfig, pool: PoolConfig,
+                 reserved_cores: int = 0, sessions: dict | None = None):
         self.manifest = manifest
-        self.config = config
         self.class_names = manifest.class_names
-        self.proposals = config.proposals
-        self.test = config.test
+        self.proposals = proposals
+        self.test = test
+        self.features = features
+        self.pool = pool
         self.reserved_cores = reserved_cores
         trunk = manifest.data["trunk"]
         self.grid = FeatureGrid(int(manifest.data["mapping"]["stride"]), float(manifest.data["mapping"]["offset"]))
@@ -77,7 +84,7 @@ class OnnxDetector:
 
     def with_reserved_cores(self, cores: int) -> "OnnxDetector":
         """The same detector leaving ``cores`` cores to work that runs beside it."""
-        return OnnxDetector(self.manifest, self.config, cores, self._sessions)
+        return OnnxDetector(self.manifest, self.proposals, self.test, self.features, self.pool, cores, self._sessions)
 
     def network_threads(self) -> int:
         """Threads for this image's graphs (decided per call, as the torch detector does)."""
@@ -125,7 +132,7 @@ class OnnxDetector:
         """conv5 of the image at each of ``features.scales`` (trunk.onnx)."""
         check_image_size(image, self.min_side, name)
         height, width = image.shape[:2]
-        features = self.config.features
+        features = self.features
         maps = []
         for scale in features.scales:
             factor = scale_factor(height, width, scale, features.max_size)
@@ -142,7 +149,7 @@ class OnnxDetector:
         side): scale selection, window scaling, mapping and the pyramid, by the model's rules
         (features.scale_rule, pool.canonical_window, pool.window_scaling, pool.window_margin),
         as :func:`detector.features.pool5.pool_maps`."""
-        pool, rule = self.config.pool, self.config.features.scale_rule
+        pool, rule = self.pool, self.features.scale_rule
         channels = maps[0].features.shape[0]
         out = np.zeros((len(windows), channels * sum(n * n for n in pool.levels)), np.float32)
         if len(windows) == 0:
@@ -238,4 +245,4 @@ def load_export(folder: str | Path, overrides: list[str] | None = None) -> OnnxD
         raise ExportFolderError(f"command line: test.{', test.'.join(changed)} cannot change on an export "
                                 f"folder ({manifest.folder}): it is built into head.onnx; export the model "
                                 "again with the setting you want (sppnet export --int8 for int8 fc layers)")
-    return OnnxDetector(manifest, config)
+    return OnnxDetector(manifest, config.proposals, config.test, config.features, config.pool)

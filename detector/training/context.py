@@ -1,8 +1,10 @@
 """What every training stage shares: the verified data, its proposals, the window features,
 the stage keys, and the windows the fc layers and box regressors train on.
 
-The stages themselves are declared in ``detector.training.train``. With ``data.flip``
-every image also trains as its mirror (``detector.data.mirror``).
+The stages themselves are declared in ``detector.training.train``, which also builds
+the context from the config (:class:`SharedSettings`: only what every stage reads);
+a stage's own sections come as arguments. With ``data.flip`` every image also trains
+as its mirror (``detector.data.mirror``).
 """
 from __future__ import annotations
 
@@ -10,25 +12,26 @@ import dataclasses
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from proposals.config import ProposalConfig
 from proposals.fit import ProposalFit, fit_warning, format_fit, measure_fit
 from proposals.tune import tune_cached
 
 from .bbox_stream import MB, RegressionWindows
 from ..boxes import flip_boxes
-from ..build import (build_config_backbone, build_dataset, build_window_features, check_weights,
-                    random_training_scales, window_features_key)
-from ..config import DATA_STAGES, Config
+from ..build import build_dataset
+from ..config import DATA_STAGES, BBoxConfig, DataConfig, FinetuneConfig, SVMConfig
 from .conv_finetune import ConvSample
 from ..data import report_dropped_classes
 from ..data.mirror import flipped_record, is_flipped, original_id
 from ..data.verify import verify_images
 from ..fileio import params_digest
 from .fc_finetune import WindowLabels, label_windows
+from ..features.backbones import Backbone
 from ..heads import FCHead
 from ..features.pyramid import MAPPING_VERSION, FeatureGrid
 from ..progress import progress_of
@@ -37,12 +40,12 @@ from .stages import FINETUNE_WINDOWS, Checkpoint
 from .svm import TrainImage
 from ..timing import timed_stage
 from .validation import held_out_samples, load_held_out
-from ..features.pool5 import ImageSource, match_windows
+from ..features.pool5 import ImageSource, WindowFeatures, match_windows
 from .window_sampler import ImageCentricSampler, WindowUse
 
 logger = logging.getLogger(__name__)
 
-# Independent random streams (seeded by cfg.seed), so the fine-tuning bank
+# Independent random streams (seeded by the config's seed), so the fine-tuning bank
 # does not change when a box-regression parameter changes the number of draws.
 _FINETUNE_STREAM, _BBOX_STREAM, _SCALE_STREAM, _NORM_STREAM = 1, 2, 3, 4
 # bbox.norm_windows=random: the official spp_feature_stats.m:40-41 measures the
@@ -66,31 +69,52 @@ def training_gt(record, use_difficult: bool = False) -> tuple[np.ndarray, np.nda
     return record.boxes[keep], record.labels[keep]
 
 
-def sees(cfg: Config, stage: str, record) -> bool:
+def sees(data: DataConfig, stage: str, record) -> bool:
     """Whether training ``stage`` learns from ``record`` (a mirror only with ``data.flip_stages``)."""
-    return not is_flipped(record) or cfg.data.uses_mirrors(stage)
+    return not is_flipped(record) or data.uses_mirrors(stage)
 
 
-def records_seen(cfg: Config, num_records: int, stage: str) -> int:
+def records_seen(data: DataConfig, num_records: int, stage: str) -> int:
     """How many of ``num_records`` training records (mirrors included when ``data.flip``) ``stage`` sees."""
-    return num_records // 2 if cfg.data.flip and not cfg.data.uses_mirrors(stage) else num_records
+    return num_records // 2 if data.flip and not data.uses_mirrors(stage) else num_records
 
 
-def section_key(cfg: Config, name: str) -> dict:
-    """Config section ``name`` as a stage key holds it: :data:`LATER_FIELDS` only off their
-    defaults; for a training stage, the data rules that differ from the default ones."""
-    section = getattr(cfg, name)
+def section_key(section, name: str, data: DataConfig) -> dict:
+    """Config section ``name`` (its value ``section``) as a stage key holds it: :data:`LATER_FIELDS`
+    only off their defaults; for a training stage, the data rules that differ from the default ones."""
     key = asdict(section)
     default = type(section)()
     for later in LATER_FIELDS.get(name, ()):
         if key[later] == getattr(default, later):
             del key[later]
     if name in DATA_STAGES:
-        if cfg.data.uses_difficult(name):
+        if data.uses_difficult(name):
             key["difficult"] = True
-        if cfg.data.flip and not cfg.data.uses_mirrors(name):
+        if data.flip and not data.uses_mirrors(name):
             key["mirrors"] = False
     return key
+
+
+@dataclass(frozen=True)
+class SharedSettings:
+    """The settings every training stage reads (every stage key holds them), taken from the
+    config by ``detector.training.train.training_settings``; a stage's own sections
+    (finetune, svm, bbox) come to it alone, as a ``detector.training.stages.StageConfig``.
+
+    ``device``: the torch device fine-tuning runs on; ``multi_scale``: SPP at several
+    scales (fine-tuning may then pool each window at a random scale); ``windows_key``:
+    what the window features read (mode, features or crops, pyramid), as every stage key
+    holds it.
+    """
+
+    data: DataConfig
+    proposals: ProposalConfig
+    seed: int
+    workdir: Path
+    cache_root: Path
+    device: Any
+    multi_scale: bool
+    windows_key: dict
 
 
 def annotation_digest(record) -> str:
@@ -126,53 +150,63 @@ class TrainingWindows:
 
 class TrainingContext:
     """What every training stage shares: the verified data, the backbone and its window
-    features, the parts every stage key holds; the proposals once ``propose`` ran."""
+    features, the parts every stage key holds; the proposals once ``propose`` ran.
 
-    def __init__(self, cfg: Config, progress: bool = True, backend=None):
-        self.cfg = cfg
+    Args:
+        settings: what every stage reads (:class:`SharedSettings`); with
+            ``proposals.auto`` the context's copy holds the chosen proposal setting.
+        backbone: the trunk (its pre-trained weights).
+        features_of: the window features on a trunk, cached (the config's builder).
+    """
+
+    def __init__(self, settings: SharedSettings, backbone: Backbone,
+                 features_of: Callable[[Backbone], WindowFeatures], progress: bool = True, backend=None):
+        data = settings.data
         self.progress = progress
         self.backend = backend
-        self.workdir = Path(cfg.workdir)
+        self.workdir = settings.workdir
         self.timings: dict[str, float] = {}
-        check_weights(cfg.backbone)  # a wrong path fails now, not after the proposals
         with timed_stage(self.timings, "load_dataset"):
-            dataset = build_dataset(cfg.data, cfg.data.train_split)
-            report_dropped_classes(dataset, cfg.data.root, "data.class_names")  # COCO leaves them out
+            dataset = build_dataset(data, data.train_split)
+            report_dropped_classes(dataset, data.root, "data.class_names")  # COCO leaves them out
             records = list(dataset)
-            if cfg.data.max_train_images > 0:
-                records = records[: cfg.data.max_train_images]
+            if data.max_train_images > 0:
+                records = records[: data.max_train_images]
             if not records:
-                raise ValueError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no images")
+                raise ValueError(f"{data.root}: split {data.train_split!r} has no images")
             if not any(len(r.boxes) for r in records):
-                raise ValueError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no objects "
+                raise ValueError(f"{data.root}: split {data.train_split!r} has no objects "
                                  f"to train on ({len(records)} images, none annotated)")
-            self.verified = verify_images(records, cfg.cache_root() / "image_checks.json",
-                                          strict=cfg.data.strict_images, progress=progress,
-                                          what=f"{cfg.data.root} {cfg.data.train_split} split")
+            self.verified = verify_images(records, settings.cache_root / "image_checks.json",
+                                          strict=data.strict_images, progress=progress,
+                                          what=f"{data.root} {data.train_split} split")
         self.dataset_name = dataset.name
         originals = list(self.verified.records)
         # With data.flip every image also trains as its mirror: same file and
         # digest, mirrored boxes and windows, its own conv5 cache entry.
-        self.records = originals + ([flipped_record(r) for r in originals] if cfg.data.flip else [])
+        self.records = originals + ([flipped_record(r) for r in originals] if data.flip else [])
         self.num_images = len(originals)
         self.class_names = tuple(dataset.class_names)
         self.proposal_tuning: dict = {}
-        if cfg.proposals.auto:  # before the stage keys: the chosen setting keys them, and the model records it
+        if settings.proposals.auto:  # before the stage keys: the chosen setting keys them, and the model records it
             with timed_stage(self.timings, "proposal_tuning"):
-                tuning = tune_cached(originals, self.verified.digests, self.class_names, cfg.proposals,
-                                     cfg.cache_root() / "proposal_tuning", cfg.seed, log=logger.info)
+                tuning = tune_cached(originals, self.verified.digests, self.class_names, settings.proposals,
+                                     settings.cache_root / "proposal_tuning", settings.seed, log=logger.info)
             logger.info("proposals.auto: chose %s", tuning.describe())
-            cfg = self.cfg = dataclasses.replace(cfg, proposals=tuning.chosen)
+            settings = dataclasses.replace(settings, proposals=tuning.chosen)
             self.proposal_tuning = tuning.as_dict()
+        self.settings = settings
         self.images = {r.image_id: ImageSource.from_record(r, self.digest(r), flip=is_flipped(r))
                        for r in self.records}
         # data.val_split: fine-tuning's held-out images (None without one)
-        self.held_out = load_held_out(cfg, self.class_names, originals, self.verified.digests, progress)
-        self.backbone = build_config_backbone(cfg)
-        self.features = build_window_features(cfg, self.backbone, cfg.cache_root())
+        self.held_out = load_held_out(data, settings.cache_root, self.class_names, originals,
+                                      self.verified.digests, progress)
+        self.backbone = backbone
+        self._features_of = features_of
+        self.features = features_of(backbone)
         self.common_parts = shared_parts(
-            cfg, self.class_names, {r.image_id: params_digest([annotation_digest(r), self.digest(r)])
-                                    for r in self.records}, self.backbone.digest(), self.backbone.grid)
+            settings, self.class_names, {r.image_id: params_digest([annotation_digest(r), self.digest(r)])
+                                         for r in self.records}, self.backbone.digest(), self.backbone.grid)
         self.proposals = None  # a proposals.store.ProposalStore once propose() ran
         self.held_out_proposals = None  # the same for the held-out images
         self.proposal_fit: ProposalFit | None = None
@@ -181,23 +215,25 @@ class TrainingContext:
         """The proposals of every original image (cached per image), and their fit, logged."""
         from proposals import compute_split
 
-        cfg, originals = self.cfg, list(self.verified.records)
-        self.proposals = compute_split(originals, cfg.proposals, cfg.cache_root() / "proposals",
-                                       self.dataset_name, cfg.data.train_split,
-                                       workers=cfg.proposals.workers or None, progress=self.progress,
+        s, originals = self.settings, list(self.verified.records)
+        self.proposals = compute_split(originals, s.proposals, s.cache_root / "proposals",
+                                       self.dataset_name, s.data.train_split,
+                                       workers=s.proposals.workers or None, progress=self.progress,
                                        backend=self.backend)
-        self.proposal_fit = check_proposal_fit(originals, self.proposals, self.class_names, cfg)
+        self.proposal_fit = check_proposal_fit(originals, self.proposals, self.class_names, s.data.train_split,
+                                               s.proposals)
         if self.held_out is not None:
-            self.held_out_proposals = compute_split(self.held_out.records, cfg.proposals,
-                                                    cfg.cache_root() / "proposals", self.dataset_name,
-                                                    self.held_out.split, workers=cfg.proposals.workers or None,
+            self.held_out_proposals = compute_split(self.held_out.records, s.proposals,
+                                                    s.cache_root / "proposals", self.dataset_name,
+                                                    self.held_out.split, workers=s.proposals.workers or None,
                                                     progress=self.progress, backend=self.backend)
 
-    def validation_samples(self) -> list[ConvSample]:
-        """The held-out images' labelled windows (none without ``data.val_split``)."""
+    def validation_samples(self, finetune: FinetuneConfig) -> list[ConvSample]:
+        """The held-out images' labelled windows (none without ``data.val_split``), labelled by ``finetune``."""
         if self.held_out is None:
             return []
-        return held_out_samples(self.held_out, self.held_out_proposals.load, self.cfg, training_gt)
+        return held_out_samples(self.held_out, self.held_out_proposals.load, finetune, self.settings.seed,
+                                training_gt)
 
     def cache_conv5(self) -> None:
         """Fill the window features' cache for every training image (and mirror)."""
@@ -206,7 +242,7 @@ class TrainingContext:
     def adopt_trunk(self, state: dict) -> None:
         """Load fine-tuned conv weights into the backbone and fill their conv5 cache."""
         self.backbone.load_state_dict(state)
-        self.features = build_window_features(self.cfg, self.backbone, self.cfg.cache_root())
+        self.features = self._features_of(self.backbone)
         self.cache_conv5()
 
     def digest(self, record) -> str:
@@ -224,45 +260,50 @@ class TrainingContext:
         """pool5 vectors [N, D] of ``boxes`` in ``record``'s image (``scale_rng``: random scales)."""
         return self.features.pool5(self.images[record.image_id], boxes, scale_rng=scale_rng)
 
-    def checkpoint(self, name: str, sections: Sequence[str]) -> Checkpoint:
-        """The checkpoint of stage ``name``, keyed by the shared parts and the config ``sections``."""
-        parts = stage_parts(self.cfg, self.common_parts, sections, len(self.records), self.features.output_dim,
-                            None if self.held_out is None else self.held_out.key())
+    def checkpoint(self, name: str, sections: Mapping[str, Any], borrowed: Mapping[str, Any] = {}) -> Checkpoint:
+        """The checkpoint of stage ``name``, keyed by the shared parts, the config ``sections``
+        (name -> section) and the ``borrowed`` fields ("section.field" -> value)."""
+        parts = stage_parts(self.common_parts, sections, self.settings.data, len(self.records),
+                            self.features.output_dim, None if self.held_out is None else self.held_out.key(),
+                            borrowed)
         return Checkpoint(self.workdir / "stages", name, parts)
 
 
-def shared_parts(cfg: Config, class_names: Sequence[str], image_digests: dict[str, str], backbone_digest: str,
-                 grid: FeatureGrid) -> dict:
+def shared_parts(settings: SharedSettings, class_names: Sequence[str], image_digests: dict[str, str],
+                 backbone_digest: str, grid: FeatureGrid) -> dict:
     """What every stage key holds: the training data (class names; each image's and mirror's
     annotation and pixel digest), the proposal parameters, the trunk, the windows' features, the seed."""
     from proposals.store import cache_params
 
-    windows = window_features_key(cfg, section_key(cfg, "features"))
     return {
         "data": {"classes": list(class_names), "images": dict(image_digests)},
-        "proposals": cache_params(cfg.proposals),
+        "proposals": cache_params(settings.proposals),
         "backbone": backbone_digest,
         # The cell grid and the mapping rule's version: a changed mapping
         # changes every pooled vector, though no parameter changed.
-        "windows": dict(windows, pool=section_key(cfg, "pool"), grid=asdict(grid), mapping=MAPPING_VERSION),
-        "seed": cfg.seed,
+        "windows": dict(settings.windows_key, grid=asdict(grid), mapping=MAPPING_VERSION),
+        "seed": settings.seed,
     }
 
 
-def stage_parts(cfg: Config, shared: dict, sections: Sequence[str], num_records: int, dim: int,
-                validation: dict | None = None) -> dict:
-    """A stage key: the shared parts and each of ``sections`` (config section names).
+def stage_parts(shared: dict, sections: Mapping[str, Any], data: DataConfig, num_records: int, dim: int,
+                validation: dict | None = None, borrowed: Mapping[str, Any] = {}) -> dict:
+    """A stage key: the shared parts and each of ``sections`` (config section name -> section).
 
     The fine-tuning section holds what its sampler reads (:func:`finetune_key`)
     and, only when it has them, its held-out images (``validation``:
     ``HeldOutImages.key()``) and val_every. Box regression's key leaves out
-    how it solves (``normal_equations_max_mb``), not what.
+    how it solves (``normal_equations_max_mb``), the SVMs' how they get their
+    features again (``replay_mb``), not what. A ``borrowed``
+    field ("svm.target_norm" -> value) is added to the stage's own sections'
+    keys (the last of ``sections``) only off its section's default: stages
+    that read it before it was declared keep their keys.
     """
     parts = dict(shared)
-    for name in sections:
-        key = section_key(cfg, name)
+    for name, section in sections.items():
+        key = section_key(section, name, data)
         if name == "finetune":
-            key = finetune_key(cfg, key, records_seen(cfg, num_records, name), dim)
+            key = finetune_key(section, key, records_seen(data, num_records, name), dim)
             del key["prefix_cache"]  # how, not what, it computes
             if validation is None:
                 del key["val_every"]
@@ -270,8 +311,18 @@ def stage_parts(cfg: Config, shared: dict, sections: Sequence[str], num_records:
                 key["validation"] = validation
         elif name == "bbox":
             del key["normal_equations_max_mb"]
+        elif name == "svm":
+            del key["replay_mb"]  # how, not what: the same features, replayed or computed again
         parts[name] = key
+    for dotted, value in borrowed.items():
+        section_name, field_name = dotted.split(".")
+        if value != getattr(SECTION_DEFAULTS[section_name], field_name):
+            parts[list(sections)[-1]][dotted] = value
     return parts
+
+
+# The default of each section a stage can borrow a field from.
+SECTION_DEFAULTS = {"svm": SVMConfig(), "bbox": BBoxConfig(), "finetune": FinetuneConfig()}
 
 
 # The fields only finetune.sampler=stream reads, and those only the bank reads.
@@ -279,7 +330,7 @@ STREAM_FIELDS = ("sampler", "images_per_batch", "prefetch")
 BANK_FIELDS = ("bank_fg_per_image", "bank_bg_per_image", "bank_max_mb", "resample_every")
 
 
-def finetune_key(cfg: Config, key: dict, num_records: int, dim: int) -> dict:
+def finetune_key(section: FinetuneConfig, key: dict, num_records: int, dim: int) -> dict:
     """The fine-tuning section's ``key`` (:func:`section_key`) less the fields its sampler does not read.
 
     The bank's key is the one it had before samplers existed (its workdirs
@@ -289,11 +340,10 @@ def finetune_key(cfg: Config, key: dict, num_records: int, dim: int) -> dict:
     changes no result). Conv fine-tuning reads the bank's per-image caps only
     with the bank (:func:`conv_samples`): its key is the bank's, or the stream's.
     """
-    section = cfg.finetune
     key = {k: v for k, v in key.items() if k not in STREAM_FIELDS}
     if section.sampler == "bank":
         del key["bank_max_mb"]
-        caps = bank_caps(cfg, num_records, dim)
+        caps = bank_caps(section, num_records, dim)
         if caps != (section.bank_fg_per_image, section.bank_bg_per_image):
             key["bank_caps"] = list(caps)
         return key
@@ -305,32 +355,31 @@ def stage_windows(ctx: TrainingContext, record, stage: str) -> tuple[np.ndarray,
     """A training image's windows for ``stage`` (one of DATA_STAGES): its ground truth
     (:func:`training_gt` by ``data.difficult_stages``), then its proposals, float32 [N, 4];
     and that ground truth's boxes and labels."""
-    gt_boxes, gt_labels = training_gt(record, ctx.cfg.data.uses_difficult(stage))
+    gt_boxes, gt_labels = training_gt(record, ctx.settings.data.uses_difficult(stage))
     return np.concatenate([gt_boxes, ctx.windows(record)]).astype(np.float32), gt_boxes, gt_labels
 
 
-def labelled_windows(ctx: TrainingContext, record, rng: np.random.Generator | None = None,
+def labelled_windows(ctx: TrainingContext, record, finetune: FinetuneConfig, rng: np.random.Generator | None = None,
                      caps: tuple[int, int] | None = None):
     """A training image's fine-tuning windows (:func:`stage_windows`), each window's best IoU and gt
-    index, and its fine-tuning labels: every positive and background window, or at most
-    ``caps`` (fg, bg) of them, sampled with ``rng``.
+    index, and its fine-tuning labels (``finetune``'s IoU rules): every positive and background
+    window, or at most ``caps`` (fg, bg) of them, sampled with ``rng``.
 
     Returns (windows float32 [N, 4], max_iou [N], argmax [N], WindowLabels).
     """
-    cfg = ctx.cfg
     windows, gt_boxes, gt_labels = stage_windows(ctx, record, "finetune")
     max_iou, arg = match_windows(windows, gt_boxes)
     label_of_best = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
     max_fg, max_bg = caps or (None, None)
-    chosen = label_windows(max_iou, label_of_best, cfg.finetune, max_fg, max_bg, rng)
+    chosen = label_windows(max_iou, label_of_best, finetune, max_fg, max_bg, rng)
     return windows, max_iou, arg, chosen
 
 
-def bank_caps(cfg: Config, num_images: int, dim: int) -> tuple[int, int]:
+def bank_caps(finetune: FinetuneConfig, num_images: int, dim: int) -> tuple[int, int]:
     """Fine-tuning windows kept per image (fg, bg): the config's per-image caps, shrunk in
     proportion when ``num_images`` of them would pass ``finetune.bank_max_mb`` (float16 pool5)."""
-    fg, bg = cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image
-    fit = cfg.finetune.bank_max_mb * MB / (2 * dim * max(num_images, 1))
+    fg, bg = finetune.bank_fg_per_image, finetune.bank_bg_per_image
+    fit = finetune.bank_max_mb * MB / (2 * dim * max(num_images, 1))
     if fg + bg > fit:
         shrink = fit / (fg + bg)
         fg, bg = max(1, int(fg * shrink)), max(1, int(bg * shrink))
@@ -341,33 +390,34 @@ def bank_caps(cfg: Config, num_images: int, dim: int) -> tuple[int, int]:
 KEY_STRIDE = 1 << 32
 
 
-def _scale_rng(cfg: Config, draw: int) -> np.random.Generator | None:
+def _scale_rng(settings: SharedSettings, finetune: FinetuneConfig, draw: int) -> np.random.Generator | None:
     """Random scales of the fine-tuning windows (finetune.random_scale), None at one scale:
     there is no choice to make."""
-    return np.random.default_rng([cfg.seed, _SCALE_STREAM, draw]) if random_training_scales(cfg) else None
+    random_scales = settings.multi_scale and finetune.random_scale
+    return np.random.default_rng([settings.seed, _SCALE_STREAM, draw]) if random_scales else None
 
 
-def collect_training_windows(ctx: TrainingContext, draw: int = 0) -> TrainingWindows:
+def collect_training_windows(ctx: TrainingContext, finetune: FinetuneConfig, draw: int = 0) -> TrainingWindows:
     """One pass over the images: pool5 of the fine-tuning bank's windows (finetune.sampler=bank).
 
     Windows are the proposals plus the ground-truth boxes (R-CNN adds the
     ground truth to its positives). ``draw`` numbers the bank (each draw
     samples other windows, see ``finetune.resample_every``).
     """
-    cfg = ctx.cfg
-    ft_rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM, draw])
-    scale_rng = _scale_rng(cfg, draw)
-    caps = bank_caps(cfg, records_seen(cfg, len(ctx.records), "finetune"), ctx.features.output_dim)
+    s = ctx.settings
+    ft_rng = np.random.default_rng([s.seed, _FINETUNE_STREAM, draw])
+    scale_rng = _scale_rng(s, finetune, draw)
+    caps = bank_caps(finetune, records_seen(s.data, len(ctx.records), "finetune"), ctx.features.output_dim)
     fg, fg_labels, bg, fg_keys, bg_keys, eligible = [], [], [], [], [], []
     for i, r in enumerate(progress_of(ctx.records, desc="pool training windows", unit="img",
                                       enabled=ctx.progress)):
         # A record fine-tuning does not see (a mirror without data.flip_stages
         # naming it) still draws, so the others' draws stay as they were.
-        windows, max_iou, _, chosen = labelled_windows(ctx, r, ft_rng, caps)
-        if not sees(cfg, "finetune", r):
+        windows, max_iou, _, chosen = labelled_windows(ctx, r, finetune, ft_rng, caps)
+        if not sees(s.data, "finetune", r):
             eligible.append(0)
             continue
-        eligible.append(int((max_iou >= cfg.finetune.bg_iou_low).sum()))  # fg and bg, before the caps
+        eligible.append(int((max_iou >= finetune.bg_iou_low).sum()))  # fg and bg, before the caps
         wanted = np.unique(np.concatenate([chosen.fg_index, chosen.bg_index]))
         if len(wanted) == 0:
             continue
@@ -392,23 +442,22 @@ def collect_training_windows(ctx: TrainingContext, draw: int = 0) -> TrainingWin
         fg_keys=keys(fg_keys), bg_keys=keys(bg_keys), eligible=tuple(eligible))
 
 
-def conv_samples(ctx: TrainingContext) -> list[ConvSample]:
+def conv_samples(ctx: TrainingContext, finetune: FinetuneConfig) -> list[ConvSample]:
     """Every training image with its labelled windows, for conv fine-tuning: every positive
     and background window, or with finetune.sampler=bank at most the bank's per-image caps
     (sampled once)."""
-    cfg = ctx.cfg
-    rng = np.random.default_rng([cfg.seed, _FINETUNE_STREAM])
+    rng = np.random.default_rng([ctx.settings.seed, _FINETUNE_STREAM])
     # Boxes only, no pool5 bank to budget: the configured per-image caps.
-    caps = (cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image) if cfg.finetune.sampler == "bank" \
-        else None
+    caps = (finetune.bank_fg_per_image, finetune.bank_bg_per_image) if finetune.sampler == "bank" else None
     samples = []
-    for r in (r for r in ctx.records if sees(cfg, "finetune", r)):
-        windows, _, _, labels = labelled_windows(ctx, r, rng, caps)
+    for r in (r for r in ctx.records if sees(ctx.settings.data, "finetune", r)):
+        windows, _, _, labels = labelled_windows(ctx, r, finetune, rng, caps)
         samples.append(ConvSample(ctx.images[r.image_id], windows, labels))
     return samples
 
 
-def streamed_windows(ctx: TrainingContext) -> tuple[ImageCentricSampler, Callable[[int, np.ndarray], torch.Tensor]]:
+def streamed_windows(ctx: TrainingContext, finetune: FinetuneConfig
+                     ) -> tuple[ImageCentricSampler, Callable[[int, np.ndarray], torch.Tensor]]:
     """The image-centric sampler over every training image's labelled windows (none
     capped; none of a record fine-tuning does not see, :func:`sees`), and the pool function
     of its draws: (record index, window indices) -> pool5 from the conv5 cache, each window
@@ -416,13 +465,13 @@ def streamed_windows(ctx: TrainingContext) -> tuple[ImageCentricSampler, Callabl
 
     Only the labels are held; a draw's windows are read again from the proposal store.
     """
-    cfg = ctx.cfg
-    labels = [labelled_windows(ctx, r)[3] if sees(cfg, "finetune", r) else EMPTY_LABELS
+    s = ctx.settings
+    labels = [labelled_windows(ctx, r, finetune)[3] if sees(s.data, "finetune", r) else EMPTY_LABELS
               for r in progress_of(ctx.records, desc="label training windows", unit="img",
                                    enabled=ctx.progress)]
-    sampler = ImageCentricSampler(labels, cfg.finetune.batch_size, cfg.finetune.fg_fraction,
-                                  cfg.finetune.images_per_batch, np.random.default_rng([cfg.seed, _FINETUNE_STREAM]))
-    scale_rng = _scale_rng(cfg, 0)
+    sampler = ImageCentricSampler(labels, finetune.batch_size, finetune.fg_fraction,
+                                  finetune.images_per_batch, np.random.default_rng([s.seed, _FINETUNE_STREAM]))
+    scale_rng = _scale_rng(s, finetune, 0)
 
     def pool(i: int, index: np.ndarray) -> torch.Tensor:
         record = ctx.records[i]
@@ -430,26 +479,26 @@ def streamed_windows(ctx: TrainingContext) -> tuple[ImageCentricSampler, Callabl
     return sampler, pool
 
 
-def regression_windows(ctx: TrainingContext, classes: Sequence[int] | None = None) -> Iterator[RegressionWindows]:
+def regression_windows(ctx: TrainingContext, bbox: BBoxConfig,
+                       classes: Sequence[int] | None = None) -> Iterator[RegressionWindows]:
     """Each training image's box-regression windows (IoU >= bbox.min_iou with a gt box of
     :func:`stage_windows`), pooled, one image at a time, of the records box regression sees:
     all of them, or ``bbox.max_per_image`` sampled (the same each call, and the same as the
     in-memory regression drew before issue 29); with ``classes``, those whose gt box is of
     one of ``classes``."""
-    cfg = ctx.cfg
-    rng = np.random.default_rng([cfg.seed, _BBOX_STREAM])  # one stream over the images, as before
+    rng = np.random.default_rng([ctx.settings.seed, _BBOX_STREAM])  # one stream over the images, as before
     for i, r in enumerate(progress_of(ctx.records, desc="box regression windows", unit="img",
                                       enabled=ctx.progress)):
-        if not sees(cfg, "bbox", r):
+        if not sees(ctx.settings.data, "bbox", r):
             continue
         windows, gt_boxes, gt_labels = stage_windows(ctx, r, "bbox")
         if not len(gt_boxes):
             continue
         max_iou, arg = match_windows(windows, gt_boxes)
-        reg = np.flatnonzero(max_iou >= cfg.bbox.min_iou)
+        reg = np.flatnonzero(max_iou >= bbox.min_iou)
         eligible = len(reg)
-        if 0 < cfg.bbox.max_per_image < len(reg):
-            reg = np.sort(rng.choice(reg, cfg.bbox.max_per_image, replace=False))
+        if 0 < bbox.max_per_image < len(reg):
+            reg = np.sort(rng.choice(reg, bbox.max_per_image, replace=False))
         if classes is not None:
             reg = reg[np.isin(gt_labels[arg[reg]], classes)]
         if eligible == 0 or (classes is not None and not len(reg)):
@@ -464,7 +513,7 @@ def random_window_norm(ctx: TrainingContext) -> float | None:
     """bbox.norm_windows=random: the mean pool5 L2 norm of up to :data:`NORM_WINDOWS_PER_IMAGE`
     random windows of each of :func:`norm_images` (None when they have no window)."""
     norm_ids = norm_images(ctx)
-    rng = np.random.default_rng([ctx.cfg.seed, _NORM_STREAM])
+    rng = np.random.default_rng([ctx.settings.seed, _NORM_STREAM])
     norms = []
     for r in (r for r in ctx.records if r.image_id in norm_ids):
         windows = stage_windows(ctx, r, "bbox")[0]
@@ -476,8 +525,8 @@ def random_window_norm(ctx: TrainingContext) -> float | None:
 def norm_images(ctx: TrainingContext) -> set[str]:
     """The images whose random windows set the regression features' norm
     (``bbox.norm_windows=random``): at most :data:`NORM_IMAGES` of those box regression sees."""
-    ids = [r.image_id for r in ctx.records if sees(ctx.cfg, "bbox", r)]
-    rng = np.random.default_rng([ctx.cfg.seed, _NORM_STREAM])
+    ids = [r.image_id for r in ctx.records if sees(ctx.settings.data, "bbox", r)]
+    rng = np.random.default_rng([ctx.settings.seed, _NORM_STREAM])
     return {ids[i] for i in rng.permutation(len(ids))[:NORM_IMAGES]}
 
 
@@ -514,30 +563,51 @@ def classes_without_training_objects(records, class_names, stages: list[str],
     return empty
 
 
-def svm_training_images(ctx: TrainingContext, head: FCHead) -> Callable[[], Iterable[TrainImage]]:
-    """A fresh iterator over the training images' SVM features at each call."""
-    layer = ctx.cfg.svm.feature
+def svm_training_images(ctx: TrainingContext, head: FCHead, layer: str, replay_mb: float = 0.0
+                        ) -> Callable[[], Iterable[TrainImage]]:
+    """A fresh iterator over the training images' SVM features (``layer``: svm.feature) at each call.
 
+    ``replay_mb`` (svm.replay_mb): the first call keeps the images it computes, in order,
+    while their features fit in that many MiB; later calls yield those again (the same
+    arrays) and compute only the rest.
+    """
+    data = ctx.settings.data
     # With data.difficult_stages naming svm, no object is held out of the positives.
-    difficult = not ctx.cfg.data.uses_difficult("svm")
+    difficult = not data.uses_difficult("svm")
+    records = [r for r in ctx.records if sees(data, "svm", r)]
+    kept: list[TrainImage] = []
+    budget = {"bytes": replay_mb * MB, "open": True}  # open: still filling (the first call)
+
+    def compute(r) -> TrainImage:
+        windows = ctx.windows(r)
+        both = np.concatenate([r.boxes, windows]).astype(np.float32)
+        feats = head.features(ctx.pool5(r, both), layer).numpy()
+        g = len(r.boxes)
+        return TrainImage(image_id=r.image_id, features=feats[g:], boxes=windows,
+                          gt_features=feats[:g], gt_boxes=r.boxes, gt_labels=r.labels,
+                          gt_difficult=r.difficult & difficult)
 
     def images() -> Iterator[TrainImage]:
-        for r in (r for r in ctx.records if sees(ctx.cfg, "svm", r)):
-            windows = ctx.windows(r)
-            both = np.concatenate([r.boxes, windows]).astype(np.float32)
-            feats = head.features(ctx.pool5(r, both), layer).numpy()
-            g = len(r.boxes)
-            yield TrainImage(image_id=r.image_id, features=feats[g:], boxes=windows,
-                             gt_features=feats[:g], gt_boxes=r.boxes, gt_labels=r.labels,
-                             gt_difficult=r.difficult & difficult)
+        filling, budget["open"] = budget["open"], False
+        for i, r in enumerate(records):
+            if i < len(kept):
+                yield kept[i]
+                continue
+            image = compute(r)
+            if filling and i == len(kept) and image.features.nbytes + image.gt_features.nbytes <= budget["bytes"]:
+                budget["bytes"] -= image.features.nbytes + image.gt_features.nbytes
+                kept.append(image)
+            yield image
+    images.replayed = lambda: len(kept)  # images whose features the later passes reuse
     return images
 
 
-def check_proposal_fit(records: list[ImageRecord], store, class_names, cfg: Config) -> ProposalFit:
-    """Recall of the training windows on the training split, logged; a warning below proposals.min_recall."""
-    fit = measure_fit(records, store.load, class_names, cfg.data.train_split, cfg.proposals.min_size)
+def check_proposal_fit(records: list[ImageRecord], store, class_names, split: str,
+                       proposals: ProposalConfig) -> ProposalFit:
+    """Recall of the training windows on the training ``split``, logged; a warning below proposals.min_recall."""
+    fit = measure_fit(records, store.load, class_names, split, proposals.min_size)
     logger.info("%s", format_fit(fit))
-    warning = fit_warning(fit, cfg.proposals)
+    warning = fit_warning(fit, proposals)
     if warning:
         logger.warning("%s", warning)
     return fit

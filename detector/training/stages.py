@@ -4,11 +4,16 @@ A :class:`TrainingStage` says what it reads and makes: the config sections
 it reads, the results of earlier stages it reads (``reads``) and the
 results it makes (``makes``). From that alone :func:`run_stages` derives
 
+- what each stage is given: the shared settings every stage reads (on the host's
+  context) and a :class:`StageConfig` holding only the config sections it
+  declares (``sections``) and the fields of other sections it borrows
+  (``borrows``); reading any other section is an error;
 - each checkpoint's key: the parts every checkpoint shares (training data,
   proposals, trunk, windows, seed) plus the stage's own sections and those of
   every stage upstream of what it reads (:func:`key_sections`): box
   regression on a fine-tuned trunk is keyed by ``finetune`` too, on the
-  pre-trained trunk it is not;
+  pre-trained trunk it is not; a borrowed field keys the stage only off its
+  default (the workdirs from before it was declared keep their keys);
 - what to reuse: a stage with a checkpoint on disk is restored, not run;
 - when to pool: the pass that pools the training windows (the fine-tuning
   bank of finetune.sampler=bank) runs only before a stage that must be computed and
@@ -27,7 +32,8 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from types import SimpleNamespace
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
@@ -48,31 +54,61 @@ class StageHost(Protocol):
     timings: dict[str, float]
     reused: list[str]
 
-    def checkpoint(self, name: str, sections: Sequence[str]) -> "Checkpoint": ...
+    def config_of(self, stage: "TrainingStage") -> "StageConfig": ...
+
+    def checkpoint(self, name: str, sections: Sequence[str], borrows: Sequence[str]) -> "Checkpoint": ...
 
     def pool_windows(self, parts: set[str]) -> None: ...
 
     def release_windows(self, parts: set[str]) -> None: ...
 
 
+class StageConfig:
+    """The config one stage is given: its declared sections (``sections``) and borrowed
+    fields (``borrows``, "section.field"), as attributes; any other section is an error
+    (a stage that read an undeclared section would not be keyed by it)."""
+
+    def __init__(self, stage: str, sections: Mapping[str, Any], borrowed: Mapping[str, Any] = {}):
+        self._stage = stage
+        parts: dict[str, Any] = dict(sections)
+        for dotted, value in borrowed.items():
+            section, name = dotted.split(".")
+            parts.setdefault(section, SimpleNamespace())
+            setattr(parts[section], name, value)
+        self._parts = parts
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._parts[name]
+        except KeyError:
+            raise AttributeError(f"training stage {self._stage!r} does not declare the config section "
+                                 f"{name!r} (declared: {', '.join(sorted(self._parts)) or 'none'})") from None
+
+
 @dataclass(frozen=True)
 class TrainingStage:
     """One declared stage of training.
 
-    ``run(host)`` computes it and returns the state to checkpoint (None for a
-    stage without a checkpoint, whose own cache keys it); ``restore(host,
-    state)`` takes its result from a checkpoint instead. ``pooled``: the part
-    of the pooled training windows it trains on (FINETUNE_WINDOWS), if any. ``name`` names its checkpoint, its log lines, its
-    entry in the timings and in the reused stages.
+    ``run(host, config)`` computes it from the host's shared context and its
+    :class:`StageConfig` and returns the state to checkpoint (None for a stage
+    without a checkpoint, whose own cache keys it); ``restore(host, state)``
+    takes its result from a checkpoint instead. ``sections``: the config
+    sections it reads; ``borrows``: single fields of other sections it reads
+    ("svm.target_norm"). ``pooled``: the part of the pooled training windows
+    it trains on (FINETUNE_WINDOWS), if any. ``name`` names its checkpoint,
+    its log lines, its entry in the timings and in the reused stages.
     """
 
     name: str
-    run: Callable[[StageHost], dict | None]
+    run: Callable[[StageHost, StageConfig], dict | None]
     sections: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
     makes: tuple[str, ...] = ()
     restore: Callable[[StageHost, dict], None] | None = None
     pooled: str | None = None
+    borrows: tuple[str, ...] = ()
 
     @property
     def checkpointed(self) -> bool:
@@ -95,7 +131,7 @@ def key_sections(stages: Sequence[TrainingStage]) -> dict[str, tuple[str, ...]]:
 def stage_checkpoints(stages: Sequence[TrainingStage], host: StageHost) -> dict[str, "Checkpoint"]:
     """The checkpoint of every checkpointed stage, keyed as :func:`key_sections` says."""
     sections = key_sections(stages)
-    return {s.name: host.checkpoint(s.name, sections[s.name]) for s in stages if s.checkpointed}
+    return {s.name: host.checkpoint(s.name, sections[s.name], s.borrows) for s in stages if s.checkpointed}
 
 
 def windows_wanted(stages: Sequence[TrainingStage], todo: Sequence[bool]) -> set[str]:
@@ -124,7 +160,7 @@ def run_stages(stages: Sequence[TrainingStage], host: StageHost) -> dict[str, "C
                 host.pool_windows(held)
         with timed_stage(host.timings, stage.name):
             if todo[i]:
-                state = stage.run(host)
+                state = stage.run(host, host.config_of(stage))
                 if stage.checkpointed:
                     checkpoints[stage.name].save(state)
             else:

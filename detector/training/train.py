@@ -9,7 +9,9 @@
 4. with conv fine-tuning, the fine-tuned trunk's conv5 cache,
 5. per-class linear SVMs with hard-negative mining,
 6. per-class ridge box regression on pool5,
-then one model file. Stages 3, 5 and 6 save their result under
+then one model file. This module is also training's builder: :func:`train` is where
+the config is read, into the settings every stage shares (:func:`training_settings`)
+and each stage's own sections (a stage reads nothing it did not declare). Stages 3, 5 and 6 save their result under
 ``workdir/stages`` keyed by the content of the training data (every image's
 pixels and annotation) and every parameter the stage reads, so a killed or
 repeated run picks up where it stopped, a changed parameter or annotation
@@ -33,7 +35,8 @@ import numpy as np
 
 from .bbox_regression import BoxRegressors
 from .bbox_stream import train_box_regressors_streamed
-from ..build import build_detector, build_head, seed_everything
+from ..build import (build_config_backbone, build_detector, build_head, build_window_features, check_weights,
+                     multi_scale, seed_everything, window_features_key)
 from ..config import Config
 from ..configio import to_dict
 from .conv_finetune import finetune_with_conv
@@ -42,13 +45,13 @@ from ..fileio import write_json_atomic
 from .fc_finetune import finetune_head
 from ..heads import FCHead
 from ..model import save_model
-from .stages import FINETUNE_WINDOWS, Checkpoint, TrainingStage, run_stages
+from .stages import FINETUNE_WINDOWS, Checkpoint, StageConfig, TrainingStage, run_stages
 from .stream_finetune import finetune_streamed
 from .svm import LinearSVMs, train_svms
 from ..timing import timed_stage
-from .context import (TrainingContext, TrainingWindows, bank_use, classes_without_training_objects,
-                               collect_training_windows, conv_samples, random_window_norm, regression_windows,
-                               streamed_windows, svm_training_images)
+from .context import (SharedSettings, TrainingContext, TrainingWindows, bank_use,
+                      classes_without_training_objects, collect_training_windows, conv_samples, random_window_norm,
+                      regression_windows, section_key, streamed_windows, svm_training_images)
 from .validation import held_out_snapshot
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,7 @@ class TrainingRun:
 
     ctx: TrainingContext
     head: FCHead  # random until a fine-tuning stage trains or restores it
+    sections: dict  # the stages' own config sections by name (finetune, svm, bbox); each gets only its own
     stats: dict = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
     trunk: dict | None = None  # fine-tuned conv weights (conv fine-tuning)
@@ -91,11 +95,17 @@ class TrainingRun:
     def timings(self) -> dict[str, float]:
         return self.ctx.timings
 
-    def checkpoint(self, name: str, sections: Sequence[str]) -> Checkpoint:
-        return self.ctx.checkpoint(name, sections)
+    def config_of(self, stage: TrainingStage) -> StageConfig:
+        return StageConfig(stage.name, {name: self.sections[name] for name in stage.sections},
+                           borrowed_values(self.sections, stage.borrows))
+
+    def checkpoint(self, name: str, sections: Sequence[str], borrows: Sequence[str]) -> Checkpoint:
+        return self.ctx.checkpoint(name, {s: self.sections[s] for s in sections},
+                                   borrowed_values(self.sections, borrows))
 
     def pool_windows(self, parts: set[str]) -> None:
-        self.windows = collect_training_windows(self.ctx)  # the one part: the fine-tuning bank
+        # the one part: the fine-tuning bank, which only FINETUNE_FC reads
+        self.windows = collect_training_windows(self.ctx, self.sections["finetune"])
 
     def release_windows(self, parts: set[str]) -> None:
         for part in parts:
@@ -104,70 +114,70 @@ class TrainingRun:
 
 # -- the stages: each computes its result, or restores it from its checkpoint ------------------
 
-def propose(run: TrainingRun) -> None:
+def propose(run: TrainingRun, config: StageConfig) -> None:
     run.ctx.propose()
 
 
-def cache_conv5(run: TrainingRun) -> None:
+def cache_conv5(run: TrainingRun, config: StageConfig) -> None:
     run.ctx.cache_conv5()
 
 
-def finetune_fc(run: TrainingRun) -> dict:
+def finetune_fc(run: TrainingRun, config: StageConfig) -> dict:
     """fc fine-tuning on the bank of pooled windows (re-drawn every ``finetune.resample_every``)."""
-    ctx, bank = run.ctx, run.windows
+    ctx, bank, finetune = run.ctx, run.windows, config.finetune
     banks = [(bank.fg_keys, bank.bg_keys)]
 
     def redraw(draw: int):
-        new = collect_training_windows(ctx, draw)
+        new = collect_training_windows(ctx, finetune, draw)
         banks.append((new.fg_keys, new.bg_keys))
         return new.fg, new.fg_labels, new.bg
 
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    stats = finetune_head(run.head, bank.fg, bank.fg_labels, bank.bg, ctx.cfg.finetune, ctx.cfg.seed,
-                          ctx.workdir / "finetune_loss.jsonl", ctx.progress, device=ctx.cfg.torch_device(),
-                          resample=redraw, validation=fc_validation(run))
+    stats = finetune_head(run.head, bank.fg, bank.fg_labels, bank.bg, finetune, ctx.settings.seed,
+                          ctx.workdir / "finetune_loss.jsonl", ctx.progress, device=ctx.settings.device,
+                          resample=redraw, validation=fc_validation(run, finetune))
     taken = [np.concatenate([fg_keys[fg], bg_keys[bg]])
              for (fg_keys, bg_keys), (fg, bg) in zip(banks, stats.pop("used_rows"))]
     run.stats["finetune"] = dict(stats, sampler="bank", **bank_use(np.concatenate(taken), bank.eligible).as_dict())
     return {"head": run.head.state_dict(), "stats": run.stats["finetune"]}
 
 
-def finetune_fc_streamed(run: TrainingRun) -> dict:
+def finetune_fc_streamed(run: TrainingRun, config: StageConfig) -> dict:
     """fc fine-tuning on image-centric mini-batches pooled from the conv5 cache as it goes."""
-    ctx = run.ctx
-    sampler, pool = streamed_windows(ctx)
+    ctx, finetune = run.ctx, config.finetune
+    sampler, pool = streamed_windows(ctx, finetune)
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    stats = finetune_streamed(run.head, sampler, pool, ctx.cfg.finetune, ctx.cfg.seed,
-                              ctx.workdir / "finetune_loss.jsonl", ctx.progress, device=ctx.cfg.torch_device(),
-                              validation=fc_validation(run))
+    stats = finetune_streamed(run.head, sampler, pool, finetune, ctx.settings.seed,
+                              ctx.workdir / "finetune_loss.jsonl", ctx.progress, device=ctx.settings.device,
+                              validation=fc_validation(run, finetune))
     run.stats["finetune"] = dict(stats, sampler="stream")
     return {"head": run.head.state_dict(), "stats": run.stats["finetune"]}
 
 
-def fc_validation(run: TrainingRun):
+def fc_validation(run: TrainingRun, finetune):
     """fc fine-tuning's ``BestSnapshot`` of the head on the held-out windows, pooled once
     (the trunk is frozen); None without ``data.val_split``."""
     ctx = run.ctx
-    held = ctx.validation_samples()
-    return held_out_snapshot(held, ctx.features.pool5, {"head": run.head}, ctx.cfg.finetune.val_every,
-                             ctx.cfg.data.val_split, pool_once=True) if held else None
+    held = ctx.validation_samples(finetune)
+    return held_out_snapshot(held, ctx.features.pool5, {"head": run.head}, finetune.val_every,
+                             ctx.settings.data.val_split, pool_once=True) if held else None
 
 
-def finetune_conv(run: TrainingRun) -> dict:
+def finetune_conv(run: TrainingRun, config: StageConfig) -> dict:
     """fc and the last conv blocks fine-tuned together through the pyramid."""
-    ctx, cfg = run.ctx, run.ctx.cfg
+    ctx, finetune, settings = run.ctx, config.finetune, run.ctx.settings
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    samples, held, features = conv_samples(ctx), ctx.validation_samples(), ctx.features
-    if cfg.finetune.prefix_cache:
-        features = features.with_frozen_prefix(cfg.finetune.conv_layers, cfg.cache_root())
+    samples, held, features = conv_samples(ctx, finetune), ctx.validation_samples(finetune), ctx.features
+    if finetune.prefix_cache:
+        features = features.with_frozen_prefix(finetune.conv_layers, settings.cache_root)
         with timed_stage(ctx.timings, "frozen_prefix_cache"):
             features.prefix.prepare([s.image for s in samples + held], ctx.progress)
     validation = held_out_snapshot(held, features.current_pool5, {"head": run.head, "trunk": ctx.backbone},
-                                   cfg.finetune.val_every, cfg.data.val_split, pool_once=False) if held else None
-    stats = finetune_with_conv(run.head, features, samples, cfg.finetune, cfg.seed,
+                                   finetune.val_every, settings.data.val_split, pool_once=False) if held else None
+    stats = finetune_with_conv(run.head, features, samples, finetune, settings.seed,
                                ctx.workdir / "finetune_loss.jsonl", ctx.progress, validation)
     # Windows are drawn inside the conv pass, not counted: what was eligible, not what was used.
-    run.stats["finetune"] = dict(stats, sampler=cfg.finetune.sampler,
+    run.stats["finetune"] = dict(stats, sampler=finetune.sampler,
                                  eligible_windows=sum(len(s.labels.fg_index) + len(s.labels.bg_index)
                                                       for s in samples))
     run.trunk = ctx.backbone.state_dict()
@@ -180,16 +190,17 @@ def restore_finetune(run: TrainingRun, state: dict) -> None:
     run.stats["finetune"] = dict(state["stats"], resumed=True)
 
 
-def adopt_finetuned_trunk(run: TrainingRun) -> None:
+def adopt_finetuned_trunk(run: TrainingRun, config: StageConfig) -> None:
     """Every later feature comes from the fine-tuned trunk: its own conv5 cache (keyed by its weights)."""
     run.ctx.adopt_trunk(run.trunk)
 
 
-def train_svm_stage(run: TrainingRun) -> dict:
-    ctx = run.ctx
-    run.svms, svm_stats = train_svms(svm_training_images(ctx, run.head), len(ctx.class_names), ctx.cfg.svm,
-                                     seed=ctx.cfg.seed, progress=ctx.progress, class_names=ctx.class_names)
-    run.stats["svm"] = _plain(svm_stats)
+def train_svm_stage(run: TrainingRun, config: StageConfig) -> dict:
+    ctx, svm = run.ctx, config.svm
+    images = svm_training_images(ctx, run.head, svm.feature, svm.replay_mb)
+    run.svms, svm_stats = train_svms(images, len(ctx.class_names), svm, seed=ctx.settings.seed,
+                                     progress=ctx.progress, class_names=ctx.class_names)
+    run.stats["svm"] = dict(_plain(svm_stats), replayed_images=images.replayed())
     return {"svms": run.svms.to_state_dict(), "stats": run.stats["svm"]}
 
 
@@ -198,16 +209,17 @@ def restore_svms(run: TrainingRun, state: dict) -> None:
     run.stats["svm"] = {"resumed": True}
 
 
-def train_bbox_stage(run: TrainingRun) -> dict:
+def train_bbox_stage(run: TrainingRun, config: StageConfig) -> dict:
     """Box regression on every window over ``bbox.min_iou`` (or ``bbox.max_per_image`` of
     each image's), streamed image by image; bbox.norm_windows=random scales the features
-    by random windows' mean norm instead of the regression windows'."""
-    ctx = run.ctx
-    target_norm = ctx.cfg.svm.target_norm
-    norm = random_window_norm(ctx) if ctx.cfg.bbox.norm_windows == "random" else None
+    by random windows' mean norm instead of the regression windows'. The features are
+    scaled to the SVMs' ``svm.target_norm`` (borrowed: the one field of that section read)."""
+    ctx, bbox = run.ctx, config.bbox
+    target_norm = config.svm.target_norm
+    norm = random_window_norm(ctx) if bbox.norm_windows == "random" else None
     run.regressors, use = train_box_regressors_streamed(
-        lambda classes: regression_windows(ctx, classes), len(ctx.class_names), ctx.features.output_dim,
-        ctx.cfg.bbox, target_norm=target_norm, class_names=ctx.class_names,
+        lambda classes: regression_windows(ctx, bbox, classes), len(ctx.class_names), ctx.features.output_dim,
+        bbox, target_norm=target_norm, class_names=ctx.class_names,
         feature_scale=target_norm / norm if norm else None)
     run.stats["bbox"] = use.as_dict()
     return {"regressors": run.regressors.to_state_dict(), "stats": run.stats["bbox"]}
@@ -235,8 +247,10 @@ FINETUNED_TRUNK = TrainingStage("conv5_cache_finetuned", adopt_finetuned_trunk, 
 SVMS_ON_POOL5 = TrainingStage("svm", train_svm_stage, sections=("svm",), reads=("proposals", "conv5"),
                               makes=("svms",), restore=restore_svms)
 SVMS_ON_FC = dataclasses.replace(SVMS_ON_POOL5, reads=SVMS_ON_POOL5.reads + ("head",))
+# Box regression scales its features to the SVMs' target norm: a borrowed field, keyed only
+# off its default (every workdir from before keeps its box regression).
 BOX_REGRESSION = TrainingStage("bbox", train_bbox_stage, sections=("bbox",), reads=("proposals", "conv5"),
-                               makes=("regressors",), restore=restore_bbox)
+                               makes=("regressors",), restore=restore_bbox, borrows=("svm.target_norm",))
 
 
 def training_stages(cfg: Config) -> list[TrainingStage]:
@@ -256,6 +270,37 @@ def training_stages(cfg: Config) -> list[TrainingStage]:
     return stages
 
 
+def training_settings(cfg: Config) -> SharedSettings:
+    """What every training stage reads of ``cfg`` (the rest goes to the stages that declare it)."""
+    windows = window_features_key(cfg, section_key(cfg.features, "features", cfg.data))
+    return SharedSettings(
+        data=cfg.data, proposals=cfg.proposals, seed=cfg.seed, workdir=Path(cfg.workdir), cache_root=cfg.cache_root(),
+        device=cfg.torch_device(), multi_scale=multi_scale(cfg),
+        windows_key=dict(windows, pool=section_key(cfg.pool, "pool", cfg.data)))
+
+
+def borrowed_values(sections: dict, borrows: Sequence[str]) -> dict:
+    """The values of borrowed fields ("svm.target_norm") in ``sections`` (by name)."""
+    out = {}
+    for dotted in borrows:
+        section, name = dotted.split(".")
+        out[dotted] = getattr(sections[section], name)
+    return out
+
+
+def stage_sections(cfg: Config) -> dict:
+    """The config sections the training stages declare, by name (each stage is given only its own)."""
+    return {"finetune": cfg.finetune, "svm": cfg.svm, "bbox": cfg.bbox}
+
+
+def build_training_context(cfg: Config, progress: bool = True, backend=None) -> TrainingContext:
+    """The shared context of a training run on ``cfg``: data checked, backbone built."""
+    check_weights(cfg.backbone)  # a wrong path fails now, not after the proposals
+    cache_root = cfg.cache_root()
+    return TrainingContext(training_settings(cfg), build_config_backbone(cfg),
+                           lambda backbone: build_window_features(cfg, backbone, cache_root), progress, backend)
+
+
 def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
     """Run every training stage and write ``workdir/model.pt`` and ``train_report.json``.
 
@@ -264,9 +309,10 @@ def train(cfg: Config, progress: bool = True, backend=None) -> TrainResult:
     """
     seed_everything(cfg.seed)
     start = time.perf_counter()
-    ctx = TrainingContext(cfg, progress, backend)
-    cfg = ctx.cfg  # proposals.auto may have chosen the proposal setting
-    run = TrainingRun(ctx, build_head(cfg, ctx.features.output_dim, len(ctx.class_names)).eval())
+    ctx = build_training_context(cfg, progress, backend)
+    cfg = dataclasses.replace(cfg, proposals=ctx.settings.proposals)  # proposals.auto may have chosen it
+    run = TrainingRun(ctx, build_head(cfg, ctx.features.output_dim, len(ctx.class_names)).eval(),
+                      stage_sections(cfg))
     stages = training_stages(cfg)
     if not cfg.finetune.enabled and cfg.svm.feature != "pool5":
         logger.warning("svm.feature=%s without fine-tuning: fc layers are random projections here "

@@ -15,6 +15,7 @@ import copy
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..build import build_dataset
-from ..config import Config
+from ..config import DataConfig, FinetuneConfig
 from .conv_finetune import ConvSample
 from ..data.verify import verify_images
 from .fc_finetune import label_windows
@@ -31,7 +32,7 @@ from ..features.pool5 import ImageSource, match_windows
 
 logger = logging.getLogger(__name__)
 
-# Its own random stream (seeded by cfg.seed): the held-out sample does not move the training draws.
+# Its own random stream (seeded by the config's seed): the held-out sample does not move the training draws.
 _VALIDATION_STREAM = 4
 
 
@@ -52,44 +53,47 @@ class HeldOutImages:
         return {"split": self.split, "images": dict(self.digests)}
 
 
-def load_held_out(cfg: Config, class_names: Sequence[str], train_records: Sequence[ImageRecord],
+def load_held_out(data: DataConfig, cache_root: Path, class_names: Sequence[str], train_records: Sequence[ImageRecord],
                   train_digests: dict[str, str], progress: bool = True) -> HeldOutImages | None:
-    """The images of ``data.val_split`` (None when it is empty), checked as the training ones are.
+    """The images of ``data.val_split`` (None when it is empty), checked as the training ones are
+    (their checks cached under ``cache_root``).
 
     Raises:
         ValidationSplitError: an image (by id or by file content) is also a training image.
     """
-    split = cfg.data.val_split
+    split = data.val_split
     if not split:
         return None
-    records = list(build_dataset(cfg.data, split, class_names=class_names))
+    records = list(build_dataset(data, split, class_names=class_names))
     if not records:
-        raise ValueError(f"{cfg.data.root}: data.val_split {split!r} has no images")
-    verified = verify_images(records, cfg.cache_root() / "image_checks.json", strict=cfg.data.strict_images,
-                             progress=progress, what=f"{cfg.data.root} {split} split")
+        raise ValueError(f"{data.root}: data.val_split {split!r} has no images")
+    verified = verify_images(records, cache_root / "image_checks.json", strict=data.strict_images,
+                             progress=progress, what=f"{data.root} {split} split")
     train_ids, train_files = {r.image_id for r in train_records}, set(train_digests.values())
     shared = [r.image_id for r in verified.records
               if r.image_id in train_ids or verified.digests[r.image_id] in train_files]
     if shared:
         raise ValidationSplitError(
-            f"{cfg.data.root}: data.val_split {split!r} shares {len(shared)} image(s) with the training split "
-            f"{cfg.data.train_split!r} (e.g. {', '.join(shared[:3])}); validation needs held-out images")
+            f"{data.root}: data.val_split {split!r} shares {len(shared)} image(s) with the training split "
+            f"{data.train_split!r} (e.g. {', '.join(shared[:3])}); validation needs held-out images")
     return HeldOutImages(split, list(verified.records), dict(verified.digests))
 
 
-def held_out_samples(held: HeldOutImages, windows_of: Callable[[str], np.ndarray], cfg: Config,
-                     ground_truth: Callable[[ImageRecord], tuple[np.ndarray, np.ndarray]]) -> list[ConvSample]:
+def held_out_samples(held: HeldOutImages, windows_of: Callable[[str], np.ndarray], finetune: FinetuneConfig,
+                     seed: int, ground_truth: Callable[[ImageRecord], tuple[np.ndarray, np.ndarray]]
+                     ) -> list[ConvSample]:
     """Each validation image's labelled windows (its ``ground_truth(record)`` boxes, the training
-    rule's, then ``windows_of(image_id)``), at most the bank's per-image caps, sampled once."""
-    rng = np.random.default_rng([cfg.seed, _VALIDATION_STREAM])
+    rule's, then ``windows_of(image_id)``), labelled by ``finetune``'s rules, at most the bank's
+    per-image caps, sampled once (with ``seed``)."""
+    rng = np.random.default_rng([seed, _VALIDATION_STREAM])
     samples = []
     for r in held.records:
         gt_boxes, gt_labels = ground_truth(r)
         windows = np.concatenate([gt_boxes, windows_of(r.image_id)]).astype(np.float32)
         max_iou, arg = match_windows(windows, gt_boxes)
         best_label = gt_labels[arg] if len(gt_boxes) else np.zeros(len(windows), np.int64)
-        labels = label_windows(max_iou, best_label, cfg.finetune, cfg.finetune.bank_fg_per_image,
-                               cfg.finetune.bank_bg_per_image, rng)
+        labels = label_windows(max_iou, best_label, finetune, finetune.bank_fg_per_image,
+                               finetune.bank_bg_per_image, rng)
         samples.append(ConvSample(ImageSource.from_record(r, held.digests[r.image_id]), windows, labels))
     return samples
 

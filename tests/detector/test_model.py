@@ -104,7 +104,7 @@ def test_a_variant_shares_the_parts(tmp_path):
 
 def test_a_model_file_whose_config_has_a_retired_key_loads(tmp_path):
     # Model files written before issue 29 store bbox.max_mb; the provenance drops it, while a
-    # config file that sets it is still an unknown key.
+    # config file or override that sets it is an error giving the reason it went.
     from detector.config import ConfigError, load_detector_config
     path = write_small_model(tmp_path / "m.pt")
     state = torch.load(path, weights_only=True)
@@ -112,5 +112,10 @@ def test_a_model_file_whose_config_has_a_retired_key_loads(tmp_path):
     torch.save(state, path)
     assert read_model_config(path).bbox == load_detector_config(None).bbox
     assert load_model(path).regressors is not None
-    with pytest.raises(ConfigError, match="max_mb"):
+    with pytest.raises(ConfigError, match=r"command line: bbox.max_mb no longer exists \(issue 29: box regression "
+                                          r"accumulates normal equations image by image, no budget\); remove it"):
         load_detector_config(None, ["bbox.max_mb=1000"])
+    old = tmp_path / "old.yaml"
+    old.write_text("bbox:\n  max_mb: 1000\n")
+    with pytest.raises(ConfigError, match=f"{old}: bbox.max_mb no longer exists"):
+        load_detector_config(old)

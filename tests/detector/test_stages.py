@@ -7,8 +7,8 @@ import pytest
 
 from detector.config import load_detector_config
 from detector.features.pyramid import FeatureGrid
-from detector.training.stages import Checkpoint, describe_changes, key_sections, run_stages
-from detector.training.train import training_stages
+from detector.training.stages import Checkpoint, StageConfig, describe_changes, key_sections, run_stages
+from detector.training.train import borrowed_values, stage_sections, training_settings, training_stages
 from detector.training.context import shared_parts, stage_parts
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -74,11 +74,15 @@ SHIPPED_DIGESTS = {
 def checkpoint_names(cfg) -> dict[str, str]:
     """Each checkpointed stage's file name, as TrainingContext.checkpoint derives it, on stub
     inputs: two classes, an image and its mirror, a trunk digest, 50 records of 4800-d pool5."""
-    shared = shared_parts(cfg, ["a", "b"], {"x": "d1", "x#flip": "d2"}, "b0", FeatureGrid(stride=16, offset=7.5))
-    stages = training_stages(cfg)
+    shared = shared_parts(training_settings(cfg), ["a", "b"], {"x": "d1", "x#flip": "d2"}, "b0",
+                          FeatureGrid(stride=16, offset=7.5))
+    stages, config = training_stages(cfg), stage_sections(cfg)
     sections = key_sections(stages)
-    return {s.name: Checkpoint(Path("w"), s.name, stage_parts(cfg, shared, sections[s.name], 50, 4800)).path.name
-            for s in stages if s.checkpointed}
+
+    def parts(s):
+        return stage_parts(shared, {n: config[n] for n in sections[s.name]}, cfg.data, 50, 4800, None,
+                           borrowed_values(config, s.borrows))
+    return {s.name: Checkpoint(Path("w"), s.name, parts(s)).path.name for s in stages if s.checkpointed}
 
 
 @pytest.mark.parametrize("name", list(OLD_DIGESTS))
@@ -104,12 +108,13 @@ def test_the_shipped_configs_are_all_pinned():
 
 
 def test_the_fine_tuning_key_holds_its_samplers_fields_only():
-    shared = shared_parts(load_detector_config(None, []), ["a"], {"x": "d"}, "b0", FeatureGrid(stride=16, offset=7.5))
-    stream = stage_parts(load_detector_config(None, []), shared, ["finetune"], 50, 4800)["finetune"]
+    default = load_detector_config(None, [])
+    shared = shared_parts(training_settings(default), ["a"], {"x": "d"}, "b0", FeatureGrid(stride=16, offset=7.5))
+    stream = stage_parts(shared, {"finetune": default.finetune}, default.data, 50, 4800)["finetune"]
     assert stream["sampler"] == "stream" and stream["images_per_batch"] == 2
     assert not {"bank_fg_per_image", "bank_max_mb", "resample_every", "prefetch"} & set(stream)
-    bank = stage_parts(load_detector_config(None, ["finetune.sampler=bank"]), shared, ["finetune"], 50,
-                       4800)["finetune"]
+    bank_cfg = load_detector_config(None, ["finetune.sampler=bank"])
+    bank = stage_parts(shared, {"finetune": bank_cfg.finetune}, bank_cfg.data, 50, 4800)["finetune"]
     assert "sampler" not in bank and bank["bank_fg_per_image"] == 64
     stages = training_stages(load_detector_config(None, []))
     assert [s.name for s in stages] == ["proposals", "conv5_cache", "finetune", "svm", "bbox"]
@@ -135,8 +140,11 @@ class RecordingHost:
     reused: list = field(default_factory=list)
     events: list = field(default_factory=list)
 
-    def checkpoint(self, name, sections):
-        return Checkpoint(self.stages_dir, name, {"sections": list(sections)})
+    def config_of(self, stage):
+        return StageConfig(stage.name, {name: f"<{name}>" for name in stage.sections})
+
+    def checkpoint(self, name, sections, borrows):
+        return Checkpoint(self.stages_dir, name, {"sections": list(sections), "borrows": list(borrows)})
 
     def pool_windows(self, parts):
         self.events.append(("pool", sorted(parts)))
@@ -148,7 +156,7 @@ class RecordingHost:
 def recorded(stages):
     """The declared stages with bodies that only record that they ran or were restored."""
     def body(name):
-        def run(host):
+        def run(host, config):
             host.events.append(("run", name))
             return {"stage": name}
         return run
@@ -214,6 +222,7 @@ ALL_STAGES = {"finetune", "svm", "bbox"}
     ("svm.neg_iou_strict=true", {"svm"}),
     ("svm.neg_dedup=identical", {"svm"}),
     ("bbox.norm_windows=random", {"bbox"}),
+    ("svm.target_norm=10", {"svm", "bbox"}),                     # box regression borrows it
     ("finetune.lr_steps=[100]", {"finetune", "svm"}),            # the SVMs read fc7
     ("data.flip_stages=[finetune]", {"svm", "bbox"}),
     ("data.difficult_stages=[bbox]", {"bbox"}),
@@ -225,3 +234,24 @@ def test_an_official_rule_keys_the_stages_it_changes(override, changed):
     base = checkpoint_names(load_detector_config(None, []))
     moved = checkpoint_names(load_detector_config(None, [override]))
     assert {stage for stage in base if base[stage] != moved[stage]} == changed
+
+
+def test_a_stage_is_given_only_the_sections_it_declares():
+    """Each stage reads its config from a StageConfig of its declared sections and borrowed
+    fields: another section is an error naming the stage, so an undeclared (unkeyed) read
+    cannot slip in."""
+    from detector.training.train import BOX_REGRESSION, FINETUNE_STREAM, SVMS_ON_FC
+    cfg = load_detector_config(None, ["svm.target_norm=7"])
+    sections = stage_sections(cfg)
+    bbox = StageConfig(BOX_REGRESSION.name, {n: sections[n] for n in BOX_REGRESSION.sections},
+                       borrowed_values(sections, BOX_REGRESSION.borrows))
+    assert bbox.bbox is cfg.bbox and bbox.svm.target_norm == 7
+    with pytest.raises(AttributeError, match="svm.C|'C'"):
+        bbox.svm.C  # only the borrowed field of that section
+    with pytest.raises(AttributeError, match="training stage 'bbox' does not declare the config section 'finetune'"):
+        bbox.finetune
+    svm = StageConfig(SVMS_ON_FC.name, {n: sections[n] for n in SVMS_ON_FC.sections})
+    assert svm.svm is cfg.svm
+    with pytest.raises(AttributeError, match="'bbox'"):
+        svm.bbox
+    assert FINETUNE_STREAM.sections == ("finetune",)

@@ -1,5 +1,7 @@
 """detector/training/train.py and context.py: mirrored training images, the windows the
 stages train on, conv fine-tuning, the memory budgets."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -49,10 +51,11 @@ def test_training_windows_at_random_scales_keep_regression_at_the_selected_scale
     random_ctx = prepared_context(load_detector_config(None, base + ["finetune.sampler=bank"]))
     fixed_ctx = prepared_context(load_detector_config(None, base + ["finetune.sampler=bank",
                                                                     "finetune.random_scale=false"]))
-    random, fixed = collect_training_windows(random_ctx), collect_training_windows(fixed_ctx)
+    random, fixed = (collect_training_windows(c, c.test_config.finetune) for c in (random_ctx, fixed_ctx))
     assert random.fg.shape == fixed.fg.shape and len(random.fg) > 0
     assert not np.array_equal(random.bg.numpy(), fixed.bg.numpy())  # fine-tuning windows moved scale
-    for a, b in zip(regression_windows(random_ctx), regression_windows(fixed_ctx), strict=True):
+    for a, b in zip(regression_windows(random_ctx, random_ctx.test_config.bbox),
+                    regression_windows(fixed_ctx, fixed_ctx.test_config.bbox), strict=True):
         np.testing.assert_array_equal(a.features, b.features)  # regression did not
 
 
@@ -86,13 +89,13 @@ def test_the_bank_stays_under_its_memory_budget():
     cfg = load_detector_config(None, ["finetune.bank_max_mb=100"])
     dim = 4800
     # Few images: the per-image caps as configured.
-    assert bank_caps(cfg, 10, dim) == (cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image)
+    assert bank_caps(cfg.finetune, 10, dim) == (cfg.finetune.bank_fg_per_image, cfg.finetune.bank_bg_per_image)
     for images in (100, 1000, 10022):  # VOC 2007 trainval with mirrors: 10022
-        fg, bg = bank_caps(cfg, images, dim)
+        fg, bg = bank_caps(cfg.finetune, images, dim)
         assert images * (fg + bg) * dim * 2 <= 100 * MB or (fg, bg) == (1, 1)
         if bg >= 30:  # shrunk in proportion (integer rounding aside)
             assert fg / bg == __import__("pytest").approx(64 / 192, rel=0.1)
-    assert bank_caps(cfg, 1000, dim)[1] < bank_caps(cfg, 100, dim)[1]
+    assert bank_caps(cfg.finetune, 1000, dim)[1] < bank_caps(cfg.finetune, 100, dim)[1]
 
 
 # -- the official data rules (data.difficult_stages, data.flip_stages) and bbox.norm_windows ---------
@@ -100,8 +103,8 @@ def test_the_bank_stays_under_its_memory_budget():
 def svm_images(ctx):
     from detector.build import build_head
     from detector.training.context import svm_training_images
-    head = build_head(ctx.cfg, ctx.features.output_dim, len(ctx.class_names))
-    return list(svm_training_images(ctx, head)())
+    head = build_head(ctx.test_config, ctx.features.output_dim, len(ctx.class_names))
+    return list(svm_training_images(ctx, head, ctx.test_config.svm.feature)())
 
 
 def test_difficult_objects_are_in_the_stages_that_name_them(tmp_path):
@@ -112,7 +115,7 @@ def test_difficult_objects_are_in_the_stages_that_name_them(tmp_path):
     assert len(difficult) == 2 and len(first.boxes) == 4
 
     def regression_targets(ctx):  # the streamed regression's windows' gt boxes
-        return {tuple(b) for item in regression_windows(ctx) for b in item.gt_boxes.tolist()}
+        return {tuple(b) for item in regression_windows(ctx, ctx.test_config.bbox) for b in item.gt_boxes.tolist()}
     hard = {tuple(b) for b in difficult.tolist()}
     assert not hard & regression_targets(default)  # left out: never a regression target
     assert hard <= regression_targets(official)    # in: each is its own window's target (IoU 1)
@@ -120,9 +123,10 @@ def test_difficult_objects_are_in_the_stages_that_name_them(tmp_path):
     # too in the official rule, which makes them and the windows on them positives.
     from detector.training.context import labelled_windows
     rng = np.random.default_rng(0)
-    np.testing.assert_array_equal(labelled_windows(official, first, rng)[0][:4], first.boxes)
-    np.testing.assert_array_equal(labelled_windows(default, first, rng)[0][:2], first.boxes[~first.difficult])
-    assert len(collect_training_windows(official).fg) > len(collect_training_windows(default).fg)
+    np.testing.assert_array_equal(labelled_windows(official, first, official.test_config.finetune, rng)[0][:4], first.boxes)
+    np.testing.assert_array_equal(labelled_windows(default, first, default.test_config.finetune, rng)[0][:2], first.boxes[~first.difficult])
+    assert len(collect_training_windows(official, official.test_config.finetune).fg) > \
+        len(collect_training_windows(default, default.test_config.finetune).fg)
     # SVM positives: a difficult object is flagged (left out) by default, not in the official rule.
     assert svm_images(default)[0].gt_difficult.tolist() == first.difficult.tolist()
     assert not svm_images(official)[0].gt_difficult.any()
@@ -132,12 +136,12 @@ def test_mirrors_for_fine_tuning_only(tmp_path):
     everywhere_ctx = rules_context(tmp_path / "a")
     no_mirrors_ctx = rules_context(tmp_path / "b", "data.flip=false")
     ctx = rules_context(tmp_path / "c", "data.flip_stages=[finetune]")
-    everywhere, official = collect_training_windows(everywhere_ctx), collect_training_windows(ctx)
+    everywhere, official = (collect_training_windows(c, c.test_config.finetune) for c in (everywhere_ctx, ctx))
     # Fine-tuning sees every image and mirror, as before; regression only the originals.
     np.testing.assert_array_equal(official.fg.numpy(), everywhere.fg.numpy())
 
     def regression(c):  # the streamed regression's windows: (record, boxes, features) per image
-        return [(c.records[item.image].image_id, item.boxes, item.features) for item in regression_windows(c)]
+        return [(c.records[item.image].image_id, item.boxes, item.features) for item in regression_windows(c, c.test_config.bbox)]
     official_reg, no_mirrors_reg = regression(ctx), regression(no_mirrors_ctx)
     assert [r[0] for r in official_reg] == [r[0] for r in no_mirrors_reg] == [r.image_id for r in ctx.verified.records]
     for a, b in zip(official_reg, no_mirrors_reg):
@@ -151,12 +155,13 @@ def test_random_norm_windows_measure_every_window_of_a_small_set(tmp_path):
     """bbox.norm_windows=random: the streamed regressors' feature scale is target_norm over the
     mean norm of random windows (here every window), not of the regression windows."""
     from detector.build import build_head
-    from detector.training.train import TrainingRun, train_bbox_stage
+    from detector.training.train import BOX_REGRESSION, TrainingRun, stage_sections, train_bbox_stage
     from detector.training.context import random_window_norm, training_gt
 
     def regressors(c):
-        run = TrainingRun(c, build_head(c.cfg, c.features.output_dim, len(c.class_names)))
-        train_bbox_stage(run)
+        run = TrainingRun(c, build_head(c.test_config, c.features.output_dim, len(c.class_names)),
+                          stage_sections(c.test_config))
+        train_bbox_stage(run, run.config_of(BOX_REGRESSION))
         return run.regressors
     ctx = rules_context(tmp_path, "bbox.norm_windows=random", "data.flip=false")
     # 3 images (<= 200), <= 200 windows each (gt + 30 proposals): every window counts.
@@ -164,10 +169,42 @@ def test_random_norm_windows_measure_every_window_of_a_small_set(tmp_path):
              for r in ctx.records]
     mean_norm = float(np.concatenate(norms).mean())
     assert random_window_norm(ctx) == pytest.approx(mean_norm, rel=1e-5)
-    target = ctx.cfg.svm.target_norm
+    target = ctx.test_config.svm.target_norm
     assert regressors(ctx).feature_scale == pytest.approx(target / mean_norm, rel=1e-5)
     # The default: the regression windows' own mean norm (another scale on this set).
     default = rules_context(tmp_path, "data.flip=false")
-    reg_norm = np.concatenate([np.linalg.norm(item.features, axis=1) for item in regression_windows(default)])
+    reg_norm = np.concatenate([np.linalg.norm(item.features, axis=1) for item in regression_windows(default, default.test_config.bbox)])
     assert regressors(default).feature_scale == pytest.approx(target / float(reg_norm.mean()), rel=1e-5)
     assert abs(reg_norm.mean() - mean_norm) > 1e-3 * mean_norm
+
+
+# -- svm.replay_mb: the first pass's features replayed by the mining rounds (issue 23) ------------
+
+def test_replayed_svm_features_are_the_first_passes_and_train_the_same_svms(tmp_path):
+    from detector.build import build_head
+    from detector.training.context import svm_training_images
+    from detector.training.svm import train_svms
+    ctx = rules_context(tmp_path)  # 3 images and 3 mirrors
+    cfg = ctx.test_config
+    head = build_head(cfg, ctx.features.output_dim, len(ctx.class_names)).eval()
+    replay = svm_training_images(ctx, head, cfg.svm.feature, replay_mb=1024)
+    first = list(replay())
+    assert replay.replayed() == len(first) == 6
+    again = list(replay())
+    assert all(a is b for a, b in zip(first, again, strict=True))  # the same objects, not recomputed
+    # A budget that holds two images: the first two replayed, the rest computed again, equal.
+    two = sum(im.features.nbytes + im.gt_features.nbytes for im in first[:2]) / (1 << 20)
+    partial = svm_training_images(ctx, head, cfg.svm.feature, replay_mb=two)
+    a, b = list(partial()), list(partial())
+    assert partial.replayed() == 2 and [x is y for x, y in zip(a, b)] == [True, True, False, False, False, False]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.features, y.features)
+    # The SVMs trained with and without the replay are the same.
+    never = svm_training_images(ctx, head, cfg.svm.feature, replay_mb=0)
+    svm_cfg = dataclasses.replace(cfg.svm, initial_negatives=5)
+    with_replay, _ = train_svms(svm_training_images(ctx, head, cfg.svm.feature, 1024), len(ctx.class_names),
+                                svm_cfg, progress=False)
+    without, _ = train_svms(never, len(ctx.class_names), svm_cfg, progress=False)
+    assert never.replayed() == 0
+    np.testing.assert_array_equal(with_replay.weights, without.weights)
+    np.testing.assert_array_equal(with_replay.bias, without.bias)

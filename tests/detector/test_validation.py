@@ -13,6 +13,7 @@ from detector.config import load_detector_config
 from detector.data import make_synthetic_voc
 from detector.features.pyramid import FeatureGrid
 from detector.training.context import shared_parts, stage_parts
+from detector.training.train import training_settings
 from detector.training.validation import BestSnapshot
 from helpers import REPO, sppnet_env
 
@@ -52,7 +53,7 @@ def test_train_validates_on_the_held_out_split_and_keeps_the_best(conv_layers, s
     the report, and the model's head (and trunk) score the held-out windows at the best loss; with
     either fine-tuning sampler."""
     from detector.model import load_model
-    from detector.training.context import TrainingContext
+    from detector.training.train import build_training_context
     from detector.training.validation import held_out_loss, held_out_windows
 
     data = make_synthetic_voc(tmp_path / "d", num_train=4, num_test=2, seed=3)
@@ -72,12 +73,13 @@ def test_train_validates_on_the_held_out_split_and_keeps_the_best(conv_layers, s
     assert [e["val_loss"] for e in logged if "val_loss" in e] == [h["val_loss"] for h in val["history"]]
     # The model is the best snapshot: its held-out loss is the best one, recomputed here.
     model = load_model(run / "model.pt")
-    ctx = TrainingContext(load_detector_config(None, overrides), progress=False)
+    cfg = load_detector_config(None, overrides)
+    ctx = build_training_context(cfg, progress=False)
     ctx.propose()
     features = ctx.features
     features.backbone.load_state_dict(model.backbone.state_dict())
     pool5 = features.current_pool5 if conv_layers else features.pool5
-    loss, acc = held_out_loss(model.head, *held_out_windows(ctx.validation_samples(), pool5))
+    loss, acc = held_out_loss(model.head, *held_out_windows(ctx.validation_samples(cfg.finetune), pool5))
     assert loss == pytest.approx(val["best_loss"], abs=2e-5) and acc == pytest.approx(val["best_accuracy"], abs=1e-4)
 
 
@@ -95,11 +97,12 @@ def test_validation_images_must_be_held_out(tmp_path):
 
 def test_only_a_validation_split_keys_fine_tuning():
     cfg = load_detector_config(None, ["finetune.conv_layers=1"])
-    shared = shared_parts(cfg, ["a"], {"x": "d1"}, "b0", FeatureGrid(stride=16, offset=0.0))
-    plain = stage_parts(cfg, shared, ["finetune"], 1, 4800)
+    shared = shared_parts(training_settings(cfg), ["a"], {"x": "d1"}, "b0", FeatureGrid(stride=16, offset=0.0))
+    finetune = {"finetune": cfg.finetune}
+    plain = stage_parts(shared, finetune, cfg.data, 1, 4800)
     assert "val_every" not in plain["finetune"] and "prefix_cache" not in plain["finetune"]
     held = {"split": "val", "images": {"y": "d2"}}
-    keyed = stage_parts(cfg, shared, ["finetune"], 1, 4800, held)
+    keyed = stage_parts(shared, finetune, cfg.data, 1, 4800, held)
     assert keyed["finetune"]["validation"] == held and keyed["finetune"]["val_every"] == 100
-    other = stage_parts(cfg, shared, ["finetune"], 1, 4800, {"split": "val", "images": {"y": "d3"}})
+    other = stage_parts(shared, finetune, cfg.data, 1, 4800, {"split": "val", "images": {"y": "d3"}})
     assert other != keyed

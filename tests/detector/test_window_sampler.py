@@ -157,7 +157,7 @@ def test_a_consumer_that_stops_early_stops_the_producer():
 def drawn_images(ctx, batches: int = 200) -> set[str]:
     """The records (image ids) ``batches`` draws of the context's streamed sampler took."""
     from detector.training.context import streamed_windows
-    sampler, _ = streamed_windows(ctx)
+    sampler, _ = streamed_windows(ctx, ctx.test_config.finetune)
     return {ctx.records[i].image_id for _ in range(batches) for i in sampler.draw().images}
 
 
@@ -179,7 +179,7 @@ def test_the_stream_labels_difficult_objects_by_difficult_stages(tmp_path):
     assert first.difficult.sum() == 2 and len(first.boxes) == 4
     positives = {}
     for name, ctx, keep in (("default", default, ~first.difficult), ("official", official, slice(None))):
-        sampler, pool = streamed_windows(ctx)
+        sampler, pool = streamed_windows(ctx, ctx.test_config.finetune)
         labels, gt = sampler.labels[0], first.boxes[keep]
         n = len(gt)
         # The windows start with the ground truth the rule learns from, each its own class's positive...

@@ -100,7 +100,7 @@ def test_runtime_follows_the_official_rules_as_torch_does(small_export, photos):
              "pool.window_scaling=corner", "pool.window_margin=0.4375", "test.order=nms_then_regress"]
     model, export = small_export
     trained, runtime = load_trained(model, overrides=rules, device="cpu"), load_export(export, rules)
-    assert (runtime.config.pool, runtime.config.features) == (trained.config.pool, trained.config.features)
+    assert (runtime.pool, runtime.features) == (trained.config.pool, trained.config.features)
     assert_same_on_photos(trained.detector, runtime, photos)
 
 
