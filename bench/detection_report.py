@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from detector.fileio import write_json_atomic, write_text_atomic
@@ -34,6 +35,68 @@ PROTOCOLS = {
     "P->B": "P->B: protocol P's models (trained on the dense windows) tested on B's windows",
     "P512": "P512: protocol P with fc6 and fc7 of 512 units instead of 1024",
 }
+
+
+@dataclass(frozen=True)
+class RunSetting:
+    """What a run ran with, as its record says: its overrides (bench.detection's, beyond the
+    dataset config and the paper trunk), its test windows' overrides, and the experiment whose
+    model it tested (cross tests). Runs are seeds of one protocol row only if this is the same."""
+    overrides: tuple[str, ...] = ()
+    test_overrides: tuple[str, ...] = ()
+    trained_as: str | None = None
+
+    @classmethod
+    def of_record(cls, record: dict) -> RunSetting:
+        # The first seed-0 records predate the test_overrides and trained_as keys.
+        return cls(tuple(record.get("overrides") or ()), tuple(record.get("test_overrides") or ()),
+                   record.get("trained_as"))
+
+
+@dataclass(frozen=True)
+class ExperimentPlan:
+    """What the report needs of bench.detection's experiment list."""
+    # Experiment name -> its protocol (the head swap's records name experiments).
+    protocols: dict[str, str]
+    # (protocol, dataset, method) -> the setting of that protocol row's own runs.
+    settings: dict[tuple[str, str, str], RunSetting]
+    # Variant experiment -> the page (and anchor) under docs/ that reports it.
+    variant_pages: dict[str, str] = field(default_factory=dict)
+
+
+def split_protocol_runs(runs: list[dict], settings: dict[tuple[str, str, str], RunSetting]
+                        ) -> tuple[list[dict], list[dict]]:
+    """The runs of the protocol table's rows, and the variants: runs of a protocol whose record
+    says they ran with another setting than the row's (another window margin, say). A variant's
+    runs are not more seeds of the row, so they are kept out of it (pooled as seeds, the window-margin
+    screen's 6 runs would move protocol B's SPP 1-scale mean on raccoon from 71.3 to 67.4)."""
+    rows, variants = [], []
+    for r in runs:
+        if r["protocol"] in PROTOCOLS:
+            own = settings.get((r["protocol"], r["dataset"], r["method"])) == RunSetting.of_record(r)
+            (rows if own else variants).append(r)
+    return rows, variants
+
+
+def variant_note(variants: list[dict], plan: ExperimentPlan) -> list[str]:
+    """One line naming the runs left out of the protocol table, what sets them apart, and where they are read."""
+    by_experiment: dict[tuple[str, str], list[dict]] = {}
+    for r in variants:
+        by_experiment.setdefault((r["dataset"], r["experiment"]), []).append(r)
+    parts = []
+    for (dataset, experiment), group in by_experiment.items():
+        row = plan.settings.get((group[0]["protocol"], dataset, group[0]["method"]), RunSetting())
+        extra = [o for o in RunSetting.of_record(group[0]).overrides if o not in row.overrides]
+        page = plan.variant_pages.get(experiment)
+        where = f"; reported in [{page.split('#')[0]}]({page})" if page else ""
+        parts.append(f"{dataset} `{experiment}` ({', '.join(extra) or 'another setting'}; "
+                     f"{len(group)} run{'s' if len(group) > 1 else ''}{where})")
+    if not parts:
+        return []
+    return ["Not in this table, as variants of their protocol rather than more of its seeds: "
+            + "; ".join(parts) + ". Their runs are in the every-run tables below.", ""]
+
+
 # Runs whose feature cache is not another run's (the others share the same
 # conv5 maps or R-CNN windows), for the cache-per-image table.
 OWN_CACHE = {("F", "spp1"), ("F", "spp5"), ("F", "rcnn"), ("F pool5", "spp1"), ("F pool5", "spp5"),
@@ -68,7 +131,10 @@ def _mean_range(values: list[float]) -> str:
 
 
 def protocol_table(runs: list[dict]) -> list[str]:
-    """SPP-net against R-CNN per protocol and dataset: mean mAP over seeds, and the difference."""
+    """SPP-net against R-CNN per protocol and dataset: mean mAP over seeds, and the difference.
+
+    ``runs``: the protocol rows' own runs (:func:`split_protocol_runs`), every run of a
+    (protocol, dataset, method) a seed of its row."""
     lines = ["| protocol | dataset | method | mAP fc7+SVM+bbox | mAP fc7+SVM | SPP 1-scale minus R-CNN (+bbox / without) |",
              "|---|---|---|---|---|---|"]
     for protocol, description in PROTOCOLS.items():
@@ -95,7 +161,8 @@ def protocol_table(runs: list[dict]) -> list[str]:
 def head_swap_table(runs: list[dict], swaps: list[dict], protocols: dict[str, str]) -> list[str]:
     """Raccoon SPP 1-scale: fc head and SVM windows from protocol B or P, tested on both windows.
 
-    The plain and crossed runs come from ``runs``; the swapped heads from
+    The plain and crossed runs come from ``runs`` (the protocol rows' own, as in
+    :func:`protocol_table`: a variant's seed would replace the row's); the swapped heads from
     ``bench/head_swap.py`` (``swaps``), whose experiments ``protocols`` maps to
     their window protocol (bench.detection's experiments). Cells: mean over seeds (range).
     """
@@ -217,8 +284,9 @@ def speed_table(speeds: list[dict]) -> list[str]:
     return lines
 
 
-def write_detection_report(results: Path, out_md: Path, versions: dict, protocols: dict[str, str]) -> None:
+def write_detection_report(results: Path, out_md: Path, versions: dict, plan: ExperimentPlan) -> None:
     runs, speeds = load_records(results)
+    protocol_runs, variants = split_protocol_runs(runs, plan.settings)
     swap_file = results / "swap" / "raccoon_head_swap.json"
     swaps = json.loads(swap_file.read_text())["runs"] if swap_file.exists() else []
     fp_file = results / "analysis" / "raccoon_fp_types.json"
@@ -235,13 +303,14 @@ def write_detection_report(results: Path, out_md: Path, versions: dict, protocol
         "settings, tested on the whole test split. Protocols (R-CNN on every window of every BCCD training "
         "image would take hours on 2 cores; on raccoon, F is that full protocol):", "",
         *[f"- {d}" for d in PROTOCOLS.values()], "",
-        *protocol_table(runs), "",
+        *protocol_table(protocol_runs), "",
         "Where several seeds ran (the seed drives fine-tuning; SVMs and box regression are deterministic "
         "given the features), the mean is shown with the range.", "",
+        *variant_note(variants, plan),
         *(["### Raccoon, SPP 1-scale: which stage do denser windows change?", "",
            "The fc head fine-tuned under protocol B (~1000 windows per training image) or P (~1900), "
            "the SVMs trained on B's or P's windows with that head, tested on both (mean over seeds, "
-           "range). Mixed rows: `bench/head_swap.py`.", "", *head_swap_table(runs, swaps, protocols), ""]
+           "range). Mixed rows: `bench/head_swap.py`.", "", *head_swap_table(protocol_runs, swaps, plan.protocols), ""]
           if swaps else []),
         *(["### Raccoon: which false positives outrank the true ones?", "",
            f"Detections in decreasing score (as AP walks them) until {100 * fp_analysis['recall']:.0f}% of the "
