@@ -56,14 +56,28 @@ class ModelConfigMismatch(ConfigError):
     """The model was not trained with the config file it is measured as."""
 
 
+# Paths compared by the file they name (a config's relative path and a command line's
+# absolute one name the same weights).
+SAME_FILE = {("backbone", "weights")}
+
+
+def _same(section: str, key: str, x, y) -> bool:
+    if x == y:
+        return True
+    if (section, key) in SAME_FILE and isinstance(x, str) and isinstance(y, str):
+        return Path(x).resolve() == Path(y).resolve()
+    return False
+
+
 def check_trained_with(model_cfg: Config, file_cfg: Config, model: Path, config: Path) -> None:
-    """Raise unless ``model_cfg`` equals ``file_cfg`` outside :data:`NOT_COMPARED`."""
+    """Raise unless ``model_cfg`` equals ``file_cfg`` outside :data:`NOT_COMPARED` (the weights
+    file by the file it resolves to)."""
     a, b = to_dict(model_cfg), to_dict(file_cfg)
     differ = []
     for section in sorted(set(a) - set(NOT_COMPARED)):
         if isinstance(a[section], dict):
             differ += [f"{section}.{k}: {a[section][k]!r} (model) vs {b[section].get(k)!r} (config)"
-                       for k in sorted(a[section]) if a[section][k] != b[section].get(k)]
+                       for k in sorted(a[section]) if not _same(section, k, a[section][k], b[section].get(k))]
         elif a[section] != b[section]:
             differ.append(f"{section}: {a[section]!r} (model) vs {b[section]!r} (config)")
     if differ:

@@ -91,9 +91,9 @@ class FeatureCache:
     """
 
     def __init__(self, root: str | os.PathLike, key: str, dtype: str = "float16"):
-        self.dir = Path(root) / key
-        self.dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(self.dir)
+        self.dir = Path(root) / key  # made by the first save: a cache nothing is written to leaves no folder
+        if self.dir.is_dir():
+            remove_stale_temp_files(self.dir)
         self.dtype = np.float16 if dtype == "float16" else np.float32
         self.torch_dtype = torch.float16 if dtype == "float16" else torch.float32
 
@@ -133,6 +133,7 @@ class FeatureCache:
             return None
 
     def save(self, image_id: str, maps: list[FeatureMap], image_digest: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
         arrays = {f"map{i}": m.features.numpy().astype(self.dtype) for i, m in enumerate(maps)}
         save_npz_atomic(self._path(image_id), factors=np.array([m.factor for m in maps]),
                         sizes=np.array([m.image_size for m in maps]), digest=np.array(image_digest),

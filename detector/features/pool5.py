@@ -201,6 +201,21 @@ class SPPFeatures(WindowFeatures):
             self.cache.save(im.key, maps, im.digest())
             im._pixels = None  # the decoded image is not needed again; keep memory flat
 
+    def prepare_from_prefix(self, images: Sequence[ImageSource], blocks: int, root: str | Path,
+                            progress: bool = True) -> None:
+        """:meth:`prepare` for a trunk whose first blocks are those of a frozen prefix cached under
+        ``root`` (conv fine-tuning's, ``blocks`` learning blocks): each entry is the last blocks
+        run on the prefix's cached maps, the same values as a full pass at a fraction of its
+        convs; an image whose prefix maps are not cached runs the prefix first."""
+        if self.cache is None:
+            return
+        prefix = FrozenPrefix.cached(self.backbone, blocks, self.scales, self.max_size, root)
+        todo = [im for im in images if not self.cache.is_current(im.key, im.digest())]
+        for im in progress_of(todo, desc="conv5 cache (from the frozen prefix)", unit="img",
+                              enabled=progress and bool(todo)):
+            self.cache.save(im.key, prefix.conv5_maps(im), im.digest())
+            im._pixels = None
+
     def pool5(self, image: ImageSource, windows, timings: dict | None = None,
               scale_rng: np.random.Generator | None = None) -> Tensor:
         windows = as_box_tensor(windows)

@@ -239,11 +239,17 @@ class TrainingContext:
         """Fill the window features' cache for every training image (and mirror)."""
         self.features.prepare(list(self.images.values()), self.progress, self.backend)
 
-    def adopt_trunk(self, state: dict) -> None:
-        """Load fine-tuned conv weights into the backbone and fill their conv5 cache."""
+    def adopt_trunk(self, state: dict, prefix_blocks: int = 0) -> None:
+        """Load fine-tuned conv weights into the backbone and fill their conv5 cache; with
+        ``prefix_blocks`` (conv fine-tuning's learning blocks, its frozen prefix cached) from
+        the prefix's cached maps: only the fine-tuned blocks run."""
         self.backbone.load_state_dict(state)
         self.features = self._features_of(self.backbone)
-        self.cache_conv5()
+        if prefix_blocks:
+            self.features.prepare_from_prefix(list(self.images.values()), prefix_blocks, self.settings.cache_root,
+                                              self.progress)
+        else:
+            self.cache_conv5()
 
     def digest(self, record) -> str:
         """Content digest of a record's image file (a mirror shares its original's)."""

@@ -71,7 +71,16 @@ class FrozenPrefix:
     def trainable_map(self, image, scale: int) -> FeatureMap:
         """conv5 of ``image`` at training ``scale`` (one of the scales): the suffix run with
         autograd on the cached prefix output."""
-        m = self.maps(image)[self.scales.index(scale)]
+        return self._suffix_map(self.maps(image)[self.scales.index(scale)])
+
+    @torch.no_grad()
+    def conv5_maps(self, image) -> list[FeatureMap]:
+        """conv5 of ``image`` at every scale with the trunk as it is now: the suffix on the
+        cached prefix output, the full trunk's maps exactly while the prefix is unchanged
+        (the prefix's cache is keyed by its weights)."""
+        return [self._suffix_map(m) for m in self.maps(image)]
+
+    def _suffix_map(self, m: FeatureMap) -> FeatureMap:
         # The layout of the full trunk's pass (network_input is channels-last) keeps the
         # suffix's kernels, hence its values, those of the uncached route.
         x = m.features[None].to(self.backbone.device).contiguous(memory_format=torch.channels_last)

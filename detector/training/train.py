@@ -6,7 +6,8 @@
 2. window features: conv5 maps cached per image (SPP) or pool5 per window (R-CNN),
 3. fine-tuning: fc6/fc7 + a (K+1)-way classifier on pooled windows (conv
    layers frozen), or with ``finetune.conv_layers`` the last conv blocks too,
-4. with conv fine-tuning, the fine-tuned trunk's conv5 cache,
+4. with conv fine-tuning, the fine-tuned trunk's conv5 cache (stage 2 is then left
+   out: conv fine-tuning reads no pre-trained conv5 map),
 5. per-class linear SVMs with hard-negative mining,
 6. per-class ridge box regression on pool5,
 then one model file. This module is also training's builder: :func:`train` is where
@@ -191,8 +192,10 @@ def restore_finetune(run: TrainingRun, state: dict) -> None:
 
 
 def adopt_finetuned_trunk(run: TrainingRun, config: StageConfig) -> None:
-    """Every later feature comes from the fine-tuned trunk: its own conv5 cache (keyed by its weights)."""
-    run.ctx.adopt_trunk(run.trunk)
+    """Every later feature comes from the fine-tuned trunk: its own conv5 cache (keyed by its
+    weights), from the frozen prefix's cache when fine-tuning kept one (finetune.prefix_cache)."""
+    finetune = config.finetune
+    run.ctx.adopt_trunk(run.trunk, finetune.conv_layers if finetune.prefix_cache else 0)
 
 
 def train_svm_stage(run: TrainingRun, config: StageConfig) -> dict:
@@ -241,8 +244,8 @@ FINETUNE_FC = TrainingStage("finetune", finetune_fc, sections=("finetune",), rea
 FINETUNE_STREAM = dataclasses.replace(FINETUNE_FC, run=finetune_fc_streamed, pooled=None)
 FINETUNE_CONV = TrainingStage("finetune", finetune_conv, sections=("finetune",), reads=("proposals",),
                               makes=("head", "trunk"), restore=restore_finetune)
-FINETUNED_TRUNK = TrainingStage("conv5_cache_finetuned", adopt_finetuned_trunk, reads=("trunk",),
-                                makes=("conv5",))
+FINETUNED_TRUNK = TrainingStage("conv5_cache_finetuned", adopt_finetuned_trunk, sections=("finetune",),
+                                reads=("trunk",), makes=("conv5",))
 # SVMs on pool5 do not read the fc layers: fine-tuning keys them only through the trunk.
 SVMS_ON_POOL5 = TrainingStage("svm", train_svm_stage, sections=("svm",), reads=("proposals", "conv5"),
                               makes=("svms",), restore=restore_svms)
@@ -255,14 +258,18 @@ BOX_REGRESSION = TrainingStage("bbox", train_bbox_stage, sections=("bbox",), rea
 
 def training_stages(cfg: Config) -> list[TrainingStage]:
     """The stages :func:`train` runs for ``cfg``, in order. A training variant is a stage
-    of its own chosen here (as conv fine-tuning is), not a flag inside another stage."""
-    stages = [PROPOSALS, CONV5_CACHE]
-    if cfg.finetune.enabled:
-        # Fine-tuning variants: conv layers too (either sampler's labels), or fc only on the
-        # streamed image-centric batches or on the pooled bank.
-        if cfg.finetune.conv_layers > 0:
-            stages += [FINETUNE_CONV, FINETUNED_TRUNK]
-        else:
+    of its own chosen here (as conv fine-tuning is), not a flag inside another stage.
+
+    Conv fine-tuning reads no conv5 map of the pre-trained trunk (it runs the trunk, or its
+    trained blocks on the frozen prefix's cache), so it comes before any conv5 cache: the
+    one cached is the fine-tuned trunk's (issue 23: one trunk pass over the images saved)."""
+    stages = [PROPOSALS]
+    if cfg.finetune.enabled and cfg.finetune.conv_layers > 0:
+        stages += [FINETUNE_CONV, FINETUNED_TRUNK]
+    else:
+        stages.append(CONV5_CACHE)
+        if cfg.finetune.enabled:
+            # fc-only fine-tuning on the streamed image-centric batches or on the pooled bank.
             stages.append(FINETUNE_STREAM if cfg.finetune.sampler == "stream" else FINETUNE_FC)
     stages.append(SVMS_ON_POOL5 if cfg.svm.feature == "pool5" else SVMS_ON_FC)
     if cfg.bbox.enabled:

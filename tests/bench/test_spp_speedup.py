@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 import pytest
 from helpers import write_small_model
 
@@ -68,3 +69,20 @@ def test_a_model_of_another_config_is_refused_in_one_error_line(tiny, tmp_path, 
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {model}: not trained with {other}: features.scales: [96] (model) vs [128] (config)")
     assert not out.exists()
+
+
+def test_the_weights_file_is_compared_by_the_file_it_names(tmp_path, monkeypatch):
+    """A config's relative weights path and a command line's absolute one name one file: the same
+    config; another file is not."""
+    from bench.spp_speedup import ModelConfigMismatch, check_trained_with
+    from detector.config import load_detector_config
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "a.pth").write_bytes(b"")
+    (tmp_path / "w" / "b.pth").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    relative = load_detector_config(None, ["backbone.weights=w/a.pth"])
+    absolute = load_detector_config(None, [f"backbone.weights={tmp_path / 'w' / 'a.pth'}"])
+    check_trained_with(absolute, relative, Path("m.pt"), Path("c.yaml"))
+    other = load_detector_config(None, [f"backbone.weights={tmp_path / 'w' / 'b.pth'}"])
+    with pytest.raises(ModelConfigMismatch, match="backbone.weights"):
+        check_trained_with(other, relative, Path("m.pt"), Path("c.yaml"))

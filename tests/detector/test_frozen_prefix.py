@@ -69,6 +69,31 @@ def test_cached_prefix_route_pools_what_the_full_trunk_pools(record, tmp_path, m
     assert runs == []  # every prefix map came from the cache
 
 
+def test_a_fine_tuned_trunks_conv5_cache_from_the_prefix_is_a_full_passes(record, tmp_path, monkeypatch):
+    """The conv5 cache of a fine-tuned trunk filled from the frozen prefix's cached maps (only the
+    learning blocks run) holds what a full pass stores, at every scale, mirror included."""
+    cfg = load_detector_config(None, ["backbone.name=tiny", "features.scales=[96,192]"])
+    trunk = build_config_backbone(cfg)
+    images = [ImageSource.from_record(record), ImageSource.from_record(flipped_record(record), flip=True)]
+    build_window_features(cfg, trunk).with_frozen_prefix(2, tmp_path / "c").prefix.prepare(images, progress=False)
+    _, suffix = trunk.split(2)
+    with torch.no_grad():
+        for p in suffix.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # what fine-tuning changes
+    full = build_window_features(cfg, trunk, tmp_path / "full")
+    full.prepare(images, progress=False)
+    from_prefix = build_window_features(cfg, trunk, tmp_path / "c")
+    runs = []
+    real = fp.compute_feature_maps
+    monkeypatch.setattr(fp, "compute_feature_maps", lambda *a, **k: runs.append(a) or real(*a, **k))
+    from_prefix.prepare_from_prefix(images, 2, tmp_path / "c", progress=False)
+    assert runs == []  # every prefix map came from the cache
+    for image in images:
+        for a, b in zip(full.feature_maps(image), from_prefix.feature_maps(image), strict=True):
+            assert torch.equal(a.features, b.features) and a.factor == b.factor
+    assert not torch.equal(full.feature_maps(images[0])[0].features, full.feature_maps(images[1])[0].features)
+
+
 def test_prefix_key_follows_the_prefix_weights_only():
     trunk = build_config_backbone(load_detector_config(None, ["backbone.name=tiny"]))
     before = trunk.prefix_digest(2)

@@ -75,8 +75,10 @@ def test_conv_fine_tuning_changes_the_trunk_and_the_features_after_it(tmp_path):
     assert model.backbone.digest() != before.digest()  # the last block learnt
     assert not any(p.requires_grad for p in model.backbone.parameters())  # frozen again
     caches = sorted(p.name for p in (tmp_path / "run" / "cache" / "conv5").iterdir())
-    assert len(caches) == 2  # the pre-trained trunk's maps and the fine-tuned trunk's
+    # Only the fine-tuned trunk's maps: conv fine-tuning reads no pre-trained conv5 map.
+    assert len(caches) == 1
     assert result.stats["finetune"]["conv_layers"] == 1 and "conv5_cache_finetuned" in result.timings
+    assert "conv5_cache" not in result.timings
     again = train(cfg, progress=False)
     assert sorted(again.reused_stages) == ["bbox", "finetune", "svm"]
     assert load_model(again.model_path).backbone.digest() == model.backbone.digest()
