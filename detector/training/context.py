@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -569,20 +569,42 @@ def classes_without_training_objects(records, class_names, stages: list[str],
     return empty
 
 
-def svm_training_images(ctx: TrainingContext, head: FCHead, layer: str, replay_mb: float = 0.0
-                        ) -> Callable[[], Iterable[TrainImage]]:
-    """A fresh iterator over the training images' SVM features (``layer``: svm.feature) at each call.
+class ReplayedImages:
+    """A fresh iterator over the training images' SVM features at each call: the first call
+    keeps the images it computes, in order, while their features fit in ``replay_mb`` MiB;
+    later calls yield those again (the same arrays) and compute only the rest."""
 
-    ``replay_mb`` (svm.replay_mb): the first call keeps the images it computes, in order,
-    while their features fit in that many MiB; later calls yield those again (the same
-    arrays) and compute only the rest.
-    """
+    def __init__(self, compute: Callable[[object], TrainImage], records: Sequence, replay_mb: float):
+        self._compute, self._records = compute, records
+        self._kept: list[TrainImage] = []
+        self._budget = replay_mb * MB
+        self._first = True
+
+    @property
+    def replayed(self) -> int:
+        """How many images the later calls reuse."""
+        return len(self._kept)
+
+    def __call__(self) -> Iterator[TrainImage]:
+        filling, self._first = self._first, False
+        for i, r in enumerate(self._records):
+            if i < len(self._kept):
+                yield self._kept[i]
+                continue
+            image = self._compute(r)
+            size = image.features.nbytes + image.gt_features.nbytes
+            if filling and i == len(self._kept) and size <= self._budget:
+                self._budget -= size
+                self._kept.append(image)
+            yield image
+
+
+def svm_training_images(ctx: TrainingContext, head: FCHead, layer: str, replay_mb: float = 0.0) -> ReplayedImages:
+    """The training images' SVM features (``layer``: svm.feature), a fresh iterator at each
+    call, the first call's replayed within ``replay_mb`` (svm.replay_mb) MiB."""
     data = ctx.settings.data
     # With data.difficult_stages naming svm, no object is held out of the positives.
     difficult = not data.uses_difficult("svm")
-    records = [r for r in ctx.records if sees(data, "svm", r)]
-    kept: list[TrainImage] = []
-    budget = {"bytes": replay_mb * MB, "open": True}  # open: still filling (the first call)
 
     def compute(r) -> TrainImage:
         windows = ctx.windows(r)
@@ -592,20 +614,7 @@ def svm_training_images(ctx: TrainingContext, head: FCHead, layer: str, replay_m
         return TrainImage(image_id=r.image_id, features=feats[g:], boxes=windows,
                           gt_features=feats[:g], gt_boxes=r.boxes, gt_labels=r.labels,
                           gt_difficult=r.difficult & difficult)
-
-    def images() -> Iterator[TrainImage]:
-        filling, budget["open"] = budget["open"], False
-        for i, r in enumerate(records):
-            if i < len(kept):
-                yield kept[i]
-                continue
-            image = compute(r)
-            if filling and i == len(kept) and image.features.nbytes + image.gt_features.nbytes <= budget["bytes"]:
-                budget["bytes"] -= image.features.nbytes + image.gt_features.nbytes
-                kept.append(image)
-            yield image
-    images.replayed = lambda: len(kept)  # images whose features the later passes reuse
-    return images
+    return ReplayedImages(compute, [r for r in ctx.records if sees(data, "svm", r)], replay_mb)
 
 
 def check_proposal_fit(records: list[ImageRecord], store, class_names, split: str,

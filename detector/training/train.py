@@ -203,7 +203,7 @@ def train_svm_stage(run: TrainingRun, config: StageConfig) -> dict:
     images = svm_training_images(ctx, run.head, svm.feature, svm.replay_mb)
     run.svms, svm_stats = train_svms(images, len(ctx.class_names), svm, seed=ctx.settings.seed,
                                      progress=ctx.progress, class_names=ctx.class_names)
-    run.stats["svm"] = dict(_plain(svm_stats), replayed_images=images.replayed())
+    run.stats["svm"] = dict(_plain(svm_stats), replayed_images=images.replayed)
     return {"svms": run.svms.to_state_dict(), "stats": run.stats["svm"]}
 
 

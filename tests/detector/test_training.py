@@ -191,14 +191,14 @@ def test_replayed_svm_features_are_the_first_passes_and_train_the_same_svms(tmp_
     head = build_head(cfg, ctx.features.output_dim, len(ctx.class_names)).eval()
     replay = svm_training_images(ctx, head, cfg.svm.feature, replay_mb=1024)
     first = list(replay())
-    assert replay.replayed() == len(first) == 6
+    assert replay.replayed == len(first) == 6
     again = list(replay())
     assert all(a is b for a, b in zip(first, again, strict=True))  # the same objects, not recomputed
     # A budget that holds two images: the first two replayed, the rest computed again, equal.
     two = sum(im.features.nbytes + im.gt_features.nbytes for im in first[:2]) / (1 << 20)
     partial = svm_training_images(ctx, head, cfg.svm.feature, replay_mb=two)
     a, b = list(partial()), list(partial())
-    assert partial.replayed() == 2 and [x is y for x, y in zip(a, b)] == [True, True, False, False, False, False]
+    assert partial.replayed == 2 and [x is y for x, y in zip(a, b)] == [True, True, False, False, False, False]
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x.features, y.features)
     # The SVMs trained with and without the replay are the same.
@@ -207,6 +207,6 @@ def test_replayed_svm_features_are_the_first_passes_and_train_the_same_svms(tmp_
     with_replay, _ = train_svms(svm_training_images(ctx, head, cfg.svm.feature, 1024), len(ctx.class_names),
                                 svm_cfg, progress=False)
     without, _ = train_svms(never, len(ctx.class_names), svm_cfg, progress=False)
-    assert never.replayed() == 0
+    assert never.replayed == 0
     np.testing.assert_array_equal(with_replay.weights, without.weights)
     np.testing.assert_array_equal(with_replay.bias, without.bias)
