@@ -36,6 +36,7 @@ from detector.training.conv_finetune import finetune_with_conv  # noqa: E402
 from detector.evaluation.report import collect_versions  # noqa: E402
 from detector.features.conv_maps import compute_feature_maps  # noqa: E402
 from detector.fileio import write_json_atomic  # noqa: E402
+from detector.features import pyramid_grad  # noqa: E402
 from detector.features.pyramid import SpatialPyramidPool  # noqa: E402
 from detector.features.spp import SpatialPyramidPool2d  # noqa: E402
 from detector.training.fc_finetune import finetune_head  # noqa: E402
@@ -43,7 +44,7 @@ from detector.training.context import TrainingContext, collect_training_windows,
 from detector.training.train import build_training_context  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_speed"
-MODES = ("whole_trunk_autograd_pool", "prefix_autograd_pool", "whole_trunk", "prefix", "prefix_bf16",
+MODES = ("whole_trunk_autograd_pool", "prefix_autograd_pool", "whole_trunk", "prefix", "prefix_loop_argmax", "prefix_bf16",
          "fc", "fc_bf16", "conv5", "conv5_bf16")
 
 
@@ -58,7 +59,17 @@ def autograd_pool(self, feature_map, cells):
 
 @contextlib.contextmanager
 def pooling_of(mode: str):
-    """The old autograd pyramid for a ``*_autograd_pool`` mode, today's otherwise."""
+    """The old autograd pyramid for a ``*_autograd_pool`` mode; the one-scatter pyramid's forward
+    as its per-window loop (``pyramid_argmax_loop``, before issue 23's vectorised one) for a
+    ``*_loop_argmax`` mode; today's otherwise."""
+    if mode.endswith("_loop_argmax"):
+        today_argmax = pyramid_grad.pyramid_argmax
+        pyramid_grad.pyramid_argmax = pyramid_grad.pyramid_argmax_loop
+        try:
+            yield
+        finally:
+            pyramid_grad.pyramid_argmax = today_argmax
+        return
     if not mode.endswith("_autograd_pool"):
         yield
         return
@@ -127,7 +138,7 @@ def timing_of(mode: str, stats: dict, prepare: float, cpu: float) -> dict:
     return {"mode": mode, "prepare_s": round(prepare, 2), "iterations": stats["iterations"],
             "loop_s": round(stats["seconds"], 2), "s_per_iteration": round(stats["seconds"] / stats["iterations"], 4),
             "cpu_s_per_iteration": round(cpu / stats["iterations"], 4),
-            "final_loss": stats["loss"], "final_accuracy": stats["accuracy"]}
+            "final_loss": stats["loss"], "final_accuracy": stats["accuracy"], "threads": stats.get("threads")}
 
 
 def projected(result: dict, iterations: int) -> float:

@@ -19,6 +19,16 @@ of small ops (the pooling engine; MobileNetV2's depthwise convolutions) runs
 - **overrides**: ``SPPNET_THREADS=N`` in the environment, else the test-time
   config field ``test.threads`` (0 = the automatic choice above), fix the
   network's threads.
+- **training's long loops** (fine-tuning iterations, the conv5 and prefix
+  cache passes, the SVM and box-regression passes) re-choose the network's
+  threads as they go (:func:`adapting_threads`): the automatic choice is read
+  every step and applied every :data:`ADAPT_PERIOD` steps as the median of
+  those reads, so a load that starts or stops mid-stage is followed and a
+  passing process is not. On an idle machine that is every core, torch's own
+  default: a quiet run computes what it did before. Under load the float
+  results differ from a quiet run's in the last digits (a thread count
+  changes the order of some sums); ``SPPNET_THREADS=N`` fixes the count for
+  runs that must match bit for bit whatever else the machine does.
 
 Everything is scoped: :func:`limit_threads` sets torch's and OpenCV's thread
 counts for a block and puts back the caller's afterwards, so a detector used
@@ -29,9 +39,11 @@ sees them for the duration of the block.)
 from __future__ import annotations
 
 import os
+import statistics
 import sys
+from collections import Counter
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import cv2
 
@@ -42,6 +54,9 @@ THREADS_ENV = "SPPNET_THREADS"
 # 1 thread 0.14-0.18 s (docs/benchmarks_speed.md); the issue saw ~3 s against
 # 0.02 s with two CPU-bound processes beside it.
 POOL_THREADS = 1
+# Training loops re-choose their threads every this many steps (the median of
+# the automatic choice read at each): ~5 s of conv fine-tuning on 2 cores.
+ADAPT_PERIOD = 16
 # Linux: the 4th field of /proc/loadavg is "runnable tasks/all tasks" at this instant.
 _LOADAVG = "/proc/loadavg"
 # Linux: this process's threads, one folder each with its "stat".
@@ -155,3 +170,56 @@ def limit_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(torch_before)
         if cv2.getNumThreads() != cv_before:
             cv2.setNumThreads(cv_before)
+
+
+T = TypeVar("T")
+
+
+def _set_threads(n: int) -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    if cv2.getNumThreads() != n:
+        cv2.setNumThreads(n)
+
+
+def adapting_threads(items: Iterable[T], counts: Counter | None = None, period: int = ADAPT_PERIOD,
+                     choose: Callable[[], int] = network_threads) -> Iterator[T]:
+    """Yield ``items``, running the consumer's steps with the network threads the machine has
+    free as it goes; restore the caller's counts at the end (also when the loop stops early).
+
+    Before the first item the count is the median of 3 reads of ``choose`` (the automatic
+    choice, :func:`network_threads`); then ``choose`` is read before every item and every
+    ``period`` items the count becomes the median of those reads. It never exceeds the
+    caller's torch thread count (torch's default: the physical cores), so an idle machine
+    runs as before. ``SPPNET_THREADS`` fixes it. The generator runs in the consumer's
+    thread, where torch's setting applies. ``counts``, when given, counts the steps run at
+    each thread count.
+    """
+    torch = sys.modules.get("torch")
+    before = (torch.get_num_threads() if torch is not None else None, cv2.getNumThreads())
+    fixed = configured_threads()
+    cap = before[0] or available_cores()
+
+    def read() -> int:
+        return max(1, min(cap, choose()))
+
+    current = fixed or int(statistics.median_low([read() for _ in range(3)]))
+    reads: list[int] = []
+    _set_threads(current)
+    try:
+        for item in items:
+            if not fixed:
+                reads.append(read())
+                if len(reads) >= period:
+                    current = int(statistics.median_low(reads))
+                    reads.clear()
+                    _set_threads(current)
+            if counts is not None:
+                counts[current] += 1
+            yield item
+    finally:
+        if torch is not None and torch.get_num_threads() != before[0]:
+            torch.set_num_threads(before[0])
+        if cv2.getNumThreads() != before[1]:
+            cv2.setNumThreads(before[1])

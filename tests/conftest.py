@@ -5,6 +5,7 @@ their own (training takes most of the suite's time).
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers.py for every
 from detector.hugepages import enable_huge_pages  # noqa: E402
 
 enable_huge_pages()  # as the sppnet command does, before torch loads
+
+import torch  # noqa: E402
+
+from detector.threads import THREADS_ENV  # noqa: E402
+
+# Training re-chooses its threads as the machine's load changes (detector/threads.py:
+# adapting_threads), and a thread count moves float results in their last digits. Tests that
+# compare two trainings bit for bit need one count whatever else the machine runs: torch's
+# default, what training uses on an idle machine. (Subprocesses inherit it; tests of the
+# automatic choice remove it.)
+os.environ.setdefault(THREADS_ENV, str(torch.get_num_threads()))
 
 
 @dataclass(frozen=True)

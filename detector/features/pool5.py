@@ -35,7 +35,7 @@ from ..training.frozen_prefix import FrozenPrefix
 from ..images import ImageReadError, read_image
 from .pyramid import FeatureGrid, SpatialPyramidPool, map_windows_to_features, select_scales
 from ..progress import progress_of
-from ..threads import POOL_THREADS, limit_threads
+from ..threads import POOL_THREADS, adapting_threads, limit_threads
 from ..timing import timed_stage
 from .mapping import scale_windows
 from .window_rules import WindowRules
@@ -196,7 +196,8 @@ class SPPFeatures(WindowFeatures):
                                        progress=progress):
                 self.cache.save(todo[i].key, maps, todo[i].digest())
             return
-        for im in progress_of(todo, desc="conv5 cache", unit="img", enabled=progress and bool(todo)):
+        for im in adapting_threads(progress_of(todo, desc="conv5 cache", unit="img",
+                                               enabled=progress and bool(todo))):
             maps = compute_feature_maps(self.backbone, im.pixels(), self.scales, self.max_size, im.name)
             self.cache.save(im.key, maps, im.digest())
             im._pixels = None  # the decoded image is not needed again; keep memory flat
@@ -211,8 +212,8 @@ class SPPFeatures(WindowFeatures):
             return
         prefix = FrozenPrefix.cached(self.backbone, blocks, self.scales, self.max_size, root)
         todo = [im for im in images if not self.cache.is_current(im.key, im.digest())]
-        for im in progress_of(todo, desc="conv5 cache (from the frozen prefix)", unit="img",
-                              enabled=progress and bool(todo)):
+        for im in adapting_threads(progress_of(todo, desc="conv5 cache (from the frozen prefix)", unit="img",
+                                               enabled=progress and bool(todo))):
             self.cache.save(im.key, prefix.conv5_maps(im), im.digest())
             im._pixels = None
 

@@ -35,6 +35,7 @@ from ..features.backbones import Backbone
 from ..heads import FCHead
 from ..features.pyramid import MAPPING_VERSION, FeatureGrid
 from ..progress import progress_of
+from ..threads import adapting_threads
 from ..records import ImageRecord
 from .stages import FINETUNE_WINDOWS, Checkpoint
 from .svm import TrainImage
@@ -415,8 +416,8 @@ def collect_training_windows(ctx: TrainingContext, finetune: FinetuneConfig, dra
     scale_rng = _scale_rng(s, finetune, draw)
     caps = bank_caps(finetune, records_seen(s.data, len(ctx.records), "finetune"), ctx.features.output_dim)
     fg, fg_labels, bg, fg_keys, bg_keys, eligible = [], [], [], [], [], []
-    for i, r in enumerate(progress_of(ctx.records, desc="pool training windows", unit="img",
-                                      enabled=ctx.progress)):
+    for i, r in enumerate(adapting_threads(progress_of(ctx.records, desc="pool training windows", unit="img",
+                                                       enabled=ctx.progress))):
         # A record fine-tuning does not see (a mirror without data.flip_stages
         # naming it) still draws, so the others' draws stay as they were.
         windows, max_iou, _, chosen = labelled_windows(ctx, r, finetune, ft_rng, caps)
@@ -493,8 +494,8 @@ def regression_windows(ctx: TrainingContext, bbox: BBoxConfig,
     in-memory regression drew before issue 29); with ``classes``, those whose gt box is of
     one of ``classes``."""
     rng = np.random.default_rng([ctx.settings.seed, _BBOX_STREAM])  # one stream over the images, as before
-    for i, r in enumerate(progress_of(ctx.records, desc="box regression windows", unit="img",
-                                      enabled=ctx.progress)):
+    for i, r in enumerate(adapting_threads(progress_of(ctx.records, desc="box regression windows", unit="img",
+                                                       enabled=ctx.progress))):
         if not sees(ctx.settings.data, "bbox", r):
             continue
         windows, gt_boxes, gt_labels = stage_windows(ctx, r, "bbox")

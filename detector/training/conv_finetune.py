@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +26,7 @@ from ..config import FinetuneConfig
 from .fc_finetune import WindowLabels, feature_std, moving_average, sgd_step, with_validation
 from ..heads import FCHead
 from ..progress import progress_of
+from ..threads import adapting_threads
 from ..features.pool5 import ImageSource, SPPFeatures
 
 
@@ -90,8 +92,10 @@ def finetune_with_conv(head: FCHead, features: SPPFeatures, samples: Sequence[Co
     head.train()
     start, avg_loss, avg_acc = time.perf_counter(), None, None
     log = open(log_path, "w") if log_path else None
+    threads: Counter = Counter()
     try:
-        for it in progress_of(range(cfg.iterations), desc="fine-tune conv + fc", unit="it", enabled=progress):
+        for it in adapting_threads(progress_of(range(cfg.iterations), desc="fine-tune conv + fc", unit="it",
+                                               enabled=progress), threads):
             batch = [usable[i] for i in rng.choice(len(usable), images, replace=False)]
             scale = int(rng.choice(features.scales))  # a random training scale per mini-batch
             x, y = _pooled_batch(features, batch, scale, n_fg, n_bg, gen)
@@ -108,5 +112,6 @@ def finetune_with_conv(head: FCHead, features: SPPFeatures, samples: Sequence[Co
         backbone.freeze()
     head.eval()
     stats = {"iterations": cfg.iterations, "loss": avg_loss, "accuracy": avg_acc, "conv_layers": cfg.conv_layers,
-             "images": len(usable), "seconds": time.perf_counter() - start}
+             "images": len(usable), "seconds": time.perf_counter() - start,
+             "threads": {str(n): k for n, k in sorted(threads.items())}}
     return with_validation(stats, validation)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,6 +23,7 @@ from torch import nn
 from ..config import FinetuneConfig
 from ..heads import FCHead
 from ..progress import progress_of
+from ..threads import adapting_threads
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +109,9 @@ def train_head(head: FCHead, batches: Iterator[tuple[torch.Tensor, torch.Tensor]
     avg_loss, avg_acc = None, None
     log = open(log_path, "w") if log_path else None
     bar = progress_of(range(cfg.iterations), desc="fine-tune fc", unit="it", enabled=progress)
+    threads: Counter = Counter()
     try:
-        for it, (x, y) in zip(bar, batches):
+        for it, (x, y) in zip(adapting_threads(bar, threads), batches):
             loss_value, acc = sgd_step(head, opt, sched, loss_fn, x.to(device).float(), y.to(device))
             avg_loss, avg_acc = moving_average(avg_loss, loss_value), moving_average(avg_acc, acc)
             if it % 20 == 0 or it == cfg.iterations - 1:
@@ -123,7 +126,7 @@ def train_head(head: FCHead, batches: Iterator[tuple[torch.Tensor, torch.Tensor]
             log.close()
     head.cpu().eval()
     stats = {"iterations": cfg.iterations, "loss": avg_loss, "accuracy": avg_acc,
-             "seconds": time.perf_counter() - start}
+             "seconds": time.perf_counter() - start, "threads": {str(n): k for n, k in sorted(threads.items())}}
     return with_validation(stats, validation)
 
 

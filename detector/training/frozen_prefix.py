@@ -20,6 +20,7 @@ import torch
 
 from ..features.conv_maps import FeatureCache, FeatureMap, compute_feature_maps, feature_cache_key
 from ..progress import progress_of
+from ..threads import adapting_threads
 
 # float32: the cached route is then the full trunk's computation bit for bit.
 PREFIX_DTYPE = "float32"
@@ -64,7 +65,8 @@ class FrozenPrefix:
         if self.cache is None:
             return
         todo = [im for im in images if im.cacheable and not self.cache.is_current(im.key, im.digest())]
-        for im in progress_of(todo, desc="frozen prefix cache", unit="img", enabled=progress and bool(todo)):
+        for im in adapting_threads(progress_of(todo, desc="frozen prefix cache", unit="img",
+                                               enabled=progress and bool(todo))):
             self.maps(im)
             im._pixels = None  # the iterations read the cache; keep memory flat
 

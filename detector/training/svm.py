@@ -61,6 +61,7 @@ from .negatives import (NegativeCache, find_negative_candidates, first_of_identi
                         suppress_overlapping_negatives)
 from ..records import class_label
 from ..progress import progress_of
+from ..threads import adapting_threads
 from ..state_dicts import from_state, to_state
 
 log = logging.getLogger(__name__)
@@ -414,10 +415,10 @@ def train_svms(images: Callable[[], Iterable[TrainImage]], num_classes: int, cfg
         (the SVMs, training statistics: JSON-serialisable plain types).
     """
     trainer = HardNegativeTrainer(num_classes, cfg, seed, retrain_limit, max_cached_negatives, class_names)
-    trainer.collect(progress_of(images(), desc="SVM collect", unit="img", enabled=progress))
+    trainer.collect(adapting_threads(progress_of(images(), desc="SVM collect", unit="img", enabled=progress)))
     for r in range(cfg.mining_rounds):
-        trainer.mine(progress_of(images(), desc=f"SVM mining {r + 1}/{cfg.mining_rounds}", unit="img",
-                                 total=len(trainer.image_index), enabled=progress))
+        trainer.mine(adapting_threads(progress_of(images(), desc=f"SVM mining {r + 1}/{cfg.mining_rounds}",
+                                                  unit="img", total=len(trainer.image_index), enabled=progress)))
     sizes = trainer.stats["cache_sizes"][-1]
     trainer.stats["negative_cap_bound"] = any(trainer.stats["negatives_dropped_by_cap"])
     log.info("SVMs trained: %d updates, final cache sizes %s", len(trainer.stats["updates"]), sizes)

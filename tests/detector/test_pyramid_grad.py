@@ -1,8 +1,10 @@
 """detector/features/pyramid_grad.py: the window pyramid with a one-scatter backward gives the exact
 engine's values and the per-window autograd route's gradient."""
+import pytest
 import torch
 
 from detector.features.pyramid import SpatialPyramidPool
+from detector.features.pyramid_grad import pyramid_argmax, pyramid_argmax_loop
 from detector.features.spp import SpatialPyramidPool2d
 
 
@@ -43,3 +45,21 @@ def test_a_tied_bin_gives_its_whole_gradient_to_one_cell():
     pooled.sum().backward()
     assert fmap.grad.sum() == pooled.numel()  # nothing lost or doubled
     assert fmap.grad[0, 0, 0] > 0 and fmap.grad[0, 3, 4] == 0  # the first cell of a tied bin takes it
+
+
+@pytest.mark.parametrize("levels", [(1, 2, 3, 6), (6, 3, 2, 1), (1,), (2, 4), (1, 3, 5), (4, 4, 1)])
+@pytest.mark.parametrize("kind", ["random", "ties"])
+def test_the_vectorised_pyramid_finds_the_loops_values_and_places(levels, kind):
+    """Every value and every place (the cell the gradient goes to) equal the loop's, also where
+    bins tie: a map of few distinct values, clipped like a ReLU6's output."""
+    gen = torch.Generator().manual_seed(len(levels) * 7 + (kind == "ties"))
+    fmap = torch.randn(5, 17, 23, generator=gen)
+    if kind == "ties":
+        fmap = (fmap * 2).round().clamp(0, 2)
+    cells = torch.cat([random_cells(gen, 60, 17, 23),
+                       torch.tensor([[0, 0, 23, 17], [4, 5, 5, 6], [0, 0, 1, 17], [22, 0, 23, 1], [3, 2, 9, 4]])])
+    values, places = pyramid_argmax(fmap, cells, levels)
+    ref_values, ref_places = pyramid_argmax_loop(fmap, cells, levels)
+    assert torch.equal(values, ref_values)
+    assert torch.equal(places, ref_places)
+    assert torch.equal(fmap.reshape(-1)[places], values)

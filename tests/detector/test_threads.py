@@ -2,6 +2,8 @@
 that leaves the caller's torch settings as it found them."""
 from __future__ import annotations
 
+from collections import Counter
+
 import cv2
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import torch
 
 from detector import threads
 from detector.model import load_model
-from detector.threads import THREADS_ENV, configured_threads, limit_threads, network_threads
+from detector.threads import THREADS_ENV, adapting_threads, configured_threads, limit_threads, network_threads
 
 
 def test_limit_threads_sets_and_restores(monkeypatch):
@@ -46,6 +48,46 @@ def test_automatic_threads_leave_reserved_and_busy_cores(monkeypatch):
     assert network_threads(reserved=3) == 3  # the workers are among the busy tasks
     monkeypatch.setattr(threads, "busy_cores", lambda own_runnable=None: 20)
     assert network_threads() == 1
+
+
+def test_a_training_loop_follows_a_load_that_starts_and_stops_but_not_a_passing_one(monkeypatch):
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    torch_before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(2)
+    # the automatic choice read before each step: idle, one passing process, a load of 1, idle
+    free = iter([2, 2, 2] + [2] * 7 + [1] + [2] * 8 + [1] * 8 + [2] * 8)
+    seen, counts = [], Counter()
+    try:
+        for _ in adapting_threads(range(32), counts, period=8, choose=lambda: next(free)):
+            seen.append(torch.get_num_threads())
+        # each 8th step applies the median of the last 8 reads: the passing process (one read
+        # of 1) changes nothing; the load of 1 does, from the end of its 8 reads to the next 8's
+        assert seen == [2] * 23 + [1] * 8 + [2]
+        assert counts == {2: 24, 1: 8}
+        assert torch.get_num_threads() == 2  # the caller's count back
+    finally:
+        torch.set_num_threads(torch_before)
+        cv2.setNumThreads(cv_before)
+
+
+def test_a_training_loop_never_exceeds_the_callers_threads_and_the_environment_fixes_them(monkeypatch):
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert {torch.get_num_threads() for _ in adapting_threads(range(5), choose=lambda: 8)} == {1}
+        torch.set_num_threads(2)
+        monkeypatch.setenv(THREADS_ENV, "1")
+        reads = []
+        assert {torch.get_num_threads() for _ in adapting_threads(range(5), choose=lambda: reads.append(1) or 2)} == {1}
+        assert reads == []  # fixed: the load is not read
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError):  # a loop that stops early still restores
+            for _ in adapting_threads(range(5)):
+                raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def fake_tasks(folder, states):
