@@ -192,9 +192,11 @@ def adapting_threads(items: Iterable[T], counts: Counter | None = None, period: 
     choice, :func:`network_threads`); then ``choose`` is read before every item and every
     ``period`` items the count becomes the median of those reads. It never exceeds the
     caller's torch thread count (torch's default: the physical cores), so an idle machine
-    runs as before. ``SPPNET_THREADS`` fixes it. The generator runs in the consumer's
-    thread, where torch's setting applies. ``counts``, when given, counts the steps run at
-    each thread count.
+    runs as before. ``SPPNET_THREADS`` fixes it. The count is set before each item is taken,
+    so an iterable that computes its items lazily (the SVM features) computes them at it. The
+    generator runs in the consumer's thread, where torch's setting applies. ``counts``, when
+    given, counts the steps run at each thread count. A consumer that may raise while holding
+    the generator closes it (``contextlib.closing``), so the caller's counts come back at once.
     """
     torch = sys.modules.get("torch")
     before = (torch.get_num_threads() if torch is not None else None, cv2.getNumThreads())
@@ -207,14 +209,19 @@ def adapting_threads(items: Iterable[T], counts: Counter | None = None, period: 
     current = fixed or int(statistics.median_low([read() for _ in range(3)]))
     reads: list[int] = []
     _set_threads(current)
+    iterator = iter(items)
     try:
-        for item in items:
-            if not fixed:
+        while True:
+            if not fixed:  # before the next item: a lazy iterable computes it now, at this count
                 reads.append(read())
                 if len(reads) >= period:
                     current = int(statistics.median_low(reads))
                     reads.clear()
                     _set_threads(current)
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
             if counts is not None:
                 counts[current] += 1
             yield item

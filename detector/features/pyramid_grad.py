@@ -20,7 +20,8 @@ columns of every (window, row bin) (the bins' maxima), and a coarser level
 whose bins are unions of a finer one's reduced from it, keeping the smallest
 (column, row) among the tied. The same values and places as the two-stage
 loop it replaced (tests/detector/test_pyramid_grad.py keeps that loop as
-the reference).
+the reference). One difference: a NaN in the map (a diverged run) is not
+carried to its bin's value and place as the loop's max carried it.
 """
 from __future__ import annotations
 

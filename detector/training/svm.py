@@ -49,6 +49,7 @@ import logging
 import sys
 import time
 import warnings
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -415,10 +416,13 @@ def train_svms(images: Callable[[], Iterable[TrainImage]], num_classes: int, cfg
         (the SVMs, training statistics: JSON-serialisable plain types).
     """
     trainer = HardNegativeTrainer(num_classes, cfg, seed, retrain_limit, max_cached_negatives, class_names)
-    trainer.collect(adapting_threads(progress_of(images(), desc="SVM collect", unit="img", enabled=progress)))
+    with closing(adapting_threads(progress_of(images(), desc="SVM collect", unit="img", enabled=progress))) as todo:
+        trainer.collect(todo)
     for r in range(cfg.mining_rounds):
-        trainer.mine(adapting_threads(progress_of(images(), desc=f"SVM mining {r + 1}/{cfg.mining_rounds}",
-                                                  unit="img", total=len(trainer.image_index), enabled=progress)))
+        with closing(adapting_threads(progress_of(images(), desc=f"SVM mining {r + 1}/{cfg.mining_rounds}",
+                                                  unit="img", total=len(trainer.image_index),
+                                                  enabled=progress))) as todo:
+            trainer.mine(todo)
     sizes = trainer.stats["cache_sizes"][-1]
     trainer.stats["negative_cap_bound"] = any(trainer.stats["negatives_dropped_by_cap"])
     log.info("SVMs trained: %d updates, final cache sizes %s", len(trainer.stats["updates"]), sizes)

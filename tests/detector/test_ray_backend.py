@@ -77,9 +77,12 @@ def test_conv5_cache_equals_local(trained_run, backend, tmp_path):
             np.testing.assert_array_equal(ma.features.numpy(), mb.features.numpy())
 
 
-def test_test_set_detections_equal_local(trained_run, backend, tmp_path):
+def test_test_set_detections_equal_local(trained_run, backend, tmp_path, monkeypatch):
     from detector.model import load_trained
     from detector.inference.split_test import EvaluationOptions, run_model_test
+    from detector.threads import THREADS_ENV
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)  # tests/conftest.py's pin would override test.threads=1
 
     # proposals.workers=2: local searches in worker processes (this process hosts Ray's
     # threads, which disturb OpenCV's rand()-ranked windows; see proposals.compute._search_shipped).

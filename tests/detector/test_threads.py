@@ -3,6 +3,7 @@ that leaves the caller's torch settings as it found them."""
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import closing
 
 import cv2
 import numpy as np
@@ -55,7 +56,7 @@ def test_a_training_loop_follows_a_load_that_starts_and_stops_but_not_a_passing_
     torch_before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(2)
     # the automatic choice read before each step: idle, one passing process, a load of 1, idle
-    free = iter([2, 2, 2] + [2] * 7 + [1] + [2] * 8 + [1] * 8 + [2] * 8)
+    free = iter([2, 2, 2] + [2] * 7 + [1] + [2] * 8 + [1] * 8 + [2] * 8 + [2])  # and one before the end
     seen, counts = [], Counter()
     try:
         for _ in adapting_threads(range(32), counts, period=8, choose=lambda: next(free)):
@@ -85,6 +86,28 @@ def test_a_training_loop_never_exceeds_the_callers_threads_and_the_environment_f
         with pytest.raises(RuntimeError):  # a loop that stops early still restores
             for _ in adapting_threads(range(5)):
                 raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_lazy_item_is_computed_at_the_count_its_step_runs_at_and_an_error_restores(monkeypatch):
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    free = iter([2, 2, 2, 1, 1, 1, 1])
+
+    def lazily():
+        for _ in range(3):
+            yield torch.get_num_threads()  # the count while this item is computed
+
+    try:
+        steps = list(adapting_threads(lazily(), period=1, choose=lambda: next(free)))
+        assert steps == [1, 1, 1]
+        with pytest.raises(RuntimeError):
+            with closing(adapting_threads(range(5), period=1, choose=lambda: 1)) as todo:
+                for _ in todo:
+                    raise RuntimeError("boom")
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
