@@ -199,18 +199,16 @@ def adapting_threads(items: Iterable[T], counts: Counter | None = None, period: 
     the generator closes it (``contextlib.closing``), so the caller's counts come back at once.
     """
     torch = sys.modules.get("torch")
-    before = (torch.get_num_threads() if torch is not None else None, cv2.getNumThreads())
     fixed = configured_threads()
-    cap = before[0] or available_cores()
+    cap = (torch.get_num_threads() if torch is not None else 0) or available_cores()
 
     def read() -> int:
         return max(1, min(cap, choose()))
 
     current = fixed or int(statistics.median_low([read() for _ in range(3)]))
     reads: list[int] = []
-    _set_threads(current)
     iterator = iter(items)
-    try:
+    with limit_threads(current):  # puts the caller's counts back, whatever the loop set
         while True:
             if not fixed:  # before the next item: a lazy iterable computes it now, at this count
                 reads.append(read())
@@ -225,8 +223,3 @@ def adapting_threads(items: Iterable[T], counts: Counter | None = None, period: 
             if counts is not None:
                 counts[current] += 1
             yield item
-    finally:
-        if torch is not None and torch.get_num_threads() != before[0]:
-            torch.set_num_threads(before[0])
-        if cv2.getNumThreads() != before[1]:
-            cv2.setNumThreads(before[1])
