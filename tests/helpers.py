@@ -173,6 +173,15 @@ class SessionRun:
     returncode: int
     stderr: str
     left: dict  # {pid: command line} still running in its session after it ended
+    # With interrupt_when: how the poll went (for a failure message): polls made, the
+    # longest gap between two of them (s), and the most processes the session had at one.
+    polls: int = 0
+    longest_gap: float = 0.0
+    most_processes: int = 0
+
+    def poll_summary(self) -> str:
+        return (f"{self.polls} polls, longest gap {self.longest_gap:.2f} s, "
+                f"at most {self.most_processes} processes in the session")
 
 
 def run_sppnet_session(*args, env: dict | None = None, timeout: float = 180, grace: float = 20,
@@ -195,11 +204,19 @@ def run_sppnet_session(*args, env: dict | None = None, timeout: float = 180, gra
     proc = subprocess.Popen([sys.executable, "-m", "detector.commands", *map(str, args)], cwd=REPO,
                             env=env or sppnet_env(), stdout=subprocess.DEVNULL, stderr=err,
                             start_new_session=True)
+    polls, longest_gap, most = 0, 0.0, 0
     try:
         if interrupt_when is not None:
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None and not interrupt_when(session_processes(proc.pid)):
-                if time.monotonic() > deadline:
+            deadline = last = time.monotonic()
+            deadline += timeout
+            while proc.poll() is None:
+                processes = session_processes(proc.pid)
+                now = time.monotonic()
+                polls, longest_gap, most = polls + 1, max(longest_gap, now - last), max(most, len(processes))
+                last = now
+                if interrupt_when(processes):
+                    break
+                if now > deadline:
                     raise TimeoutError(f"sppnet {' '.join(map(str, args))}: never reached the point to interrupt")
                 time.sleep(0.2)
             if proc.poll() is None:
@@ -213,4 +230,4 @@ def run_sppnet_session(*args, env: dict | None = None, timeout: float = 180, gra
         err.seek(0)
         stderr = err.read()
         err.close()
-    return SessionRun(proc.returncode, stderr, left)
+    return SessionRun(proc.returncode, stderr, left, polls, longest_gap, most)

@@ -27,6 +27,14 @@ def data(tmp_path_factory):
     return make_synthetic_voc(tmp_path_factory.mktemp("procs") / "data", num_train=4, num_test=1, seed=5)
 
 
+@pytest.fixture(scope="module")
+def long_data(tmp_path_factory):
+    """The runs to interrupt search 16 images: their workers live ~10 s or more. On 4 images
+    (2 per worker, ~5 s) the suite's CI runs sometimes ended before any poll saw the workers."""
+    from detector.data import make_synthetic_voc
+    return make_synthetic_voc(tmp_path_factory.mktemp("procs_long") / "data", num_train=16, num_test=1, seed=5)
+
+
 def _propose(data, cache, *extra):
     return ["propose", "--data", data, "--split", "trainval", "--cache", cache, "--no-progress", *extra]
 
@@ -45,10 +53,11 @@ def interrupted(args_of, predicate, env=None, attempts: int = 3):
         run = run_sppnet_session(*args_of(i), env=env, interrupt_when=predicate)
         if run.returncode != 0:
             return run
+        print(f"attempt {i + 1}: ended (exit 0) before the interrupt; the poll: {run.poll_summary()}")
     return run
 
 
-def test_local_workers_end_on_success_error_and_ctrl_c(data, tmp_path):
+def test_local_workers_end_on_success_error_and_ctrl_c(data, long_data, tmp_path):
     ok = run_sppnet_session(*_propose(data, tmp_path / "ok", "--workers", "2"))
     assert ok.returncode == 0, ok.stderr
     assert ok.left == {}
@@ -61,13 +70,14 @@ def test_local_workers_end_on_success_error_and_ctrl_c(data, tmp_path):
     assert bad.returncode == 2 and f"error: {jpg}" in bad.stderr, bad.stderr
     assert bad.left == {}
 
-    stopped = interrupted(lambda i: _propose(data, tmp_path / f"int{i}", "--workers", "2", *SLOW),
+    stopped = interrupted(lambda i: _propose(long_data, tmp_path / f"int{i}", "--workers", "2", *SLOW),
                           _forked(3))  # the forkserver and 2 workers
-    assert stopped.returncode == 130 and "interrupted" in stopped.stderr, stopped.stderr
+    assert stopped.returncode == 130 and "interrupted" in stopped.stderr, \
+        f"{stopped.stderr}\nthe last attempt's poll: {stopped.poll_summary()}"
     assert stopped.left == {}
 
 
-def test_private_ray_ends_on_success_and_ctrl_c(data, tmp_path):
+def test_private_ray_ends_on_success_and_ctrl_c(data, long_data, tmp_path):
     """Ray's workers used to leave their search process (forked from their forkserver)
     behind, re-parented to init: two per run. (An error on Ray: test_ray_cluster.py.)"""
     pytest.importorskip("ray", reason="the Ray extra is not installed (make test installs it)")
@@ -77,7 +87,8 @@ def test_private_ray_ends_on_success_and_ctrl_c(data, tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert ok.left == {}
 
-    stopped = interrupted(lambda i: _propose(data, tmp_path / f"int{i}", *ray, *SLOW), _forked(4),
+    stopped = interrupted(lambda i: _propose(long_data, tmp_path / f"int{i}", *ray, *SLOW), _forked(4),
                           env=env)  # 2 workers: a forkserver and a search each
-    assert stopped.returncode == 130 and "interrupted" in stopped.stderr, stopped.stderr
+    assert stopped.returncode == 130 and "interrupted" in stopped.stderr, \
+        f"{stopped.stderr}\nthe last attempt's poll: {stopped.poll_summary()}"
     assert stopped.left == {}
