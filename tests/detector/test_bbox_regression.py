@@ -172,9 +172,13 @@ def streamed_images(x, boxes, gt, labels, order, num_images=9):
     return images, calls
 
 
+@pytest.mark.parametrize("buffer_rows", [512, 7])  # rows gathered per Gram update: one at the end; many
 @pytest.mark.parametrize("max_mb", [4000.0, 1e-6])  # all classes in one pass; one class a pass
-def test_streamed_normal_equations_give_the_in_memory_solution(max_mb):
+def test_streamed_normal_equations_give_the_in_memory_solution(max_mb, buffer_rows, monkeypatch):
+    from detector.training import bbox_stream
     from detector.training.bbox_stream import train_box_regressors_streamed
+
+    monkeypatch.setattr(bbox_stream, "BUFFER_ROWS", buffer_rows)
 
     x, boxes, gt, labels, order = streamed_problem()
     cfg = BBoxConfig(ridge_lambda=0.5, normal_equations_max_mb=max_mb)
@@ -188,3 +192,21 @@ def test_streamed_normal_equations_give_the_in_memory_solution(max_mb):
                                    err_msg=name)
     assert (use.distinct_windows, use.eligible_windows, use.images) == (80, 80, 9)
     assert calls == ([None] if max_mb > 1 else [None, [1], [2]])  # a pass per group of classes
+
+
+@pytest.mark.parametrize("buffer_rows", [1, 5, 64])
+def test_normal_equations_gram_is_the_centred_products_whatever_the_buffer(buffer_rows, monkeypatch):
+    """Rows come in chunks that end before, at and across the buffer's end; the Gram
+    matrix (upper triangle by syrk, both triangles on the way out) is X_c^T X_c."""
+    from detector.training import bbox_stream
+
+    monkeypatch.setattr(bbox_stream, "BUFFER_ROWS", buffer_rows)
+    rng = np.random.default_rng(1)
+    x = rng.normal(3.0, 2.0, (37, 6))
+    eq = bbox_stream.NormalEquations(6)
+    for rows in np.split(np.arange(37), [4, 5, 15, 16, 30]):
+        eq.add(x[rows], rng.normal(size=(len(rows), 4)))
+    xc = x - x[:4].mean(axis=0)  # sums are about the first chunk's mean
+    np.testing.assert_allclose(eq.full_gram(), xc.T @ xc, rtol=1e-12)
+    np.testing.assert_allclose(eq.sum, xc.sum(axis=0), rtol=1e-12)
+    assert eq.count == 37

@@ -1,0 +1,121 @@
+"""One training stage recomputed by two code trees, alternating, on copies of a finished workdir.
+
+Each run copies ``<source>/run`` (a workdir `bench.train_speed` left, with its
+caches under ``<source>/cache``), deletes the checkpoint of ``--stage`` (and the
+model file and report), and runs `sppnet train` from ``--old`` or ``--new``
+(source trees, used through PYTHONPATH). The earlier stages are restored from
+their checkpoints and the caches are warm, so the record holds that stage's
+seconds (the report's ``timings[stage]``) per run, side by side, and how far the
+new model's arrays are from the old one's (largest absolute difference, and
+whether they are equal).
+
+Run: python -m bench.stage_ab --stage bbox --config configs/raccoon_mobilenet.yaml \
+         --source /tmp/ts2/raccoon_s0 --old /tmp/oldtree --new . --repeats 2 \
+         --name raccoon_bbox data.root=... backbone.weights=...
+Writes bench/results/stage_ab/<name>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from detector.evaluation.report import collect_versions
+from detector.fileio import write_json_atomic
+
+RESULTS = Path(__file__).resolve().parent / "results" / "stage_ab"
+
+
+def run_side(tree: Path, source: Path, folder: Path, stage: str, config: str, overrides: list[str]) -> float:
+    """The stage's seconds in one `sppnet train` from ``tree`` on a copy of ``source``'s workdir."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    run = folder / "run"
+    shutil.copytree(source / "run", run)
+    for path in [*run.glob(f"stages/{stage}-*.pt"), run / "stages" / f"{stage}.last.json",
+                 run / "model.pt", run / "train_report.json"]:
+        path.unlink(missing_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    with open(folder / "train.log", "w") as log:
+        subprocess.run([sys.executable, "-m", "detector.commands", "train", "--config", config, "--no-progress",
+                        f"workdir={run}", f"cache_dir={source / 'cache'}", *overrides],
+                       cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    report = json.loads((run / "train_report.json").read_text())
+    if stage in report["reused_stages"]:
+        raise RuntimeError(f"{folder}: stage {stage} was restored, not recomputed")
+    return float(report["timings"][stage])
+
+
+def model_difference(old: Path, new: Path) -> dict:
+    """{array path: {max_abs_diff, max_abs, equal}} over the two model files' tensors."""
+    def tensors(x, prefix=""):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                yield from tensors(v, f"{prefix}/{k}")
+        elif torch.is_tensor(x) and x.is_floating_point():
+            yield prefix, x.double()
+
+    a = dict(tensors(torch.load(old, weights_only=True, map_location="cpu")))
+    b = dict(tensors(torch.load(new, weights_only=True, map_location="cpu")))
+    out = {}
+    for name in sorted(a.keys() & b.keys()):
+        if "/extra/" in name or a[name].shape != b[name].shape:
+            continue
+        out[name] = {"max_abs_diff": float((a[name] - b[name]).abs().max()) if a[name].numel() else 0.0,
+                     "max_abs": float(a[name].abs().max()) if a[name].numel() else 0.0,
+                     "equal": bool(torch.equal(a[name], b[name]))}
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--stage", required=True, help="the stage to recompute (its checkpoint name: svm, bbox...)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--source", type=Path, required=True, help="folder with run/ and cache/ (bench.train_speed's)")
+    p.add_argument("--old", type=Path, required=True, help="source tree of the old code")
+    p.add_argument("--new", type=Path, default=Path("."), help="source tree of the new code")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--scratch", type=Path, default=Path("/tmp/stage_ab"))
+    p.add_argument("--condition", choices=["quiet", "loaded"], default="quiet")
+    p.add_argument("--name", required=True)
+    p.add_argument("overrides", nargs="*", help="key=value config overrides (data.root=..., ...)")
+    args = p.parse_args(argv)
+
+    seconds: dict[str, list[float]] = {"old": [], "new": []}
+    for rep in range(args.repeats):
+        for side in ("old", "new"):
+            tree = (args.old if side == "old" else args.new).resolve()
+            s = run_side(tree, args.source.resolve(), args.scratch / f"{args.name}_{side}_{rep}", args.stage,
+                         args.config, args.overrides)
+            seconds[side].append(round(s, 2))
+            print(f"{side} {rep}: {args.stage} {s:.1f} s", flush=True)
+    record = {
+        "command": "python -m bench.stage_ab " + " ".join(sys.argv[1:] if argv is None else argv),
+        "stage": args.stage, "config": args.config, "source": str(args.source), "condition": args.condition,
+        "machine": f"{os.cpu_count()} cores, no GPU", "load_1min_at_end": os.getloadavg()[0],
+        "seconds": seconds,
+        "median_s": {k: statistics.median(v) for k, v in seconds.items()},
+        "ratio_old_over_new": statistics.median(seconds["old"]) / statistics.median(seconds["new"]),
+        "model_difference": model_difference(args.scratch / f"{args.name}_old_0" / "run" / "model.pt",
+                                             args.scratch / f"{args.name}_new_0" / "run" / "model.pt"),
+        "trees": {side: subprocess.run(["git", "-C", str(t), "describe", "--always", "--dirty"], capture_output=True,
+                                       text=True).stdout.strip() for side, t in (("old", args.old), ("new", args.new))},
+        "versions": collect_versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{args.name}.json"
+    write_json_atomic(out, record)
+    print(json.dumps({k: record[k] for k in ("median_s", "ratio_old_over_new")}), f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
