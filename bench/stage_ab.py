@@ -56,7 +56,8 @@ def run_side(tree: Path, source: Path, folder: Path, stage: str, config: str, ov
 
 
 def model_difference(old: Path, new: Path) -> dict:
-    """{array path: {max_abs_diff, max_abs, equal}} over the two model files' tensors."""
+    """The two model files' floating-point arrays compared: how many are equal, and for
+    each that differs its largest absolute difference and largest magnitude."""
     def tensors(x, prefix=""):
         if isinstance(x, dict):
             for k, v in x.items():
@@ -66,14 +67,20 @@ def model_difference(old: Path, new: Path) -> dict:
 
     a = dict(tensors(torch.load(old, weights_only=True, map_location="cpu")))
     b = dict(tensors(torch.load(new, weights_only=True, map_location="cpu")))
-    out = {}
+    per_array = {}
     for name in sorted(a.keys() & b.keys()):
         if "/extra/" in name or a[name].shape != b[name].shape:
             continue
-        out[name] = {"max_abs_diff": float((a[name] - b[name]).abs().max()) if a[name].numel() else 0.0,
-                     "max_abs": float(a[name].abs().max()) if a[name].numel() else 0.0,
-                     "equal": bool(torch.equal(a[name], b[name]))}
-    return out
+        per_array[name] = {"max_abs_diff": float((a[name] - b[name]).abs().max()) if a[name].numel() else 0.0,
+                           "max_abs": float(a[name].abs().max()) if a[name].numel() else 0.0,
+                           "equal": bool(torch.equal(a[name], b[name]))}
+    return summarized(per_array)
+
+
+def summarized(per_array: dict) -> dict:
+    """How many arrays are equal, and the entries of those that differ."""
+    return {"arrays": len(per_array), "equal_arrays": sum(d["equal"] for d in per_array.values()),
+            "different": {k: d for k, d in per_array.items() if not d["equal"]}}
 
 
 def main(argv=None) -> None:
