@@ -1,7 +1,8 @@
 """Fine-tuning time per iteration, side by side in one process: conv fine-tuning through the
 whole trunk, through the cached frozen prefix, each with the pyramid's old autograd backward
-("*_autograd_pool") and today's one-scatter backward, and the prefix route under bf16
-autocast (issue 23, levers 1 and 2); fc-only fine-tuning and the conv5 pass, fp32 and bf16.
+("*_autograd_pool") and today's one-scatter backward, the prefix route under bf16
+autocast (issue 23, levers 1 and 2) and with torch's own SGD ("prefix_torch_sgd", before
+detector/training/sgd.py); fc-only fine-tuning and the conv5 pass, fp32 and bf16.
 
 Each mode starts from the same pre-trained trunk, the same seeded head and the same
 windows (``conv_samples``) and runs ``--iterations`` of ``finetune_with_conv``;
@@ -32,7 +33,9 @@ import torch  # noqa: E402
 
 from detector.build import build_head, seed_everything  # noqa: E402
 from detector.config import load_detector_config  # noqa: E402
+from detector.training import conv_finetune  # noqa: E402
 from detector.training.conv_finetune import finetune_with_conv  # noqa: E402
+from detector.training.sgd import caffe_groups  # noqa: E402
 from detector.evaluation.report import collect_versions  # noqa: E402
 from detector.features.conv_maps import compute_feature_maps  # noqa: E402
 from detector.fileio import write_json_atomic  # noqa: E402
@@ -45,7 +48,7 @@ from detector.training.train import build_training_context  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_speed"
 MODES = ("whole_trunk_autograd_pool", "prefix_autograd_pool", "whole_trunk", "prefix", "prefix_loop_argmax", "prefix_bf16",
-         "fc", "fc_bf16", "conv5", "conv5_bf16")
+         "prefix_torch_sgd", "fc", "fc_bf16", "conv5", "conv5_bf16")
 
 
 def autograd_pool(self, feature_map, cells):
@@ -79,6 +82,24 @@ def pooling_of(mode: str):
         yield
     finally:
         SpatialPyramidPool._pool_with_grad = today
+
+
+@contextlib.contextmanager
+def optimizer_of(mode: str):
+    """torch's own SGD (weight decay added by torch, a new tensor per parameter and step) for a
+    ``*_torch_sgd`` mode, as fine-tuning used it before detector/training/sgd.py; today's otherwise."""
+    if not mode.endswith("_torch_sgd"):
+        yield
+        return
+    today = conv_finetune.fine_tuning_optimizer
+
+    def torch_sgd(head, cfg, more_weights=()):
+        return torch.optim.SGD(caffe_groups(head, cfg, more_weights), lr=cfg.lr, momentum=cfg.momentum)
+    conv_finetune.fine_tuning_optimizer = torch_sgd
+    try:
+        yield
+    finally:
+        conv_finetune.fine_tuning_optimizer = today
 
 
 def autocast_of(mode: str):
@@ -127,7 +148,7 @@ def run_mode(ctx: TrainingContext, cfg, samples, trunk_state: dict, mode: str, l
         features.prefix.prepare([s.image for s in samples], progress=False)
         prepare = time.perf_counter() - start
     cpu = time.process_time()
-    with autocast_of(mode), pooling_of(mode):
+    with autocast_of(mode), pooling_of(mode), optimizer_of(mode):
         stats = finetune_with_conv(head, features, samples, cfg.finetune, cfg.seed,
                                    log_dir / f"loss_{mode}.jsonl", progress=False)
     return timing_of(mode, stats, prepare, time.process_time() - cpu)

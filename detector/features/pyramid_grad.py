@@ -14,14 +14,17 @@ the clip, whose gradient is 0 either way).
 
 The forward pass is vectorised over windows (issue 23: a Python loop of
 slices and maxima per window and bin took ~56% of a conv fine-tuning
-iteration): range-maximum tables with the place of each maximum, first along
-rows (each column's maximum over a bin's rows), then along the concatenated
-columns of every (window, row bin) (the bins' maxima), and a coarser level
-whose bins are unions of a finer one's reduced from it, keeping the smallest
-(column, row) among the tied. The same values and places as the two-stage
-loop it replaced (tests/detector/test_pyramid_grad.py keeps that loop as
-the reference). One difference: a NaN in the map (a diverged run) is not
-carried to its bin's value and place as the loop's max carried it.
+iteration): range-maximum tables, first along rows (each column's maximum
+over a bin's rows), then the bins' maxima over the concatenated columns of
+every (window, row bin), and a coarser level whose bins are unions of a
+finer one's reduced from it. Each cell is one int64 holding its value's
+bits (made monotone) over its place, so every maximum is one integer max
+that also keeps the smallest (column, row) among the tied (no separate
+tensor of places, no compare-and-select per step). The same values and
+places as the two-stage loop it replaced (tests/detector/test_pyramid_grad.py
+keeps that loop as the reference). One difference: a NaN in the map (a
+diverged run) is not carried to its bin's value and place as the loop's max
+carried it.
 """
 from __future__ import annotations
 
@@ -41,29 +44,45 @@ def _floor_log2(sizes: Tensor, largest: int) -> Tensor:
     return table[sizes]
 
 
-def _range_max_tables(values: Tensor, places: Tensor, levels: int) -> tuple[Tensor, Tensor]:
-    """Range-maximum tables along dim 0 of ``values`` [L, ...] with their places.
+# Each cell of a float32 map as one int64 whose order is (value, then the smaller place):
+# the value's bits made monotone in the high 32 bits, NO_PLACE - key in the low 32 bits
+# (key = column * H + row < 2**31). Every maximum below is then one max of integers: the
+# value and the place of its first maximum (smallest column, then row) come together.
+_NO_PLACE = (1 << 31) - 1
+_SIGNLESS = 0x7FFFFFFF
 
-    Returns two [levels + 1, L, ...] tensors: entry (k, i) is the max over rows [i, i + 2^k)
-    and the place (``places`` of that row) of its first maximum; rows past L - 2^k are not set.
-    """
-    length = values.shape[0]
-    table_v = values.new_empty((levels + 1, *values.shape))
-    table_p = places.new_empty((levels + 1, *places.shape))
-    table_v[0], table_p[0] = values, places
+
+def _encode(cells_map: Tensor) -> Tensor:
+    """[H, W, C] float32 -> [H, W, C] int64 ordered by value, then by smaller key."""
+    height, width, _ = cells_map.shape
+    bits = (cells_map + 0.0).contiguous().view(torch.int32)  # + 0.0: -0.0 ties with 0.0, as max() has it
+    ordered = torch.where(bits >= 0, bits, bits ^ _SIGNLESS).long()
+    key = torch.arange(width)[None, :, None] * height + torch.arange(height)[:, None, None]  # [H, W, 1]
+    return (ordered << 32) | (_NO_PLACE - key)
+
+
+def _decode(encoded: Tensor) -> tuple[Tensor, Tensor]:
+    """The float32 values and keys (column * H + row) of encoded cells."""
+    ordered = (encoded >> 32).int()
+    values = torch.where(ordered >= 0, ordered, ordered ^ _SIGNLESS).view(torch.float32)
+    return values, _NO_PLACE - (encoded & 0xFFFFFFFF)
+
+
+def _range_max_tables(encoded: Tensor, levels: int) -> Tensor:
+    """Range-maximum tables along dim 0 of ``encoded`` [L, ...]: a [levels + 1, L, ...] tensor whose
+    entry (k, i) is the max over rows [i, i + 2^k); rows past L - 2^k are not set."""
+    length = encoded.shape[0]
+    table = encoded.new_empty((levels + 1, *encoded.shape))
+    table[0] = encoded
     for k in range(1, levels + 1):
         half, rows = 1 << (k - 1), length - (1 << k) + 1
-        a_v, b_v = table_v[k - 1, :rows], table_v[k - 1, half:half + rows]
-        later = b_v > a_v  # a tie keeps the earlier half's place
-        torch.maximum(a_v, b_v, out=table_v[k, :rows])
-        torch.where(later, table_p[k - 1, half:half + rows], table_p[k - 1, :rows], out=table_p[k, :rows])
-    return table_v, table_p
+        torch.maximum(table[k - 1, :rows], table[k - 1, half:half + rows], out=table[k, :rows])
+    return table
 
 
-def _direct_level(cells_map: Tensor, cells: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Level ``n`` of every window pooled from the map [H, W, C]: values and keys
-    (column * H + row of each maximum), both [N, n, n, C]."""
-    height, width, channels = cells_map.shape
+def _direct_level(encoded: Tensor, cells: Tensor, n: int) -> Tensor:
+    """Level ``n`` of every window pooled from the encoded map [H, W, C]: [N, n, n, C] encoded maxima."""
+    height, width, channels = encoded.shape
     x0, y0, x1, y1 = cells.unbind(1)
     ylo, yhi = _bin_edges(y0, y1 - y0, n)
     xlo, xhi = _bin_edges(x0, x1 - x0, n)
@@ -74,50 +93,31 @@ def _direct_level(cells_map: Tensor, cells: Tensor, n: int) -> tuple[Tensor, Ten
     pair = torch.repeat_interleave(torch.arange(count * n), pair_width)
     column = x0[pair // n] + torch.arange(len(pair)) - starts[pair]
     row_lo, row_hi = ylo.reshape(-1)[pair], yhi.reshape(-1)[pair]
-    rows = torch.arange(height, dtype=torch.int32)[:, None, None].expand(height, width, channels)
-    row_v, row_p = _range_max_tables(cells_map, rows, int(_floor_log2((yhi - ylo).max().view(1), height)))
-    # The tables as rows of C: table k's cell (row, column) is row (k * H + row) * W + column. A
+    table = _range_max_tables(encoded, int(_floor_log2((yhi - ylo).max().view(1), height)))
+    # The table as rows of C: table k's cell (row, column) is row (k * H + row) * W + column. A
     # column's maximum over a row bin is that of the two power-of-two row ranges at its ends.
-    flat_v, flat_p = row_v.reshape(-1, channels), row_p.reshape(-1, channels)
+    flat = table.view(-1, channels)
     k = _floor_log2(row_hi - row_lo, height)
     first = (k * height + row_lo) * width + column
     second = (k * height + row_hi - (1 << k)) * width + column
-    a_v, b_v = flat_v.index_select(0, first), flat_v.index_select(0, second)
-    later = b_v > a_v  # a tie keeps the upper range's row
-    col_v = torch.maximum(a_v, b_v)  # [L, C]
-    col_y = torch.where(later, flat_p.index_select(0, second), flat_p.index_select(0, first))
-    # Stage 2: each bin's maximum over its columns (a few: ~1/n of the window's), gathered
-    # side by side, padded with -inf; max() keeps the first (leftmost) of the tied.
+    col = torch.maximum(flat.index_select(0, first), flat.index_select(0, second))  # [L, C]
+    # Stage 2: each bin's maximum over its columns [lo, lo + span) of the concatenated ones,
+    # from range-maximum tables along them: two power-of-two ranges per bin again.
     lo = (starts.view(count, n, 1) + (xlo - x0[:, None]).view(count, 1, n)).reshape(-1)  # (window, i, j)
     span = (xhi - xlo).view(count, 1, n).expand(count, n, n).reshape(-1)
     widest = int(span.max())
-    offsets = torch.arange(widest)
-    columns = torch.where(offsets < span[:, None], lo[:, None] + offsets, len(pair))  # padding: the -inf row
-    padded = torch.cat([col_v, col_v.new_full((1, channels), float("-inf"))])
-    gathered = padded.index_select(0, columns.reshape(-1)).view(len(lo), widest, channels)
-    values, j = gathered.max(dim=1)
-    at = columns.gather(1, j)
-    keys = column[at] * height + col_y.gather(0, at).long()
-    return values.view(count, n, n, channels), keys.view(count, n, n, channels)
+    flat = _range_max_tables(col, int(_floor_log2(span.new_tensor([widest]), widest))).view(-1, channels)
+    k = _floor_log2(span, widest)
+    first, second = k * len(col) + lo, k * len(col) + lo + span - (1 << k)
+    return torch.maximum(flat.index_select(0, first), flat.index_select(0, second)).view(count, n, n, channels)
 
 
-def _derived_level(values: Tensor, keys: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Level ``n`` from a finer level m = k * n ([N, m, m, C]): bin (i, j) is the union of
-    bins (k*i .. k*i + k - 1, k*j .. k*j + k - 1); its maximum, at the smallest key among the tied."""
-    count, m, _, channels = values.shape
+def _derived_level(encoded: Tensor, n: int) -> Tensor:
+    """Level ``n`` from a finer level m = k * n ([N, m, m, C] encoded): bin (i, j) is the union of
+    bins (k*i .. k*i + k - 1, k*j .. k*j + k - 1)."""
+    count, m, _, channels = encoded.shape
     k = m // n
-    values = values.view(count, n, k, n, k, channels)
-    keys = keys.view(count, n, k, n, k, channels)
-    best_v, best_k = values[:, :, 0, :, 0].clone(), keys[:, :, 0, :, 0].clone()
-    for di in range(k):
-        for dj in range(k):
-            if di == dj == 0:
-                continue
-            v, key = values[:, :, di, :, dj], keys[:, :, di, :, dj]
-            take = (v > best_v) | ((v == best_v) & (key < best_k))
-            torch.where(take, v, best_v, out=best_v)
-            torch.where(take, key, best_k, out=best_k)
-    return best_v, best_k
+    return encoded.view(count, n, k, n, k, channels).amax(dim=(2, 4))
 
 
 @torch.no_grad()
@@ -129,20 +129,23 @@ def pyramid_argmax(feature_map: Tensor, cells: Tensor, levels: Sequence[int]) ->
     Returns:
         (values [N, D], flat indices [N, D] into ``feature_map.reshape(-1)``), D = C * sum(n*n),
         in :class:`detector.features.pyramid.SpatialPyramidPool`'s layout (per level [n, n, C]).
+        A bin's place is its first maximum: the smallest column, then the smallest row.
     """
+    if feature_map.dtype == torch.float64:  # no room for a key beside 64 value bits: the loop
+        return pyramid_argmax_loop(feature_map, cells, levels)
     channels, height, width = feature_map.shape
     cells = cells.long()
     count = len(cells)
     direct, derived = plan_levels(tuple(levels))
-    cells_map = feature_map.permute(1, 2, 0).contiguous()
-    found = {n: _direct_level(cells_map, cells, n) for n in direct}
+    # float16 and bfloat16 maps go through float32 exactly (their values are float32 values)
+    encoded = _encode(feature_map.float().permute(1, 2, 0))
+    found = {n: _direct_level(encoded, cells, n) for n in direct}
     for n in sorted(derived, reverse=True):  # a finer level first: it may be derived too
-        found[n] = _derived_level(*found[derived[n]], n)
-    values = torch.cat([found[n][0].reshape(count, -1) for n in levels], 1)
-    keys = torch.cat([found[n][1].reshape(count, -1) for n in levels], 1)
+        found[n] = _derived_level(found[derived[n]], n)
+    values, keys = _decode(torch.cat([found[n].reshape(count, -1) for n in levels], 1))
     channel = torch.arange(values.shape[1]) % channels  # the layout is [n, n, C] per level
     index = channel * (height * width) + (keys % height) * width + keys // height
-    return values, index
+    return values.to(feature_map.dtype), index
 
 
 def _loop_edges(size: int, n: int, memo: dict) -> tuple[list[int], list[int]]:

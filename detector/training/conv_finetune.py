@@ -24,6 +24,7 @@ from torch import nn
 
 from ..config import FinetuneConfig
 from .fc_finetune import WindowLabels, feature_std, moving_average, sgd_step, with_validation
+from .sgd import fine_tuning_optimizer
 from ..heads import FCHead
 from ..progress import progress_of
 from ..threads import adapting_threads
@@ -82,11 +83,7 @@ def finetune_with_conv(head: FCHead, features: SPPFeatures, samples: Sequence[Co
     head.input_scale.fill_(1.0 / feature_std(first))
     backbone = features.backbone
     conv_params = backbone.unfreeze_last(cfg.conv_layers)
-    params = [{"params": [p for n, p in head.named_parameters() if n.endswith("weight")] + conv_params,
-               "weight_decay": cfg.weight_decay},
-              {"params": [p for n, p in head.named_parameters() if n.endswith("bias")],
-               "weight_decay": 0.0, "lr": 2 * cfg.lr}]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    opt = fine_tuning_optimizer(head, cfg, conv_params)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestones(), gamma=0.1)
     loss_fn = nn.CrossEntropyLoss()
     head.train()

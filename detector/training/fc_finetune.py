@@ -24,6 +24,7 @@ from ..config import FinetuneConfig
 from ..heads import FCHead
 from ..progress import progress_of
 from ..threads import adapting_threads
+from .sgd import fine_tuning_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +98,7 @@ def train_head(head: FCHead, batches: Iterator[tuple[torch.Tensor, torch.Tensor]
     """
     torch.manual_seed(seed)  # dropout masks
     head.to(device)
-    params = [{"params": [p for n, p in head.named_parameters() if n.endswith("weight")],
-               "weight_decay": cfg.weight_decay},
-              {"params": [p for n, p in head.named_parameters() if n.endswith("bias")],
-               "weight_decay": 0.0, "lr": 2 * cfg.lr}]  # Caffe convention: biases learn 2x
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    opt = fine_tuning_optimizer(head, cfg)  # Caffe convention: biases learn 2x
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestones(), gamma=0.1)
     loss_fn = nn.CrossEntropyLoss()
     head.train()

@@ -63,3 +63,21 @@ def test_the_vectorised_pyramid_finds_the_loops_values_and_places(levels, kind):
     assert torch.equal(values, ref_values)
     assert torch.equal(places, ref_places)
     assert torch.equal(fmap.reshape(-1)[places], values)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_signed_zeros_infinities_and_other_dtypes_follow_the_loop(dtype):
+    """-0.0 ties with 0.0 (the first of the tied takes the place, as max() has it), infinities
+    order like numbers, and bfloat16 (through float32, exactly) and float64 maps give the loop's
+    values and places in their own dtype."""
+    gen = torch.Generator().manual_seed(11)
+    fmap = torch.randn(4, 13, 15, generator=gen).round().clamp(-1, 1)
+    fmap[fmap == 0] = torch.where(torch.rand(int((fmap == 0).sum()), generator=gen) < 0.5, -0.0, 0.0)
+    fmap[0, 3, 4], fmap[1, 7, 2], fmap[2, :, :] = float("inf"), float("-inf"), -0.0
+    fmap = fmap.to(dtype)
+    cells = torch.cat([random_cells(gen, 40, 13, 15), torch.tensor([[0, 0, 15, 13]])])
+    values, places = pyramid_argmax(fmap, cells, (6, 3, 2, 1))
+    ref_values, ref_places = pyramid_argmax_loop(fmap, cells, (6, 3, 2, 1))
+    assert values.dtype == dtype
+    assert torch.equal(values, ref_values)
+    assert torch.equal(places, ref_places)
