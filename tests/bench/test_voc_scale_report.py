@@ -23,3 +23,14 @@ def test_memory_panel_plots_gib_and_says_so():
     mirrored = [line for line in memory_axis.get_lines() if line.get_label() == "whole run (mirrors)"][0]
     assert list(mirrored.get_xdata()) == [1000] and list(mirrored.get_ydata()) == pytest.approx([4.0])
     assert time_axis.get_ylabel() == "minutes (2 cores)"
+
+
+def test_the_report_says_when_its_runs_are_not_the_current_recipe(tmp_path):
+    from bench.voc_scale_report import recipe_note
+
+    config = tmp_path / "voc.yaml"
+    config.write_text("finetune:\n  conv_layers: 2\n")
+    fc_only = [{"stats": {"finetune": {"iterations": 10}}}]  # fc fine-tuning records no conv_layers
+    note = recipe_note(fc_only, config)
+    assert note and "Not the current recipe" in note[0] and "conv_layers` 0" in note[0] and "sets 2" in note[0]
+    assert recipe_note([{"stats": {"finetune": {"conv_layers": 2}}}], config) == []
