@@ -143,7 +143,10 @@ def hours(s: float) -> str:
     return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min"
 
 
-def recipe_note(recs: list[dict], config: Path = Path("configs/voc2007_mobilenet.yaml")) -> list[str]:
+VOC_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "voc2007_mobilenet.yaml"
+
+
+def recipe_note(recs: list[dict], config: Path = VOC_CONFIG) -> list[str]:
     """A paragraph saying so when the runs fine-tuned other layers than ``config`` does now
     (the records' finetune statistics hold conv_layers for conv fine-tuning only)."""
     from detector.config import load_detector_config
@@ -153,10 +156,11 @@ def recipe_note(recs: list[dict], config: Path = Path("configs/voc2007_mobilenet
     if ran == [now]:
         return []
     return [f"**Not the current recipe.** These runs fine-tuned with `finetune.conv_layers` "
-            f"{', '.join(map(str, ran))} (0: the fc layers only); `{config}` now sets {now}, measured on the "
-            "small sets only (its comments give the mAP gain and the per-unit costs it adds: ~0.17 s per "
-            "iteration, ~1.9 h for 40,000, and a frozen-prefix cache of ~0.12 s and ~1 MB per record, "
-            "without the pre-trained conv5 cache). The current recipe is not measured at this scale.", ""]
+            f"{', '.join(map(str, ran))} (0: the fc layers only); `configs/{config.name}` now sets {now}, "
+            "measured on the small sets only (its comments give the mAP gain and the per-unit costs: a conv "
+            "fine-tuning iteration ~0.17 s with raccoon's fc 1024, so ~1.9 h or more for 40,000 instead of "
+            "the fc-only iterations, and a frozen-prefix cache of ~0.12 s and ~1 MB per record, without the "
+            "pre-trained conv5 cache). The current recipe is not measured at this scale.", ""]
 
 
 def write_report(results: Path, doc: Path, fig_path: Path) -> None:

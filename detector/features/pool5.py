@@ -317,8 +317,9 @@ def pool_maps(maps: Sequence[FeatureMap], windows, pool: SpatialPyramidPool, gri
     out = torch.empty(len(windows), pool.output_dim(channels))
     if chosen is not None:
         chosen = chosen.long()
-        if int(chosen.min()) < 0 or int(chosen.max()) >= len(maps):
-            raise ValueError(f"chosen scale indices must be in [0, {len(maps)}), got {chosen.min()}..{chosen.max()}")
+        if len(chosen) != len(windows) or int(chosen.min()) < 0 or int(chosen.max()) >= len(maps):
+            raise ValueError(f"chosen: one scale index in [0, {len(maps)}) per window ({len(windows)}), "
+                             f"got {len(chosen)} in {int(chosen.min())}..{int(chosen.max())}")
     elif len(maps) == 1:
         chosen = torch.zeros(len(windows), dtype=torch.int64)
     else:

@@ -22,9 +22,8 @@ bits (made monotone) over its place, so every maximum is one integer max
 that also keeps the smallest (column, row) among the tied (no separate
 tensor of places, no compare-and-select per step). The same values and
 places as the two-stage loop it replaced (tests/detector/test_pyramid_grad.py
-keeps that loop as the reference). One difference: a NaN in the map (a
-diverged run) is not carried to its bin's value and place as the loop's max
-carried it.
+keeps that loop as the reference), NaN included (a NaN outranks every
+number, as max() carries it).
 """
 from __future__ import annotations
 
@@ -50,22 +49,25 @@ def _floor_log2(sizes: Tensor, largest: int) -> Tensor:
 # value and the place of its first maximum (smallest column, then row) come together.
 _NO_PLACE = (1 << 31) - 1
 _SIGNLESS = 0x7FFFFFFF
+_NAN = 0x7FC00000  # every NaN as this one: above +inf, as max() carries a NaN
+_CHUNK = 256  # windows pooled at a time: the tables grow with the windows' columns
 
 
 def _encode(cells_map: Tensor) -> Tensor:
     """[H, W, C] float32 -> [H, W, C] int64 ordered by value, then by smaller key."""
     height, width, _ = cells_map.shape
+    if height * width >= _NO_PLACE:
+        raise ValueError(f"a {height} x {width} map has too many cells for the pyramid's places")
     bits = (cells_map + 0.0).contiguous().view(torch.int32)  # + 0.0: -0.0 ties with 0.0, as max() has it
+    bits = torch.where(torch.isnan(cells_map), _NAN, bits)
     ordered = torch.where(bits >= 0, bits, bits ^ _SIGNLESS).long()
     key = torch.arange(width)[None, :, None] * height + torch.arange(height)[:, None, None]  # [H, W, 1]
     return (ordered << 32) | (_NO_PLACE - key)
 
 
-def _decode(encoded: Tensor) -> tuple[Tensor, Tensor]:
-    """The float32 values and keys (column * H + row) of encoded cells."""
-    ordered = (encoded >> 32).int()
-    values = torch.where(ordered >= 0, ordered, ordered ^ _SIGNLESS).view(torch.float32)
-    return values, _NO_PLACE - (encoded & 0xFFFFFFFF)
+def _keys(encoded: Tensor) -> Tensor:
+    """The keys (column * H + row) of encoded cells (their values are read from the map there)."""
+    return _NO_PLACE - (encoded & 0xFFFFFFFF)
 
 
 def _range_max_tables(encoded: Tensor, levels: int) -> Tensor:
@@ -135,17 +137,22 @@ def pyramid_argmax(feature_map: Tensor, cells: Tensor, levels: Sequence[int]) ->
         return pyramid_argmax_loop(feature_map, cells, levels)
     channels, height, width = feature_map.shape
     cells = cells.long()
-    count = len(cells)
+    if len(cells) == 0:
+        empty = torch.zeros((0, channels * sum(n * n for n in levels)), dtype=torch.long)
+        return feature_map.new_zeros(empty.shape), empty
     direct, derived = plan_levels(tuple(levels))
-    # float16 and bfloat16 maps go through float32 exactly (their values are float32 values)
+    # float16 and bfloat16 maps are ordered through float32 (exactly: their values are float32 values)
     encoded = _encode(feature_map.float().permute(1, 2, 0))
-    found = {n: _direct_level(encoded, cells, n) for n in direct}
-    for n in sorted(derived, reverse=True):  # a finer level first: it may be derived too
-        found[n] = _derived_level(found[derived[n]], n)
-    values, keys = _decode(torch.cat([found[n].reshape(count, -1) for n in levels], 1))
-    channel = torch.arange(values.shape[1]) % channels  # the layout is [n, n, C] per level
+    keys = []
+    for part in cells.split(_CHUNK):
+        found = {n: _direct_level(encoded, part, n) for n in direct}
+        for n in sorted(derived, reverse=True):  # a finer level first: it may be derived too
+            found[n] = _derived_level(found[derived[n]], n)
+        keys.append(_keys(torch.cat([found[n].reshape(len(part), -1) for n in levels], 1)))
+    keys = torch.cat(keys)
+    channel = torch.arange(keys.shape[1]) % channels  # the layout is [n, n, C] per level
     index = channel * (height * width) + (keys % height) * width + keys // height
-    return values.to(feature_map.dtype), index
+    return feature_map.reshape(-1)[index], index  # each bin's value as it is in the map (-0.0 too)
 
 
 def _loop_edges(size: int, n: int, memo: dict) -> tuple[list[int], list[int]]:

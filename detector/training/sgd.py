@@ -1,13 +1,13 @@
 """Fine-tuning's optimizer: SGD with momentum, Caffe's parameter groups, weight decay in place.
 
 torch's SGD on the CPU (its per-tensor path) adds the weight decay as
-``grad.add(param, alpha=decay)``: a new tensor per parameter and step. For
-fc6 (4800 x 1024 on MobileNetV2) that is a fresh 19 MB buffer every
-iteration, and its page faults cost ~20 ms of a ~200 ms conv fine-tuning
-iteration (cProfile, issue 23). :class:`InPlaceDecaySGD` adds the same term
-into each gradient in place (``grad.add_(param, alpha=decay)``, the same
-kernel and operands, so the same values) and runs torch's step without decay:
-the parameters follow torch's SGD bit for bit (tested).
+``grad.add(param, alpha=decay)``: a new tensor per parameter and step, for
+fc6 (4800 x 1024 on MobileNetV2) a fresh 19 MB buffer every iteration.
+:class:`InPlaceDecaySGD` adds the same term into each gradient in place
+(``grad.add_(param, alpha=decay)``, the same kernel and operands, so the same
+values) and runs torch's step without decay: the parameters follow torch's
+SGD bit for bit (tested). Its saving is measured only together with the
+pyramid's int64 forward (bench/results/finetune_speed/raccoon_20img_int64_pyramid_ab.json).
 """
 from __future__ import annotations
 
@@ -24,16 +24,21 @@ class InPlaceDecaySGD(torch.optim.SGD):
     is added into the gradients in place before torch's step (which then sees 0)."""
 
     def __init__(self, groups: Sequence[dict], lr: float, momentum: float):
-        groups = [dict(g) for g in groups]
-        decays = [float(g.pop("weight_decay", 0.0)) for g in groups]
         super().__init__(groups, lr=lr, momentum=momentum, weight_decay=0.0)
-        for group, decay in zip(self.param_groups, decays):
-            group["in_place_weight_decay"] = decay
+
+    def add_param_group(self, param_group: dict) -> None:
+        """torch's, with the group's ``weight_decay`` (default none) moved to ``in_place_weight_decay``."""
+        group = dict(param_group)
+        decay = float(group.pop("weight_decay", 0.0))
+        super().add_param_group(dict(group, weight_decay=0.0))
+        self.param_groups[-1]["in_place_weight_decay"] = decay
 
     @torch.no_grad()
     def step(self, closure=None):
+        if closure is not None:  # it would recompute the gradients after the decay went in
+            raise ValueError("InPlaceDecaySGD.step takes no closure")
         for group in self.param_groups:
-            decay = group["in_place_weight_decay"]
+            decay = group.get("in_place_weight_decay", 0.0)
             if decay:
                 for p in group["params"]:
                     if p.grad is not None:

@@ -32,5 +32,5 @@ def test_the_report_says_when_its_runs_are_not_the_current_recipe(tmp_path):
     config.write_text("finetune:\n  conv_layers: 2\n")
     fc_only = [{"stats": {"finetune": {"iterations": 10}}}]  # fc fine-tuning records no conv_layers
     note = recipe_note(fc_only, config)
-    assert note and "Not the current recipe" in note[0] and "conv_layers` 0" in note[0] and "sets 2" in note[0]
+    assert note and "Not the current recipe" in note[0] and "conv_layers` 0" in note[0] and "`configs/voc.yaml` now sets 2" in note[0]
     assert recipe_note([{"stats": {"finetune": {"conv_layers": 2}}}], config) == []

@@ -65,19 +65,42 @@ def test_the_vectorised_pyramid_finds_the_loops_values_and_places(levels, kind):
     assert torch.equal(fmap.reshape(-1)[places], values)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-def test_signed_zeros_infinities_and_other_dtypes_follow_the_loop(dtype):
-    """-0.0 ties with 0.0 (the first of the tied takes the place, as max() has it), infinities
-    order like numbers, and bfloat16 (through float32, exactly) and float64 maps give the loop's
-    values and places in their own dtype."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_signed_zeros_infinities_nan_and_bfloat16_follow_the_loop(dtype):
+    """-0.0 ties with 0.0 (the first of the tied takes the place, and its value keeps its sign, as
+    max() has it), infinities order like numbers, a NaN (either sign) outranks them all as max()
+    carries it, and a bfloat16 map (ordered through float32) gives the loop's values and places."""
     gen = torch.Generator().manual_seed(11)
     fmap = torch.randn(4, 13, 15, generator=gen).round().clamp(-1, 1)
     fmap[fmap == 0] = torch.where(torch.rand(int((fmap == 0).sum()), generator=gen) < 0.5, -0.0, 0.0)
     fmap[0, 3, 4], fmap[1, 7, 2], fmap[2, :, :] = float("inf"), float("-inf"), -0.0
+    fmap[3, 5, 6], fmap[3, 9, 11] = float("nan"), -float("nan")
     fmap = fmap.to(dtype)
     cells = torch.cat([random_cells(gen, 40, 13, 15), torch.tensor([[0, 0, 15, 13]])])
     values, places = pyramid_argmax(fmap, cells, (6, 3, 2, 1))
     ref_values, ref_places = pyramid_argmax_loop(fmap, cells, (6, 3, 2, 1))
     assert values.dtype == dtype
-    assert torch.equal(values, ref_values)
     assert torch.equal(places, ref_places)
+    assert torch.equal(values.isnan(), ref_values.isnan()) and values.isnan().any()
+    assert torch.equal(values.nan_to_num(), ref_values.nan_to_num())
+    assert torch.equal(values.signbit(), ref_values.signbit())  # -0.0 stays -0.0
+
+
+def test_a_float64_map_keeps_its_dtype_and_no_window_gives_empty_rows():
+    fmap = torch.randn(3, 6, 7, dtype=torch.float64)
+    values, places = pyramid_argmax(fmap, torch.tensor([[0, 0, 7, 6]]), (2, 1))
+    assert values.dtype == torch.float64 and torch.equal(fmap.reshape(-1)[places], values)
+    values, places = pyramid_argmax(fmap.float(), torch.zeros((0, 4), dtype=torch.long), (2, 1))
+    assert values.shape == places.shape == (0, 15)
+
+
+def test_many_windows_are_pooled_in_chunks_with_the_same_result(monkeypatch):
+    from detector.features import pyramid_grad
+
+    gen = torch.Generator().manual_seed(5)
+    fmap = torch.randn(3, 17, 23, generator=gen)
+    cells = random_cells(gen, 50, 17, 23)
+    whole = pyramid_argmax(fmap, cells, (6, 3, 2, 1))
+    monkeypatch.setattr(pyramid_grad, "_CHUNK", 7)
+    chunked = pyramid_argmax(fmap, cells, (6, 3, 2, 1))
+    assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])

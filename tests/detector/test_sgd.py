@@ -52,3 +52,15 @@ def test_groups_keep_caffes_convention_and_torch_sees_no_decay():
     assert (weights["lr"], biases["lr"]) == (0.01, 0.02)
     assert len(weights["params"]) == 2 and len(biases["params"]) == 2
     assert isinstance(opt, InPlaceDecaySGD)
+
+
+def test_a_group_added_later_keeps_its_decay_and_a_closure_is_refused():
+    import pytest
+
+    cfg = FinetuneConfig(lr=0.01, momentum=0.9, weight_decay=0.0005)
+    head, extra = nn.Linear(4, 3), nn.Linear(3, 3)
+    opt = fine_tuning_optimizer(head, cfg)
+    opt.add_param_group({"params": list(extra.parameters()), "weight_decay": 0.1})
+    assert (opt.param_groups[-1]["weight_decay"], opt.param_groups[-1]["in_place_weight_decay"]) == (0.0, 0.1)
+    with pytest.raises(ValueError, match="closure"):
+        opt.step(lambda: 0.0)
