@@ -183,6 +183,11 @@ def _set_threads(n: int) -> None:
         cv2.setNumThreads(n)
 
 
+def thread_summary(counts: Counter) -> dict[str, int]:
+    """``counts`` of :func:`adapting_threads` as a report writes them: {"threads": steps}, by thread count."""
+    return {str(n): k for n, k in sorted(counts.items())}
+
+
 def adapting_threads(items: Iterable[T], counts: Counter | None = None, period: int = ADAPT_PERIOD,
                      choose: Callable[[], int] = network_threads) -> Iterator[T]:
     """Yield ``items``, running the consumer's steps with the network threads the machine has

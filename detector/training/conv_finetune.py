@@ -25,9 +25,10 @@ from torch import nn
 from ..config import FinetuneConfig
 from .fc_finetune import WindowLabels, feature_std, moving_average, sgd_step, with_validation
 from .sgd import fine_tuning_optimizer
+from .window_sampler import WindowUse, window_use
 from ..heads import FCHead
 from ..progress import progress_of
-from ..threads import adapting_threads
+from ..threads import adapting_threads, thread_summary
 from ..features.pool5 import ImageSource, SPPFeatures
 
 
@@ -41,10 +42,11 @@ class ConvSample:
 
 
 def _pooled_batch(features: SPPFeatures, samples: Sequence[ConvSample], scale: int, per_image_fg: int,
-                  per_image_bg: int, gen: torch.Generator):
-    """pool5 [B, D] (with gradient) and labels [B] of windows drawn from ``samples`` at ``scale``."""
+                  per_image_bg: int, gen: torch.Generator, drawn: Sequence[np.ndarray] | None = None):
+    """pool5 [B, D] (with gradient) and labels [B] of windows drawn from ``samples`` at ``scale``;
+    ``drawn`` (one bool [N] per sample, over its windows), when given, gets the drawn windows set."""
     feats, labels = [], []
-    for s in samples:
+    for j, s in enumerate(samples):
         fi = s.labels.fg_index[torch.randint(len(s.labels.fg_index), (per_image_fg,), generator=gen)] \
             if len(s.labels.fg_index) else np.zeros(0, np.int64)
         bi = s.labels.bg_index[torch.randint(len(s.labels.bg_index), (per_image_bg,), generator=gen)] \
@@ -52,6 +54,8 @@ def _pooled_batch(features: SPPFeatures, samples: Sequence[ConvSample], scale: i
         index = np.concatenate([fi, bi])
         if len(index) == 0:
             continue
+        if drawn is not None:
+            drawn[j][index] = True
         feats.append(features.trainable_pool5(s.image, s.windows[index], scale))
         fg_label = dict(zip(s.labels.fg_index.tolist(), s.labels.fg_labels.tolist()))
         labels.append(torch.tensor([fg_label[i] for i in fi.tolist()] + [0] * len(bi), dtype=torch.int64))
@@ -67,7 +71,10 @@ def finetune_with_conv(head: FCHead, features: SPPFeatures, samples: Sequence[Co
     The backbone is frozen again afterwards (its weights are the fine-tuned ones, or with
     ``validation``, a ``detector.training.validation.BestSnapshot`` over head and trunk, those of
     the lowest held-out loss).
-    Returns statistics: iterations, final loss and accuracy (moving averages), seconds.
+    Returns statistics: iterations, final loss and accuracy (moving averages), seconds, and
+    the windows drawn (:class:`detector.training.window_sampler.WindowUse`: every labelled
+    window of every sample is eligible at every step; images with no positive or no
+    background window are never drawn).
     """
     usable = [s for s in samples if len(s.labels.fg_index) and len(s.labels.bg_index)]
     if not usable:
@@ -90,12 +97,14 @@ def finetune_with_conv(head: FCHead, features: SPPFeatures, samples: Sequence[Co
     start, avg_loss, avg_acc = time.perf_counter(), None, None
     log = open(log_path, "w") if log_path else None
     threads: Counter = Counter()
+    drawn = [np.zeros(len(s.windows), dtype=bool) for s in usable]  # ~2 KB per image at VOC's density
     try:
         for it in adapting_threads(progress_of(range(cfg.iterations), desc="fine-tune conv + fc", unit="it",
                                                enabled=progress), threads):
-            batch = [usable[i] for i in rng.choice(len(usable), images, replace=False)]
+            chosen = rng.choice(len(usable), images, replace=False)
             scale = int(rng.choice(features.scales))  # a random training scale per mini-batch
-            x, y = _pooled_batch(features, batch, scale, n_fg, n_bg, gen)
+            x, y = _pooled_batch(features, [usable[i] for i in chosen], scale, n_fg, n_bg, gen,
+                                 [drawn[i] for i in chosen])
             loss_value, acc = sgd_step(head, opt, sched, loss_fn, x, y)
             avg_loss, avg_acc = moving_average(avg_loss, loss_value), moving_average(avg_acc, acc)
             if log and (it % 20 == 0 or it == cfg.iterations - 1):
@@ -109,6 +118,25 @@ def finetune_with_conv(head: FCHead, features: SPPFeatures, samples: Sequence[Co
         backbone.freeze()
     head.eval()
     stats = {"iterations": cfg.iterations, "loss": avg_loss, "accuracy": avg_acc, "conv_layers": cfg.conv_layers,
-             "images": len(usable), "seconds": time.perf_counter() - start,
-             "threads": {str(n): k for n, k in sorted(threads.items())}}
+             "seconds": time.perf_counter() - start,
+             "threads": thread_summary(threads), **conv_window_use(samples, usable, drawn).as_dict()}
     return with_validation(stats, validation)
+
+
+def conv_window_use(samples: Sequence[ConvSample], usable: Sequence[ConvSample],
+                    drawn: Sequence[np.ndarray]) -> WindowUse:
+    """The labelled windows of ``samples`` that conv fine-tuning drew (``drawn``: one flag array
+    over each usable sample's windows, in ``usable``'s order; ``usable`` is a subsequence of
+    ``samples``, so the other samples' windows count as eligible and never drawn)."""
+    flags = iter(zip(usable, drawn))
+    pending = next(flags, None)
+    used, sizes = [], []
+    for s in samples:
+        labelled = np.concatenate([s.labels.fg_index, s.labels.bg_index]).astype(np.int64)
+        sizes.append(len(labelled))
+        if pending is not None and pending[0] is s:
+            used.append(pending[1][labelled])
+            pending = next(flags, None)
+        else:
+            used.append(np.zeros(len(labelled), dtype=bool))
+    return window_use(np.concatenate(used) if used else np.zeros(0, bool), sizes)

@@ -23,7 +23,7 @@ from torch import nn
 from ..config import FinetuneConfig
 from ..heads import FCHead
 from ..progress import progress_of
-from ..threads import adapting_threads
+from ..threads import adapting_threads, thread_summary
 from .sgd import fine_tuning_optimizer
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def train_head(head: FCHead, batches: Iterator[tuple[torch.Tensor, torch.Tensor]
             log.close()
     head.cpu().eval()
     stats = {"iterations": cfg.iterations, "loss": avg_loss, "accuracy": avg_acc,
-             "seconds": time.perf_counter() - start, "threads": {str(n): k for n, k in sorted(threads.items())}}
+             "seconds": time.perf_counter() - start, "threads": thread_summary(threads)}
     return with_validation(stats, validation)
 
 

@@ -177,10 +177,7 @@ def finetune_conv(run: TrainingRun, config: StageConfig) -> dict:
                                    finetune.val_every, settings.data.val_split, pool_once=False) if held else None
     stats = finetune_with_conv(run.head, features, samples, finetune, settings.seed,
                                ctx.workdir / "finetune_loss.jsonl", ctx.progress, validation)
-    # Windows are drawn inside the conv pass, not counted: what was eligible, not what was used.
-    run.stats["finetune"] = dict(stats, sampler=finetune.sampler,
-                                 eligible_windows=sum(len(s.labels.fg_index) + len(s.labels.bg_index)
-                                                      for s in samples))
+    run.stats["finetune"] = dict(stats, sampler=finetune.sampler)  # with the windows drawn of those eligible
     run.trunk = ctx.backbone.state_dict()
     return {"head": run.head.state_dict(), "trunk": run.trunk, "stats": run.stats["finetune"]}
 

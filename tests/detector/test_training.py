@@ -78,6 +78,9 @@ def test_conv_fine_tuning_changes_the_trunk_and_the_features_after_it(tmp_path):
     # Only the fine-tuned trunk's maps: conv fine-tuning reads no pre-trained conv5 map.
     assert len(caches) == 1
     assert result.stats["finetune"]["conv_layers"] == 1 and "conv5_cache_finetuned" in result.timings
+    ft = result.stats["finetune"]  # the windows drawn (15 steps of 32), of every image's labelled ones
+    assert 0 < ft["distinct_windows"] <= min(15 * 32, ft["eligible_windows"])
+    assert 0 < ft["images"] <= ft["eligible_images"] == 6
     assert "conv5_cache" not in result.timings
     again = train(cfg, progress=False)
     assert sorted(again.reused_stages) == ["bbox", "finetune", "svm"]
@@ -210,3 +213,19 @@ def test_replayed_svm_features_are_the_first_passes_and_train_the_same_svms(tmp_
     assert never.replayed == 0
     np.testing.assert_array_equal(with_replay.weights, without.weights)
     np.testing.assert_array_equal(with_replay.bias, without.bias)
+
+
+def test_conv_window_use_counts_labelled_windows_drawn_per_image():
+    from detector.training.conv_finetune import ConvSample, conv_window_use
+    from detector.training.fc_finetune import WindowLabels
+
+    def sample(fg, bg, n=10):
+        return ConvSample(None, np.zeros((n, 4), np.float32),
+                          WindowLabels(np.array(fg, np.int64), np.ones(len(fg), np.int64), np.array(bg, np.int64)))
+
+    a, only_bg, c = sample([0, 1], [5, 6, 7]), sample([], [2, 3]), sample([4], [8, 9])
+    drawn_a, drawn_c = np.zeros(10, bool), np.zeros(10, bool)
+    drawn_a[[1, 5, 3]] = True  # 3 is no labelled window of a: not counted
+    use = conv_window_use([a, only_bg, c], [a, c], [drawn_a, drawn_c])
+    # only_bg is never drawn (no positive) but its windows are eligible; c had no draw.
+    assert (use.distinct_windows, use.eligible_windows, use.images, use.eligible_images) == (2, 10, 1, 3)
