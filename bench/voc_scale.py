@@ -201,7 +201,33 @@ def count_entries(cache: Path) -> dict[str, int]:
     """Entries in the training split's proposal store and in the conv5 cache (what a run
     computed: after - before; the test split's proposals are not counted)."""
     return {"proposals": sum(1 for p in (cache / "proposals").glob(f"*/{SPLIT}/*/*.npz") if p.name != "all.npz"),
-            "conv5": sum(1 for _ in (cache / "conv5").rglob("*.npz"))}
+            "conv5": sum(1 for _ in (cache / "conv5").rglob("*.npz")),
+            "prefix": sum(1 for _ in (cache / "prefix").rglob("*.npz"))}
+
+
+def cache_costs(setup: Setup, n: int) -> dict:
+    """Selective search on the set, from its proposal stores (each entry keeps its own search
+    seconds, one core): windows and seconds per image of the first ``n`` trainval images and
+    of the test split; and the disk each cache folder holds now. Written to ``caches.json``
+    beside the runs' records: the runs read proposals prefilled by ``sppnet propose``, so
+    their own proposal stage is not the search."""
+    from detector.config import load_detector_config
+    from detector.data import load_dataset
+    from proposals import summarize_store
+    from proposals.store import ProposalStore
+
+    cfg = load_detector_config(CONFIG, overrides(setup, n, 0, []))
+    out = {"background": setup.background, "trainval_images": n, "workers": cfg.proposals.workers,
+           "method": cfg.proposals.method}
+    trainval = (setup.data / "ImageSets/Main/trainval.txt").read_text().split()[:n]
+    for name, split, ids in (("trainval", SPLIT, trainval), ("test", "test", None)):
+        dataset = load_dataset(cfg.data.root, split)
+        store = ProposalStore.open(cfg.cache_root() / "proposals", dataset.name, split, cfg.proposals)
+        out[name] = summarize_store(store, ids if ids is not None else [r.image_id for r in dataset])
+    cache = cfg.cache_root()
+    out["disk_mb"] = {f"{d}_cache": dir_bytes(cache / d) / 2**20 for d in ("proposals", "prefix", "conv5")}
+    out["entries"] = count_entries(cache)
+    return out
 
 
 def run_size(setup: Setup, n: int, iterations: int, extra: list[str], test: bool, tag: str = "") -> dict:
@@ -250,9 +276,10 @@ def run_size(setup: Setup, n: int, iterations: int, extra: list[str], test: bool
         "peak_memory_mb": {k: v / 2**20 for k, v in memory.peaks.items()},
         "disk_mb": {"proposals_cache": dir_bytes(cache / "proposals") / 2**20,
                     "conv5_cache": dir_bytes(cache / "conv5") / 2**20,
+                    "prefix_cache": dir_bytes(cache / "prefix") / 2**20,
                     "stages": dir_bytes(Path(cfg.workdir) / "stages") / 2**20,
                     "model": trained.model_path.stat().st_size / 2**20},
-        "stats": {k: trained.stats.get(k) for k in ("finetune",)},
+        "stats": {k: trained.stats.get(k) for k in ("finetune", "svm", "bbox")},
         "windows_per_train_image": trained.windows_per_train_image,
         "versions": collect_versions(), "cpus": os.cpu_count(),
         "load_avg_at_end": os.getloadavg(),
@@ -286,6 +313,10 @@ def main(argv=None) -> int:
                                     help="test every size (default: the largest only; test time per "
                                          "image does not depend on the training size)")
     sub.choices["run"].add_argument("--train", type=int, required=True)
+    costs = sub.add_parser("caches", help="write caches.json: the search's windows and seconds per image, "
+                                          "each cache's disk")
+    costs.add_argument("--background", default="clutter", choices=BACKGROUNDS)
+    costs.add_argument("--train", type=int, default=VOC_TRAINVAL)
     sub.add_parser("report")
     args = parser.parse_args(argv)
     if args.command == "report":
@@ -294,6 +325,14 @@ def main(argv=None) -> int:
         write_report(RESULTS, DOC, FIGURE)
         return 0
     setup = setup_for(args.background)
+    if args.command == "caches":
+        from detector.evaluation.report import collect_versions
+        from detector.fileio import write_json_atomic
+
+        record = dict(cache_costs(setup, args.train), versions=collect_versions())
+        write_json_atomic(setup.results / "caches.json", record)
+        print(json.dumps(record, indent=1))
+        return 0
     if args.command == "run":
         print(json.dumps(run_size(setup, args.train, args.iterations, args.overrides, not args.no_test,
                                   args.tag), indent=1))

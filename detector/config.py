@@ -291,6 +291,13 @@ class SVMConfig:
     # ones go). 0 = no bound: the official code's caches. The SVM stats record
     # how many negatives a bound dropped (negatives_dropped_by_cap).
     max_negatives_per_class: int = 0
+    # The collect pass's seed negatives (initial_negatives per image and class, from
+    # every image) are a uniform reservoir sample of at most this many MiB over all
+    # classes: seed_mb / (classes x feature dim x 4 bytes) rows per class. Without it
+    # the seeds grow with the images: at VOC 2007 (10,022 records, 20 classes, fc7 of
+    # 2048) 200 per image and class would be ~300 GB. The small shipped sets stay
+    # under it (raccoon, BCCD: every seed kept). 0 = no bound.
+    seed_mb: float = 2048.0
     # The first pass's window features (fc7/fc6/pool5) kept in memory, up to this
     # many MiB, and replayed by the mining rounds instead of computed again (issue
     # 23: feature extraction was ~94% of the stage, done once per pass). The same
@@ -300,6 +307,8 @@ class SVMConfig:
     def validate(self) -> None:
         if self.replay_mb < 0:
             raise ValueError("svm.replay_mb must be >= 0 (0 = recompute the features every pass)")
+        if self.seed_mb < 0:
+            raise ValueError("svm.seed_mb must be >= 0 (0 = every image's seed negatives kept)")
         if self.max_negatives_per_class < 0:
             raise ValueError("svm.max_negatives_per_class must be >= 0 (0 = no bound)")
         if self.feature not in SVM_FEATURES:

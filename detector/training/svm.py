@@ -22,7 +22,10 @@ The procedure follows R-CNN's ``rcnn_train.m`` (which SPP-net reuses):
      (for the feature scale), and seed negatives: up to
      ``initial_negatives`` random candidates per image and class, kept in a
      uniform reservoir sample of at most ``svm.max_negatives_per_class`` per
-     class (0, the default: no bound, every candidate kept).
+     class (0, the default: no bound) and of at most ``svm.seed_mb`` MiB over
+     all classes (:func:`seed_capacity`; the stats' ``seed_negatives``: the
+     capacity and what each class was offered and kept), so the seeds do not
+     grow with the number of images.
      Every class is then trained once on positives + seeds (R-CNN instead
      seeds with all negatives of the first image; a sample from every image
      gives the first model less bias).
@@ -76,6 +79,14 @@ UNBOUNDED = sys.maxsize
 SOLVER_MAX_ITER = 10_000
 # Cache keys: image_index * KEY_STRIDE + window index (proposals, then gt boxes).
 KEY_STRIDE = 1 << 32
+
+
+def seed_capacity(seed_mb: float, num_classes: int, dim: int) -> int:
+    """Seed negatives kept per class: ``seed_mb`` MiB of float32 rows of ``dim`` over
+    ``num_classes`` classes (at least 1; 0 MiB: no bound)."""
+    if seed_mb <= 0:
+        return UNBOUNDED
+    return max(1, int(seed_mb * 2**20) // (num_classes * dim * 4))
 
 
 class SVMDataError(ValueError):
@@ -179,6 +190,7 @@ class HardNegativeTrainer:
         self.caches = [NegativeCache() for _ in range(num_classes)]
         self.positives: list[np.ndarray] = []
         self.dim: int | None = None
+        self.seed_bound = UNBOUNDED  # set by collect() from the first image's feature dim
         self.feature_scale = 1.0
         self.weights = np.zeros((0, 0), np.float32)  # [K, D] once collected
         self.bias = np.zeros(num_classes, np.float32)
@@ -198,6 +210,8 @@ class HardNegativeTrainer:
             check_train_image(image, self.num_classes, self.dim)
             if self.dim is None:
                 self.dim = image.features.shape[1]
+                self.seed_bound = min(self.max_cached_negatives,
+                                      seed_capacity(self.cfg.seed_mb, self.num_classes, self.dim))
             index = self._index_of(image.image_id)
             norm_sum += float(np.linalg.norm(image.features, axis=1).sum(dtype=np.float64))
             norm_count += len(image.features)
@@ -206,8 +220,12 @@ class HardNegativeTrainer:
                 pos_chunks[k].append(np.array(image.gt_features[use & (image.gt_labels == k)],
                                               dtype=np.float32))
             self._seed_negatives(image, index)
-        for k, cache in enumerate(self.caches):  # what the reservoir left out
-            self.stats["negatives_dropped_by_cap"][k] += cache.seen - cache.size
+        self.stats["seed_negatives"] = {
+            "per_class_capacity": None if self.seed_bound == UNBOUNDED else self.seed_bound,
+            "offered": [c.seen for c in self.caches], "kept": [c.size for c in self.caches]}
+        if self.seed_bound == self.max_cached_negatives:  # the cache bound, not the seed budget, binds
+            for k, cache in enumerate(self.caches):  # what the reservoir left out
+                self.stats["negatives_dropped_by_cap"][k] += cache.seen - cache.size
         if norm_count == 0 or norm_sum <= 0:
             raise SVMDataError("SVM training saw no proposal windows with non-zero features")
         mean_norm = norm_sum / norm_count
@@ -250,8 +268,7 @@ class HardNegativeTrainer:
             if len(idx) > self.cfg.initial_negatives:
                 idx = np.sort(self.rng.choice(idx, self.cfg.initial_negatives, replace=False))
             if len(idx):
-                self.caches[k].add_reservoir(feats[idx], index * KEY_STRIDE + idx,
-                                             self.max_cached_negatives, self.rng)
+                self.caches[k].add_reservoir(feats[idx], index * KEY_STRIDE + idx, self.seed_bound, self.rng)
 
     def _distinct(self, feats: np.ndarray) -> np.ndarray | None:
         """With ``svm.neg_dedup=identical``: the image's windows that are the first of their

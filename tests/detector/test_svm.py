@@ -275,3 +275,27 @@ def test_max_negatives_per_class_bounds_the_caches_and_says_what_it_dropped():
     assert bounded["negative_cap_bound"] and min(bounded["negatives_dropped_by_cap"]) > 0
     assert all(u["num_neg_kept"] <= 40 for u in bounded["updates"])
     json.dumps(bounded)
+
+
+def test_seed_negatives_stay_within_their_byte_budget_however_many_images():
+    from detector.training.svm import seed_capacity
+
+    assert seed_capacity(2048, 20, 2048) == 13107  # VOC 2007's 20 classes, fc7 of 2048: 2 GiB of seeds
+    assert seed_capacity(0, 20, 2048) > 10**12  # 0: no bound
+    loose = dataclasses.replace(CFG, initial_negatives=1000, evict_threshold=-1e9, hard_threshold=-1e9)
+    budget = 2 * 50 * D * 4 / 2**20  # MiB of 50 rows per class, 2 classes
+    for n in (10, 40):  # the seeds offered grow with the images; those kept do not
+        trainer = HardNegativeTrainer(2, dataclasses.replace(loose, seed_mb=budget), seed=0)
+        trainer.collect(toy_images(n))
+        seeds = trainer.stats["seed_negatives"]
+        assert seeds["per_class_capacity"] == 50 and seeds["kept"] == [50, 50]
+        assert min(seeds["offered"]) >= n * (NUM_HARD + NUM_EASY) - n  # every image offered its negatives
+        assert len(np.unique(trainer.caches[0].arrays()[1] // KEY_STRIDE)) >= min(n, 5)  # from across the images
+        assert trainer.stats["negatives_dropped_by_cap"] == [0, 0]  # the budget, not max_negatives_per_class
+    # Under the default budget a small set keeps every seed, as without a bound.
+    images = toy_images(20)
+    default, unbounded = (train_svms(lambda: iter(images), 2, dataclasses.replace(loose, seed_mb=mb),
+                                     progress=False) for mb in (SVMConfig().seed_mb, 0))
+    np.testing.assert_array_equal(default[0].weights, unbounded[0].weights)
+    assert default[1]["seed_negatives"]["kept"] == default[1]["seed_negatives"]["offered"]
+    assert unbounded[1]["seed_negatives"]["per_class_capacity"] is None
