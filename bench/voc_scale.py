@@ -191,6 +191,65 @@ class MemorySampler:
         self.sample()
 
 
+class StageParts:
+    """A run split across processes (issue 29: a size too long for one go resumes).
+
+    Each outermost stage this process finishes is added to ``path`` at once (its
+    seconds, the peak memory so far per stage, the cache entries computed so far),
+    so a killed run leaves its part; the run that resumes it (its stages restore
+    from their checkpoints in a fraction of the time) reads the earlier parts and
+    :meth:`merged` adds them into its record. ``listener`` wraps the memory
+    sampler's (one stage stack for both).
+    """
+
+    def __init__(self, path: Path, memory: "MemorySampler", cache: Path, before: dict[str, int]):
+        self.path, self.memory, self.cache, self.before = path, memory, cache, before
+        self.earlier: list[dict] = json.loads(path.read_text())["parts"] if path.exists() else []
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.finished: dict[str, float] = {}
+        self._start: float | None = None
+
+    def listener(self, stage: str, event: str) -> None:
+        outermost = not self.memory.stack
+        self.memory.listener(stage, event)
+        if self.memory.phase:  # testing: not a training stage
+            return
+        if event == "start" and outermost:
+            self._start = time.perf_counter()
+        elif event == "end" and not self.memory.stack and self._start is not None:
+            if sys.exc_info()[0] is not None:  # the stage raised (Ctrl-C): not finished, it runs again
+                self._start = None
+                return
+            self.finished[stage] = self.finished.get(stage, 0.0) + time.perf_counter() - self._start
+            self._start = None
+            from detector.fileio import write_json_atomic
+
+            write_json_atomic(self.path, {"parts": self.earlier + [self.part(count_entries(self.cache))]})
+
+    def part(self, after: dict[str, int]) -> dict:
+        return {"started": self.started, "stages_s": dict(self.finished),
+                "peak_memory_mb": {k: v / 2**20 for k, v in self.memory.peaks.items()},
+                "computed_entries": {k: after[k] - self.before.get(k, 0) for k in after}}
+
+    def merged(self, timings: dict[str, float], wall: float, after: dict[str, int]) -> dict:
+        """This process's figures plus the earlier parts': seconds and computed entries summed
+        per stage, peak memory the largest per stage; ``parts`` lists every part."""
+        parts = self.earlier + [self.part(after)]
+        timings, computed, peaks = dict(timings), dict(parts[-1]["computed_entries"]), {}
+        for part in self.earlier:
+            for stage, secs in part["stages_s"].items():
+                timings[stage] = timings.get(stage, 0.0) + secs
+            timings["total"] = timings.get("total", 0.0) + sum(part["stages_s"].values())
+            wall += sum(part["stages_s"].values())
+            for k, v in part["computed_entries"].items():
+                computed[k] = computed.get(k, 0) + v
+        for part in parts:
+            for stage, mb in part["peak_memory_mb"].items():
+                peaks[stage] = max(peaks.get(stage, 0.0), mb)
+        return {"timings_s": timings, "train_wall_s": wall, "computed_entries": computed,
+                "peak_memory_mb": peaks, "peak_memory_gib": max(peaks.values()) / 1024, "parts": parts}
+
+
 def dir_bytes(path: Path) -> int:
     from detector.fileio import dir_size_bytes
 
@@ -217,8 +276,10 @@ def cache_costs(setup: Setup, n: int) -> dict:
     from proposals.store import ProposalStore
 
     cfg = load_detector_config(CONFIG, overrides(setup, n, 0, []))
-    out = {"background": setup.background, "trainval_images": n, "workers": cfg.proposals.workers,
-           "method": cfg.proposals.method}
+    from proposals.compute import resolve_workers
+
+    out = {"background": setup.background, "trainval_images": n, "method": cfg.proposals.method,
+           "workers": resolve_workers(None, cfg.proposals, n)}  # as `sppnet propose` resolves them here
     trainval = (setup.data / "ImageSets/Main/trainval.txt").read_text().split()[:n]
     for name, split, ids in (("trainval", SPLIT, trainval), ("test", "test", None)):
         dataset = load_dataset(cfg.data.root, split)
@@ -252,28 +313,28 @@ def run_size(setup: Setup, n: int, iterations: int, extra: list[str], test: bool
     cache = cfg.cache_root()
     before = count_entries(cache)
     start = time.perf_counter()
-    with MemorySampler() as memory, stage_listener(memory.listener):
-        trained = train(cfg)
-        train_seconds = time.perf_counter() - start
-        outcome = None
-        if test:
-            model = load_trained(trained.model_path, device="cpu")
-            t = time.perf_counter()
-            memory.phase = "test"
-            outcome = run_model_test(model, EvaluationOptions(cfg.data.test_split, Path(cfg.workdir) / "test",
-                                                              cache_dir=cache))
-            test_seconds = time.perf_counter() - t
-    after = count_entries(cache)
+    partial = setup.results / f"train{n}{tag}.partial.json"
+    with MemorySampler() as memory:
+        parts = StageParts(partial, memory, cache, before)
+        with stage_listener(parts.listener):
+            trained = train(cfg)
+            train_seconds = time.perf_counter() - start
+            outcome = None
+            if test:
+                model = load_trained(trained.model_path, device="cpu")
+                t = time.perf_counter()
+                memory.phase = "test"
+                outcome = run_model_test(model, EvaluationOptions(cfg.data.test_split, Path(cfg.workdir) / "test",
+                                                                  cache_dir=cache))
+                test_seconds = time.perf_counter() - t
     record = {
         "background": setup.background, "trainval_images": trained.train_images,
         "records": trained.train_images * (2 if cfg.data.flip else 1),
         "windows_per_image": trained.windows_per_train_image,
-        "peak_memory_gib": max(memory.peaks.values()) / 2**30,
         "train_images": trained.train_images, "flipped": cfg.data.flip, "finetune_iterations": iterations,
         "overrides": overrides(setup, n, iterations, extra),
-        "timings_s": trained.timings, "train_wall_s": train_seconds,
-        "computed_entries": {k: after[k] - before[k] for k in after},
-        "peak_memory_mb": {k: v / 2**20 for k, v in memory.peaks.items()},
+        **parts.merged(trained.timings, train_seconds, count_entries(cache)),
+        "reused_stages": trained.reused_stages,
         "disk_mb": {"proposals_cache": dir_bytes(cache / "proposals") / 2**20,
                     "conv5_cache": dir_bytes(cache / "conv5") / 2**20,
                     "prefix_cache": dir_bytes(cache / "prefix") / 2**20,
@@ -290,6 +351,7 @@ def run_size(setup: Setup, n: int, iterations: int, extra: list[str], test: bool
                       test_seconds_per_image=outcome.seconds_per_image, test_wall_s=test_seconds)
     record["tag"] = tag
     write_json_atomic(setup.results / f"train{n}{tag}.json", record)
+    partial.unlink(missing_ok=True)  # its parts are in the record now
     return record
 
 

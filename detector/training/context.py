@@ -41,6 +41,7 @@ from .stages import FINETUNE_WINDOWS, Checkpoint
 from .svm import TrainImage
 from ..timing import timed_stage
 from .validation import held_out_samples, load_held_out
+from ..features.distinct import distinct_rows
 from ..features.pool5 import ImageSource, WindowFeatures, match_windows
 from .window_sampler import ImageCentricSampler, WindowUse
 
@@ -610,7 +611,12 @@ def svm_training_images(ctx: TrainingContext, head: FCHead, layer: str, replay_m
     def compute(r) -> TrainImage:
         windows = ctx.windows(r)
         both = np.concatenate([r.boxes, windows]).astype(np.float32)
-        feats = head.features(ctx.pool5(r, both), layer).numpy()
+        pooled = ctx.pool5(r, both)
+        # Each distinct pool5 vector goes through the fc layers once, as the detector scores
+        # windows (windows on the same cells share one vector): less fc work, the same values
+        # up to the GEMM's rounding.
+        first, inverse = distinct_rows(pooled.numpy())
+        feats = head.features(pooled[torch.from_numpy(first)], layer).numpy()[inverse]
         g = len(r.boxes)
         return TrainImage(image_id=r.image_id, features=feats[g:], boxes=windows,
                           gt_features=feats[:g], gt_boxes=r.boxes, gt_labels=r.labels,

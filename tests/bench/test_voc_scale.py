@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 import bench.voc_scale as voc_scale
 from detector.data.voc_like import make_voc_like
@@ -42,7 +45,7 @@ def test_record_holds_trainval_images_records_windows_memory_and_stage_seconds(t
     model = tmp_path / "model.pt"
     model.write_bytes(b"0" * 1024)
     fake = SimpleNamespace(train_images=2, timings={"proposals": 1.5, "svm": 3.0, "total": 4.5}, stats={},
-                           windows_per_train_image=1987.5, model_path=model)
+                           windows_per_train_image=1987.5, model_path=model, reused_stages=[])
     monkeypatch.setattr("detector.training.train.train", lambda cfg: fake)
     record = voc_scale.run_size(setup, 2, 10, ["data.flip=true"], test=False, tag="_x")
     written = json.loads((setup.results / "train2_x.json").read_text())
@@ -55,3 +58,40 @@ def test_record_holds_trainval_images_records_windows_memory_and_stage_seconds(t
     assert (setup.data / "ImageSets/Main/train_scaling.txt").read_text().split() == ["000000", "000001"]
     no_flip = voc_scale.run_size(setup, 2, 10, ["data.flip=false"], test=False)
     assert no_flip["records"] == 2 and Path(setup.results / "train2.json").exists()
+
+
+def test_a_killed_run_leaves_its_finished_stages_and_the_resumed_run_adds_them_in(tmp_path, monkeypatch):
+    """A size split across processes: each finished outermost stage is written at once; the
+    stage that was running when the run stopped is not; the resumed run's record sums the parts."""
+    from detector.timing import timed_stage
+
+    setup = voc_scale.Setup("clutter", tmp_path / "runs", tmp_path / "results")
+    make_voc_like(setup.data, num_train=3, num_test=1, background="clutter")
+    partial = setup.results / "train2.partial.json"
+
+    def stopped(cfg):
+        t: dict = {}
+        with timed_stage(t, "finetune"):
+            with timed_stage(t, "frozen_prefix_cache"):  # nested: part of fine-tuning's seconds
+                time.sleep(0.02)
+        assert json.loads(partial.read_text())["parts"][0]["stages_s"].keys() == {"finetune"}
+        with timed_stage(t, "svm"):
+            raise KeyboardInterrupt  # stopped inside the SVM stage
+
+    monkeypatch.setattr("detector.training.train.train", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        voc_scale.run_size(setup, 2, 10, [], test=False)
+    first = json.loads(partial.read_text())["parts"]
+    assert len(first) == 1 and first[0]["stages_s"].keys() == {"finetune"} and first[0]["stages_s"]["finetune"] >= 0.02
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"0")
+    resumed = SimpleNamespace(train_images=2, timings={"finetune": 0.5, "svm": 3.0, "total": 3.5}, stats={},
+                              windows_per_train_image=10.0, model_path=model, reused_stages=["finetune"])
+    monkeypatch.setattr("detector.training.train.train", lambda cfg: resumed)
+    record = voc_scale.run_size(setup, 2, 10, [], test=False)
+    assert record["timings_s"]["finetune"] == pytest.approx(0.5 + first[0]["stages_s"]["finetune"])
+    assert record["timings_s"]["svm"] == 3.0 and record["timings_s"]["total"] == pytest.approx(
+        3.5 + first[0]["stages_s"]["finetune"])
+    assert len(record["parts"]) == 2 and record["reused_stages"] == ["finetune"]
+    assert record["peak_memory_gib"] == max(record["peak_memory_mb"].values()) / 1024
+    assert not partial.exists()  # its parts are in the record now

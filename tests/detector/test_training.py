@@ -183,6 +183,30 @@ def test_random_norm_windows_measure_every_window_of_a_small_set(tmp_path):
     assert abs(reg_norm.mean() - mean_norm) > 1e-3 * mean_norm
 
 
+def test_svm_features_run_each_distinct_pool5_vector_once_and_match_the_fc_layers(tmp_path, monkeypatch):
+    """Windows on the same cells share one pool5 vector: the fc layers see it once, and every
+    window gets its features, as computing them all would give (up to the GEMM's rounding)."""
+    from detector.build import build_head
+    from detector.training.context import svm_training_images
+    ctx = rules_context(tmp_path, "data.flip=false")
+    cfg = ctx.test_config
+    head = build_head(cfg, ctx.features.output_dim, len(ctx.class_names)).eval()
+    record = ctx.records[0]
+    real_windows = ctx.windows
+    # The first windows twice: duplicates whose pool5 rows are equal by construction.
+    monkeypatch.setattr(ctx, "windows", lambda r: np.concatenate([real_windows(r), real_windows(r)[:5]]))
+    rows = []
+    real_features = head.features
+    monkeypatch.setattr(head, "features", lambda x, layer: (rows.append(len(x)), real_features(x, layer))[1])
+    image = next(iter(svm_training_images(ctx, head, cfg.svm.feature)()))
+    both = np.concatenate([record.boxes, ctx.windows(record)]).astype(np.float32)
+    pooled = ctx.pool5(record, both)
+    assert rows[0] <= len(both) - 5  # the 5 copies (at least) not through the fc layers again
+    np.testing.assert_array_equal(image.features[-5:], image.features[:5])  # copies: the same row, bit for bit
+    expected = real_features(pooled, cfg.svm.feature).numpy()
+    np.testing.assert_allclose(np.concatenate([image.gt_features, image.features]), expected, rtol=1e-5, atol=1e-6)
+
+
 # -- svm.replay_mb: the first pass's features replayed by the mining rounds (issue 23) ------------
 
 def test_replayed_svm_features_are_the_first_passes_and_train_the_same_svms(tmp_path):

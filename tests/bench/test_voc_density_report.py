@@ -1,0 +1,65 @@
+"""bench/voc_density_report.py: the VOC-density projection multiplies measured per-unit costs only."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.voc_density_report import (RECIPE_ITERATIONS, VOC_RECORDS, VOC_TEST, VOC_TRAINVAL, density_lines,
+                                      load_density, unit_costs)
+
+CACHES = {"workers": 2, "trainval": {"images": 100, "windows_per_image": 1900.0, "seconds_per_image_mean": 1.0},
+          "test": {"images": 10, "windows_per_image": 1850.0}, "entries": {"prefix": 200, "conv5": 200},
+          "disk_mb": {"proposals_cache": 100.0, "prefix_cache": 2048.0, "conv5_cache": 1024.0}}
+
+
+def size_record(images: int, svm: float, reused=(), computed=None, **extra) -> dict:
+    records = 2 * images
+    return {"trainval_images": images, "records": records, "windows_per_image": 1900.0, "finetune_iterations": 100,
+            "timings_s": {"frozen_prefix_cache": 0.1 * records, "finetune": 0.1 * records + 20.0,
+                          "conv5_cache_finetuned": 0.01 * records, "svm": svm, "bbox": 0.05 * records},
+            "computed_entries": computed if computed is not None else {"prefix": records, "conv5": records},
+            "reused_stages": list(reused), "train_wall_s": 1.0, "peak_memory_gib": 4.0,
+            "peak_memory_mb": {"svm": 4096.0}, "stats": {}, **extra}
+
+
+def test_one_size_projects_each_stage_from_its_own_unit():
+    costs = unit_costs([size_record(100, svm=100.0, test_images=10,
+                                    test_seconds_per_image={"total_excluding_proposals": 0.5})], CACHES, [])
+    assert costs["proposals (trainval + test)"]["seconds_per_unit"] == 0.5  # 1 s of one core over 2 workers
+    assert costs["proposals (trainval + test)"]["voc_units"] == VOC_TRAINVAL + VOC_TEST
+    assert costs["frozen_prefix_cache"]["seconds_per_unit"] == pytest.approx(0.1)
+    assert costs["fine-tuning iterations"]["seconds_per_unit"] == pytest.approx(0.2)  # the prefix taken out
+    assert costs["fine-tuning iterations"]["voc_units"] == RECIPE_ITERATIONS
+    assert costs["svm"]["seconds_per_unit"] == pytest.approx(0.5) and costs["svm"]["voc_units"] == VOC_RECORDS
+    assert "proportional" in costs["svm"]["source"]
+    assert costs["test (excluding proposals)"]["voc_units"] == VOC_TEST
+
+
+def test_two_sizes_fit_a_line_and_reused_stages_take_no_cost():
+    small = size_record(100, svm=100.0)
+    # The larger size reused the prefix cache of the first 100 images: its per-record cost is over what it computed.
+    large = size_record(200, svm=300.0, reused=["finetune"], computed={"prefix": 200, "conv5": 400})
+    costs = unit_costs([small, large], CACHES, [])
+    assert costs["svm"]["seconds_per_unit"] * VOC_RECORDS == pytest.approx(100.0 + (VOC_RECORDS - 200) * 1.0)
+    assert costs["frozen_prefix_cache"]["seconds_per_unit"] == pytest.approx(0.2)  # 40 s over the 200 it computed
+    assert "100-image run" in costs["fine-tuning iterations"]["source"]  # the run that fine-tuned
+
+
+def test_a_killed_process_supplies_the_stages_its_resumed_run_restored(tmp_path):
+    resumed = size_record(100, svm=100.0, reused=["finetune"], computed={"prefix": 0, "conv5": 0})
+    part = {"trainval_images": 100, "what": "killed", "how": "file times",
+            "stages": {"frozen_prefix_cache": {"seconds_per_record": 0.09, "entries": 200},
+                       "finetune_iterations": {"seconds_per_iteration": 0.18, "iterations": 2000},
+                       "conv5_cache_finetuned": {"seconds_per_record": 0.013, "entries": 200}}}
+    for name, obj in (("train100.json", resumed), ("train100_part1_killed.json", part), ("caches.json", CACHES)):
+        (tmp_path / name).write_text(json.dumps(obj))
+    recs, caches, parts = load_density(tmp_path)
+    assert [r["trainval_images"] for r in recs] == [100] and len(parts) == 1
+    costs = unit_costs(recs, caches, parts)
+    assert costs["frozen_prefix_cache"]["seconds_per_unit"] == 0.09 and "killed" in costs["frozen_prefix_cache"]["source"]
+    assert costs["fine-tuning iterations"]["seconds_per_unit"] == 0.18
+    text = "\n".join(density_lines(recs, caches, parts))
+    # No test run: the projection names what it lacks instead of a total against the target.
+    assert "not projected: no measured cost for test (excluding proposals)" in text
+    assert "1900 windows per image" in text and "**A killed process.** killed" in text
