@@ -99,6 +99,12 @@ def unit_costs(recs: list[dict], caches: dict | None, parts: list[dict]) -> dict
     return out
 
 
+def span(values) -> str:
+    """"a" or "a-b" (thousands separated) for the smallest and largest of ``values``."""
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
+
+
 def hours(s: float) -> str:
     return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min"
 
@@ -126,8 +132,10 @@ def density_lines(recs: list[dict], caches: dict | None, parts: list[dict]) -> l
                   "image-centric sampler, fc 2048, 1 scale 688, mirrors, SVMs on fc7 with unbounded mined "
                   "caches and seeds within `svm.seed_mb`, box regression on every window over its IoU) with "
                   "fine-tuning cut to 2000 iterations (its time per iteration does not depend on the images; "
-                  f"the projection uses the recipe's {RECIPE_ITERATIONS:,}). Machine: 2 CPU cores, no GPU, "
-                  "nothing else running.", ""]
+                  f"the projection uses the recipe's {RECIPE_ITERATIONS:,}). Machine: 2 CPU cores, no GPU; "
+                  "nothing else ran but each run's watchdog (a read of the process tree's memory every 20 s) "
+                  "and, during the 2500-image run, a few py-spy stack dumps and one 40 s py-spy profile at "
+                  "20 samples per second.", ""]
     stages = ["frozen_prefix_cache", "finetune", "conv5_cache_finetuned", "svm", "bbox"]
     if recs:
         lines += ["## Time per stage (seconds), peak memory (GiB) and disk", "",
@@ -140,6 +148,15 @@ def density_lines(recs: list[dict], caches: dict | None, parts: list[dict]) -> l
                          + " | ".join(f"{t[s]:.0f}" if s in t else "-" for s in stages)
                          + f" | {r['train_wall_s']:.0f} | {r['peak_memory_gib']:.1f} | "
                          f"{', '.join(r.get('reused_stages', [])) or '-'} |")
+            for p in parts:  # the stages a killed first process computed for this size
+                if p["trainval_images"] == r["trainval_images"]:
+                    s = p["stages"]
+                    peak = max(p.get("peak_memory_mib_20s_samples", {}).values(), default=float("nan"))
+                    lines.append(f"| {r['trainval_images']}, its first process (killed; from its files) | {r['records']} | "
+                                 f"{r['windows_per_image']:.0f} | {s['frozen_prefix_cache']['seconds']:.0f} | "
+                                 f"{s['finetune_iterations']['seconds']:.0f} (the iterations) | "
+                                 f"{s['conv5_cache_finetuned']['seconds']:.0f} | killed | - | - | "
+                                 f"{peak / 1024:.1f} (20 s samples, incl. the killed SVM pass) | - |")
         lines += ["", "Peak memory per stage (GiB; RSS of the process + PSS of its workers, sampled every 0.5 s):", "",
                   "| trainval images | " + " | ".join(sorted({k for r in recs for k in r['peak_memory_mb']})) + " |",
                   "|---" * (1 + len({k for r in recs for k in r['peak_memory_mb']})) + "|"]
@@ -163,11 +180,15 @@ def density_lines(recs: list[dict], caches: dict | None, parts: list[dict]) -> l
             svm = st.get("svm") or {}
             if svm.get("seed_negatives"):
                 seeds = svm["seed_negatives"]
-                use.append(f"the SVMs kept {min(seeds['kept']):,}-{max(seeds['kept']):,} seed negatives per class "
-                           f"of {min(seeds['offered']):,}-{max(seeds['offered']):,} offered")
+                use.append(f"the SVMs kept {span(seeds['kept'])} seed negatives per class of {span(seeds['offered'])} "
+                           "offered (`svm.seed_mb`)")
             if svm.get("cache_sizes"):
                 final = svm["cache_sizes"][-1]
-                use.append(f"their mined caches ended at {min(final):,}-{max(final):,} negatives per class")
+                use.append(f"their mined caches ended at {span(final)} negatives per class after "
+                           f"{len(svm.get('updates', []))} solver runs")
+            passes = {p["name"]: p["seconds"] for p in svm.get("passes", [])}
+            if passes:
+                use.append("SVM passes " + ", ".join(f"{k} {v:.0f} s" for k, v in passes.items()))
             if use:
                 lines += [f"{r['trainval_images']} images: " + "; ".join(use) + ".", ""]
             if "mAP" in r:

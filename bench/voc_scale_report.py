@@ -158,11 +158,9 @@ def recipe_note(recs: list[dict], config: Path = VOC_CONFIG) -> list[str]:
     if ran == [now]:
         return []
     return [f"**Not the current recipe.** These runs fine-tuned with `finetune.conv_layers` "
-            f"{', '.join(map(str, ran))} (0: the fc layers only); `configs/{config.name}` now sets {now}, "
-            "measured on the small sets only (its comments give the mAP gain and the per-unit costs: a conv "
-            "fine-tuning iteration ~0.17 s with raccoon's fc 1024, so ~1.9 h or more for 40,000 instead of "
-            "the fc-only iterations, and a frozen-prefix cache of ~0.12 s and ~1 MB per record, without the "
-            "pre-trained conv5 cache). The current recipe is not measured at this scale.", ""]
+            f"{', '.join(map(str, ran))} (0: the fc layers only); `configs/{config.name}` now sets {now} "
+            "(its comments give the small sets' mAP gain). The current recipe's costs at VOC's window "
+            "density are in the section above, when its runs exist.", ""]
 
 
 def write_report(results: Path, doc: Path, fig_path: Path) -> None:

@@ -49,9 +49,10 @@ def test_two_sizes_fit_a_line_and_reused_stages_take_no_cost():
 def test_a_killed_process_supplies_the_stages_its_resumed_run_restored(tmp_path):
     resumed = size_record(100, svm=100.0, reused=["finetune"], computed={"prefix": 0, "conv5": 0})
     part = {"trainval_images": 100, "what": "killed", "how": "file times",
-            "stages": {"frozen_prefix_cache": {"seconds_per_record": 0.09, "entries": 200},
-                       "finetune_iterations": {"seconds_per_iteration": 0.18, "iterations": 2000},
-                       "conv5_cache_finetuned": {"seconds_per_record": 0.013, "entries": 200}}}
+            "stages": {"frozen_prefix_cache": {"seconds_per_record": 0.09, "entries": 200, "seconds": 18.0},
+                       "finetune_iterations": {"seconds_per_iteration": 0.18, "iterations": 2000, "seconds": 360.0},
+                       "conv5_cache_finetuned": {"seconds_per_record": 0.013, "entries": 200, "seconds": 2.6}},
+            "peak_memory_mib_20s_samples": {"fine-tuning": 1536}}
     for name, obj in (("train100.json", resumed), ("train100_part1_killed.json", part), ("caches.json", CACHES)):
         (tmp_path / name).write_text(json.dumps(obj))
     recs, caches, parts = load_density(tmp_path)
@@ -63,3 +64,4 @@ def test_a_killed_process_supplies_the_stages_its_resumed_run_restored(tmp_path)
     # No test run: the projection names what it lacks instead of a total against the target.
     assert "not projected: no measured cost for test (excluding proposals)" in text
     assert "1900 windows per image" in text and "**A killed process.** killed" in text
+    assert "| 100, its first process (killed; from its files) | 200 | 1900 | 18 | 360 (the iterations) | 3 |" in text
