@@ -194,40 +194,52 @@ class MemorySampler:
 class StageParts:
     """A run split across processes (issue 29: a size too long for one go resumes).
 
-    Each outermost stage this process finishes is added to ``path`` at once (its
-    seconds, the peak memory so far per stage, the cache entries computed so far),
-    so a killed run leaves its part; the run that resumes it (its stages restore
-    from their checkpoints in a fraction of the time) reads the earlier parts and
+    Each time this process finishes an outermost stage, ``path`` gets this part:
+    the seconds of every stage it finished (nested ones too: the frozen-prefix cache
+    inside fine-tuning), the outermost ones' seconds, the peak memory so far per
+    stage and the cache entries computed so far. A killed run so leaves its part
+    (a stage it was inside is not in it: that stage runs again); the run that
+    resumes it (same ``key``: iterations and overrides) reads the earlier parts and
     :meth:`merged` adds them into its record. ``listener`` wraps the memory
     sampler's (one stage stack for both).
     """
 
-    def __init__(self, path: Path, memory: "MemorySampler", cache: Path, before: dict[str, int]):
-        self.path, self.memory, self.cache, self.before = path, memory, cache, before
-        self.earlier: list[dict] = json.loads(path.read_text())["parts"] if path.exists() else []
+    def __init__(self, path: Path, memory: "MemorySampler", cache: Path, before: dict[str, int], key: dict):
+        self.path, self.memory, self.cache, self.before, self.key = path, memory, cache, before, key
+        self.earlier: list[dict] = []
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved.get("key") != key:
+                raise SystemExit(f"{path} holds the parts of a run with other settings ({saved.get('key')}); "
+                                 "rerun with those, or remove it to start this size afresh")
+            self.earlier = saved["parts"]
         self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.finished: dict[str, float] = {}
-        self._start: float | None = None
+        self.finished: dict[str, float] = {}  # every stage finished, nested ones included
+        self.outermost: dict[str, float] = {}
+        self._starts: list[float] = []
 
     def listener(self, stage: str, event: str) -> None:
-        outermost = not self.memory.stack
         self.memory.listener(stage, event)
         if self.memory.phase:  # testing: not a training stage
             return
-        if event == "start" and outermost:
-            self._start = time.perf_counter()
-        elif event == "end" and not self.memory.stack and self._start is not None:
-            if sys.exc_info()[0] is not None:  # the stage raised (Ctrl-C): not finished, it runs again
-                self._start = None
-                return
-            self.finished[stage] = self.finished.get(stage, 0.0) + time.perf_counter() - self._start
-            self._start = None
+        if event == "start":
+            self._starts.append(time.perf_counter())
+            return
+        if not self._starts:
+            return
+        seconds = time.perf_counter() - self._starts.pop()
+        if sys.exc_info()[0] is not None:  # the stage raised (Ctrl-C): not finished, it runs again
+            return
+        self.finished[stage] = self.finished.get(stage, 0.0) + seconds
+        if not self._starts:  # an outermost stage ended: this part so far, on disk
             from detector.fileio import write_json_atomic
 
-            write_json_atomic(self.path, {"parts": self.earlier + [self.part(count_entries(self.cache))]})
+            self.outermost[stage] = self.outermost.get(stage, 0.0) + seconds
+            write_json_atomic(self.path, {"key": self.key,
+                                          "parts": self.earlier + [self.part(count_entries(self.cache))]})
 
     def part(self, after: dict[str, int]) -> dict:
-        return {"started": self.started, "stages_s": dict(self.finished),
+        return {"started": self.started, "stages_s": dict(self.finished), "outermost_s": dict(self.outermost),
                 "peak_memory_mb": {k: v / 2**20 for k, v in self.memory.peaks.items()},
                 "computed_entries": {k: after[k] - self.before.get(k, 0) for k in after}}
 
@@ -239,15 +251,16 @@ class StageParts:
         for part in self.earlier:
             for stage, secs in part["stages_s"].items():
                 timings[stage] = timings.get(stage, 0.0) + secs
-            timings["total"] = timings.get("total", 0.0) + sum(part["stages_s"].values())
-            wall += sum(part["stages_s"].values())
+            timings["total"] = timings.get("total", 0.0) + sum(part["outermost_s"].values())
+            wall += sum(part["outermost_s"].values())
             for k, v in part["computed_entries"].items():
                 computed[k] = computed.get(k, 0) + v
         for part in parts:
             for stage, mb in part["peak_memory_mb"].items():
                 peaks[stage] = max(peaks.get(stage, 0.0), mb)
         return {"timings_s": timings, "train_wall_s": wall, "computed_entries": computed,
-                "peak_memory_mb": peaks, "peak_memory_gib": max(peaks.values()) / 1024, "parts": parts}
+                "peak_memory_mb": peaks, "peak_memory_gib": max(peaks.values()) / 1024, "parts": parts,
+                "stages_from_earlier_parts": sorted({s for p in self.earlier for s in p["stages_s"]})}
 
 
 def dir_bytes(path: Path) -> int:
@@ -315,7 +328,8 @@ def run_size(setup: Setup, n: int, iterations: int, extra: list[str], test: bool
     start = time.perf_counter()
     partial = setup.results / f"train{n}{tag}.partial.json"
     with MemorySampler() as memory:
-        parts = StageParts(partial, memory, cache, before)
+        parts = StageParts(partial, memory, cache, before, {"iterations": iterations,
+                                                            "overrides": overrides(setup, n, iterations, extra)})
         with stage_listener(parts.listener):
             trained = train(cfg)
             train_seconds = time.perf_counter() - start

@@ -28,7 +28,8 @@ def records(r: dict) -> int:
 
 
 def load(results: Path) -> list[dict]:
-    recs = [json.loads(p.read_text()) for p in results.glob("train*.json")]
+    recs = [json.loads(p.read_text()) for p in results.glob("train*.json")
+            if not p.name.endswith(".partial.json")]  # a killed run's parts: not a record yet
     return sorted(recs, key=lambda r: (records(r), r.get("flipped", False)))
 
 

@@ -65,3 +65,12 @@ def test_a_killed_process_supplies_the_stages_its_resumed_run_restored(tmp_path)
     assert "not projected: no measured cost for test (excluding proposals)" in text
     assert "1900 windows per image" in text and "**A killed process.** killed" in text
     assert "| 100, its first process (killed; from its files) | 200 | 1900 | 18 | 360 (the iterations) | 3 |" in text
+
+
+def test_a_stage_an_earlier_part_computed_is_projected_from_the_merged_record():
+    """A run killed after its SVMs and resumed: the record's SVM seconds are the earlier part's."""
+    resumed = size_record(100, svm=120.0, reused=["finetune", "svm"])
+    resumed["stages_from_earlier_parts"] = ["svm"]
+    costs = unit_costs([resumed], CACHES, [])
+    assert costs["svm"]["seconds_per_unit"] == pytest.approx(120.0 / 200)
+    assert "fine-tuning iterations" not in costs  # only restored: no cost, and no part says otherwise

@@ -74,7 +74,7 @@ def test_a_killed_run_leaves_its_finished_stages_and_the_resumed_run_adds_them_i
         with timed_stage(t, "finetune"):
             with timed_stage(t, "frozen_prefix_cache"):  # nested: part of fine-tuning's seconds
                 time.sleep(0.02)
-        assert json.loads(partial.read_text())["parts"][0]["stages_s"].keys() == {"finetune"}
+        assert json.loads(partial.read_text())["parts"][0]["outermost_s"].keys() == {"finetune"}
         with timed_stage(t, "svm"):
             raise KeyboardInterrupt  # stopped inside the SVM stage
 
@@ -82,7 +82,13 @@ def test_a_killed_run_leaves_its_finished_stages_and_the_resumed_run_adds_them_i
     with pytest.raises(KeyboardInterrupt):
         voc_scale.run_size(setup, 2, 10, [], test=False)
     first = json.loads(partial.read_text())["parts"]
-    assert len(first) == 1 and first[0]["stages_s"].keys() == {"finetune"} and first[0]["stages_s"]["finetune"] >= 0.02
+    assert len(first) == 1 and first[0]["outermost_s"].keys() == {"finetune"}  # not the stage it was inside
+    assert first[0]["stages_s"].keys() == {"finetune", "frozen_prefix_cache"}  # nested ones kept too
+    assert first[0]["stages_s"]["finetune"] >= first[0]["stages_s"]["frozen_prefix_cache"] >= 0.02
+    # Resumed with other settings: refused, the parts kept.
+    with pytest.raises(SystemExit, match="other settings"):
+        voc_scale.run_size(setup, 2, 99, [], test=False)
+    assert partial.exists()
     model = tmp_path / "model.pt"
     model.write_bytes(b"0")
     resumed = SimpleNamespace(train_images=2, timings={"finetune": 0.5, "svm": 3.0, "total": 3.5}, stats={},
@@ -90,8 +96,10 @@ def test_a_killed_run_leaves_its_finished_stages_and_the_resumed_run_adds_them_i
     monkeypatch.setattr("detector.training.train.train", lambda cfg: resumed)
     record = voc_scale.run_size(setup, 2, 10, [], test=False)
     assert record["timings_s"]["finetune"] == pytest.approx(0.5 + first[0]["stages_s"]["finetune"])
+    assert record["timings_s"]["frozen_prefix_cache"] == first[0]["stages_s"]["frozen_prefix_cache"]
     assert record["timings_s"]["svm"] == 3.0 and record["timings_s"]["total"] == pytest.approx(
         3.5 + first[0]["stages_s"]["finetune"])
+    assert record["stages_from_earlier_parts"] == ["finetune", "frozen_prefix_cache"]
     assert len(record["parts"]) == 2 and record["reused_stages"] == ["finetune"]
     assert record["peak_memory_gib"] == max(record["peak_memory_mb"].values()) / 1024
     assert not partial.exists()  # its parts are in the record now

@@ -292,6 +292,10 @@ def test_seed_negatives_stay_within_their_byte_budget_however_many_images():
         assert min(seeds["offered"]) >= n * (NUM_HARD + NUM_EASY) - n  # every image offered its negatives
         assert len(np.unique(trainer.caches[0].arrays()[1] // KEY_STRIDE)) >= min(n, 5)  # from across the images
         assert trainer.stats["negatives_dropped_by_cap"] == [0, 0]  # the budget, not max_negatives_per_class
+    # Both bounds set: the smaller one holds the seeds.
+    both = HardNegativeTrainer(2, dataclasses.replace(loose, seed_mb=budget, max_negatives_per_class=30), seed=0)
+    both.collect(toy_images(10))
+    assert both.stats["seed_negatives"]["kept"] == [30, 30] and min(both.stats["negatives_dropped_by_cap"]) > 0
     # Under the default budget a small set keeps every seed, as without a bound.
     images = toy_images(20)
     default, unbounded = (train_svms(lambda: iter(images), 2, dataclasses.replace(loose, seed_mb=mb),
