@@ -128,15 +128,8 @@ def conv_window_use(samples: Sequence[ConvSample], usable: Sequence[ConvSample],
     """The labelled windows of ``samples`` that conv fine-tuning drew (``drawn``: one flag array
     over each usable sample's windows, in ``usable``'s order; ``usable`` is a subsequence of
     ``samples``, so the other samples' windows count as eligible and never drawn)."""
-    flags = iter(zip(usable, drawn))
-    pending = next(flags, None)
-    used, sizes = [], []
-    for s in samples:
-        labelled = np.concatenate([s.labels.fg_index, s.labels.bg_index]).astype(np.int64)
-        sizes.append(len(labelled))
-        if pending is not None and pending[0] is s:
-            used.append(pending[1][labelled])
-            pending = next(flags, None)
-        else:
-            used.append(np.zeros(len(labelled), dtype=bool))
-    return window_use(np.concatenate(used) if used else np.zeros(0, bool), sizes)
+    flags = {id(s): d for s, d in zip(usable, drawn, strict=True)}
+    labelled = [np.concatenate([s.labels.fg_index, s.labels.bg_index]).astype(np.int64) for s in samples]
+    used = [flags[id(s)][lab] if id(s) in flags else np.zeros(len(lab), dtype=bool)
+            for s, lab in zip(samples, labelled)]
+    return window_use(np.concatenate(used) if used else np.zeros(0, bool), [len(lab) for lab in labelled])
