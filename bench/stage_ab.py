@@ -34,8 +34,9 @@ from detector.fileio import write_json_atomic
 RESULTS = Path(__file__).resolve().parent / "results" / "stage_ab"
 
 
-def run_side(tree: Path, source: Path, folder: Path, stage: str, config: str, overrides: list[str]) -> float:
-    """The stage's seconds in one `sppnet train` from ``tree`` on a copy of ``source``'s workdir."""
+def run_side(tree: Path, source: Path, folder: Path, stage: str, config: str, overrides: list[str]) -> tuple[float, list]:
+    """The stage's seconds in one `sppnet train` from ``tree`` on a copy of ``source``'s workdir,
+    and the passes its report's stats list (the SVM stage's collect and mining passes)."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -52,7 +53,11 @@ def run_side(tree: Path, source: Path, folder: Path, stage: str, config: str, ov
     report = json.loads((run / "train_report.json").read_text())
     if stage in report["reused_stages"]:
         raise RuntimeError(f"{folder}: stage {stage} was restored, not recomputed")
-    return float(report["timings"][stage])
+    stats = report.get("stats", {}).get(stage, {})
+    passes = [{"name": q["name"], "seconds": round(q["seconds"], 2)} for q in stats.get("passes", [])]
+    if "mean_norm" in stats:  # the SVM stage: the norm its feature scale came from
+        passes.append({"name": "mean_norm", "value": stats["mean_norm"]})
+    return float(report["timings"][stage]), passes
 
 
 def model_difference(old: Path, new: Path) -> dict:
@@ -94,22 +99,27 @@ def main(argv=None) -> None:
     p.add_argument("--scratch", type=Path, default=Path("/tmp/stage_ab"))
     p.add_argument("--condition", choices=["quiet", "loaded"], default="quiet")
     p.add_argument("--name", required=True)
+    p.add_argument("--new-override", action="append", default=[], dest="new_overrides", metavar="KEY=VALUE",
+                   help="an override for the new side only (a setting the old code does not have); repeatable")
     p.add_argument("overrides", nargs="*", help="key=value config overrides (data.root=..., ...)")
     args = p.parse_args(argv)
 
     seconds: dict[str, list[float]] = {"old": [], "new": []}
+    passes: dict[str, list[list]] = {"old": [], "new": []}
     for rep in range(args.repeats):
         for side in ("old", "new"):
             tree = (args.old if side == "old" else args.new).resolve()
-            s = run_side(tree, args.source.resolve(), args.scratch / f"{args.name}_{side}_{rep}", args.stage,
-                         args.config, args.overrides)
+            extra = args.new_overrides if side == "new" else []
+            s, side_passes = run_side(tree, args.source.resolve(), args.scratch / f"{args.name}_{side}_{rep}",
+                                      args.stage, args.config, args.overrides + extra)
             seconds[side].append(round(s, 2))
+            passes[side].append(side_passes)
             print(f"{side} {rep}: {args.stage} {s:.1f} s", flush=True)
     record = {
         "command": "python -m bench.stage_ab " + " ".join(sys.argv[1:] if argv is None else argv),
         "stage": args.stage, "config": args.config, "source": str(args.source), "condition": args.condition,
         "machine": f"{os.cpu_count()} cores, no GPU", "load_1min_at_end": os.getloadavg()[0],
-        "seconds": seconds,
+        "new_overrides": args.new_overrides, "seconds": seconds, "passes": passes,
         "median_s": {k: statistics.median(v) for k, v in seconds.items()},
         "ratio_old_over_new": statistics.median(seconds["old"]) / statistics.median(seconds["new"]),
         "model_difference": model_difference(args.scratch / f"{args.name}_old_0" / "run" / "model.pt",

@@ -26,6 +26,7 @@ SCALE_RULES = ("area", "side")
 WINDOW_SCALINGS = ("plain", "corner")
 NEG_DEDUPS = ("nms", "identical")
 BBOX_NORM_WINDOWS = ("regression", "random")
+SVM_NORM_WINDOWS = ("all", "random")
 FINETUNE_SAMPLERS = ("stream", "bank")
 # Test-time forms of the fc layers (detector/heads.py, compress_head).
 FC_COMPRESSIONS = ("none", "svd", "int8", "svd_int8")
@@ -268,6 +269,13 @@ class SVMConfig:
     bias_multiplier: float = 10.0
     # Features scaled so their mean L2 norm is 20 (R-CNN / SPP-net).
     target_norm: float = 20.0
+    # Which windows measure that mean norm: "all", every proposal window of every
+    # training image (exact; the collect pass then computes every window's features);
+    # "random", up to 200 random windows from each of up to 200 random training images
+    # (the official spp_train.m -> spp_feature_stats.m:40-63): the collect pass then
+    # computes the features of the ground truth and the seed negatives it keeps only
+    # (not with neg_dedup=identical, which compares every window's features).
+    norm_windows: str = "all"
     # Negatives: windows with IoU <= 0.3 with every ground-truth box of the class.
     neg_iou: float = 0.3
     # True: IoU < neg_iou instead (the official Script_spp_voc.m:49 with
@@ -315,6 +323,8 @@ class SVMConfig:
             raise ValueError(f"svm.feature {self.feature!r} must be one of {', '.join(SVM_FEATURES)}")
         if self.neg_dedup not in NEG_DEDUPS:
             raise ValueError(f"svm.neg_dedup {self.neg_dedup!r} must be one of {', '.join(NEG_DEDUPS)}")
+        if self.norm_windows not in SVM_NORM_WINDOWS:
+            raise ValueError(f"svm.norm_windows {self.norm_windows!r} must be one of {', '.join(SVM_NORM_WINDOWS)}")
 
 
 # Keys a released version wrote into model files and export manifests that this

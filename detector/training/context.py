@@ -38,7 +38,7 @@ from ..progress import progress_of
 from ..threads import adapting_threads
 from ..records import ImageRecord
 from .stages import FINETUNE_WINDOWS, Checkpoint
-from .svm import TrainImage
+from .svm import LazyFeatures, TrainImage, all_features
 from ..timing import timed_stage
 from .validation import held_out_samples, load_held_out
 from ..features.distinct import distinct_rows
@@ -59,7 +59,7 @@ EMPTY_LABELS = WindowLabels(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zer
 # Config fields added after workdirs existed: a stage key holds one only when
 # it differs from its default, so existing workdirs keep their stages.
 LATER_FIELDS = {"features": ("scale_rule",), "pool": ("window_scaling",), "finetune": ("lr_steps",),
-                "svm": ("neg_iou_strict", "neg_dedup", "max_negatives_per_class", "seed_mb"), "bbox": ("norm_windows",)}
+                "svm": ("neg_iou_strict", "neg_dedup", "max_negatives_per_class", "seed_mb", "norm_windows"), "bbox": ("norm_windows",)}
 
 
 def training_gt(record, use_difficult: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -517,23 +517,29 @@ def regression_windows(ctx: TrainingContext, bbox: BBoxConfig,
                                 labels=gt_labels[arg[reg]].astype(np.int64), eligible=eligible)
 
 
-def random_window_norm(ctx: TrainingContext) -> float | None:
-    """bbox.norm_windows=random: the mean pool5 L2 norm of up to :data:`NORM_WINDOWS_PER_IMAGE`
-    random windows of each of :func:`norm_images` (None when they have no window)."""
-    norm_ids = norm_images(ctx)
+def random_window_norm(ctx: TrainingContext, stage: str = "bbox",
+                       features: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float | None:
+    """``bbox.norm_windows=random`` / ``svm.norm_windows=random``: the mean L2 norm of the
+    features of up to :data:`NORM_WINDOWS_PER_IMAGE` random windows (ground truth and
+    proposals, :func:`stage_windows`) of each of :func:`norm_images` ``stage`` sees;
+    ``features`` maps pool5 rows to the stage's features (None: pool5 itself). None when
+    those images have no window."""
+    norm_ids = norm_images(ctx, stage)
     rng = np.random.default_rng([ctx.settings.seed, _NORM_STREAM])
     norms = []
     for r in (r for r in ctx.records if r.image_id in norm_ids):
-        windows = stage_windows(ctx, r, "bbox")[0]
+        windows = stage_windows(ctx, r, stage)[0]
         picked = rng.permutation(len(windows))[:NORM_WINDOWS_PER_IMAGE]
-        norms.append(torch.linalg.vector_norm(ctx.pool5(r, windows[picked]), dim=1).numpy())
-    return float(np.concatenate(norms).mean(dtype=np.float64)) if norms else None
+        pooled = ctx.pool5(r, windows[picked])
+        norms.append(torch.linalg.vector_norm(pooled if features is None else features(pooled), dim=1).numpy())
+    norms = np.concatenate(norms) if norms else np.zeros(0)
+    return float(norms.mean(dtype=np.float64)) if len(norms) else None
 
 
-def norm_images(ctx: TrainingContext) -> set[str]:
-    """The images whose random windows set the regression features' norm
-    (``bbox.norm_windows=random``): at most :data:`NORM_IMAGES` of those box regression sees."""
-    ids = [r.image_id for r in ctx.records if sees(ctx.settings.data, "bbox", r)]
+def norm_images(ctx: TrainingContext, stage: str = "bbox") -> set[str]:
+    """The images whose random windows set a stage's features' norm (``norm_windows=random``):
+    at most :data:`NORM_IMAGES` of those ``stage`` learns from."""
+    ids = [r.image_id for r in ctx.records if sees(ctx.settings.data, stage, r)]
     rng = np.random.default_rng([ctx.settings.seed, _NORM_STREAM])
     return {ids[i] for i in rng.permutation(len(ids))[:NORM_IMAGES]}
 
@@ -597,29 +603,47 @@ class ReplayedImages:
             size = image.features.nbytes + image.gt_features.nbytes
             if filling and i == len(self._kept) and size <= self._budget:
                 self._budget -= size
+                all_features(image.features)  # a kept image holds its features, not its pooled windows
                 self._kept.append(image)
             yield image
 
 
-def svm_training_images(ctx: TrainingContext, head: FCHead, layer: str, replay_mb: float = 0.0) -> ReplayedImages:
+def svm_features(head: FCHead, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """pool5 rows -> the SVMs' features (``layer``: svm.feature), each distinct pool5 vector
+    through the fc layers once, as the detector scores windows (windows on the same cells
+    share one vector): less fc work, the same values up to the GEMM's rounding."""
+    def features(pooled: torch.Tensor) -> torch.Tensor:
+        first, inverse = distinct_rows(pooled.numpy())
+        return head.features(pooled[torch.from_numpy(first)], layer)[torch.from_numpy(inverse)]
+    return features
+
+
+def svm_training_images(ctx: TrainingContext, head: FCHead, layer: str, replay_mb: float = 0.0,
+                        lazy: bool = False) -> ReplayedImages:
     """The training images' SVM features (``layer``: svm.feature), a fresh iterator at each
-    call, the first call's replayed within ``replay_mb`` (svm.replay_mb) MiB."""
+    call, the first call's replayed within ``replay_mb`` (svm.replay_mb) MiB. ``lazy``: the
+    proposal windows' features are :class:`LazyFeatures`, computed when a pass asks for them
+    (the collect pass, given the mean norm, asks for the seed negatives' only)."""
     data = ctx.settings.data
     # With data.difficult_stages naming svm, no object is held out of the positives.
     difficult = not data.uses_difficult("svm")
+    features = svm_features(head, layer)
 
     def compute(r) -> TrainImage:
         windows = ctx.windows(r)
         both = np.concatenate([r.boxes, windows]).astype(np.float32)
         pooled = ctx.pool5(r, both)
-        # Each distinct pool5 vector goes through the fc layers once, as the detector scores
-        # windows (windows on the same cells share one vector): less fc work, the same values
-        # up to the GEMM's rounding.
-        first, inverse = distinct_rows(pooled.numpy())
-        feats = head.features(pooled[torch.from_numpy(first)], layer).numpy()[inverse]
         g = len(r.boxes)
-        return TrainImage(image_id=r.image_id, features=feats[g:], boxes=windows,
-                          gt_features=feats[:g], gt_boxes=r.boxes, gt_labels=r.labels,
+        if lazy:
+            gt_feats = features(pooled[:g]).numpy()
+            window_pool = pooled[g:]
+            feats = LazyFeatures(len(windows), gt_feats.shape[1], lambda idx: features(
+                window_pool if idx is None else window_pool[torch.from_numpy(idx)]).numpy())
+        else:
+            both_feats = features(pooled).numpy()
+            gt_feats, feats = both_feats[:g], both_feats[g:]
+        return TrainImage(image_id=r.image_id, features=feats, boxes=windows,
+                          gt_features=gt_feats, gt_boxes=r.boxes, gt_labels=r.labels,
                           gt_difficult=r.difficult & difficult)
     return ReplayedImages(compute, [r for r in ctx.records if sees(data, "svm", r)], replay_mb)
 

@@ -5,6 +5,8 @@ The rules are R-CNN's ``rcnn_train.m`` (see :mod:`detector.training.svm`, which 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -58,10 +60,15 @@ class NegativeCache:
                       rng: np.random.Generator) -> None:
         """Offer rows to a uniform reservoir sample of at most ``capacity`` rows
         (Vitter's algorithm R over the stream of all rows ever offered)."""
-        n = len(keys)
+        plan = self.plan_reservoir(len(keys), capacity, rng)
+        self.apply_reservoir(plan, x[plan.rows], keys)
+
+    def plan_reservoir(self, n: int, capacity: int, rng: np.random.Generator) -> "ReservoirPlan":
+        """Which of ``n`` offered rows :meth:`add_reservoir` would keep, and where, decided
+        before their features exist (the draws depend on the counts alone). Apply it with
+        :meth:`apply_reservoir` before this cache's next plan."""
         room = max(0, min(n, capacity - self.size))
-        if room:
-            self.add(x[:room], keys[:room])
+        slots = src = np.zeros(0, dtype=np.int64)
         if n > room:
             position = self.seen + np.arange(room, n)  # 0-based stream positions
             slot = rng.integers(0, position + 1)
@@ -70,13 +77,45 @@ class NegativeCache:
                 # A later row that draws the same slot overwrites an earlier one.
                 slots, last = np.unique(slot[taken][::-1], return_index=True)
                 src = room + taken[::-1][last]
-                cached_x, cached_keys = self.arrays()
-                self._key_set.difference_update(int(k) for k in cached_keys[slots])
-                cached_x[slots] = x[src]
-                cached_keys[slots] = keys[src]
-                self._key_set.update(int(k) for k in keys[src])
-        self.seen += n
+        return ReservoirPlan(offered=n, room=room, slots=slots, src=src, seen=self.seen, size=self.size)
+
+    def apply_reservoir(self, plan: "ReservoirPlan", x: np.ndarray, keys: np.ndarray) -> None:
+        """Carry out ``plan``: ``x`` holds the features of ``plan.rows`` (in that order),
+        ``keys`` the keys of all ``plan.offered`` rows."""
+        if (plan.seen, plan.size) != (self.seen, self.size):
+            raise ValueError("reservoir plan drawn for another state of this cache (apply each plan "
+                             "before the next is drawn)")
+        if len(x) != len(plan.rows) or len(keys) != plan.offered:
+            raise ValueError(f"reservoir plan of {plan.offered} rows keeping {len(plan.rows)}: "
+                             f"got {len(x)} feature rows and {len(keys)} keys")
+        if plan.room:
+            self.add(x[:plan.room], keys[:plan.room])
+        if len(plan.src):
+            cached_x, cached_keys = self.arrays()
+            self._key_set.difference_update(int(k) for k in cached_keys[plan.slots])
+            cached_x[plan.slots] = x[plan.room:]
+            cached_keys[plan.slots] = keys[plan.src]
+            self._key_set.update(int(k) for k in keys[plan.src])
+        self.seen += plan.offered
         self.num_added = self.size
+
+
+@dataclass(frozen=True)
+class ReservoirPlan:
+    """One offer to a reservoir (:meth:`NegativeCache.plan_reservoir`): the first ``room``
+    rows are appended, then cache rows ``slots`` are overwritten by offered rows ``src``."""
+
+    offered: int
+    room: int
+    slots: np.ndarray  # int64 cache rows, ascending
+    src: np.ndarray  # int64 offered rows, one per slot
+    seen: int  # the cache's counts the plan was drawn from
+    size: int
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The offered rows whose features the cache keeps: the appended ones, then ``src``."""
+        return np.concatenate([np.arange(self.room, dtype=np.int64), self.src])
 
 
 def find_negative_candidates(boxes: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray,

@@ -19,7 +19,8 @@ The procedure follows R-CNN's ``rcnn_train.m`` (which SPP-net reuses):
   features equal an earlier window's of the image is dropped.
 * Passes over the images (``images()`` is called ``1 + mining_rounds`` times):
   1. *collect*: positives, the exact mean L2 norm of all proposal windows
-     (for the feature scale), and seed negatives: up to
+     (for the feature scale; or a ``mean_norm`` given, as ``svm.norm_windows=random``
+     measures it on random windows, the official code's rule), and seed negatives: up to
      ``initial_negatives`` random candidates per image and class, kept in a
      uniform reservoir sample of at most ``svm.max_negatives_per_class`` per
      class (0, the default: no bound) and of at most ``svm.seed_mb`` MiB over
@@ -41,6 +42,12 @@ The procedure follows R-CNN's ``rcnn_train.m`` (which SPP-net reuses):
   (``negatives_dropped_by_cap``). The official code bounds nothing.
 * A class with no positives keeps zero weights and bias -inf (never fires)
   with a logged warning; so does a class that never got a negative.
+
+An image's features may be :class:`LazyFeatures`: the collect pass then computes
+only the rows it keeps (ground truth, seeds; every row only for the exact mean norm
+or ``neg_dedup=identical``), and the reservoir decides which rows it keeps before
+their features exist (:meth:`NegativeCache.plan_reservoir`), so the seeds are the
+same rows and values either way.
 
 Caches keep the features as given (float32, unscaled); the scale factor
 ``target_norm / mean_norm`` is applied when a solver matrix is built and in
@@ -93,12 +100,69 @@ class SVMDataError(ValueError):
     """A training image whose arrays are inconsistent (names the image)."""
 
 
+class LazyFeatures:
+    """An image's window features computed on demand (the SVM collect pass needs few rows).
+
+    ``compute(idx)`` returns float32 [len(idx), D] for sorted window indices ``idx``
+    (None: every row). :meth:`rows` computes the rows asked for; :meth:`full` computes
+    all of them once, keeps them and drops ``compute`` (and what it holds: the pooled
+    windows); :meth:`release` drops ``compute`` without them (the collect pass, done with
+    an image).
+    """
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, num_rows: int, dim: int, compute: Callable[[np.ndarray], np.ndarray]):
+        self.shape = (num_rows, dim)
+        self._compute: Callable[[np.ndarray], np.ndarray] | None = compute
+        self._full: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes :meth:`full` holds (computed or not)."""
+        return self.shape[0] * self.shape[1] * self.dtype.itemsize
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        if self._full is not None:
+            return self._full[idx]
+        if len(idx) == 0:
+            return np.zeros((0, self.shape[1]), np.float32)
+        return self._compute(idx)
+
+    def full(self) -> np.ndarray:
+        if self._full is None:
+            if self._compute is None:
+                raise RuntimeError("LazyFeatures.full() after release(): the pooled windows are gone")
+            self._full = self._compute(None)
+            self._compute = None
+        return self._full
+
+    def release(self) -> None:
+        """Drop what computes rows (kept rows stay): memory back before the next image."""
+        self._compute = None
+
+
+def feature_rows(features: "np.ndarray | LazyFeatures", idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of an image's features, computing only those of :class:`LazyFeatures`."""
+    return features.rows(idx) if isinstance(features, LazyFeatures) else features[idx]
+
+
+def all_features(features: "np.ndarray | LazyFeatures") -> np.ndarray:
+    """Every row of an image's features (:meth:`LazyFeatures.full`)."""
+    return features.full() if isinstance(features, LazyFeatures) else features
+
+
 @dataclass(frozen=True)
 class TrainImage:
-    """One training image's windows and ground truth, features already computed."""
+    """One training image's windows and ground truth, features computed or :class:`LazyFeatures`."""
 
     image_id: str
-    features: np.ndarray  # float32 [N, D] features of the proposal windows
+    features: "np.ndarray | LazyFeatures"  # float32 [N, D] features of the proposal windows
     boxes: np.ndarray  # float32 [N, 4] the windows (x1, y1, x2, y2), 0-based continuous
     gt_features: np.ndarray  # float32 [G, D] features of the ground-truth boxes
     gt_boxes: np.ndarray  # float32 [G, 4]
@@ -171,8 +235,11 @@ class HardNegativeTrainer:
 
     def __init__(self, num_classes: int, cfg: SVMConfig, seed: int = 0,
                  retrain_limit: int = RETRAIN_LIMIT, max_cached_negatives: int | None = None,
-                 class_names: Sequence[str] | None = None):
+                 class_names: Sequence[str] | None = None, mean_norm: float | None = None):
         _check_config(cfg)
+        if mean_norm is not None and not mean_norm > 0:
+            raise ValueError(f"mean_norm must be positive, got {mean_norm}")
+        self.given_mean_norm = mean_norm
         if num_classes <= 0:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
@@ -213,22 +280,28 @@ class HardNegativeTrainer:
                 self.seed_bound = min(self.max_cached_negatives,
                                       seed_capacity(self.cfg.seed_mb, self.num_classes, self.dim))
             index = self._index_of(image.image_id)
-            norm_sum += float(np.linalg.norm(image.features, axis=1).sum(dtype=np.float64))
-            norm_count += len(image.features)
+            if self.given_mean_norm is None:
+                norm_sum += float(np.linalg.norm(all_features(image.features), axis=1).sum(dtype=np.float64))
+                norm_count += len(image.features)
             use = ~image.gt_difficult.astype(bool)
             for k in np.unique(image.gt_labels[use]):
                 pos_chunks[k].append(np.array(image.gt_features[use & (image.gt_labels == k)],
                                               dtype=np.float32))
             self._seed_negatives(image, index)
+            if isinstance(image.features, LazyFeatures):
+                image.features.release()  # this pass needs no more of its rows
         self.stats["seed_negatives"] = {
             "per_class_capacity": None if self.seed_bound == UNBOUNDED else self.seed_bound,
             "offered": [c.seen for c in self.caches], "kept": [c.size for c in self.caches]}
         if self.seed_bound == self.max_cached_negatives:  # the cache bound, not the seed budget, binds
             for k, cache in enumerate(self.caches):  # what the reservoir left out
                 self.stats["negatives_dropped_by_cap"][k] += cache.seen - cache.size
-        if norm_count == 0 or norm_sum <= 0:
+        if self.given_mean_norm is not None:
+            mean_norm = self.given_mean_norm
+        elif norm_count == 0 or norm_sum <= 0:
             raise SVMDataError("SVM training saw no proposal windows with non-zero features")
-        mean_norm = norm_sum / norm_count
+        else:
+            mean_norm = norm_sum / norm_count
         self.feature_scale = self.cfg.target_norm / mean_norm
         self.positives = [np.concatenate(c) if c else np.zeros((0, self.dim), np.float32)
                           for c in pos_chunks]
@@ -240,7 +313,8 @@ class HardNegativeTrainer:
                 self._update(k, image_number=None)
             else:
                 log.info("SVM %s has no seed negatives; mining will start it", self._label(k))
-        self.stats.update(mean_norm=mean_norm, feature_scale=self.feature_scale,
+        self.stats.update(mean_norm=mean_norm, mean_norm_given=self.given_mean_norm is not None,
+                          feature_scale=self.feature_scale,
                           feature_dim=self.dim, num_images=len(self.image_index),
                           num_positives=[len(p) for p in self.positives])
         self._end_pass("collect", start)
@@ -249,14 +323,15 @@ class HardNegativeTrainer:
         if self.cfg.initial_negatives == 0:
             return
         boxes = np.concatenate([image.boxes, image.gt_boxes]).astype(np.float32)
-        feats = _window_features(image)
         cand = find_negative_candidates(boxes, image.gt_boxes, image.gt_labels,
                                         self.num_classes, self.cfg.neg_iou, self.cfg.neg_iou_strict)
-        distinct = self._distinct(feats)
+        distinct = self._distinct(_window_features(image)) if self.cfg.neg_dedup == "identical" else None
         # No model yet: every score is 0 and the NMS keeps window order. For the
         # classes absent from the image all windows are candidates, so one NMS
-        # serves them all.
+        # serves them all. The reservoir decides which rows it keeps from the row
+        # counts alone; only those rows' features are then computed, once for all classes.
         kept_all = None
+        plans = []
         for k in range(self.num_classes):
             if cand[:, k].all():
                 if kept_all is None:
@@ -268,7 +343,14 @@ class HardNegativeTrainer:
             if len(idx) > self.cfg.initial_negatives:
                 idx = np.sort(self.rng.choice(idx, self.cfg.initial_negatives, replace=False))
             if len(idx):
-                self.caches[k].add_reservoir(feats[idx], index * KEY_STRIDE + idx, self.seed_bound, self.rng)
+                plans.append((k, idx, self.caches[k].plan_reservoir(len(idx), self.seed_bound, self.rng)))
+        if not plans:
+            return
+        needed = np.unique(np.concatenate([idx[plan.rows] for _, idx, plan in plans]))
+        feats = _window_rows(image, needed)
+        for k, idx, plan in plans:
+            rows = feats[np.searchsorted(needed, idx[plan.rows])]
+            self.caches[k].apply_reservoir(plan, rows, index * KEY_STRIDE + idx)
 
     def _distinct(self, feats: np.ndarray) -> np.ndarray | None:
         """With ``svm.neg_dedup=identical``: the image's windows that are the first of their
@@ -396,7 +478,15 @@ class HardNegativeTrainer:
 
 def _window_features(image: TrainImage) -> np.ndarray:
     """Features of all windows, proposals then gt boxes: float32 [N + G, D]."""
-    return np.concatenate([image.features, image.gt_features]).astype(np.float32, copy=False)
+    return np.concatenate([all_features(image.features), image.gt_features]).astype(np.float32, copy=False)
+
+
+def _window_rows(image: TrainImage, idx: np.ndarray) -> np.ndarray:
+    """Features of windows ``idx`` (sorted; proposals then gt boxes, as :func:`_window_features`)."""
+    n = len(image.features)
+    split = int(np.searchsorted(idx, n))
+    parts = [feature_rows(image.features, idx[:split]), image.gt_features[idx[split:] - n]]
+    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 def _check_config(cfg: SVMConfig) -> None:
@@ -415,7 +505,8 @@ def _check_config(cfg: SVMConfig) -> None:
 def train_svms(images: Callable[[], Iterable[TrainImage]], num_classes: int, cfg: SVMConfig,
                seed: int = 0, progress: bool = True, retrain_limit: int = RETRAIN_LIMIT,
                max_cached_negatives: int | None = None,
-               class_names: Sequence[str] | None = None) -> tuple[LinearSVMs, dict]:
+               class_names: Sequence[str] | None = None,
+               mean_norm: float | None = None) -> tuple[LinearSVMs, dict]:
     """Train one linear SVM per class with hard-negative mining.
 
     Args:
@@ -429,10 +520,13 @@ def train_svms(images: Callable[[], Iterable[TrainImage]], num_classes: int, cfg
         max_cached_negatives: per-class cache bound after eviction; None: the
             config's ``max_negatives_per_class`` (0 = no bound).
         class_names: the K class names, for the log (None: classes named by index).
+        mean_norm: the features' mean L2 norm, measured elsewhere (svm.norm_windows=random);
+            None: the exact mean over every proposal window, in the collect pass.
     Returns:
         (the SVMs, training statistics: JSON-serialisable plain types).
     """
-    trainer = HardNegativeTrainer(num_classes, cfg, seed, retrain_limit, max_cached_negatives, class_names)
+    trainer = HardNegativeTrainer(num_classes, cfg, seed, retrain_limit, max_cached_negatives, class_names,
+                                  mean_norm)
     with closing(adapting_threads(progress_of(images(), desc="SVM collect", unit="img", enabled=progress))) as todo:
         trainer.collect(todo)
     for r in range(cfg.mining_rounds):

@@ -52,7 +52,7 @@ from .svm import LinearSVMs, train_svms
 from ..timing import timed_stage
 from .context import (SharedSettings, TrainingContext, TrainingWindows, bank_use,
                       classes_without_training_objects, collect_training_windows, conv_samples, random_window_norm,
-                      regression_windows, section_key, streamed_windows, svm_training_images)
+                      regression_windows, section_key, streamed_windows, svm_features, svm_training_images)
 from .validation import held_out_snapshot
 
 logger = logging.getLogger(__name__)
@@ -197,9 +197,18 @@ def adopt_finetuned_trunk(run: TrainingRun, config: StageConfig) -> None:
 
 def train_svm_stage(run: TrainingRun, config: StageConfig) -> dict:
     ctx, svm = run.ctx, config.svm
-    images = svm_training_images(ctx, run.head, svm.feature, svm.replay_mb)
+    # svm.norm_windows=random: the mean norm from random windows (the official rule), so the
+    # collect pass computes the features of the rows it keeps only (not with neg_dedup=identical,
+    # which compares every window's features).
+    mean_norm = (random_window_norm(ctx, "svm", svm_features(run.head, svm.feature))
+                 if svm.norm_windows == "random" else None)
+    if svm.norm_windows == "random" and mean_norm is None:
+        logger.warning("svm.norm_windows=random: the sampled images have no window; the SVMs' mean "
+                       "norm is taken over every window instead")
+    images = svm_training_images(ctx, run.head, svm.feature, svm.replay_mb,
+                                 lazy=mean_norm is not None and svm.neg_dedup != "identical")
     run.svms, svm_stats = train_svms(images, len(ctx.class_names), svm, seed=ctx.settings.seed,
-                                     progress=ctx.progress, class_names=ctx.class_names)
+                                     progress=ctx.progress, class_names=ctx.class_names, mean_norm=mean_norm)
     run.stats["svm"] = dict(_plain(svm_stats), replayed_images=images.replayed)
     return {"svms": run.svms.to_state_dict(), "stats": run.stats["svm"]}
 

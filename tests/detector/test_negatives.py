@@ -58,3 +58,57 @@ def test_reservoir_is_bounded_consistent_and_uniform():
     np.testing.assert_array_equal(x[:, 0], keys)  # rows stay with their keys
     assert cache.contains(keys).all() and not cache.contains(np.array([1000, -1])).any()
     assert 350 < keys.mean() < 650  # uniform over the stream 0..999, not the first 100
+
+
+def reference_add_reservoir(cache: NegativeCache, x, keys, capacity, rng) -> bool:
+    """The algorithm R of add_reservoir before it was split into plan + apply (kept here as the
+    reference); True when a slot it overwrote held a row appended by this same call."""
+    n = len(keys)
+    room = max(0, min(n, capacity - cache.size))
+    old_size = cache.size
+    if room:
+        cache.add(x[:room], keys[:room])
+    overlap = False
+    if n > room:
+        position = cache.seen + np.arange(room, n)
+        slot = rng.integers(0, position + 1)
+        taken = np.flatnonzero(slot < capacity)
+        if len(taken):
+            slots, last = np.unique(slot[taken][::-1], return_index=True)
+            src = room + taken[::-1][last]
+            overlap = bool(room and (slots >= old_size).any())
+            cached_x, cached_keys = cache.arrays()
+            cache._key_set.difference_update(int(k) for k in cached_keys[slots])
+            cached_x[slots] = x[src]
+            cached_keys[slots] = keys[src]
+            cache._key_set.update(int(k) for k in keys[src])
+    cache.seen += n
+    cache.num_added = cache.size
+    return overlap
+
+
+def test_reservoir_plan_needs_only_the_rows_it_keeps():
+    # The plan is drawn from the counts alone; applied with the kept rows' features it leaves
+    # the cache the reference algorithm leaves with every row's, including calls that fill
+    # the last room and overwrite rows they just appended.
+    whole, planned = NegativeCache(), NegativeCache()
+    rng_whole, rng_planned = np.random.default_rng(3), np.random.default_rng(3)
+    asked, overlaps = 0, 0
+    for start in range(0, 600, 20):
+        keys = np.arange(start, start + 20)
+        x = np.stack([keys, -keys], axis=1).astype(np.float32)
+        overlaps += reference_add_reservoir(whole, x, keys, 50, rng_whole)
+        plan = planned.plan_reservoir(len(keys), 50, rng_planned)
+        asked += len(plan.rows)
+        planned.apply_reservoir(plan, x[plan.rows], keys)
+        for a, b in zip(whole.arrays(), planned.arrays()):
+            np.testing.assert_array_equal(a, b)
+    assert overlaps >= 1  # the 40-60 call: 10 rows of room, then slots among them
+    assert whole.seen == planned.seen == 600 and planned.size == 50
+    assert 50 <= asked < 300  # most of the 600 offered rows were never needed
+    plan = planned.plan_reservoir(5, 50, rng_planned)
+    with pytest.raises(ValueError, match="reservoir plan of 5"):
+        planned.apply_reservoir(plan, np.zeros((len(plan.rows) + 1, 2), np.float32), np.arange(5))
+    planned.apply_reservoir(plan, np.zeros((len(plan.rows), 2), np.float32), np.arange(5))
+    with pytest.raises(ValueError, match="another state"):  # a stale plan
+        planned.apply_reservoir(plan, np.zeros((len(plan.rows), 2), np.float32), np.arange(5))

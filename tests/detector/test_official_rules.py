@@ -229,6 +229,7 @@ def test_window_rules_can_be_screened_at_test_time_but_not_the_pyramid():
     ("pool.window_scaling=bilinear", "pool.window_scaling 'bilinear' must be one of plain, corner"),
     ("svm.neg_dedup=cells", "svm.neg_dedup 'cells' must be one of nms, identical"),
     ("bbox.norm_windows=all", "bbox.norm_windows 'all' must be one of regression, random"),
+    ("svm.norm_windows=regression", "svm.norm_windows 'regression' must be one of all, random"),
     ("finetune.lr_steps=[60000,30000]", "finetune.lr_steps must be increasing"),
 ])
 def test_bad_rule_values_are_named(override, message):

@@ -223,6 +223,7 @@ ALL_STAGES = {"finetune", "svm", "bbox"}
     ("svm.neg_iou_strict=true", {"svm"}),
     ("svm.neg_dedup=identical", {"svm"}),
     ("bbox.norm_windows=random", {"bbox"}),
+    ("svm.norm_windows=random", {"svm"}),
     ("svm.target_norm=10", {"svm", "bbox"}),                     # box regression borrows it
     ("finetune.lr_steps=[100]", {"finetune", "svm"}),            # the SVMs read fc7
     ("data.flip_stages=[finetune]", {"svm", "bbox"}),

@@ -303,3 +303,51 @@ def test_seed_negatives_stay_within_their_byte_budget_however_many_images():
     np.testing.assert_array_equal(default[0].weights, unbounded[0].weights)
     assert default[1]["seed_negatives"]["kept"] == default[1]["seed_negatives"]["offered"]
     assert unbounded[1]["seed_negatives"]["per_class_capacity"] is None
+
+
+def lazy_copy(image: TrainImage, asked: list[int]) -> TrainImage:
+    """``image`` with LazyFeatures over its features, counting the rows computed into ``asked``."""
+    from detector.training.svm import LazyFeatures
+
+    def compute(idx):
+        rows = image.features if idx is None else image.features[idx]
+        asked.append(len(rows))
+        return rows
+    return dataclasses.replace(image, features=LazyFeatures(*image.features.shape, compute))
+
+
+def test_lazy_features_with_a_given_norm_compute_few_rows_and_train_the_same_svms():
+    images = toy_images(20)
+    cfg = dataclasses.replace(CFG, initial_negatives=2)
+    asked: list[int] = []
+    eager = train_svms(lambda: iter(images), 2, cfg, progress=False, mean_norm=3.0)
+    lazy = train_svms(lambda: (lazy_copy(im, asked) for im in images), 2, cfg, progress=False, mean_norm=3.0)
+    for a, b in zip(eager[0].to_state_dict().values(), lazy[0].to_state_dict().values()):
+        np.testing.assert_array_equal(a, b)
+    assert eager[1]["seed_negatives"] == lazy[1]["seed_negatives"]
+    # Each seed row is its window's features (proposal rows, then gt rows), some from gt boxes.
+    trainer = HardNegativeTrainer(2, cfg, seed=0, mean_norm=3.0)
+    trainer.collect(lazy_copy(im, []) for im in images)
+    gt_seeds = 0
+    for cache in trainer.caches:
+        x, keys = cache.arrays()
+        for row, key in zip(x, keys):
+            image = images[int(key // KEY_STRIDE)]
+            window = int(key % KEY_STRIDE)
+            n = len(image.features)
+            expected = image.features[window] if window < n else image.gt_features[window - n]
+            np.testing.assert_array_equal(row, expected)
+            gt_seeds += window >= n
+    assert gt_seeds > 0
+    assert lazy[1]["mean_norm"] == 3.0 and lazy[1]["mean_norm_given"]
+    assert lazy[1]["feature_scale"] == pytest.approx(CFG.target_norm / 3.0)
+    windows = sum(len(im.features) for im in images)
+    collect = sum(asked[: len(asked) - len(images)])  # the mining pass asks every image for all rows
+    assert asked[len(asked) - len(images):] == [len(im.features) for im in images]
+    assert 0 < collect <= 2 * 2 * len(images) < windows  # seeds only: at most 2 per class and image
+    # Without a given norm the collect pass needs every window (the exact mean).
+    asked.clear()
+    exact = train_svms(lambda: (lazy_copy(im, asked) for im in images), 2, cfg, progress=False)
+    assert sum(asked) == 2 * windows and not exact[1]["mean_norm_given"]
+    with pytest.raises(ValueError, match="mean_norm"):
+        HardNegativeTrainer(2, cfg, mean_norm=0.0)

@@ -239,6 +239,42 @@ def test_replayed_svm_features_are_the_first_passes_and_train_the_same_svms(tmp_
     np.testing.assert_array_equal(with_replay.bias, without.bias)
 
 
+def test_svm_random_norm_windows_give_the_norm_and_features_computed_on_demand(tmp_path):
+    """svm.norm_windows=random: the SVMs' mean norm from random windows' fc features (here every
+    window of the small set), and the collect pass, given it, computes the seeds' rows only."""
+    from detector.build import build_head
+    from detector.training.context import random_window_norm, svm_features, svm_training_images, training_gt
+    from detector.training.svm import LazyFeatures, train_svms
+    from detector.training.train import SVMS_ON_FC, TrainingRun, stage_sections, train_svm_stage
+    ctx = rules_context(tmp_path, "svm.norm_windows=random", "data.flip=false")
+    cfg = ctx.test_config
+    head = build_head(cfg, ctx.features.output_dim, len(ctx.class_names)).eval()
+    features = svm_features(head, cfg.svm.feature)
+    # 3 images (<= 200), gt + 30 proposals each (<= 200): every window counts.
+    norms = [np.linalg.norm(head.features(ctx.pool5(r, np.concatenate([training_gt(r)[0], ctx.windows(r)])),
+                                          cfg.svm.feature).numpy(), axis=1) for r in ctx.records]
+    mean_norm = float(np.concatenate(norms).mean())
+    assert random_window_norm(ctx, "svm", features) == pytest.approx(mean_norm, rel=1e-5)
+    # Lazy features: the same values as computed up front, rows on demand.
+    lazy, eager = (list(svm_training_images(ctx, head, cfg.svm.feature, lazy=flag)()) for flag in (True, False))
+    for a, b in zip(lazy, eager, strict=True):
+        assert isinstance(a.features, LazyFeatures) and a.features.shape == b.features.shape
+        np.testing.assert_allclose(a.features.rows(np.array([0, 3])), b.features[[0, 3]], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.features.full(), b.features, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.gt_features, b.gt_features, rtol=1e-5, atol=1e-6)  # other GEMM batches
+    svm_cfg = dataclasses.replace(cfg.svm, initial_negatives=5)
+    (w_lazy, s_lazy), (w_eager, _) = (
+        train_svms(svm_training_images(ctx, head, cfg.svm.feature, lazy=flag), len(ctx.class_names), svm_cfg,
+                   progress=False, mean_norm=mean_norm) for flag in (True, False))
+    np.testing.assert_allclose(w_lazy.weights, w_eager.weights, rtol=1e-4, atol=1e-6)
+    assert s_lazy["mean_norm"] == mean_norm
+    # The stage: the random norm measured, the features lazy, the scale target_norm / that norm.
+    run = TrainingRun(ctx, head, stage_sections(cfg))
+    train_svm_stage(run, run.config_of(SVMS_ON_FC))
+    assert run.stats["svm"]["mean_norm_given"]
+    assert run.svms.feature_scale == pytest.approx(cfg.svm.target_norm / mean_norm, rel=1e-5)
+
+
 def test_conv_window_use_counts_labelled_windows_drawn_per_image():
     from detector.training.conv_finetune import ConvSample, conv_window_use
     from detector.training.fc_finetune import WindowLabels
