@@ -55,8 +55,8 @@ def test_a_killed_process_supplies_the_stages_its_resumed_run_restored(tmp_path)
             "peak_memory_mib_20s_samples": {"fine-tuning": 1536}}
     for name, obj in (("train100.json", resumed), ("train100_part1_killed.json", part), ("caches.json", CACHES)):
         (tmp_path / name).write_text(json.dumps(obj))
-    recs, caches, parts = load_density(tmp_path)
-    assert [r["trainval_images"] for r in recs] == [100] and len(parts) == 1
+    recs, caches, parts, network = load_density(tmp_path)
+    assert [r["trainval_images"] for r in recs] == [100] and len(parts) == 1 and network is None
     costs = unit_costs(recs, caches, parts)
     assert costs["frozen_prefix_cache"]["seconds_per_unit"] == 0.09 and "killed" in costs["frozen_prefix_cache"]["source"]
     assert costs["fine-tuning iterations"]["seconds_per_unit"] == 0.18
@@ -74,3 +74,28 @@ def test_a_stage_an_earlier_part_computed_is_projected_from_the_merged_record():
     costs = unit_costs([resumed], CACHES, [])
     assert costs["svm"]["seconds_per_unit"] == pytest.approx(120.0 / 200)
     assert "fine-tuning iterations" not in costs  # only restored: no cost, and no part says otherwise
+
+
+def test_the_svm_lever_scales_only_runs_measured_with_the_exact_norm():
+    lever = {"name": "dense_ab", "median_s": {"old": 200.0, "new": 100.0}}
+    exact = size_record(100, svm=100.0)
+    costs = unit_costs([exact], CACHES, [], lever)
+    assert costs["svm"]["seconds_per_unit"] == pytest.approx(0.25)  # 0.5 s per record x 100/200
+    assert "0.500 s with the exact mean norm" in costs["svm"]["source"] and "dense_ab.json" in costs["svm"]["source"]
+    # A run that measured the random norm itself is not scaled again.
+    shipped = size_record(100, svm=100.0, stats={"svm": {"mean_norm_given": True}})
+    assert unit_costs([shipped], CACHES, [], lever)["svm"]["seconds_per_unit"] == pytest.approx(0.5)
+    assert unit_costs([exact], CACHES, [])["svm"]["seconds_per_unit"] == pytest.approx(0.5)  # no lever record
+
+
+def test_the_network_alone_test_replaces_the_run_s_own_test_row(tmp_path):
+    run = size_record(100, svm=100.0, test_images=10, test_seconds_per_image={"total_excluding_proposals": 0.9})
+    network = {"images": 50, "median_total_excluding_proposals": 0.4, "runs": [{}, {}]}
+    assert unit_costs([run], CACHES, [])["test (excluding proposals)"]["seconds_per_unit"] == 0.9
+    costs = unit_costs([run], CACHES, [], network=network)
+    assert costs["test (excluding proposals)"]["seconds_per_unit"] == 0.4
+    assert "the network alone" in costs["test (excluding proposals)"]["source"]
+    (tmp_path / "train100.json").write_text(json.dumps(run))
+    (tmp_path / "test_network.json").write_text(json.dumps(network))
+    assert load_density(tmp_path)[3] == network
+    assert "| test (excluding proposals) | 0.400 |" in "\n".join(density_lines(*load_density(tmp_path)))
