@@ -53,11 +53,25 @@ def run_side(tree: Path, source: Path, folder: Path, stage: str, config: str, ov
     report = json.loads((run / "train_report.json").read_text())
     if stage in report["reused_stages"]:
         raise RuntimeError(f"{folder}: stage {stage} was restored, not recomputed")
+    return float(report["timings"][stage]), report_facts(report, stage)
+
+
+def report_facts(report: dict, stage: str) -> list[dict]:
+    """What a run's train_report says of the stage: its passes' seconds (the SVM stage's collect
+    and mining), the mean norm of its feature scale, its seed negatives, and the data it saw."""
     stats = report.get("stats", {}).get(stage, {})
-    passes = [{"name": q["name"], "seconds": round(q["seconds"], 2)} for q in stats.get("passes", [])]
+    facts = [{"name": q["name"], "seconds": round(q["seconds"], 2)} for q in stats.get("passes", [])]
     if "mean_norm" in stats:  # the SVM stage: the norm its feature scale came from
-        passes.append({"name": "mean_norm", "value": stats["mean_norm"]})
-    return float(report["timings"][stage]), passes
+        facts.append({"name": "mean_norm", "value": stats["mean_norm"]})
+    seeds = stats.get("seed_negatives")
+    if seeds:
+        facts.append({"name": "seed_negatives", "per_class_capacity": seeds.get("per_class_capacity"),
+                      "offered_per_class": [min(seeds["offered"]), max(seeds["offered"])],
+                      "kept_per_class": [min(seeds["kept"]), max(seeds["kept"])]})
+    facts.append({"name": "data", "train_images": report.get("train_images"),
+                  "flipped_images": report.get("flipped_images"),
+                  "windows_per_train_image": report.get("windows_per_train_image")})
+    return facts
 
 
 def model_difference(old: Path, new: Path) -> dict:

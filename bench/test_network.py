@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--load", type=int, default=0, help="busy-looping background processes during the passes")
     args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
 
     from detector.evaluation.report import collect_versions
     from detector.fileio import write_json_atomic
@@ -54,7 +57,7 @@ def main(argv=None) -> int:
         return outcome, time.perf_counter() - t
 
     first, first_s = one_pass(0)  # computes (or reads) the split's proposals
-    with background_load(args.load) if args.load else contextlib.nullcontext():
+    with background_load(args.load, seconds=24 * 3600) if args.load else contextlib.nullcontext():
         runs = measured_passes(args, model, one_pass)
     totals = [r["seconds_per_image"]["total_excluding_proposals"] for r in runs]
     record = {
@@ -62,6 +65,9 @@ def main(argv=None) -> int:
         "model": str(args.model), "split": args.split, "images": len(first.detections),
         "condition": f"{args.load} busy background processes" if args.load else "quiet",
         "background_load_processes": args.load,
+        "model_training": model_training(Path(args.model)),
+        "tree": subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                               cwd=Path(__file__).resolve().parents[1]).stdout.strip(),
         "mAP": first.result.mAP, "first_pass_wall_s": round(first_s, 2),
         "first_pass_seconds_per_image": first.seconds_per_image,
         "runs": runs, "median_total_excluding_proposals": statistics.median(totals),
@@ -73,6 +79,21 @@ def main(argv=None) -> int:
     write_json_atomic(path, record)
     print(f"median {record['median_total_excluding_proposals']:.3f} s per image -> {path}")
     return 0
+
+
+def model_training(model_path: Path) -> dict:
+    """What the model was trained on, from the train_report.json beside it (empty when absent)."""
+    import json
+
+    report = model_path.parent / "train_report.json"
+    if not report.exists():
+        return {}
+    r = json.loads(report.read_text())
+    cfg = r.get("config", {})
+    return {"train_images": r.get("train_images"), "flipped_images": r.get("flipped_images"),
+            "windows_per_train_image": r.get("windows_per_train_image"),
+            "finetune_iterations": cfg.get("finetune", {}).get("iterations"),
+            "data_root": cfg.get("data", {}).get("root")}
 
 
 def measured_passes(args, model, one_pass) -> list[dict]:

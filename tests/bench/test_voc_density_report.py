@@ -77,7 +77,8 @@ def test_a_stage_an_earlier_part_computed_is_projected_from_the_merged_record():
 
 
 def test_the_svm_lever_scales_only_runs_measured_with_the_exact_norm():
-    lever = {"name": "dense_ab", "median_s": {"old": 200.0, "new": 100.0}}
+    lever = {"name": "dense_ab", "median_s": {"old": 200.0, "new": 100.0},
+             "seconds": {"old": [190.0, 210.0], "new": [95.0, 105.0]}}
     exact = size_record(100, svm=100.0)
     costs = unit_costs([exact], CACHES, [], lever)
     assert costs["svm"]["seconds_per_unit"] == pytest.approx(0.25)  # 0.5 s per record x 100/200
@@ -86,15 +87,27 @@ def test_the_svm_lever_scales_only_runs_measured_with_the_exact_norm():
     shipped = size_record(100, svm=100.0, stats={"svm": {"mean_norm_given": True}})
     assert unit_costs([shipped], CACHES, [], lever)["svm"]["seconds_per_unit"] == pytest.approx(0.5)
     assert unit_costs([exact], CACHES, [])["svm"]["seconds_per_unit"] == pytest.approx(0.5)  # no lever record
+    assert costs["svm"]["range"] == pytest.approx((0.5 * 95 / 210, 0.5 * 105 / 190))
+    # Two sizes, one of each kind: the exact run is scaled before the line is fitted.
+    bigger = size_record(200, svm=200.0, stats={"svm": {"mean_norm_given": True}})  # 0.5 s per record, shipped
+    mixed = unit_costs([exact, bigger], CACHES, [], lever)["svm"]
+    # The line through (200 records, 100 s x 0.5) and (400 records, 200 s): 0.75 s per record - 100 s.
+    assert mixed["seconds_per_unit"] * VOC_RECORDS == pytest.approx(0.75 * VOC_RECORDS - 100.0)
+    assert "range" not in mixed  # part of it is not a ratio of measured passes
 
 
 def test_the_network_alone_test_replaces_the_run_s_own_test_row(tmp_path):
     run = size_record(100, svm=100.0, test_images=10, test_seconds_per_image={"total_excluding_proposals": 0.9})
-    network = {"images": 50, "median_total_excluding_proposals": 0.4, "runs": [{}, {}]}
+    passes = [{"seconds_per_image": {"total_excluding_proposals": t}} for t in (0.38, 0.4, 0.45)]
+    network = {"images": 50, "median_total_excluding_proposals": 0.4, "runs": passes, "background_load_processes": 0}
     assert unit_costs([run], CACHES, [])["test (excluding proposals)"]["seconds_per_unit"] == 0.9
     costs = unit_costs([run], CACHES, [], network=network)
     assert costs["test (excluding proposals)"]["seconds_per_unit"] == 0.4
     assert "the network alone" in costs["test (excluding proposals)"]["source"]
+    assert costs["test (excluding proposals)"]["range"] == (0.38, 0.45)
+    # A loaded measurement is not the projection's quiet figure.
+    loaded = dict(network, background_load_processes=1)
+    assert unit_costs([run], CACHES, [], network=loaded)["test (excluding proposals)"]["seconds_per_unit"] == 0.9
     (tmp_path / "train100.json").write_text(json.dumps(run))
     (tmp_path / "test_network.json").write_text(json.dumps(network))
     assert load_density(tmp_path)[3] == network
