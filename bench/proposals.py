@@ -44,6 +44,14 @@ SETTINGS = {
     # a larger min_size so the 2000-window cap keeps cell-sized windows.
     "bccd_dense": dict(method="opencv_fast", max_side=0, base_k=30, inc_k=30, min_size=25.0),
     "fast_k30_500": dict(method="opencv_fast", max_side=500, base_k=30, inc_k=30, min_size=25.0),
+    # Cheaper BCCD searches (issue 23: the search is 390 s of the BCCD config's
+    # 17 min): the same k on a smaller image (min_size scaled with it, in
+    # original pixels it stays 25), coarser k at full resolution, and the
+    # smaller search topped up by the ranked dense grid.
+    "bccd_560": dict(method="opencv_fast", max_side=560, base_k=30, inc_k=30, min_size=25.0),
+    "bccd_k50": dict(method="opencv_fast", max_side=0, base_k=50, inc_k=50, min_size=25.0),
+    "bccd_union_500": dict(method="union", max_side=500, base_k=30, inc_k=30, min_size=25.0),
+    "bccd_dense_grid": dict(method="dense", min_size=25.0),
     # Cheaper searches for folder runs (issue 12's 1.5 img/s on 500 x 375
     # photos): the longer side at 400 px, with the default k and with k scaled
     # by the pixel count (100 x 0.8^2), which keeps segments the same share

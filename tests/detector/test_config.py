@@ -76,6 +76,16 @@ def test_bccd_configs_differ_only_where_the_docs_say():
     assert load("raccoon_mobilenet_frozen.yaml") == load("raccoon_mobilenet.yaml", "finetune.conv_layers=0")
 
 
+def test_bccd_config_replays_every_svm_feature():
+    """configs/bccd_mobilenet.yaml sets svm.replay_mb so the mining pass replays every record's
+    fc features (BCCD trainval: 292 images and their mirrors, up to max_windows each, fc of
+    finetune.hidden floats) instead of computing the part past the 2 GiB default again."""
+    c = load_detector_config(REPO / "configs" / "bccd_mobilenet.yaml")
+    records = 292 * (2 if c.data.flip and "svm" in c.data.flip_stages else 1)
+    needed_mib = records * c.proposals.max_windows * c.finetune.hidden * 4 / 2**20
+    assert c.svm.feature == "fc7" and c.svm.replay_mb >= needed_mib > load_detector_config().svm.replay_mb
+
+
 def test_device_choice():
     import torch
 
