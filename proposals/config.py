@@ -14,7 +14,9 @@ not silently accepted elsewhere):
 | dense           | dense_scales_per_octave, dense_aspects, dense_stride     |
 | union           | what opencv_fast reads, then what dense reads            |
 
-All methods then apply min_size, dedupe and the max_windows cap. ``union``
+``train_max_side`` (when >= 0) stands in for max_side on the training
+splits (``ProposalConfig.for_training``). All methods then apply min_size,
+dedupe and the max_windows cap. ``union``
 keeps the selective search windows (fast mode) first and fills the rest of
 ``max_windows`` with the dense grid (``proposals.dense``).
 
@@ -24,6 +26,7 @@ the training split's ground truth and warns below it (``proposals.fit``).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 class ProposalError(ValueError):
@@ -52,6 +55,14 @@ class ProposalConfig:
     # = 100 below it matches or beats full-resolution fast mode's recall@0.5
     # in less time (docs/benchmarks_proposals.md).
     max_side: int = 500
+    # The training splits' search only: their longer side before the search
+    # (-1 = max_side). Test, detect and the model file keep max_side. Training
+    # needs windows to label and mine, testing needs windows to keep: on BCCD,
+    # training on a 500 px search and testing on the full-resolution one
+    # halves the training's search (docs/benchmarks.md). `sppnet propose`
+    # searches with max_side: prefill a training split with
+    # proposals.max_side=<this value>.
+    train_max_side: int = -1
     # Upscale factor applied before the search (>1 helps small dense objects);
     # max_side, when set, still caps the longer side after upscaling.
     upscale: float = 1.0
@@ -107,6 +118,12 @@ class ProposalConfig:
     # ~0.5 s per search while holding ~50 objects on the small sets.
     auto_sample: int = 20
 
+    def for_training(self) -> "ProposalConfig":
+        """The search the training splits use: ``max_side`` replaced by ``train_max_side`` when set."""
+        if self.train_max_side < 0:
+            return self
+        return dataclasses.replace(self, max_side=self.train_max_side, train_max_side=-1)
+
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"proposals.method {self.method!r} is not one of {', '.join(METHODS)}")
@@ -118,6 +135,11 @@ class ProposalConfig:
             raise ValueError("proposals.min_size must be >= 0")
         if self.max_side < 0:
             raise ValueError("proposals.max_side must be >= 0 (0 = never downscale)")
+        if self.train_max_side < -1:
+            raise ValueError("proposals.train_max_side must be >= -1 (-1 = max_side, 0 = never downscale)")
+        if self.auto and self.train_max_side >= 0:
+            raise ValueError("proposals.auto chooses the search for training and testing alike; "
+                             "leave proposals.train_max_side at -1 with it")
         if self.upscale <= 0:
             raise ValueError("proposals.upscale must be positive")
         if self.workers < 0:

@@ -46,7 +46,9 @@ def cache_params(cfg: ProposalConfig) -> dict:
     """Everything that determines the boxes, as a JSON-able dict (the cache key)."""
     # The dense grid's fields key only the methods that read them, so adding
     # them left every other method's existing caches (and stage keys) valid.
-    unread = RUNTIME_FIELDS + (() if cfg.method in DENSE_METHODS else DENSE_FIELDS)
+    # train_max_side picks which search a training split gets (ProposalConfig.for_training);
+    # the boxes are the chosen search's, keyed by its max_side.
+    unread = RUNTIME_FIELDS + ("train_max_side",) + (() if cfg.method in DENSE_METHODS else DENSE_FIELDS)
     params = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in unread}
     params["store_version"] = STORE_VERSION
     if cfg.method == "precomputed":

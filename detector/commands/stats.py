@@ -47,11 +47,14 @@ def report_recall(args, dataset) -> None:
     cfg = load_detector_config(args.config, []) if args.config else Config()
     cache = cfg.cache_root() / "proposals" if args.config else args.cache
     records = list(dataset)
-    store = compute_split(records, cfg.proposals, cache, dataset.name, args.split, skip_bad_images=True)
+    # A training split gets the training search (proposals.train_max_side), as training computes it.
+    training = args.config and args.split in (cfg.data.train_split, cfg.data.val_split)
+    search = cfg.proposals.for_training() if training else cfg.proposals
+    store = compute_split(records, search, cache, dataset.name, args.split, skip_bad_images=True)
     good = [r for r in records if r.image_id in store]  # unreadable images were skipped
-    fit = measure_fit(good, store.load, dataset.class_names, args.split, cfg.proposals.min_size)
+    fit = measure_fit(good, store.load, dataset.class_names, args.split, search.min_size)
     print(format_fit(fit))
-    warning = fit_warning(fit, cfg.proposals)
+    warning = fit_warning(fit, search)
     if warning:
         print(f"warning: {warning}")
 

@@ -218,16 +218,17 @@ class TrainingContext:
         from proposals import compute_split
 
         s, originals = self.settings, list(self.verified.records)
-        self.proposals = compute_split(originals, s.proposals, s.cache_root / "proposals",
+        search = s.proposals.for_training()  # proposals.train_max_side: the training splits' own search
+        self.proposals = compute_split(originals, search, s.cache_root / "proposals",
                                        self.dataset_name, s.data.train_split,
-                                       workers=s.proposals.workers or None, progress=self.progress,
+                                       workers=search.workers or None, progress=self.progress,
                                        backend=self.backend)
         self.proposal_fit = check_proposal_fit(originals, self.proposals, self.class_names, s.data.train_split,
-                                               s.proposals)
+                                               search)
         if self.held_out is not None:
-            self.held_out_proposals = compute_split(self.held_out.records, s.proposals,
+            self.held_out_proposals = compute_split(self.held_out.records, search,
                                                     s.cache_root / "proposals", self.dataset_name,
-                                                    self.held_out.split, workers=s.proposals.workers or None,
+                                                    self.held_out.split, workers=search.workers or None,
                                                     progress=self.progress, backend=self.backend)
 
     def validation_samples(self, finetune: FinetuneConfig) -> list[ConvSample]:
@@ -285,7 +286,7 @@ def shared_parts(settings: SharedSettings, class_names: Sequence[str], image_dig
 
     return {
         "data": {"classes": list(class_names), "images": dict(image_digests)},
-        "proposals": cache_params(settings.proposals),
+        "proposals": cache_params(settings.proposals.for_training()),  # the search training windows come from
         "backbone": backbone_digest,
         # The cell grid and the mapping rule's version: a changed mapping
         # changes every pooled vector, though no parameter changed.

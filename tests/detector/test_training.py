@@ -289,3 +289,26 @@ def test_conv_window_use_counts_labelled_windows_drawn_per_image():
     use = conv_window_use([a, only_bg, c], [a, c], [drawn_a, drawn_c])
     # only_bg is never drawn (no positive) but its windows are eligible; c had no draw.
     assert (use.distinct_windows, use.eligible_windows, use.images, use.eligible_images) == (2, 10, 1, 3)
+
+
+# -- proposals.train_max_side: the training splits' own search (issue 23) -----------------------
+
+def test_training_search_is_train_max_side_and_the_model_keeps_max_side(tmp_path):
+    import dataclasses as dc
+
+    from detector.images import read_image
+    from proposals import propose_with_config
+
+    ctx = rules_context(tmp_path, "data.flip=false", "proposals.max_side=0", "proposals.train_max_side=128")
+    search = ctx.settings.proposals.for_training()
+    assert (search.max_side, search.train_max_side) == (128, -1)
+    # The model file's config (train() takes ctx.settings.proposals) keeps the test search.
+    assert (ctx.settings.proposals.max_side, ctx.settings.proposals.train_max_side) == (0, 128)
+    assert ctx.common_parts["proposals"]["max_side"] == 128  # stage keys hold the training windows' search
+    full = dc.replace(ctx.settings.proposals, train_max_side=-1)
+    differs = 0
+    for r in ctx.verified.records:  # 256 x 192 images: the training search ran on 128 x 96
+        pixels = read_image(r.path)
+        np.testing.assert_array_equal(ctx.windows(r), propose_with_config(pixels, search))
+        differs += not np.array_equal(ctx.windows(r), propose_with_config(pixels, full))
+    assert differs > 0

@@ -208,3 +208,21 @@ def test_propose_tool_caches_and_reports(tmp_path, capsys):
     assert len(stores) == 1 and len(list(stores[0].glob("0*.npz"))) == 3
     with pytest.raises(Exception, match="unknown key"):
         tool.main(argv[:-1] + ["colour=1"])
+
+
+def test_train_max_side_picks_a_search_and_does_not_key_the_boxes():
+    from proposals import ProposalConfig
+    from proposals.store import cache_params
+
+    full = ProposalConfig(max_side=0)
+    both = ProposalConfig(max_side=0, train_max_side=500)
+    assert full.for_training() is full
+    assert both.for_training() == ProposalConfig(max_side=500)
+    # The boxes are keyed by the search that made them: a test split searched with max_side 0
+    # shares its cache with a config that trains on a smaller search.
+    assert cache_params(both) == cache_params(full)
+    assert cache_params(both.for_training()) == cache_params(ProposalConfig(max_side=500)) != cache_params(full)
+    with pytest.raises(ValueError, match="train_max_side"):
+        ProposalConfig(train_max_side=-2).validate()
+    with pytest.raises(ValueError, match="train_max_side"):
+        ProposalConfig(auto=True, train_max_side=300).validate()
