@@ -70,9 +70,11 @@ def test_bccd_configs_differ_only_where_the_docs_say():
     base = load("bccd_mobilenet.yaml")
     assert base.features.scales == [874]
     assert (base.finetune.conv_layers, base.finetune.iterations) == (2, 1500)
-    assert load("bccd_mobilenet_conv.yaml") == load("bccd_mobilenet.yaml", "finetune.iterations=3000")
+    assert (base.proposals.max_side, base.proposals.train_max_side) == (0, 500)  # test at full resolution
+    full = "proposals.train_max_side=-1"  # as the conv and frozen configs' mAPs were measured
+    assert load("bccd_mobilenet_conv.yaml") == load("bccd_mobilenet.yaml", "finetune.iterations=3000", full)
     assert load("bccd_mobilenet_frozen.yaml") == load("bccd_mobilenet.yaml", "finetune.iterations=3000",
-                                                      "finetune.conv_layers=0")
+                                                      "finetune.conv_layers=0", full)
     assert load("raccoon_mobilenet_frozen.yaml") == load("raccoon_mobilenet.yaml", "finetune.conv_layers=0")
 
 
