@@ -464,6 +464,12 @@ class Config:
     def cache_root(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else Path(self.workdir) / "cache"
 
+    def split_search(self, split: str) -> ProposalConfig:
+        """The search ``split`` gets: the training search (``proposals.train_max_side``) for
+        ``data.train_split`` and ``data.val_split``, as training computes them; ``max_side`` otherwise."""
+        training = split in (self.data.train_split, self.data.val_split)
+        return self.proposals.for_training() if training else self.proposals
+
     def validate(self) -> None:
         if self.mode not in ("spp", "rcnn"):
             raise ValueError(f"mode {self.mode!r} must be spp or rcnn")

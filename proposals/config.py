@@ -59,9 +59,8 @@ class ProposalConfig:
     # (-1 = max_side). Test, detect and the model file keep max_side. Training
     # needs windows to label and mine, testing needs windows to keep: on BCCD,
     # training on a 500 px search and testing on the full-resolution one
-    # halves the training's search (docs/benchmarks.md). `sppnet propose`
-    # searches with max_side: prefill a training split with
-    # proposals.max_side=<this value>.
+    # halves the training's search (docs/benchmarks.md). `sppnet propose
+    # --config` gives a training split this search too.
     train_max_side: int = -1
     # Upscale factor applied before the search (>1 helps small dense objects);
     # max_side, when set, still caps the longer side after upscaling.

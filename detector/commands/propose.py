@@ -56,9 +56,7 @@ def main(argv=None, prog: str | None = None) -> int:
         overrides.append(f"proposals.method={args.method}")
     if args.config:
         detector_cfg = load_detector_config(args.config, overrides)
-        # A training split gets the training search (proposals.train_max_side), as training computes it.
-        training = args.split in (detector_cfg.data.train_split, detector_cfg.data.val_split)
-        cfg = detector_cfg.proposals.for_training() if training else detector_cfg.proposals
+        cfg = detector_cfg.split_search(args.split)
         args.data = args.data or detector_cfg.data.root
         args.cache = args.cache or str(detector_cfg.cache_root() / "proposals")
     else:

@@ -47,9 +47,7 @@ def report_recall(args, dataset) -> None:
     cfg = load_detector_config(args.config, []) if args.config else Config()
     cache = cfg.cache_root() / "proposals" if args.config else args.cache
     records = list(dataset)
-    # A training split gets the training search (proposals.train_max_side), as training computes it.
-    training = args.config and args.split in (cfg.data.train_split, cfg.data.val_split)
-    search = cfg.proposals.for_training() if training else cfg.proposals
+    search = cfg.split_search(args.split) if args.config else cfg.proposals
     store = compute_split(records, search, cache, dataset.name, args.split, skip_bad_images=True)
     good = [r for r in records if r.image_id in store]  # unreadable images were skipped
     fit = measure_fit(good, store.load, dataset.class_names, args.split, search.min_size)

@@ -96,3 +96,9 @@ def test_device_choice():
     assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ConfigError, match="device"):
         load_detector_config(None, ["device=tpu"])
+
+
+def test_split_search_gives_the_training_splits_the_training_search():
+    c = load_detector_config(None, ["proposals.max_side=0", "proposals.train_max_side=500", "data.val_split=val"])
+    assert c.split_search("trainval").max_side == c.split_search("val").max_side == 500
+    assert c.split_search("test") is c.proposals and c.split_search("test").max_side == 0
