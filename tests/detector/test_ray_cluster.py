@@ -50,19 +50,32 @@ class Cluster:
                 if "multiprocessing.forkserver" in cmd}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+PORT_OPTIONS = ("--dashboard-port", "--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
 
 
-def _node_args() -> list:
-    """One CPU, loopback, and explicit free ports: two nodes on one machine must not collide."""
+def _free_ports(count: int) -> list:
+    """``count`` distinct free ports. The sockets stay bound until all are chosen: one bound and
+    closed at a time, the kernel may hand the same port out twice (CI once gave Ray's
+    dashboard_agent_grpc and metrics_export one port, and the head refused to start)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _node_args(ports: list) -> list:
+    """One CPU, loopback, and explicit ports: two nodes on one machine must not collide."""
     args = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory", str(200 << 20),
             "--disable-usage-stats", "--block"]
-    for option in ("--dashboard-port", "--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-                   "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"):
-        args += [option, str(_free_port())]
+    for option, port in zip(PORT_OPTIONS, ports, strict=True):
+        args += [option, str(port)]
     return args
 
 
@@ -83,15 +96,17 @@ def cluster(tmp_path_factory):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     node_env = {**clean, "HOME": str(root), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
                 "RAY_USAGE_STATS_ENABLED": "0"}
-    port = _free_port()
+    # Every port of both nodes chosen at once, so none is chosen twice.
+    port, *node_ports = _free_ports(1 + 2 * len(PORT_OPTIONS))
     address = f"127.0.0.1:{port}"
     nodes = []
     try:
-        for name, first in (("head", ["--head", "--port", str(port), "--include-dashboard=false"]),
-                            ("worker", ["--address", address])):
+        for i, (name, first) in enumerate((("head", ["--head", "--port", str(port), "--include-dashboard=false"]),
+                                           ("worker", ["--address", address]))):
+            ports = node_ports[i * len(PORT_OPTIONS):(i + 1) * len(PORT_OPTIONS)]
             log = root / f"{name}.log"
             with log.open("w") as out:
-                nodes.append(subprocess.Popen([RAY, "start", *first, "--temp-dir", temp_dir, *_node_args()],
+                nodes.append(subprocess.Popen([RAY, "start", *first, "--temp-dir", temp_dir, *_node_args(ports)],
                                               env=node_env, stdout=out, stderr=subprocess.STDOUT,
                                               start_new_session=True))
             _wait_started(nodes[-1], log)
