@@ -1,0 +1,86 @@
+"""A validation split held out of a VOC set's training split, for choosing a setting without the test split.
+
+    python -m bench.holdout --data /work/shared/data/raccoon --out /tmp/raccoon_holdout --fraction 0.2 --seed 0
+
+Writes ``<out>``: ``JPEGImages`` and ``Annotations`` linked to the set's own
+(nothing copied), ``ImageSets/Main/<train>.txt`` and ``<val>.txt`` (a seeded
+random ``fraction`` of ``--split``'s ids held out, the rest kept, each file in
+the source's order) and a link to every other split file of the source. Train
+with ``data.root=<out> data.train_split=train data.test_split=val`` and score
+the candidates on ``val``; the test split is then read once, for the choice.
+The split is recorded in ``<out>/holdout.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from detector.fileio import write_json_atomic, write_text_atomic
+
+
+class HoldoutError(ValueError):
+    """A source set or output this tool cannot use."""
+
+
+def read_ids(path: Path) -> list[str]:
+    try:
+        ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise HoldoutError(f"{path}: cannot read the split ({e})") from e
+    if not ids:
+        raise HoldoutError(f"{path}: the split lists no images")
+    return ids
+
+
+def hold_out(ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(kept, held out): round(fraction * len(ids)) ids drawn with ``seed``, both in ``ids``' order."""
+    if not 0 < fraction < 1:
+        raise HoldoutError(f"--fraction {fraction} must be in (0, 1)")
+    count = round(fraction * len(ids))
+    if count < 1 or count >= len(ids):
+        raise HoldoutError(f"--fraction {fraction} of {len(ids)} images holds out {count}: none or all")
+    held = set(random.Random(seed).sample(range(len(ids)), count))
+    return ([i for n, i in enumerate(ids) if n not in held], [i for n, i in enumerate(ids) if n in held])
+
+
+def make_root(data: Path, out: Path, split: str, fraction: float, seed: int,
+              train_name: str = "train", val_name: str = "val") -> dict:
+    sets = data / "ImageSets" / "Main"
+    source = sets / f"{split}.txt"
+    kept, held = hold_out(read_ids(source), fraction, seed)
+    if out.exists() and any(out.iterdir()):
+        raise HoldoutError(f"{out}: exists and is not empty; give a new folder")
+    (out / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    for sub in ("JPEGImages", "Annotations"):
+        if not (data / sub).is_dir():
+            raise HoldoutError(f"{data / sub}: missing; --data must be a VOC-layout root")
+        (out / sub).symlink_to((data / sub).resolve())
+    for other in sorted(sets.glob("*.txt")):
+        if other.stem not in (train_name, val_name):
+            (out / "ImageSets" / "Main" / other.name).symlink_to(other.resolve())
+    write_text_atomic(out / "ImageSets" / "Main" / f"{train_name}.txt", "".join(i + "\n" for i in kept))
+    write_text_atomic(out / "ImageSets" / "Main" / f"{val_name}.txt", "".join(i + "\n" for i in held))
+    record = {"source": str(data.resolve()), "split": split, "fraction": fraction, "seed": seed,
+              train_name: len(kept), val_name: len(held), f"{val_name}_ids": held}
+    write_json_atomic(out / "holdout.json", record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="a VOC-layout root")
+    parser.add_argument("--out", type=Path, required=True, help="a new folder for the linked root")
+    parser.add_argument("--split", default="trainval", help="the split to divide (default trainval)")
+    parser.add_argument("--fraction", type=float, default=0.2, help="share held out as val (default 0.2)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        record = make_root(args.data, args.out, args.split, args.fraction, args.seed)
+    except HoldoutError as e:
+        parser.exit(2, f"error: {e}\n")
+    print(f"{args.out}: train {record['train']} images, val {record['val']} (from {args.split}, seed {args.seed})")
+
+
+if __name__ == "__main__":
+    main()
