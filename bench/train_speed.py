@@ -60,15 +60,19 @@ def stage_seconds(report: dict) -> dict[str, float]:
     return dict(timings, total=round(report["timings"]["total"], 1))
 
 
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def make_record(command: list[str], report: dict, wall: float, peak_rss_mb: float, load: int,
-                load_before: float) -> dict:
-    """The benchmark record of one measured run."""
+                load_before: float, started: str) -> dict:
+    """The benchmark record of one measured run (``started``: UTC as the run began; finished: now)."""
     return {"command": " ".join(command), "machine": MACHINE, "cores": len(os.sched_getaffinity(0)),
             "condition": "loaded" if load else "as found", "background_load_processes": load,
             "load_1min_before": round(load_before, 2),
             "stages_s": stage_seconds(report), "wall_s": round(wall, 1), "peak_rss_mb": round(peak_rss_mb),
             "train_images": report.get("train_images"), "config": report["config"],
-            "versions": collect_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "versions": collect_versions(), "started": started, "finished": utc_now()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -83,14 +87,14 @@ def main(argv: list[str] | None = None) -> dict:
     check_fresh(args.folder)
     args.folder.mkdir(parents=True, exist_ok=True)
     command = train_command(args.config, args.folder, args.overrides)
-    load_before = os.getloadavg()[0]
+    load_before, started = os.getloadavg()[0], utc_now()
     # The load is bounded by timeout too, in case this process is killed.
     with background_load(args.load, seconds=4 * 3600) if args.load else contextlib.nullcontext():
         status, wall, rss = run_measured(command, args.folder / "train.log")
     if status != 0:
         raise SystemExit(f"error: training failed (exit {status}); see {args.folder / 'train.log'}")
     report = json.loads((args.folder / "run" / "train_report.json").read_text())
-    record = make_record(command, report, wall, rss, args.load, load_before)
+    record = make_record(command, report, wall, rss, args.load, load_before, started)
     write_json_atomic(args.out / f"{args.name}.json", record)
     print(json.dumps(record["stages_s"]), f"peak RSS {record['peak_rss_mb']} MB", flush=True)
     return record
