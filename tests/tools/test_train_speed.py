@@ -1,5 +1,6 @@
 """bench/train_speed.py: `sppnet train` from fresh caches, seconds per stage, peak RSS, background load."""
 import json
+from datetime import datetime
 
 import pytest
 
@@ -23,6 +24,9 @@ def test_train_speed_records_every_stage_of_a_fresh_run(tmp_path):
     assert record["machine"] == "2 CPU cores, no GPU" and "torch" in record["versions"]
     assert record["config"]["finetune"]["iterations"] == 5 and f"cache_dir={folder / 'cache'}" in record["command"]
     assert (folder / "cache" / "conv5").is_dir()
+    # started as the run began, finished as it ended (whole seconds, UTC)
+    started, finished = (datetime.strptime(record[k], "%Y-%m-%dT%H:%M:%SZ") for k in ("started", "finished"))
+    assert abs((finished - started).total_seconds() - record["wall_s"]) <= 2.0
     with pytest.raises(ValueError, match="not empty; train_speed measures from fresh caches"):
         train_speed.main(["--config", "configs/demo.yaml", "--folder", str(folder), "--name", "again",
                           "--out", str(out), f"data.root={data}"])
