@@ -16,21 +16,13 @@ import argparse
 import random
 from pathlib import Path
 
+from detector.data.base import DatasetError
+from detector.data.voc import read_split_ids
 from detector.fileio import write_json_atomic, write_text_atomic
 
 
 class HoldoutError(ValueError):
     """A source set or output this tool cannot use."""
-
-
-def read_ids(path: Path) -> list[str]:
-    try:
-        ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-    except OSError as e:
-        raise HoldoutError(f"{path}: cannot read the split ({e})") from e
-    if not ids:
-        raise HoldoutError(f"{path}: the split lists no images")
-    return ids
 
 
 def hold_out(ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -47,14 +39,21 @@ def hold_out(ids: list[str], fraction: float, seed: int) -> tuple[list[str], lis
 def make_root(data: Path, out: Path, split: str, fraction: float, seed: int,
               train_name: str = "train", val_name: str = "val") -> dict:
     sets = data / "ImageSets" / "Main"
-    source = sets / f"{split}.txt"
-    kept, held = hold_out(read_ids(source), fraction, seed)
+    try:
+        ids = read_split_ids(data, split)  # the loader's reader: the same id checks
+    except DatasetError as e:
+        raise HoldoutError(str(e)) from e
+    if not ids:
+        raise HoldoutError(f"{sets / f'{split}.txt'}: the split lists no images")
+    kept, held = hold_out(ids, fraction, seed)
     if out.exists() and any(out.iterdir()):
         raise HoldoutError(f"{out}: exists and is not empty; give a new folder")
-    (out / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
-    for sub in ("JPEGImages", "Annotations"):
+    subs = ("JPEGImages", "Annotations")
+    for sub in subs:  # checked before anything is written
         if not (data / sub).is_dir():
             raise HoldoutError(f"{data / sub}: missing; --data must be a VOC-layout root")
+    (out / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    for sub in subs:
         (out / sub).symlink_to((data / sub).resolve())
     for other in sorted(sets.glob("*.txt")):
         if other.stem not in (train_name, val_name):

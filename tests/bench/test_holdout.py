@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -50,4 +51,14 @@ def test_a_missing_split_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--data", str(src), "--out", str(tmp_path / "out"), "--split", "nosuch"])
     assert e.value.code == 2
-    assert "nosuch.txt: cannot read the split" in capsys.readouterr().err
+    assert "nosuch.txt: no such split file; splits available: test, trainval" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written for a refused split
+
+
+def test_a_root_without_images_is_refused_before_anything_is_written(tmp_path):
+    src = tmp_path / "src"
+    make_synthetic_voc(src, num_train=4, num_test=2, seed=0)
+    shutil.rmtree(src / "JPEGImages")
+    with pytest.raises(HoldoutError, match="JPEGImages: missing"):
+        make_root(src, tmp_path / "out", "trainval", 0.5, seed=0)
+    assert not (tmp_path / "out").exists()
