@@ -47,7 +47,7 @@ def report_recall(args, dataset) -> None:
     cfg = load_detector_config(args.config, []) if args.config else Config()
     cache = cfg.cache_root() / "proposals" if args.config else args.cache
     records = list(dataset)
-    search = cfg.split_search(args.split) if args.config else cfg.proposals
+    search = cfg.split_search(args.split)  # without --config: the default search (no train_max_side)
     store = compute_split(records, search, cache, dataset.name, args.split, skip_bad_images=True)
     good = [r for r in records if r.image_id in store]  # unreadable images were skipped
     fit = measure_fit(good, store.load, dataset.class_names, args.split, search.min_size)
