@@ -28,6 +28,7 @@ NEG_DEDUPS = ("nms", "identical")
 BBOX_NORM_WINDOWS = ("regression", "random")
 SVM_NORM_WINDOWS = ("all", "random")
 FINETUNE_SAMPLERS = ("stream", "bank")
+LR_SCHEDULES = ("step", "cosine")
 # Test-time forms of the fc layers (detector/heads.py, compress_head).
 FC_COMPRESSIONS = ("none", "svd", "int8", "svd_int8")
 
@@ -238,6 +239,13 @@ class FinetuneConfig:
     # official solver: [30000, 60000] of 200000 at lr 1e-3
     # (pascal_finetune_fc_spm_solver.prototxt:15-25).
     lr_steps: list[int] = field(default_factory=list)
+    # "step": the 10x drops above (R-CNN, SPP-net); "cosine": from lr down to 0
+    # at the last iteration along half a cosine (lr_steps and lr_step_fraction unused).
+    lr_schedule: str = "step"
+    # Iterations of linear warm-up from lr/1000 to the schedule's rate (0: none;
+    # detectron2's warm-up): the first steps of a freshly initialised head then
+    # do not move the fine-tuned conv blocks far.
+    warmup_iterations: int = 0
 
     def milestones(self) -> list[int]:
         """The iterations at which the learning rate drops 10x."""
@@ -250,6 +258,11 @@ class FinetuneConfig:
             raise ValueError("finetune.images_per_batch and finetune.prefetch must be >= 1")
         if any(s <= 0 for s in self.lr_steps) or list(self.lr_steps) != sorted(self.lr_steps):
             raise ValueError("finetune.lr_steps must be increasing positive iterations")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"finetune.lr_schedule {self.lr_schedule!r} must be one of {', '.join(LR_SCHEDULES)}")
+        if not 0 <= self.warmup_iterations < max(self.iterations, 1):
+            raise ValueError(f"finetune.warmup_iterations {self.warmup_iterations} must be in "
+                             f"[0, finetune.iterations {self.iterations})")
         if self.bank_max_mb <= 0:
             raise ValueError("finetune.bank_max_mb must be > 0")
         if self.val_every < 1:

@@ -58,7 +58,7 @@ EMPTY_LABELS = WindowLabels(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zer
 
 # Config fields added after workdirs existed: a stage key holds one only when
 # it differs from its default, so existing workdirs keep their stages.
-LATER_FIELDS = {"features": ("scale_rule",), "pool": ("window_scaling",), "finetune": ("lr_steps",),
+LATER_FIELDS = {"features": ("scale_rule",), "pool": ("window_scaling",), "finetune": ("lr_steps", "lr_schedule", "warmup_iterations"),
                 "svm": ("neg_iou_strict", "neg_dedup", "max_negatives_per_class", "seed_mb", "norm_windows"), "bbox": ("norm_windows",)}
 
 

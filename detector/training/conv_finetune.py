@@ -24,6 +24,7 @@ from torch import nn
 
 from ..config import FinetuneConfig
 from .fc_finetune import WindowLabels, feature_std, moving_average, sgd_step, with_validation
+from .lr_schedule import lr_scheduler
 from .sgd import fine_tuning_optimizer
 from .window_sampler import WindowUse, window_use
 from ..heads import FCHead
@@ -91,7 +92,7 @@ def finetune_with_conv(head: FCHead, features: SPPFeatures, samples: Sequence[Co
     backbone = features.backbone
     conv_params = backbone.unfreeze_last(cfg.conv_layers)
     opt = fine_tuning_optimizer(head, cfg, conv_params)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestones(), gamma=0.1)
+    sched = lr_scheduler(opt, cfg)
     loss_fn = nn.CrossEntropyLoss()
     head.train()
     start, avg_loss, avg_acc = time.perf_counter(), None, None
@@ -109,7 +110,7 @@ def finetune_with_conv(head: FCHead, features: SPPFeatures, samples: Sequence[Co
             avg_loss, avg_acc = moving_average(avg_loss, loss_value), moving_average(avg_acc, acc)
             if log and (it % 20 == 0 or it == cfg.iterations - 1):
                 log.write(json.dumps({"iter": it, "loss": round(avg_loss, 5), "acc": round(avg_acc, 4),
-                                      "scale": scale}) + "\n")
+                                      "scale": scale, "lr": sched.get_last_lr()[0]}) + "\n")
             if validation is not None:
                 validation.after(it, cfg.iterations, log)
     finally:

@@ -24,6 +24,7 @@ from ..config import FinetuneConfig
 from ..heads import FCHead
 from ..progress import progress_of
 from ..threads import adapting_threads, thread_summary
+from .lr_schedule import lr_scheduler
 from .sgd import fine_tuning_optimizer
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def train_head(head: FCHead, batches: Iterator[tuple[torch.Tensor, torch.Tensor]
     torch.manual_seed(seed)  # dropout masks
     head.to(device)
     opt = fine_tuning_optimizer(head, cfg)  # Caffe convention: biases learn 2x
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestones(), gamma=0.1)
+    sched = lr_scheduler(opt, cfg)
     loss_fn = nn.CrossEntropyLoss()
     head.train()
     start = time.perf_counter()

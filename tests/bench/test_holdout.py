@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 
 import pytest
@@ -62,3 +63,23 @@ def test_a_root_without_images_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(HoldoutError, match="JPEGImages: missing"):
         make_root(src, tmp_path / "out", "trainval", 0.5, seed=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_folds_of_one_seed_are_disjoint_and_fold_0_is_the_first_draw():
+    ids = [f"im{i:03d}" for i in range(160)]
+    helds = [hold_out(ids, 0.2, seed=0, fold=k)[1] for k in range(5)]
+    assert all(len(h) == 32 for h in helds)
+    assert len(set().union(*helds)) == 160  # 5 disjoint folds cover every id
+    # fold 0 is the draw the tool made before folds existed (raccoon's recorded split, 160 ids at 0.2)
+    first = sorted(random.Random(0).sample(range(160), 32))
+    assert helds[0] == [ids[i] for i in first]
+    with pytest.raises(HoldoutError, match="--fold 5: 160 images hold 5 disjoint folds of 32"):
+        hold_out(ids, 0.2, seed=0, fold=5)
+
+
+def test_the_fold_is_recorded(tmp_path):
+    src = tmp_path / "src"
+    make_synthetic_voc(src, num_train=10, num_test=2, seed=0)
+    rec = [make_root(src, tmp_path / f"out{k}", "trainval", 0.3, seed=1, fold=k) for k in range(3)]
+    assert [r["fold"] for r in rec] == [0, 1, 2]
+    assert not set(rec[0]["val_ids"]) & set(rec[1]["val_ids"])

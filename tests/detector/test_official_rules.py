@@ -231,6 +231,8 @@ def test_window_rules_can_be_screened_at_test_time_but_not_the_pyramid():
     ("bbox.norm_windows=all", "bbox.norm_windows 'all' must be one of regression, random"),
     ("svm.norm_windows=regression", "svm.norm_windows 'regression' must be one of all, random"),
     ("finetune.lr_steps=[60000,30000]", "finetune.lr_steps must be increasing"),
+    ("finetune.lr_schedule=poly", "finetune.lr_schedule 'poly' must be one of step, cosine"),
+    ("finetune.warmup_iterations=5000", "finetune.warmup_iterations 5000 must be in .0, finetune.iterations 2000."),
 ])
 def test_bad_rule_values_are_named(override, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
