@@ -75,10 +75,12 @@ def test_bccd_configs_differ_only_where_the_docs_say():
     assert load("bccd_mobilenet_conv.yaml") == load("bccd_mobilenet.yaml", "finetune.iterations=3000", full)
     assert load("bccd_mobilenet_frozen.yaml") == load("bccd_mobilenet.yaml", "finetune.iterations=3000",
                                                       "finetune.conv_layers=0", full)
-    # raccoon_mobilenet.yaml streams since issue 23; the frozen config keeps the bank it was measured with
-    assert load("raccoon_mobilenet.yaml").finetune.sampler == "stream"
+    # raccoon_mobilenet.yaml streams and warms up since issue 23; the frozen config keeps the bank
+    # and the plain step schedule it was measured with
+    assert (load("raccoon_mobilenet.yaml").finetune.sampler, load("raccoon_mobilenet.yaml").finetune.warmup_iterations) == \
+        ("stream", 100)
     assert load("raccoon_mobilenet_frozen.yaml") == load("raccoon_mobilenet.yaml", "finetune.conv_layers=0",
-                                                         "finetune.sampler=bank")
+                                                         "finetune.sampler=bank", "finetune.warmup_iterations=0")
 
 
 def test_bccd_config_replays_every_svm_feature():
