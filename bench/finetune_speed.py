@@ -45,6 +45,7 @@ from detector.features.spp import SpatialPyramidPool2d  # noqa: E402
 from detector.training.fc_finetune import finetune_head  # noqa: E402
 from detector.training.context import TrainingContext, collect_training_windows, conv_samples  # noqa: E402
 from detector.training.train import build_training_context  # noqa: E402
+from bench.stamps import utc_now  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_speed"
 MODES = ("whole_trunk_autograd_pool", "prefix_autograd_pool", "whole_trunk", "prefix", "prefix_loop_argmax", "prefix_bf16",
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     ctx.propose()
     samples = conv_samples(ctx, cfg.finetune)
     trunk = copy.deepcopy(ctx.backbone.state_dict())
-    load_before = os.getloadavg()[0]
+    load_before, started = os.getloadavg()[0], utc_now()
     results, bank, fp32_maps = [], None, None
     for mode in args.modes:
         if mode.startswith("conv5"):
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
               "torch_threads": torch.get_num_threads(), "images": ctx.num_images, "samples": len(samples),
               "config": args.config, "conv_layers": cfg.finetune.conv_layers, "scales": cfg.features.scales,
               "versions": collect_versions(), "results": results,
-              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+              "started": started, "finished": utc_now()}
     write_json_atomic(RESULTS / f"{args.name}.json", record)
     return record
 

@@ -35,6 +35,7 @@ from detector.evaluation.report import collect_versions  # noqa: E402
 from detector.fileio import file_digest, write_json_atomic  # noqa: E402
 from detector.threads import limit_threads, network_threads  # noqa: E402
 from detector.features.pool5 import ImageSource  # noqa: E402
+from bench.stamps import utc_now  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "overlap"
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     cfg = load_detector_config(args.config, args.overrides)
     records = list(build_dataset(cfg.data, cfg.data.train_split))[:args.images]
-    load_before = os.getloadavg()[0]
+    load_before, started = os.getloadavg()[0], utc_now()
     runs = []
     for rep in range(args.repeats):
         for overlapped in (rep % 2 == 1, rep % 2 == 0):
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
               "machine": "2 CPU cores, no GPU", "condition": "loaded (other users' jobs; load average recorded)",
               "load_1min_before": load_before, "images": len(records), "median_s": summary,
               "same_cache_files": same_files, "runs": [{k: v for k, v in r.items() if k != "entries"} for r in runs],
-              "versions": collect_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+              "versions": collect_versions(), "started": started, "finished": utc_now()}
     write_json_atomic(RESULTS / f"{args.name}.json", record)
     print(json.dumps(summary), "same files:", same_files)
     return record

@@ -33,6 +33,7 @@ from bench.checkout import checkout_env, sppnet_command
 from detector.config import load_detector_config
 from detector.fileio import write_json_atomic
 from detector.training.train import training_stages
+from bench.stamps import utc_now
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "rules"
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
         raise ScreenError(f"{record_path}: exists already (records are not overwritten)")
     workdir = args.workdir.resolve()
     trained_config(workdir)  # fail before any copy or run
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    started = utc_now()
     load = os.getloadavg()[0]
     retrained = {}
     if args.train:

@@ -22,7 +22,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import detector  # noqa: F401  (isort: skip) sets THP_MEM_ALLOC_ENABLE before torch loads
@@ -36,6 +35,7 @@ from detector.configio import ConfigError, to_dict  # noqa: E402
 from detector.evaluation.report import collect_versions  # noqa: E402
 from detector.fileio import file_digest, write_json_atomic  # noqa: E402
 from detector.model import load_trained, read_model_config  # noqa: E402
+from bench.stamps import utc_now  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "spp_speedup"
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         raise ValueError(f"{model_cfg.data.root}: the {model_cfg.data.test_split} split has {len(images)} "
                          f"images, --images asks for {args.images}")
 
-    load_before, started = os.getloadavg()[0], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load_before, started = os.getloadavg()[0], utc_now()
     timings = measure(args.model, args.compressions, images, args.overrides)
     load_after = os.getloadavg()[0]
     record = {

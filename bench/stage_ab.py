@@ -23,13 +23,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from detector.evaluation.report import collect_versions
 from detector.fileio import write_json_atomic
+from bench.stamps import utc_now
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stage_ab"
 
@@ -140,7 +140,7 @@ def main(argv=None) -> None:
                                              args.scratch / f"{args.name}_new_0" / "run" / "model.pt"),
         "trees": {side: subprocess.run(["git", "-C", str(t), "describe", "--always", "--dirty"], capture_output=True,
                                        text=True).stdout.strip() for side, t in (("old", args.old), ("new", args.new))},
-        "versions": collect_versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": collect_versions(), "finished": utc_now(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{args.name}.json"

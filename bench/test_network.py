@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.stamps import utc_now
+
 RESULTS = Path(__file__).resolve().parent / "results" / "voc_scale" / "clutter"
 
 
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
         "first_pass_seconds_per_image": first.seconds_per_image,
         "runs": runs, "median_total_excluding_proposals": statistics.median(totals),
         "machine": f"{os.cpu_count()} cores, no GPU", "load_1min_at_end": os.getloadavg()[0],
-        "versions": collect_versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": collect_versions(), "finished": utc_now(),
     }
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"{args.name}.json"

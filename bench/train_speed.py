@@ -25,6 +25,7 @@ from bench.checkout import checkout_env, sppnet_command
 from bench.speed import background_load
 from detector.evaluation.report import collect_versions
 from detector.fileio import write_json_atomic
+from bench.stamps import utc_now
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "train_speed"
@@ -58,10 +59,6 @@ def stage_seconds(report: dict) -> dict[str, float]:
     """Seconds per stage from a train_report.json (its timings, rounded), "total" last."""
     timings = {k: round(v, 1) for k, v in report["timings"].items() if k != "total"}
     return dict(timings, total=round(report["timings"]["total"], 1))
-
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def make_record(command: list[str], report: dict, wall: float, peak_rss_mb: float, load: int,

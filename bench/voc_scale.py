@@ -45,6 +45,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.stamps import utc_now
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 RUNS = REPO / "runs" / "voc_like"
@@ -213,7 +215,7 @@ class StageParts:
                 raise SystemExit(f"{path} holds the parts of a run with other settings ({saved.get('key')}); "
                                  "rerun with those, or remove it to start this size afresh")
             self.earlier = saved["parts"]
-        self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.started = utc_now()
         self.finished: dict[str, float] = {}  # every stage finished, nested ones included
         self.outermost: dict[str, float] = {}
         self._starts: list[float] = []
